@@ -1,0 +1,1 @@
+"""Sample ADE config package (contact fields)."""

@@ -1,0 +1,1 @@
+"""Column definitions; each module here has a register(registry) function."""

@@ -1,0 +1,572 @@
+/*
+ * ade-ctl: the operator's command.  It reads the same configuration as
+ * ade-superd and talks to the database directly.
+ *
+ * Exit status: 0 success, 1 failure, 2 usage error, 3 not found.
+ */
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <uuid/uuid.h>
+
+#include "conf.h"
+#include "digest.h"
+#include "log.h"
+#include "paths.h"
+#include "store.h"
+#include "util.h"
+
+#ifndef ADE_SYSCONFDIR
+#define ADE_SYSCONFDIR "/etc"
+#endif
+
+#define CTL_OK		0
+#define CTL_FAIL	1
+#define CTL_USAGE	2
+#define CTL_NOTFOUND	3
+
+static int	 json_out;
+static const char *conf_path;
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: ade-ctl [-c file] [--json] command [args]\n"
+	    "commands:\n"
+	    "  db init                      create the tables (SQLite)\n"
+	    "  db check                     list missing tables\n"
+	    "  config check FILE            check a configuration file\n"
+	    "  enqueue --workspace NAME --configuration NAME\n"
+	    "          --config-package DIR --input FILE\n"
+	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
+	    "          [--max-attempts N] [--engine-spec SPEC]\n"
+	    "  runs list [--status S] [--limit N]\n"
+	    "  runs show ID\n");
+	exit(CTL_USAGE);
+}
+
+static struct conf *
+load_conf(void)
+{
+	struct conf *c = conf_new();
+	struct buf errs;
+	const char *path = conf_path;
+
+	if (path == NULL && (path = getenv("ADE_CONFIG")) == NULL &&
+	    access(ADE_SYSCONFDIR "/ade/worker.conf", F_OK) == 0)
+		path = ADE_SYSCONFDIR "/ade/worker.conf";
+	buf_init(&errs);
+	if (conf_load(c, path, &errs) == -1) {
+		fputs(buf_str(&errs), stderr);
+		exit(CTL_FAIL);
+	}
+	buf_free(&errs);
+	return c;
+}
+
+static struct store *
+open_store(const struct conf *c)
+{
+	struct store *st;
+	struct buf err;
+
+	buf_init(&err);
+	if ((st = store_open(c, &err)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", buf_str(&err));
+		exit(CTL_FAIL);
+	}
+	buf_free(&err);
+	return st;
+}
+
+static int
+cmd_db(int argc, char **argv)
+{
+	struct conf *c;
+	struct store *st;
+	struct buf missing;
+	int rc;
+
+	if (argc != 2)
+		usage();
+	c = load_conf();
+	st = open_store(c);
+	if (strcmp(argv[1], "init") == 0) {
+		if (store_init_schema(st) == -1) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		printf("schema ready (%s)\n", store_backend(st));
+		rc = CTL_OK;
+	} else if (strcmp(argv[1], "check") == 0) {
+		buf_init(&missing);
+		rc = store_check_schema(st, &missing);
+		if (rc < 0)
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		else if (rc > 0)
+			printf("missing tables: %s\n", buf_str(&missing));
+		else
+			printf("schema OK\n");
+		rc = rc == 0 ? CTL_OK : CTL_FAIL;
+		buf_free(&missing);
+	} else
+		usage();
+	store_close(st);
+	conf_free(c);
+	return rc;
+}
+
+static int
+cmd_config(int argc, char **argv)
+{
+	struct conf *c;
+	struct buf errs;
+	int rc;
+
+	if (argc != 3 || strcmp(argv[1], "check") != 0)
+		usage();
+	c = conf_new();
+	buf_init(&errs);
+	rc = conf_load(c, argv[2], &errs);
+	fputs(buf_str(&errs), stderr);
+	if (rc == 0)
+		printf("%s: configuration OK\n", argv[2]);
+	buf_free(&errs);
+	conf_free(c);
+	return rc == 0 ? CTL_OK : CTL_FAIL;
+}
+
+/*
+ * Copies a configuration package.  Symbolic links, build leftovers and
+ * version control directories are left out.
+ */
+static int
+copy_tree(const char *src, const char *dst)
+{
+	static const char *const skip[] = {
+		".git", "__pycache__", ".venv", "venv", "build", "dist",
+		"node_modules", ".DS_Store",
+	};
+	char s[PATH_MAX], d[PATH_MAX];
+	struct dirent *de;
+	struct stat st;
+	size_t i, n;
+	DIR *dir;
+	int rc = 0;
+
+	if (mkdir(dst, 0750) == -1 && errno != EEXIST)
+		return -1;
+	if ((dir = opendir(src)) == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL && rc == 0) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		for (i = 0; i < NELEM(skip); i++)
+			if (strcmp(de->d_name, skip[i]) == 0)
+				break;
+		n = strlen(de->d_name);
+		if (i < NELEM(skip) || (n > 9 && strcmp(de->d_name + n - 9,
+		    ".egg-info") == 0) || (n > 4 && strcmp(de->d_name + n - 4,
+		    ".pyc") == 0))
+			continue;
+		snprintf(s, sizeof(s), "%s/%s", src, de->d_name);
+		snprintf(d, sizeof(d), "%s/%s", dst, de->d_name);
+		if (lstat(s, &st) == -1)
+			rc = -1;
+		else if (S_ISDIR(st.st_mode))
+			rc = copy_tree(s, d);
+		else if (S_ISREG(st.st_mode))
+			rc = copy_file(s, d);
+	}
+	closedir(dir);
+	return rc;
+}
+
+/* Puts a fresh copy of the package in place of the old one. */
+static int
+install_package(const char *src, const char *dst)
+{
+	char tmp[PATH_MAX], old[PATH_MAX], rnd[9], *parent;
+
+	random_hex(rnd, sizeof(rnd));
+	snprintf(tmp, sizeof(tmp), "%s.new-%s", dst, rnd);
+	snprintf(old, sizeof(old), "%s.old-%s", dst, rnd);
+	parent = xstrdup(dst);
+	*strrchr(parent, '/') = '\0';
+	if (mkdir_p(parent, 0750) == -1) {
+		free(parent);
+		return -1;
+	}
+	free(parent);
+	if (copy_tree(src, tmp) == -1) {
+		rm_rf(tmp);
+		return -1;
+	}
+	if (rename(dst, old) == -1 && errno != ENOENT) {
+		rm_rf(tmp);
+		return -1;
+	}
+	if (rename(tmp, dst) == -1)
+		return -1;
+	rm_rf(old);
+	return 0;
+}
+
+static void
+new_uuid(char *out)
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+/* "--option key=value": the value is JSON when it parses, else text. */
+static int
+add_option(json_t *opts, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	json_t *v;
+	char *key;
+
+	if (eq == NULL || eq == kv)
+		return -1;
+	key = xstrdup(kv);
+	key[eq - kv] = '\0';
+	v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+	if (v == NULL)
+		v = json_string(eq + 1);
+	if (v == NULL) {
+		free(key);
+		return -1;
+	}
+	json_object_set_new(opts, key, v);
+	free(key);
+	return 0;
+}
+
+static int
+cmd_enqueue(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "workspace", required_argument, NULL, 'w' },
+		{ "configuration", required_argument, NULL, 'C' },
+		{ "config-package", required_argument, NULL, 'p' },
+		{ "input", required_argument, NULL, 'i' },
+		{ "option", required_argument, NULL, 'o' },
+		{ "sheet", required_argument, NULL, 's' },
+		{ "max-attempts", required_argument, NULL, 'm' },
+		{ "engine-spec", required_argument, NULL, 'e' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *ws = "default", *cfg = "default", *pkg = NULL;
+	const char *input = NULL, *spec = NULL;
+	char ws_id[64], cfg_id[64], doc_id[40], run_id[40], stored[64];
+	char cfgdir[PATH_MAX], docpath[PATH_MAX], digest[DEPS_DIGEST_LEN];
+	char sha[65], *opts_text = NULL, *sheets_text = NULL, *base;
+	json_t *opts = json_object(), *sheets = json_array();
+	struct enqueue_req req;
+	struct store *st;
+	struct conf *c;
+	long long size;
+	long max_attempts = -1;
+	int ch;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'w': ws = optarg; break;
+		case 'C': cfg = optarg; break;
+		case 'p': pkg = optarg; break;
+		case 'i': input = optarg; break;
+		case 'e': spec = optarg; break;
+		case 's':
+			json_array_append_new(sheets, json_string(optarg));
+			break;
+		case 'o':
+			if (add_option(opts, optarg) == -1) {
+				fprintf(stderr, "ade-ctl: --option wants "
+				    "KEY=VALUE, not \"%s\"\n", optarg);
+				return CTL_USAGE;
+			}
+			break;
+		case 'm':
+			max_attempts = strtol(optarg, NULL, 10);
+			if (max_attempts < 1 || max_attempts > 1000) {
+				fprintf(stderr, "ade-ctl: --max-attempts must "
+				    "be 1 to 1000\n");
+				return CTL_USAGE;
+			}
+			break;
+		default:
+			usage();
+		}
+	}
+	if (pkg == NULL || input == NULL || optind != argc) {
+		fprintf(stderr, "ade-ctl: enqueue needs --config-package and "
+		    "--input\n");
+		return CTL_USAGE;
+	}
+	c = load_conf();
+	st = open_store(c);
+	if (store_register(st, ws, cfg, ws_id, cfg_id) == -1) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (path_config_dir(cfgdir, sizeof(cfgdir), c->data_dir, ws_id,
+	    cfg_id) == -1 || install_package(pkg, cfgdir) == -1) {
+		fprintf(stderr, "ade-ctl: cannot copy %s to %s: %s\n", pkg,
+		    cfgdir, strerror(errno));
+		return CTL_FAIL;
+	}
+	if (deps_digest(cfgdir, digest, sizeof(digest)) == -1) {
+		fprintf(stderr, "ade-ctl: deps digest of %s: %s\n", cfgdir,
+		    strerror(errno));
+		return CTL_FAIL;
+	}
+	new_uuid(doc_id);
+	new_uuid(run_id);
+	snprintf(stored, sizeof(stored), "uploads/%s", doc_id);
+	if (path_document(docpath, sizeof(docpath), c->data_dir, ws_id,
+	    stored) == -1)
+		return CTL_FAIL;
+	base = xstrdup(docpath);
+	*strrchr(base, '/') = '\0';
+	if (mkdir_p(base, 0750) == -1 || copy_file(input, docpath) == -1 ||
+	    sha256_file(docpath, sha, &size) == -1) {
+		fprintf(stderr, "ade-ctl: cannot store %s: %s\n", input,
+		    strerror(errno));
+		return CTL_FAIL;
+	}
+	free(base);
+	if (json_object_size(opts) > 0)
+		opts_text = json_dumps(opts, JSON_COMPACT);
+	if (json_array_size(sheets) > 0)
+		sheets_text = json_dumps(sheets, JSON_COMPACT);
+	base = strrchr(input, '/') ? strrchr(input, '/') + 1 : (char *)input;
+	memset(&req, 0, sizeof(req));
+	req.workspace_id = ws_id;
+	req.configuration_id = cfg_id;
+	req.content_digest = digest;
+	req.document_id = doc_id;
+	req.original_filename = base;
+	req.stored_uri = stored;
+	req.document_sha256 = sha;
+	req.document_size = size;
+	req.content_type = NULL;
+	req.run_id = run_id;
+	req.engine_spec = spec != NULL ? spec : c->engine_spec;
+	req.deps_digest = digest;
+	req.run_options = opts_text;
+	req.input_sheet_names = sheets_text;
+	req.max_attempts = max_attempts > 0 ? max_attempts :
+	    (long)c->max_attempts_default;
+	if (store_enqueue(st, &req) == -1) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (json_out)
+		printf("{\"run_id\":\"%s\",\"workspace_id\":\"%s\","
+		    "\"configuration_id\":\"%s\",\"document_id\":\"%s\","
+		    "\"deps_digest\":\"%s\"}\n", run_id, ws_id, cfg_id, doc_id,
+		    digest);
+	else
+		printf("%s\n", run_id);
+	free(opts_text);
+	free(sheets_text);
+	json_decref(opts);
+	json_decref(sheets);
+	store_close(st);
+	conf_free(c);
+	return CTL_OK;
+}
+
+static const char *
+sval(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	static char num[4][32];
+	static int slot;
+
+	if (json_is_string(v))
+		return json_string_value(v);
+	if (json_is_integer(v)) {
+		slot = (slot + 1) % 4;
+		snprintf(num[slot], sizeof(num[slot]), "%lld",
+		    (long long)json_integer_value(v));
+		return num[slot];
+	}
+	if (json_is_real(v)) {
+		slot = (slot + 1) % 4;
+		snprintf(num[slot], sizeof(num[slot]), "%g",
+		    json_real_value(v));
+		return num[slot];
+	}
+	return "-";
+}
+
+/* Prints text from the database with control characters made visible. */
+static void
+print_clean(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; *s != '\0' && n < max; s++, n++)
+		putchar((unsigned char)*s < 0x20 ? '?' : *s);
+	if (*s != '\0')
+		fputs("...", stdout);
+}
+
+static int
+cmd_runs(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "status", required_argument, NULL, 's' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *status = NULL, *sub;
+	struct store *st;
+	struct conf *c;
+	json_t *rows, *r, *v;
+	const char *k;
+	long limit = 50;
+	size_t i;
+	int ch;
+
+	if (argc < 2)
+		usage();
+	sub = argv[1];
+	optind = 2;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': status = optarg; break;
+		case 'l': limit = strtol(optarg, NULL, 10); break;
+		case 'j': json_out = 1; break;
+		default: usage();
+		}
+	}
+	c = load_conf();
+	st = open_store(c);
+	if (strcmp(sub, "list") == 0 && optind == argc) {
+		if ((rows = store_list_runs(st, status, limit)) == NULL) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		if (json_out) {
+			json_dumpf(rows, stdout, JSON_INDENT(2));
+			putchar('\n');
+		} else {
+			printf("%-36s  %-9s  %-7s  %-4s  %-24s  %-24s  %s\n",
+			    "ID", "STATUS", "ATTEMPT", "EXIT", "STARTED",
+			    "COMPLETED", "ERROR");
+			json_array_foreach(rows, i, r) {
+				printf("%-36s  %-9s  %3s/%-3s  %-4s  %-24s  "
+				    "%-24s  ", sval(r, "id"),
+				    sval(r, "status"),
+				    sval(r, "attempt_count"),
+				    sval(r, "max_attempts"),
+				    sval(r, "exit_code"),
+				    sval(r, "started_at"),
+				    sval(r, "completed_at"));
+				print_clean(sval(r, "error_message"), 60);
+				putchar('\n');
+			}
+		}
+		json_decref(rows);
+	} else if (strcmp(sub, "show") == 0 && optind + 1 == argc) {
+		if ((rows = store_show_run(st, argv[optind])) == NULL) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		if (json_is_null(json_object_get(rows, "run"))) {
+			fprintf(stderr, "ade-ctl: no run %s\n", argv[optind]);
+			return CTL_NOTFOUND;
+		}
+		if (json_out) {
+			json_dumpf(rows, stdout, JSON_INDENT(2));
+			putchar('\n');
+		} else {
+			r = json_object_get(rows, "run");
+			json_object_foreach(r, k, v) {
+				if (strcmp(k, "run_options") == 0 ||
+				    json_is_null(v))
+					continue;
+				printf("%-22s ", k);
+				print_clean(sval(r, k), 2000);
+				putchar('\n');
+			}
+			r = json_object_get(rows, "metrics");
+			if (json_is_object(r)) {
+				printf("metrics:\n");
+				json_object_foreach(r, k, v)
+					if (!json_is_null(v))
+						printf("  %-26s %s\n", k,
+						    sval(r, k));
+			} else
+				printf("metrics:               none\n");
+			printf("fields:                %zu\n",
+			    json_array_size(json_object_get(rows, "fields")));
+			json_array_foreach(json_object_get(rows, "fields"), i,
+			    r) {
+				printf("  %-24s detected=%s score=%s\n",
+				    sval(r, "field"), sval(r, "detected"),
+				    sval(r, "best_mapping_score"));
+			}
+			printf("table columns:         %zu\n",
+			    json_array_size(json_object_get(rows,
+			    "table_columns")));
+		}
+		json_decref(rows);
+	} else
+		usage();
+	store_close(st);
+	conf_free(c);
+	return CTL_OK;
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option lo[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch;
+
+	log_init(LOG_DEST_STDERR, NULL, "ade-ctl");
+	log_setrole("ade-ctl");
+	while ((ch = getopt_long(argc, argv, "+c:j", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'c': conf_path = optarg; break;
+		case 'j': json_out = 1; break;
+		default: usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1)
+		usage();
+	if (strcmp(argv[0], "db") == 0)
+		return cmd_db(argc, argv);
+	if (strcmp(argv[0], "config") == 0)
+		return cmd_config(argc, argv);
+	if (strcmp(argv[0], "enqueue") == 0)
+		return cmd_enqueue(argc, argv);
+	if (strcmp(argv[0], "runs") == 0)
+		return cmd_runs(argc, argv);
+	usage();
+}

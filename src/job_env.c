@@ -1,0 +1,384 @@
+/*
+ * Building an environment: a virtualenv per (workspace, configuration,
+ * engine spec, deps digest), shared by every worker on every host that
+ * mounts the same data directory.  The build happens in a temporary
+ * directory next to its final place and is renamed into place only when
+ * every step succeeded, so a half-built venv is never used.  One deadline
+ * covers all steps.  A failure is recorded with its reason; the store
+ * then charges the waiting runs one attempt each, so a broken
+ * configuration ends its runs instead of holding them forever.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "evlog.h"
+#include "log.h"
+#include "paths.h"
+#include "proc.h"
+#include "store.h"
+#include "util.h"
+#include "worker.h"
+
+#define PROBE_TIMEOUT	60.0
+
+struct build {
+	struct worker		*w;
+	const struct env_claim	*claim;
+	const char		*token;
+	struct evlog		 log;
+	const char		*scope;
+	double			 deadline;
+	char			**env;
+	struct buf		 out;	/* a probe's stdout */
+	int			 capture;
+};
+
+static int
+build_heartbeat(void *arg)
+{
+	struct build *b = arg;
+	int rc;
+
+	rc = store_heartbeat_environment(b->w->store, b->claim->id, b->token,
+	    b->w->conf->lease_seconds);
+	if (rc == -1)
+		log_warnx("environment %s: heartbeat: %s", b->claim->id,
+		    store_error(b->w->store));
+	return rc < 0 ? -1 : rc == 1;
+}
+
+static void
+build_line(void *arg, int stream, const char *line, size_t len, size_t full)
+{
+	struct build *b = arg;
+
+	if (b->capture && stream == 1 && b->out.len < 4096) {
+		buf_add(&b->out, line, len);
+		buf_add(&b->out, "\n", 1);
+	}
+	evlog_child_line(&b->log, b->scope, stream, line, len, full);
+}
+
+/*
+ * Runs one build step.  Returns 0, or -1 with a reason in err.
+ */
+static int
+build_step(struct build *b, const char *scope, char **argv, double limit,
+    char *err, size_t errlen)
+{
+	struct proc_spec ps;
+	struct proc_result res;
+	double left = b->deadline - now_mono();
+	json_t *cmd = json_array();
+	char name[64];
+	size_t i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		json_array_append_new(cmd, json_string(argv[i]));
+	snprintf(name, sizeof(name), "%s.start", scope);
+	evlog_emit(&b->log, "info", name, "Step started",
+	    json_pack("{s:O}", "cmd", cmd));
+	if (left <= 0) {
+		snprintf(err, errlen, "build deadline passed before %s",
+		    scope);
+		json_decref(cmd);
+		return -1;
+	}
+	memset(&ps, 0, sizeof(ps));
+	ps.argv = argv;
+	ps.envp = b->env;
+	ps.timeout = limit > 0 && limit < left ? limit : left;
+	ps.hb_interval = b->w->conf->lease_seconds / 3;
+	if (ps.hb_interval < 1)
+		ps.hb_interval = 1;
+	ps.lost_after = b->w->conf->lease_seconds * 0.9;
+	ps.heartbeat = build_heartbeat;
+	ps.on_line = build_line;
+	ps.arg = b;
+	ps.max_line = (size_t)b->w->conf->max_event_line;
+	ps.stop = &worker_quit;
+	b->scope = scope;
+	proc_run(&ps, &res);
+	snprintf(name, sizeof(name), "%s.complete", scope);
+	evlog_emit(&b->log, res.exit_code == 0 ? "info" : "error", name,
+	    "Step finished", json_pack("{s:O, s:i, s:b, s:f}", "cmd", cmd,
+	    "exit_code", res.exit_code, "timed_out", res.timed_out,
+	    "duration_seconds", res.duration));
+	json_decref(cmd);
+	if (res.lost)
+		snprintf(err, errlen, "lost the claim during %s", scope);
+	else if (res.stopped)
+		snprintf(err, errlen, "worker stopping during %s", scope);
+	else if (res.timed_out)
+		snprintf(err, errlen, "%s timed out (exit %d)", scope,
+		    res.exit_code);
+	else if (res.exit_code != 0)
+		snprintf(err, errlen, "%s failed (exit %d)", scope,
+		    res.exit_code);
+	else
+		return 0;
+	return -1;
+}
+
+/* argv = prefix words, setting words, then the given tail. */
+static char **
+build_argv(const char *const *head, const char *setting,
+    const char *const *tail)
+{
+	char **extra = argv_split(setting), **v;
+	size_t n = 0, i;
+
+	v = xcalloc(16 + argv_len(extra), sizeof(*v));
+	for (i = 0; head[i] != NULL; i++)
+		v[n++] = xstrdup(head[i]);
+	for (i = 0; extra[i] != NULL; i++)
+		v[n++] = xstrdup(extra[i]);
+	for (i = 0; tail[i] != NULL; i++)
+		v[n++] = xstrdup(tail[i]);
+	v[n] = NULL;
+	argv_free(extra);
+	return v;
+}
+
+static int
+is_dir(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static char *
+trimmed_output(struct buf *b)
+{
+	char *s = xstrdup(buf_str(b)), *e;
+
+	e = s + strlen(s);
+	while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' '))
+		*--e = '\0';
+	e = strchr(s, '\n');
+	if (e != NULL)
+		*e = '\0';
+	return s;
+}
+
+/* Runs a probe and returns the first line of its stdout, or NULL. */
+static char *
+probe(struct build *b, const char *scope, char **argv)
+{
+	char err[256], *v = NULL;
+
+	buf_reset(&b->out);
+	b->capture = 1;
+	if (build_step(b, scope, argv, PROBE_TIMEOUT, err, sizeof(err)) == 0)
+		v = trimmed_output(&b->out);
+	b->capture = 0;
+	if (v != NULL && *v == '\0') {
+		free(v);
+		v = NULL;
+	}
+	return v;
+}
+
+/* Moves the finished tree into place; an older tree is removed. */
+static int
+swap_into_place(const char *tmp, const char *root)
+{
+	char trash[PATH_MAX], rnd[9];
+
+	random_hex(rnd, sizeof(rnd));
+	snprintf(trash, sizeof(trash), "%s.old-%s", root, rnd);
+	if (rename(root, trash) == -1 && errno != ENOENT)
+		return -1;
+	if (rename(tmp, root) == -1)
+		return -1;
+	rm_rf(trash);
+	return 0;
+}
+
+void
+job_build_environment(struct worker *w, const struct env_claim *c,
+    const char *token)
+{
+	const struct conf *cf = w->conf;
+	char parent[PATH_MAX], root[PATH_MAX], tmp[PATH_MAX], venv[PATH_MAX];
+	char python[PATH_MAX], cfgdir[PATH_MAX], logdir[PATH_MAX], rnd[9];
+	char err[1024] = "", *pyver = NULL, *engver = NULL;
+	char *pip_cache, **argv;
+	struct build b;
+	long charged;
+	int rc, failed = 1;
+
+	tmp[0] = '\0';
+	memset(&b, 0, sizeof(b));
+	b.w = w;
+	b.claim = c;
+	b.token = token;
+	b.deadline = now_mono() + cf->env_build_timeout;
+	buf_init(&b.out);
+	b.log.fd = -1;
+	log_info("environment %s: building (deps %s)", c->id, c->deps_digest);
+
+	if (path_env_parent(parent, sizeof(parent), cf->data_dir,
+	    c->workspace_id, c->configuration_id, c->deps_digest) == -1 ||
+	    path_env_root(root, sizeof(root), cf->data_dir, c->workspace_id,
+	    c->configuration_id, c->deps_digest, c->id) == -1) {
+		snprintf(err, sizeof(err), "environment ids do not make a "
+		    "safe path");
+		goto finish;
+	}
+	random_hex(rnd, sizeof(rnd));
+	snprintf(tmp, sizeof(tmp), "%s/.build-%s", parent, rnd);
+	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", root);
+	snprintf(logdir, sizeof(logdir), "%s/logs", tmp);
+	if (mkdir_p(logdir, 0750) == -1) {
+		snprintf(err, sizeof(err), "cannot create %s: %s", logdir,
+		    strerror(errno));
+		goto finish;
+	}
+	snprintf(logdir, sizeof(logdir), "%s/logs/events.ndjson", tmp);
+	evlog_open(&b.log, logdir, json_pack("{s:s, s:s, s:s, s:s}",
+	    "environment_id", c->id, "workspace_id", c->workspace_id,
+	    "configuration_id", c->configuration_id, "deps_digest",
+	    c->deps_digest), (size_t)cf->max_log_size);
+	evlog_emit(&b.log, "info", "environment.start", "Environment build "
+	    "started", json_pack("{s:s, s:s}", "engine_spec", c->engine_spec,
+	    "worker", token));
+
+	pip_cache = xasprintf("PIP_CACHE_DIR=%s/cache/pip", cf->data_dir);
+	{
+		char *extra[] = { "PIP_DISABLE_PIP_VERSION_CHECK=1",
+		    "PIP_NO_INPUT=1", "PIP_PROGRESS_BAR=off",
+		    "PYTHONUNBUFFERED=1", pip_cache, NULL };
+
+		b.env = proc_env(NULL, 1, extra);
+	}
+	free(pip_cache);
+
+	{
+		const char *head[] = { cf->python, "-m", "venv", NULL };
+		const char *tail[] = { venv, NULL };
+
+		argv = build_argv(head, cf->venv_args, tail);
+		rc = build_step(&b, "environment.venv", argv, 0, err,
+		    sizeof(err));
+		argv_free(argv);
+		if (rc == -1)
+			goto finish;
+	}
+	snprintf(venv, sizeof(venv), "%s/.venv/bin/python", tmp);
+	if (access(venv, X_OK) == -1) {
+		snprintf(err, sizeof(err), "venv has no bin/python");
+		goto finish;
+	}
+	{
+		const char *spec = c->engine_spec[0] != '\0' ? c->engine_spec :
+		    cf->engine_spec;
+		const char *head[] = { venv, "-m", "pip", "install", NULL };
+		const char *local[] = { "-e", spec, NULL };
+		const char *remote[] = { spec, NULL };
+
+		argv = build_argv(head, cf->pip_args, is_dir(spec) ? local :
+		    remote);
+		rc = build_step(&b, "environment.engine", argv, 0, err,
+		    sizeof(err));
+		argv_free(argv);
+		if (rc == -1)
+			goto finish;
+	}
+	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
+	    c->workspace_id, c->configuration_id) == -1 || !is_dir(cfgdir)) {
+		snprintf(err, sizeof(err), "config package dir missing: %s",
+		    cfgdir);
+		goto finish;
+	}
+	{
+		const char *head[] = { venv, "-m", "pip", "install", NULL };
+		const char *tail[] = { "-e", cfgdir, NULL };
+
+		argv = build_argv(head, cf->pip_args, tail);
+		rc = build_step(&b, "environment.config", argv, 0, err,
+		    sizeof(err));
+		argv_free(argv);
+		if (rc == -1)
+			goto finish;
+	}
+	{
+		char *pv[] = { venv, "--version", NULL };
+		char *ev[] = { venv, "-c", "import ade_engine; print(getattr("
+		    "ade_engine, '__version__', 'unknown'))", NULL };
+		char msg[256];
+
+		pyver = probe(&b, "environment.probe.python", pv);
+		engver = probe(&b, "environment.probe.engine", ev);
+		snprintf(msg, sizeof(msg), "python=%s engine=%s",
+		    pyver ? pyver : "unknown", engver ? engver : "unknown");
+		evlog_emit(&b.log, "info", "environment.versions", msg, NULL);
+		if (pyver == NULL) {
+			snprintf(err, sizeof(err), "the venv's python does "
+			    "not run");
+			goto finish;
+		}
+	}
+	evlog_emit(&b.log, "info", "environment.complete",
+	    "Environment ready", NULL);
+	failed = 0;
+
+finish:
+	if (failed && err[0] == '\0')
+		snprintf(err, sizeof(err), "environment build failed");
+	if (failed)
+		evlog_emit(&b.log, "error", "environment.failed", err, NULL);
+	evlog_close(&b.log);
+	if (failed) {
+		/* Keep the log of the failed build where an operator looks. */
+		snprintf(venv, sizeof(venv), "%s/.venv", tmp);
+		rm_rf(venv);
+	}
+	if (tmp[0] != '\0' && is_dir(tmp) && swap_into_place(tmp, root) == -1) {
+		if (!failed)
+			snprintf(err, sizeof(err), "cannot move the build "
+			    "into place: %s", strerror(errno));
+		failed = 1;
+		rm_rf(tmp);
+	}
+	if (!failed) {
+		rc = store_environment_ready(w->store, c->id, token, python,
+		    pyver, engver);
+		if (rc == 1)
+			log_info("environment %s: ready (%s, engine %s)",
+			    c->id, pyver, engver ? engver : "unknown");
+	} else if (worker_quit) {
+		/*
+		 * Not the environment's fault: the claim is left to expire,
+		 * and the lease sweep queues the build again.
+		 */
+		log_notice("environment %s: build interrupted", c->id);
+		rc = 1;
+	} else {
+		rc = store_environment_failed(w->store, c->id, token, err,
+		    cf->backoff_base, cf->backoff_max, &charged);
+		if (rc == 1)
+			log_warnx("environment %s: build failed: %s (%ld "
+			    "waiting runs charged an attempt)", c->id, err,
+			    charged);
+	}
+	if (rc == 0)
+		log_warnx("environment %s: lost the claim; result dropped",
+		    c->id);
+	else if (rc < 0)
+		log_warnx("environment %s: cannot record the result: %s",
+		    c->id, store_error(w->store));
+	argv_free(b.env);
+	buf_free(&b.out);
+	free(pyver);
+	free(engver);
+}

@@ -1,0 +1,612 @@
+/*
+ * Executing one claimed run: check its inputs, copy the document into
+ * the run directory, start the engine in the run's environment, record
+ * its events, renew the lease while it works, and finish the run.
+ *
+ * Failures come in two kinds.  Deterministic ones (the document or the
+ * configuration package is missing, a path from the database is hostile,
+ * the engine rejects its command line) fail the run at once with exit
+ * code 2: trying again cannot help.  Everything else is retried with
+ * backoff until max_attempts.  A worker that loses its claim stops the
+ * engine and writes nothing more for the run.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+#include "backoff.h"
+#include "conf.h"
+#include "evlog.h"
+#include "log.h"
+#include "paths.h"
+#include "proc.h"
+#include "results.h"
+#include "store.h"
+#include "util.h"
+#include "worker.h"
+
+#define EXIT_DETERMINISTIC	2
+#define RELEASE_DELAY		5.0
+
+struct job {
+	struct worker		*w;
+	struct run_claim	*claim;
+	const char		*token;
+	struct evlog		 log;
+	char			 run_dir[PATH_MAX];
+	char			 started_at[40];
+	double			 t0;
+	const char		*scope;
+};
+
+static int
+job_heartbeat(void *arg)
+{
+	struct job *j = arg;
+	int rc;
+
+	rc = store_heartbeat_run(j->w->store, j->claim->id, j->token,
+	    j->w->conf->lease_seconds);
+	if (rc == -1 || rc == STORE_DEAD)
+		log_warnx("run %s: heartbeat: %s", j->claim->id,
+		    store_error(j->w->store));
+	return rc < 0 ? -1 : rc == 1;
+}
+
+static void
+job_line(void *arg, int stream, const char *line, size_t len, size_t full)
+{
+	struct job *j = arg;
+
+	evlog_child_line(&j->log, j->scope, stream, line, len, full);
+}
+
+static void
+emit_complete(struct job *j, const char *status, int exit_code,
+    const char *error, const char *output_path)
+{
+	json_t *d;
+
+	d = json_pack("{s:s, s:{s:s, s:f}, s:i}", "status", status,
+	    "execution", "started_at", j->started_at, "duration_ms",
+	    (now_mono() - j->t0) * 1000.0, "exit_code", exit_code);
+	if (error != NULL)
+		json_object_set_new(d, "error_message", json_string(error));
+	if (output_path != NULL)
+		json_object_set_new(d, "output_path", json_string(output_path));
+	evlog_emit(&j->log, strcmp(status, "succeeded") == 0 ? "info" :
+	    "error", "run.complete", strcmp(status, "succeeded") == 0 ?
+	    "Run succeeded" : "Run failed", d);
+}
+
+static void
+lost_claim(struct job *j)
+{
+	log_warnx("run %s: claim lost; stopping without writing", j->claim->id);
+	evlog_emit(&j->log, "warning", "run.lost_claim", "The claim on this "
+	    "run was lost; this attempt's results are discarded", NULL);
+}
+
+/* Calls a store operation again while it fails for want of a database. */
+#define STORE_RETRY(j, call) ({						\
+	int _rc, _tries = 0;						\
+	double _end = now_mono() + (j)->w->conf->lease_seconds / 2;	\
+	while ((_rc = (call)) < 0 && !worker_quit &&			\
+	    now_mono() < _end) {					\
+		log_warnx("run %s: %s; retrying", (j)->claim->id,	\
+		    store_error((j)->w->store));			\
+		sleep(_tries < 5 ? 1 << _tries : 30);			\
+		_tries++;						\
+	}								\
+	_rc;								\
+})
+
+/*
+ * Ends an attempt that failed: again later while attempts are left and
+ * the failure may pass, otherwise for good.
+ */
+static void
+job_fail(struct job *j, int exit_code, const char *error, int deterministic)
+{
+	const struct conf *cf = j->w->conf;
+	struct run_claim *c = j->claim;
+	double delay;
+	int rc, retry;
+
+	retry = !deterministic && c->attempt_count < c->max_attempts;
+	delay = backoff_delay(cf->backoff_base, cf->backoff_max,
+	    c->attempt_count);
+	delay += jitter(delay / 10 < 1 ? delay / 10 : 1);
+	rc = STORE_RETRY(j, store_run_finish(j->w->store, c->id,
+	    j->token, retry ? FINISH_RETRY : FINISH_FAILED, exit_code,
+	    error, delay));
+	if (rc == 0) {
+		lost_claim(j);
+		return;
+	}
+	if (rc < 0) {
+		log_warnx("run %s: cannot record the failure (%s); the lease "
+		    "sweep will recover the run", c->id,
+		    store_error(j->w->store));
+		return;
+	}
+	if (retry) {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "Retry scheduled in %.1f s", delay);
+		evlog_emit(&j->log, "error", "run.retry", msg, json_pack(
+		    "{s:s, s:f, s:i, s:i}", "error_message", error,
+		    "retry_in_seconds", delay, "exit_code", exit_code,
+		    "attempt", (int)c->attempt_count));
+		log_info("run %s: attempt %ld/%ld failed (%s); retry in "
+		    "%.1f s", c->id, c->attempt_count, c->max_attempts, error,
+		    delay);
+	} else {
+		emit_complete(j, "failed", exit_code, error, NULL);
+		log_info("run %s: failed (%s)", c->id, error);
+	}
+}
+
+/* Puts the run back without using up its attempt. */
+static void
+job_release(struct job *j, const char *why, double delay)
+{
+	int rc;
+
+	rc = STORE_RETRY(j, store_run_finish(j->w->store, j->claim->id,
+	    j->token, FINISH_RELEASE, 0, why, delay));
+	if (rc == 0)
+		lost_claim(j);
+	else if (rc > 0) {
+		evlog_emit(&j->log, "warning", "run.released", why, NULL);
+		log_info("run %s: released (%s)", j->claim->id, why);
+	}
+}
+
+static int
+is_regular(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/*
+ * The output file to record, relative to the run directory: the path the
+ * engine reported when it lies inside the run directory, else
+ * output/normalized.xlsx, else the first regular file under output/.
+ */
+static char *
+find_output(struct job *j, json_t *payload)
+{
+	json_t *p = json_object_get(json_object_get(json_object_get(payload,
+	    "outputs"), "normalized"), "path");
+	char full[PATH_MAX], dir[PATH_MAX];
+	size_t n = strlen(j->run_dir);
+	struct dirent *de;
+	char *out = NULL;
+	DIR *d;
+
+	if (json_is_string(p) && json_string_length(p) > 0) {
+		const char *s = json_string_value(p);
+
+		if (s[0] == '/')
+			snprintf(full, sizeof(full), "%s", s);
+		else
+			snprintf(full, sizeof(full), "%s/%s", j->run_dir, s);
+		if (is_regular(full) && path_within(j->run_dir, full)) {
+			char real[PATH_MAX], rbase[PATH_MAX];
+
+			if (realpath(full, real) != NULL &&
+			    realpath(j->run_dir, rbase) != NULL) {
+				n = strlen(rbase);
+				return xstrdup(real + n + 1);
+			}
+		}
+	}
+	snprintf(full, sizeof(full), "%s/output/normalized.xlsx", j->run_dir);
+	if (is_regular(full))
+		return xstrdup("output/normalized.xlsx");
+	snprintf(dir, sizeof(dir), "%s/output", j->run_dir);
+	if ((d = opendir(dir)) == NULL)
+		return NULL;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(full, sizeof(full), "%s/%s", dir, de->d_name);
+		if (is_regular(full)) {
+			out = xasprintf("output/%s", de->d_name);
+			break;
+		}
+	}
+	closedir(d);
+	return out;
+}
+
+static char *
+append_failure(const char *base, json_t *payload)
+{
+	json_t *m = json_object_get(json_object_get(json_object_get(payload,
+	    "execution"), "failure"), "message");
+	struct buf b;
+	char *s;
+
+	if (!json_is_string(m))
+		return xstrdup(base);
+	buf_init(&b);
+	utf8_repair(json_string_value(m), json_string_length(m) > 500 ? 500 :
+	    json_string_length(m), &b);
+	s = xasprintf("%s: %s", base, buf_str(&b));
+	buf_free(&b);
+	return s;
+}
+
+/* Runs the engine (or its validator) and returns its result. */
+static void
+run_child(struct job *j, const char *scope, char **argv,
+    struct proc_result *res)
+{
+	const struct conf *cf = j->w->conf;
+	struct proc_spec ps;
+	json_t *cmd = json_array();
+	char bindir[PATH_MAX], start[64], done[64], cwd[PATH_MAX];
+	char *extra[] = { "PYTHONUNBUFFERED=1",
+	    "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_INPUT=1",
+	    "PIP_PROGRESS_BAR=off", NULL };
+	char **env;
+	size_t i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		json_array_append_new(cmd, json_string(argv[i]));
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		snprintf(cwd, sizeof(cwd), "/");
+	snprintf(start, sizeof(start), "%s.start", scope);
+	snprintf(done, sizeof(done), "%s.complete", scope);
+	evlog_emit(&j->log, "info", start, "Engine started",
+	    json_pack("{s:O, s:s}", "cmd", cmd, "cwd", cwd));
+	snprintf(bindir, sizeof(bindir), "%s", argv[0]);
+	if (strrchr(bindir, '/') != NULL)
+		*strrchr(bindir, '/') = '\0';
+	env = proc_env(strchr(argv[0], '/') ? bindir : NULL, 0, extra);
+	memset(&ps, 0, sizeof(ps));
+	ps.argv = argv;
+	ps.envp = env;
+	ps.timeout = cf->run_timeout;
+	ps.hb_interval = cf->lease_seconds / 3 < 1 ? 1 : cf->lease_seconds / 3;
+	ps.lost_after = cf->lease_seconds * 0.9;
+	ps.heartbeat = job_heartbeat;
+	ps.on_line = job_line;
+	ps.arg = j;
+	ps.max_line = (size_t)cf->max_event_line;
+	ps.stop = &worker_quit;
+	j->scope = scope;
+	proc_run(&ps, res);
+	evlog_emit(&j->log, res->exit_code == 0 ? "info" : "error", done,
+	    "Engine finished", json_pack("{s:O, s:i, s:b, s:f}", "cmd", cmd,
+	    "exit_code", res->exit_code, "timed_out", res->timed_out,
+	    "duration_seconds", res->duration));
+	json_decref(cmd);
+	argv_free(env);
+}
+
+/* The engine invocation prefix with {python} replaced. */
+static char **
+engine_argv(const struct conf *cf, const char *python, size_t room)
+{
+	char **pre = argv_split(cf->engine_command[0] != '\0' ?
+	    cf->engine_command : "{python} -m ade_engine");
+	char **v;
+	size_t i, n = argv_len(pre);
+
+	v = xcalloc(n + room + 1, sizeof(*v));
+	for (i = 0; i < n; i++) {
+		if (strcmp(pre[i], "{python}") == 0)
+			v[i] = xstrdup(python);
+		else
+			v[i] = xstrdup(pre[i]);
+	}
+	argv_free(pre);
+	return v;
+}
+
+static void
+push(char **v, const char *s)
+{
+	size_t n = argv_len(v);
+
+	v[n] = xstrdup(s);
+	v[n + 1] = NULL;
+}
+
+static int
+prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s", run_dir, sub);
+	/* Nothing from an earlier attempt may be taken for this one's. */
+	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1)
+		return -1;
+	return 0;
+}
+
+static void
+run_validate(struct job *j, const char *python, const char *cfgdir,
+    struct run_options *o)
+{
+	struct proc_result res;
+	char **argv, msg[128];
+	int rc;
+
+	argv = engine_argv(j->w->conf, python, 16);
+	push(argv, "config");
+	push(argv, "validate");
+	push(argv, "--config-package");
+	push(argv, cfgdir);
+	push(argv, "--log-format");
+	push(argv, "ndjson");
+	push(argv, "--log-level");
+	push(argv, o->log_level);
+	run_child(j, "run.validate", argv, &res);
+	argv_free(argv);
+	if (res.lost) {
+		lost_claim(j);
+		return;
+	}
+	if (res.stopped) {
+		job_release(j, "worker stopping", 0);
+		return;
+	}
+	if (res.exit_code == 0) {
+		rc = STORE_RETRY(j, store_run_succeeded(j->w->store,
+		    j->claim->id, j->token, NULL, NULL));
+		if (rc == 0)
+			lost_claim(j);
+		else if (rc > 0)
+			emit_complete(j, "succeeded", 0, NULL, NULL);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "Validation failed (exit %d)",
+	    res.exit_code);
+	/* An invalid package stays invalid; a timeout may not. */
+	job_fail(j, res.exit_code, msg, !res.timed_out);
+}
+
+static void
+run_process(struct job *j, const char *python, const char *cfgdir,
+    struct run_options *o)
+{
+	const struct conf *cf = j->w->conf;
+	struct run_claim *c = j->claim;
+	char docpath[PATH_MAX], docbase[PATH_MAX], in[PATH_MAX];
+	char out[PATH_MAX], input[PATH_MAX], msg[PATH_MAX + 64];
+	char **argv, *output_path = NULL, *err;
+	struct proc_result res;
+	struct document doc;
+	json_t *results = NULL, *v;
+	size_t i;
+	int rc, dropped;
+
+	rc = STORE_RETRY(j, store_get_document(j->w->store,
+	    c->input_document_id, &doc));
+	if (rc < 0) {
+		job_fail(j, EXIT_DETERMINISTIC, "cannot read the document row",
+		    0);
+		return;
+	}
+	if (rc == 0) {
+		snprintf(msg, sizeof(msg), "Document not found: %s",
+		    c->input_document_id);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		return;
+	}
+	if (path_document(docpath, sizeof(docpath), cf->data_dir,
+	    c->workspace_id, doc.stored_uri) == -1) {
+		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
+		    "stored_uri", c->input_document_id);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		goto out;
+	}
+	snprintf(docbase, sizeof(docbase), "%s/workspaces", cf->data_dir);
+	if (!is_regular(docpath) || !path_within(docbase, docpath)) {
+		snprintf(msg, sizeof(msg), "Document file missing: %s",
+		    docpath);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		goto out;
+	}
+	if (doc.original_filename == NULL || doc.original_filename[0] == '\0')
+		snprintf(input, sizeof(input), "input");
+	else if (!path_filename_ok(doc.original_filename)) {
+		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
+		    "original_filename", c->input_document_id);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		goto out;
+	} else
+		snprintf(input, sizeof(input), "%s", doc.original_filename);
+	if (prepare_dir(j->run_dir, "input", in, sizeof(in)) == -1 ||
+	    prepare_dir(j->run_dir, "output", out, sizeof(out)) == -1) {
+		snprintf(msg, sizeof(msg), "cannot prepare %s: %s", j->run_dir,
+		    strerror(errno));
+		job_fail(j, 1, msg, 0);
+		goto out;
+	}
+	if (strlen(in) + strlen(input) + 2 > sizeof(in)) {
+		job_fail(j, EXIT_DETERMINISTIC, "input path too long", 1);
+		goto out;
+	}
+	strcat(in, "/");
+	strcat(in, input);
+	if (copy_file(docpath, in) == -1) {
+		snprintf(msg, sizeof(msg), "cannot copy the document: %s",
+		    strerror(errno));
+		job_fail(j, 1, msg, 0);
+		goto out;
+	}
+
+	argv = engine_argv(cf, python, 24 + 2 * json_array_size(o->sheets) +
+	    json_array_size(o->extra_args));
+	push(argv, "process");
+	push(argv, "file");
+	push(argv, "--input");
+	push(argv, in);
+	push(argv, "--output-dir");
+	push(argv, out);
+	push(argv, "--config-package");
+	push(argv, cfgdir);
+	push(argv, "--log-format");
+	push(argv, "ndjson");
+	push(argv, "--log-level");
+	push(argv, o->log_level);
+	if (o->active_sheet_only)
+		push(argv, "--active-sheet-only");
+	else
+		json_array_foreach(o->sheets, i, v) {
+			push(argv, "--input-sheet");
+			push(argv, json_string_value(v));
+		}
+	json_array_foreach(o->extra_args, i, v)
+		push(argv, json_string_value(v));
+	run_child(j, "run.engine", argv, &res);
+	argv_free(argv);
+
+	if (res.lost) {
+		lost_claim(j);
+		goto out;
+	}
+	if (res.stopped) {
+		job_release(j, "worker stopping", 0);
+		goto out;
+	}
+	if (res.timed_out) {
+		snprintf(msg, sizeof(msg), "Run timed out after %g s",
+		    cf->run_timeout);
+		job_fail(j, PROC_EXIT_TIMEOUT, msg, 0);
+		goto out;
+	}
+	if (res.spawn_failed || res.exit_code != 0) {
+		snprintf(msg, sizeof(msg), res.exit_code == EXIT_DETERMINISTIC ?
+		    "Engine rejected its input (usage error, exit %d)" :
+		    "Engine failed (exit %d)", res.exit_code);
+		err = append_failure(msg, j->log.completed);
+		job_fail(j, res.exit_code, err,
+		    res.exit_code == EXIT_DETERMINISTIC);
+		free(err);
+		goto out;
+	}
+	if (j->log.completed != NULL) {
+		results = results_from_payload(j->log.completed, &dropped);
+		if (dropped > 0)
+			evlog_emit(&j->log, "warning", "run.results.duplicates",
+			    "Result rows with a key seen before were left out",
+			    json_pack("{s:i}", "dropped", dropped));
+	} else {
+		log_warnx("run %s: the engine succeeded without an "
+		    "engine.run.completed event; no result rows", c->id);
+		evlog_emit(&j->log, "warning", "run.results.missing_payload",
+		    "The engine reported no engine.run.completed event", NULL);
+	}
+	output_path = find_output(j, j->log.completed);
+	rc = STORE_RETRY(j, store_run_succeeded(j->w->store, c->id, j->token,
+	    output_path, results));
+	if (rc == 0)
+		lost_claim(j);
+	else if (rc > 0) {
+		emit_complete(j, "succeeded", 0, NULL, output_path);
+		log_info("run %s: succeeded", c->id);
+	} else {
+		snprintf(msg, sizeof(msg), "storing the results failed: %s",
+		    store_error(j->w->store));
+		job_fail(j, 1, msg, 0);
+	}
+out:
+	json_decref(results);
+	free(output_path);
+	store_document_free(&doc);
+}
+
+void
+job_execute_run(struct worker *w, struct run_claim *c, const char *token)
+{
+	const struct conf *cf = w->conf;
+	char envroot[PATH_MAX], python[PATH_MAX], cfgdir[PATH_MAX];
+	char logdir[PATH_MAX], msg[PATH_MAX + 64];
+	struct run_options opts;
+	struct job j;
+
+	memset(&j, 0, sizeof(j));
+	j.w = w;
+	j.claim = c;
+	j.token = token;
+	j.t0 = now_mono();
+	j.log.fd = -1;
+	snprintf(j.started_at, sizeof(j.started_at), "%s", c->started_at);
+	log_info("run %s: attempt %ld/%ld", c->id, c->attempt_count,
+	    c->max_attempts);
+
+	if (path_run_dir(j.run_dir, sizeof(j.run_dir), cf->data_dir,
+	    c->workspace_id, c->id) == -1) {
+		job_fail(&j, EXIT_DETERMINISTIC, "run ids do not make a safe "
+		    "path", 1);
+		return;
+	}
+	snprintf(logdir, sizeof(logdir), "%s/logs", j.run_dir);
+	if (mkdir_p(logdir, 0750) == -1)
+		log_warn("mkdir %s", logdir);
+	strcat(logdir, "/events.ndjson");
+	evlog_open(&j.log, logdir, json_pack("{s:s, s:s, s:s, s:s, s:i}",
+	    "job_id", c->id, "workspace_id", c->workspace_id,
+	    "configuration_id", c->configuration_id, "environment_id",
+	    c->env_id, "attempt", (int)c->attempt_count),
+	    (size_t)cf->max_log_size);
+	evlog_emit(&j.log, "info", "run.start", "Run started",
+	    json_pack("{s:i, s:i, s:s}", "attempt", (int)c->attempt_count,
+	    "max_attempts", (int)c->max_attempts, "worker", token));
+
+	if (path_env_root(envroot, sizeof(envroot), cf->data_dir,
+	    c->workspace_id, c->configuration_id, c->deps_digest,
+	    c->env_id) == -1) {
+		job_fail(&j, EXIT_DETERMINISTIC, "environment ids do not make "
+		    "a safe path", 1);
+		goto out;
+	}
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
+	if (access(python, X_OK) == -1) {
+		store_environment_requeue(w->store, c->env_id,
+		    "Missing venv python; requeueing environment");
+		job_release(&j, "Environment missing on disk", RELEASE_DELAY);
+		goto out;
+	}
+	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
+	    c->workspace_id, c->configuration_id) == -1 ||
+	    access(cfgdir, F_OK) == -1) {
+		snprintf(msg, sizeof(msg), "Missing config package dir: %s",
+		    cfgdir);
+		job_fail(&j, EXIT_DETERMINISTIC, msg, 1);
+		goto out;
+	}
+	if (store_environment_touch(w->store, c->env_id) < 0)
+		log_warnx("run %s: cannot touch environment: %s", c->id,
+		    store_error(w->store));
+	run_options_parse(&opts, c->run_options, c->input_sheet_names,
+	    cf->log_level);
+	if (opts.dry_run) {
+		int rc = STORE_RETRY(&j, store_run_succeeded(w->store, c->id,
+		    token, NULL, NULL));
+
+		if (rc == 0)
+			lost_claim(&j);
+		else if (rc > 0)
+			emit_complete(&j, "succeeded", 0, NULL, NULL);
+	} else if (opts.validate_only)
+		run_validate(&j, python, cfgdir, &opts);
+	else
+		run_process(&j, python, cfgdir, &opts);
+	run_options_free(&opts);
+out:
+	evlog_close(&j.log);
+}

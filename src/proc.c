@@ -1,0 +1,317 @@
+/*
+ * The child runner.  The child gets a session and process group of its
+ * own (so TERM and KILL reach everything it started), dies with the
+ * worker (PR_SET_PDEATHSIG), reads /dev/null, and inherits no descriptor
+ * beyond stdout and stderr: the database connection must never reach
+ * engine code.  The parent multiplexes the two pipes with poll and, in
+ * between, renews the claim and watches the deadline and the stop flag.
+ */
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proc.h"
+#include "util.h"
+
+volatile pid_t proc_current_pgid;
+
+struct linebuf {
+	int	 fd;
+	int	 stream;
+	char	*buf;
+	size_t	 len;
+	size_t	 full;		/* bytes of the line, kept or not */
+};
+
+static void
+line_flush(const struct proc_spec *ps, struct linebuf *lb)
+{
+	if (lb->full > 0 && ps->on_line != NULL)
+		ps->on_line(ps->arg, lb->stream, lb->buf, lb->len, lb->full);
+	lb->len = lb->full = 0;
+}
+
+/* Splits a chunk into lines; a line longer than max_line is cut. */
+static void
+line_feed(const struct proc_spec *ps, struct linebuf *lb, const char *p,
+    size_t n)
+{
+	const char *nl;
+	size_t take, seg;
+
+	while (n > 0) {
+		nl = memchr(p, '\n', n);
+		seg = nl != NULL ? (size_t)(nl - p) : n;
+		take = seg;
+		if (lb->len + take > ps->max_line)
+			take = ps->max_line > lb->len ?
+			    ps->max_line - lb->len : 0;
+		memcpy(lb->buf + lb->len, p, take);
+		lb->len += take;
+		lb->full += seg;
+		if (nl == NULL)
+			return;
+		if (lb->len > 0 && lb->buf[lb->len - 1] == '\r' &&
+		    lb->len == lb->full) {
+			lb->len--;
+			lb->full--;
+		}
+		line_flush(ps, lb);
+		p += seg + 1;
+		n -= seg + 1;
+	}
+}
+
+static void
+child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
+{
+	sigset_t none;
+	int null, sig;
+
+	setsid();
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	for (sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if ((null = open("/dev/null", O_RDONLY)) == -1 ||
+	    dup2(null, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
+		_exit(127);
+	close_range(3, ~0U, 0);
+	if (ps->cwd != NULL && chdir(ps->cwd) == -1) {
+		dprintf(2, "chdir %s: %s\n", ps->cwd, strerror(errno));
+		_exit(127);
+	}
+	execvpe(ps->argv[0], ps->argv, ps->envp);
+	dprintf(2, "cannot execute %s: %s\n", ps->argv[0], strerror(errno));
+	_exit(127);
+}
+
+static void
+group_kill(pid_t pgid, int sig)
+{
+	if (kill(-pgid, sig) == -1 && errno != ESRCH)
+		log_warn("kill process group %ld", (long)pgid);
+}
+
+int
+proc_run(const struct proc_spec *ps, struct proc_result *res)
+{
+	struct linebuf lb[2];
+	struct pollfd pfd[2];
+	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
+	int status, exited = 0, killing = 0, killed = 0, i, nfd, rc;
+	double start, now, deadline, next_hb, last_ok, kill_at = 0;
+	double exit_at = 0, wait;
+	char chunk[65536];
+	ssize_t n;
+	pid_t pid;
+
+	memset(res, 0, sizeof(*res));
+	if (pipe2(outp, O_CLOEXEC) == -1 || pipe2(errp, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		goto spawn_fail;
+	}
+	switch (pid = fork()) {
+	case -1:
+		log_warn("fork");
+		goto spawn_fail;
+	case 0:
+		child_exec(ps, outp[1], errp[1], getppid());
+		/* NOTREACHED */
+	}
+	proc_current_pgid = pid;
+	close(outp[1]);
+	close(errp[1]);
+	for (i = 0; i < 2; i++) {
+		lb[i].fd = i == 0 ? outp[0] : errp[0];
+		lb[i].stream = i + 1;
+		lb[i].buf = xmalloc(ps->max_line + 1);
+		lb[i].len = lb[i].full = 0;
+		fcntl(lb[i].fd, F_SETFL, O_NONBLOCK);
+	}
+	start = last_ok = now_mono();
+	deadline = ps->timeout > 0 ? start + ps->timeout : 0;
+	next_hb = ps->hb_interval > 0 ? start + ps->hb_interval : 0;
+
+	for (;;) {
+		nfd = 0;
+		for (i = 0; i < 2; i++)
+			if (lb[i].fd != -1) {
+				pfd[nfd].fd = lb[i].fd;
+				pfd[nfd].events = POLLIN;
+				pfd[nfd].revents = 0;
+				nfd++;
+			}
+		if (exited && nfd == 0)
+			break;
+		now = now_mono();
+		wait = nfd == 0 ? 0.05 : 1.0;
+		if (next_hb > 0 && !exited && next_hb - now < wait)
+			wait = next_hb - now;
+		if (deadline > 0 && !exited && deadline - now < wait)
+			wait = deadline - now;
+		if (killing && !killed && kill_at - now < wait)
+			wait = kill_at - now;
+		if (wait < 0)
+			wait = 0;
+		rc = poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
+		if (rc == -1 && errno != EINTR)
+			log_warn("poll");
+		for (i = 0; i < nfd && rc > 0; i++) {
+			struct linebuf *l = pfd[i].fd == lb[0].fd ? &lb[0] :
+			    &lb[1];
+
+			if (pfd[i].revents == 0)
+				continue;
+			n = read(l->fd, chunk, sizeof(chunk));
+			if (n > 0)
+				line_feed(ps, l, chunk, (size_t)n);
+			else if (n == 0 || (errno != EAGAIN &&
+			    errno != EINTR)) {
+				line_flush(ps, l);
+				close(l->fd);
+				l->fd = -1;
+			}
+		}
+		now = now_mono();
+		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+			exited = 1;
+			exit_at = now;
+			/* Nothing the child started may outlive it. */
+			group_kill(pid, SIGKILL);
+		}
+		if (exited) {
+			if (now - exit_at > 2.0)
+				break;
+			continue;
+		}
+		if (!killing && ps->stop != NULL && *ps->stop) {
+			res->stopped = 1;
+			killing = 1;
+		}
+		if (!killing && deadline > 0 && now >= deadline) {
+			res->timed_out = 1;
+			killing = 1;
+		}
+		if (!killing && next_hb > 0 && now >= next_hb) {
+			rc = ps->heartbeat(ps->arg);
+			if (rc == 1) {
+				last_ok = now;
+				next_hb = now + ps->hb_interval;
+			} else if (rc == 0) {
+				res->lost = 1;
+				killing = 1;
+			} else
+				next_hb = now + (ps->hb_interval < 5 ?
+				    ps->hb_interval : 5);
+			if (!killing && ps->lost_after > 0 &&
+			    now - last_ok > ps->lost_after) {
+				log_warnx("no heartbeat got through for %.0f "
+				    "s; giving the claim up", now - last_ok);
+				res->lost = 1;
+				killing = 1;
+			}
+		}
+		if (killing == 1) {
+			group_kill(pid, SIGTERM);
+			kill_at = now + PROC_KILL_GRACE;
+			killing = 2;
+		} else if (killing && !killed && now >= kill_at) {
+			group_kill(pid, SIGKILL);
+			killed = 1;
+		}
+	}
+	for (i = 0; i < 2; i++) {
+		if (lb[i].fd != -1) {
+			line_flush(ps, &lb[i]);
+			close(lb[i].fd);
+		}
+		free(lb[i].buf);
+	}
+	if (!exited) {
+		group_kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+			;
+	}
+	proc_current_pgid = 0;
+	res->duration = now_mono() - start;
+	if (WIFEXITED(status))
+		res->exit_code = WEXITSTATUS(status);
+	else if (WIFSIGNALED(status))
+		res->exit_code = 128 + WTERMSIG(status);
+	if (res->timed_out)
+		res->exit_code = PROC_EXIT_TIMEOUT;
+	return 0;
+
+spawn_fail:
+	for (i = 0; i < 2; i++) {
+		if (outp[i] != -1)
+			close(outp[i]);
+		if (errp[i] != -1)
+			close(errp[i]);
+	}
+	res->spawn_failed = 1;
+	res->exit_code = 127;
+	return -1;
+}
+
+/*
+ * The environment of a child: only what a Python program needs to run,
+ * never the worker's own settings (ADE_*) or database credentials.  Build
+ * steps may also get the operator's PIP_* settings (index URL, proxy
+ * certificates); engines never do.
+ */
+char **
+proc_env(const char *path_prefix, int keep_pip, char *const *extra)
+{
+	static const char *const keep[] = {
+		"HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+		"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+		"HTTPS_PROXY", "NO_PROXY",
+	};
+	extern char **environ;
+	char **env, **e;
+	const char *path = getenv("PATH");
+	size_t n = 0, i, k;
+
+	env = xcalloc(NELEM(keep) + argv_len(extra) + 64, sizeof(*env));
+	if (path == NULL || *path == '\0')
+		path = "/usr/local/bin:/usr/bin:/bin";
+	if (path_prefix != NULL)
+		env[n++] = xasprintf("PATH=%s:%s", path_prefix, path);
+	else
+		env[n++] = xasprintf("PATH=%s", path);
+	for (i = 0; i < NELEM(keep); i++) {
+		const char *v = getenv(keep[i]);
+
+		if (v != NULL && (i >= 6 ? keep_pip : 1))
+			env[n++] = xasprintf("%s=%s", keep[i], v);
+	}
+	for (e = environ; keep_pip && *e != NULL && n < NELEM(keep) + 40;
+	    e++) {
+		if (strncmp(*e, "PIP_", 4) != 0)
+			continue;
+		for (k = 0; extra != NULL && extra[k] != NULL; k++)
+			if (strncmp(*e, extra[k], strcspn(extra[k], "=") + 1)
+			    == 0)
+				break;
+		if (extra == NULL || extra[k] == NULL)
+			env[n++] = xstrdup(*e);
+	}
+	for (k = 0; extra != NULL && extra[k] != NULL; k++)
+		env[n++] = xstrdup(extra[k]);
+	env[n] = NULL;
+	return env;
+}

@@ -1,0 +1,47 @@
+/*
+ * Running one child (a build step or the engine) under watch: its own
+ * process group, a clean environment and no inherited descriptors; its
+ * output read line by line with a cap on line length; heartbeats while it
+ * runs; a deadline; and the stop sequence TERM, 5 seconds, KILL.
+ */
+#ifndef ADE_PROC_H
+#define ADE_PROC_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define PROC_EXIT_TIMEOUT	124
+#define PROC_KILL_GRACE		5.0
+
+struct proc_spec {
+	char *const		 *argv;
+	char *const		 *envp;
+	const char		 *cwd;
+	double			  timeout;	/* seconds; 0 means none */
+	double			  hb_interval;	/* seconds; 0 means none */
+	double			  lost_after;	/* no good heartbeat for so
+						   long: the claim is lost */
+	int			(*heartbeat)(void *);	/* 1, 0 lost, -1 */
+	void			(*on_line)(void *, int fd, const char *,
+				    size_t len, size_t full_len);
+	void			 *arg;
+	size_t			  max_line;
+	volatile sig_atomic_t	 *stop;		/* set: stop the child */
+};
+
+struct proc_result {
+	int	exit_code;	/* 128 + signal for a signal death */
+	int	timed_out;
+	int	lost;
+	int	stopped;
+	int	spawn_failed;
+	double	duration;
+};
+
+int	proc_run(const struct proc_spec *, struct proc_result *);
+char  **proc_env(const char *path_prefix, int keep_pip, char *const *extra);
+
+extern volatile pid_t proc_current_pgid;
+
+#endif

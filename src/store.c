@@ -1,0 +1,197 @@
+/*
+ * Chooses the backend named by the configuration and forwards each
+ * operation to it.
+ */
+#include <string.h>
+
+#include "conf.h"
+#include "store_impl.h"
+#include "util.h"
+
+const char *const store_required_tables[] = {
+	"workspaces", "configurations", "documents", "runs", "environments",
+	"run_metrics", "run_fields", "run_table_columns", NULL
+};
+
+struct store *
+store_open(const struct conf *c, struct buf *err)
+{
+	if (strcmp(c->db_backend, "sqlite") == 0)
+		return store_sqlite_open(c, err);
+	buf_printf(err, "the %s backend is not part of this build yet",
+	    c->db_backend);
+	return NULL;
+}
+
+void
+store_close(struct store *st)
+{
+	if (st != NULL)
+		st->ops->close(st);
+}
+
+const char *
+store_error(struct store *st)
+{
+	return st->err;
+}
+
+const char *
+store_backend(struct store *st)
+{
+	return st->ops->name;
+}
+
+int
+store_init_schema(struct store *st)
+{
+	return st->ops->init_schema(st);
+}
+
+int
+store_check_schema(struct store *st, struct buf *missing)
+{
+	return st->ops->check_schema(st, missing);
+}
+
+int
+store_ensure_environments(struct store *st, long *ins, long *req)
+{
+	return st->ops->ensure_environments(st, ins, req);
+}
+
+int
+store_claim_environment(struct store *st, const char *token, double lease,
+    struct env_claim *out)
+{
+	memset(out, 0, sizeof(*out));
+	return st->ops->claim_environment(st, token, lease, out);
+}
+
+int
+store_heartbeat_environment(struct store *st, const char *id,
+    const char *token, double lease)
+{
+	return st->ops->heartbeat_environment(st, id, token, lease);
+}
+
+int
+store_environment_ready(struct store *st, const char *id, const char *token,
+    const char *python, const char *pyver, const char *engver)
+{
+	return st->ops->environment_ready(st, id, token, python, pyver,
+	    engver);
+}
+
+int
+store_environment_failed(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max, long *charged)
+{
+	*charged = 0;
+	return st->ops->environment_failed(st, id, token, error, base, max,
+	    charged);
+}
+
+int
+store_environment_requeue(struct store *st, const char *id, const char *error)
+{
+	return st->ops->environment_requeue(st, id, error);
+}
+
+int
+store_environment_touch(struct store *st, const char *id)
+{
+	return st->ops->environment_touch(st, id);
+}
+
+int
+store_claim_run(struct store *st, const char *token, double lease,
+    struct run_claim *out)
+{
+	memset(out, 0, sizeof(*out));
+	return st->ops->claim_run(st, token, lease, out);
+}
+
+void
+store_run_claim_free(struct run_claim *c)
+{
+	free(c->run_options);
+	free(c->input_sheet_names);
+	c->run_options = c->input_sheet_names = NULL;
+}
+
+int
+store_heartbeat_run(struct store *st, const char *id, const char *token,
+    double lease)
+{
+	return st->ops->heartbeat_run(st, id, token, lease);
+}
+
+int
+store_get_document(struct store *st, const char *id, struct document *d)
+{
+	memset(d, 0, sizeof(*d));
+	return st->ops->get_document(st, id, d);
+}
+
+void
+store_document_free(struct document *d)
+{
+	free(d->stored_uri);
+	free(d->original_filename);
+	d->stored_uri = d->original_filename = NULL;
+}
+
+int
+store_run_succeeded(struct store *st, const char *id, const char *token,
+    const char *output_path, json_t *results)
+{
+	return st->ops->run_succeeded(st, id, token, output_path, results);
+}
+
+int
+store_run_finish(struct store *st, const char *id, const char *token,
+    enum run_finish how, int exit_code, const char *error, double delay)
+{
+	return st->ops->run_finish(st, id, token, how, exit_code, error,
+	    delay);
+}
+
+int
+store_sweep(struct store *st, double base, double max,
+    struct sweep_counts *out)
+{
+	memset(out, 0, sizeof(*out));
+	return st->ops->sweep(st, base, max, out);
+}
+
+int
+store_pending(struct store *st, long *count)
+{
+	return st->ops->pending(st, count);
+}
+
+int
+store_register(struct store *st, const char *ws, const char *cfg,
+    char *ws_id, char *cfg_id)
+{
+	return st->ops->register_names(st, ws, cfg, ws_id, cfg_id);
+}
+
+int
+store_enqueue(struct store *st, const struct enqueue_req *req)
+{
+	return st->ops->enqueue(st, req);
+}
+
+json_t *
+store_list_runs(struct store *st, const char *status, long limit)
+{
+	return st->ops->list_runs(st, status, limit);
+}
+
+json_t *
+store_show_run(struct store *st, const char *id)
+{
+	return st->ops->show_run(st, id);
+}

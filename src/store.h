@@ -1,0 +1,140 @@
+/*
+ * The storage interface: every database operation the worker and ade-ctl
+ * need, at the level of one queue operation each.  Three backends
+ * implement it (sqlite, pgsql, mssql), each with SQL written for its own
+ * dialect; nothing outside a backend file knows which library is used.
+ *
+ * Rules every backend follows:
+ *  - time comes from the database server, never from the worker's clock;
+ *  - a claim hands a row to exactly one caller, and writes a fresh
+ *    fencing token into claimed_by;
+ *  - heartbeats and finishes are guarded by status and that token and
+ *    report whether they changed exactly one row (1) or not (0: the
+ *    claim is lost);
+ *  - values travel as parameters;
+ *  - no transaction stays open between calls.
+ *
+ * Functions return -1 on a database error with a message in
+ * store_error(); STORE_DEAD is returned instead when the connection is
+ * gone and must be reopened.
+ */
+#ifndef ADE_STORE_H
+#define ADE_STORE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct conf;
+struct buf;
+
+#define STORE_DEAD	(-2)
+
+struct store;
+
+struct env_claim {
+	char	id[64];
+	char	workspace_id[64];
+	char	configuration_id[64];
+	char	engine_spec[512];
+	char	deps_digest[160];
+};
+
+struct run_claim {
+	char	 id[64];
+	char	 workspace_id[64];
+	char	 configuration_id[64];
+	char	 input_document_id[64];
+	char	 engine_spec[512];
+	char	 deps_digest[160];
+	char	 env_id[64];
+	char	 started_at[40];
+	long	 attempt_count;
+	long	 max_attempts;
+	char	*run_options;		/* JSON text or NULL */
+	char	*input_sheet_names;	/* JSON text or NULL */
+};
+
+struct document {
+	char	*stored_uri;
+	char	*original_filename;
+};
+
+enum run_finish {
+	FINISH_RETRY,		/* back to queued after delay seconds */
+	FINISH_FAILED,		/* terminal */
+	FINISH_RELEASE		/* back to queued; the attempt is not used */
+};
+
+struct sweep_counts {
+	long	runs_requeued;
+	long	runs_failed;
+	long	envs_requeued;
+};
+
+/* What ade-ctl enqueue inserts, once the files are in place. */
+struct enqueue_req {
+	const char	*workspace_id;
+	const char	*configuration_id;
+	const char	*content_digest;
+	const char	*document_id;
+	const char	*original_filename;
+	const char	*stored_uri;
+	const char	*document_sha256;
+	long long	 document_size;
+	const char	*content_type;
+	const char	*run_id;
+	const char	*engine_spec;
+	const char	*deps_digest;
+	const char	*run_options;		/* JSON text or NULL */
+	const char	*input_sheet_names;	/* JSON text or NULL */
+	long		 max_attempts;
+};
+
+struct store	*store_open(const struct conf *, struct buf *err);
+void		 store_close(struct store *);
+const char	*store_error(struct store *);
+const char	*store_backend(struct store *);
+
+int	store_init_schema(struct store *);
+int	store_check_schema(struct store *, struct buf *missing);
+
+int	store_ensure_environments(struct store *, long *inserted,
+	    long *requeued);
+int	store_claim_environment(struct store *, const char *token,
+	    double lease, struct env_claim *);
+int	store_heartbeat_environment(struct store *, const char *id,
+	    const char *token, double lease);
+int	store_environment_ready(struct store *, const char *id,
+	    const char *token, const char *python, const char *python_version,
+	    const char *engine_version);
+int	store_environment_failed(struct store *, const char *id,
+	    const char *token, const char *error, double backoff_base,
+	    double backoff_max, long *runs_charged);
+int	store_environment_requeue(struct store *, const char *id,
+	    const char *error);
+int	store_environment_touch(struct store *, const char *id);
+
+int	store_claim_run(struct store *, const char *token, double lease,
+	    struct run_claim *);
+void	store_run_claim_free(struct run_claim *);
+int	store_heartbeat_run(struct store *, const char *id, const char *token,
+	    double lease);
+int	store_get_document(struct store *, const char *id, struct document *);
+void	store_document_free(struct document *);
+int	store_run_succeeded(struct store *, const char *id, const char *token,
+	    const char *output_path, json_t *results);
+int	store_run_finish(struct store *, const char *id, const char *token,
+	    enum run_finish, int exit_code, const char *error, double delay);
+int	store_sweep(struct store *, double backoff_base, double backoff_max,
+	    struct sweep_counts *);
+int	store_pending(struct store *, long *count);
+
+int	store_register(struct store *, const char *workspace,
+	    const char *configuration, char *workspace_id,
+	    char *configuration_id);
+int	store_enqueue(struct store *, const struct enqueue_req *);
+json_t	*store_list_runs(struct store *, const char *status, long limit);
+json_t	*store_show_run(struct store *, const char *id);
+
+#endif

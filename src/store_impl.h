@@ -1,0 +1,57 @@
+/*
+ * What a store backend provides: a table of operations.  Only store.c
+ * and the backend files include this header.
+ */
+#ifndef ADE_STORE_IMPL_H
+#define ADE_STORE_IMPL_H
+
+#include "store.h"
+
+struct store_ops {
+	const char *name;
+	void	(*close)(struct store *);
+	int	(*init_schema)(struct store *);
+	int	(*check_schema)(struct store *, struct buf *);
+	int	(*ensure_environments)(struct store *, long *, long *);
+	int	(*claim_environment)(struct store *, const char *, double,
+		    struct env_claim *);
+	int	(*heartbeat_environment)(struct store *, const char *,
+		    const char *, double);
+	int	(*environment_ready)(struct store *, const char *, const char *,
+		    const char *, const char *, const char *);
+	int	(*environment_failed)(struct store *, const char *,
+		    const char *, const char *, double, double, long *);
+	int	(*environment_requeue)(struct store *, const char *,
+		    const char *);
+	int	(*environment_touch)(struct store *, const char *);
+	int	(*claim_run)(struct store *, const char *, double,
+		    struct run_claim *);
+	int	(*heartbeat_run)(struct store *, const char *, const char *,
+		    double);
+	int	(*get_document)(struct store *, const char *,
+		    struct document *);
+	int	(*run_succeeded)(struct store *, const char *, const char *,
+		    const char *, json_t *);
+	int	(*run_finish)(struct store *, const char *, const char *,
+		    enum run_finish, int, const char *, double);
+	int	(*sweep)(struct store *, double, double,
+		    struct sweep_counts *);
+	int	(*pending)(struct store *, long *);
+	int	(*register_names)(struct store *, const char *, const char *,
+		    char *, char *);
+	int	(*enqueue)(struct store *, const struct enqueue_req *);
+	json_t	*(*list_runs)(struct store *, const char *, long);
+	json_t	*(*show_run)(struct store *, const char *);
+};
+
+struct store {
+	const struct store_ops	*ops;
+	char			 err[1024];
+};
+
+/* The tables the worker cannot run without. */
+extern const char *const store_required_tables[];
+
+struct store	*store_sqlite_open(const struct conf *, struct buf *);
+
+#endif

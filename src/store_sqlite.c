@@ -1,0 +1,1318 @@
+/*
+ * The SQLite backend: the embedded default for a single host, demos and
+ * tests.  The database runs in WAL mode so readers never wait for the
+ * writer; every write that must be atomic runs in BEGIN IMMEDIATE, which
+ * takes the write lock up front, so two workers can never claim the same
+ * row.  Timestamps are ISO 8601 UTC text with milliseconds, which sorts
+ * in time order, and they come from SQLite's own clock expressions.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+#include <uuid/uuid.h>
+
+#include "conf.h"
+#include "log.h"
+#include "results.h"
+#include "store_impl.h"
+#include "util.h"
+
+#define TS		"'%Y-%m-%dT%H:%M:%fZ'"
+#define NOW		"strftime(" TS ", 'now')"
+#define NOW_PLUS(p)	"strftime(" TS ", 'now', " p ")"
+/* The retry delay after failed attempt n, as an SQLite time modifier. */
+#define BACKOFF_MOD(n)	"'+' || MIN(?2, ?1 * (1 << MIN(MAX(" n ", 0), 30)))" \
+			" || ' seconds'"
+#define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "	\
+			e ".configuration_id = " r ".configuration_id AND " \
+			e ".engine_spec = " r ".engine_spec AND "	\
+			e ".deps_digest = " r ".deps_digest"
+
+#define STMT_CACHE	48
+
+struct sq {
+	struct store	 base;
+	sqlite3		*db;
+	int		 echo;
+	struct {
+		const char	*sql;
+		sqlite3_stmt	*stmt;
+	}		 cache[STMT_CACHE];
+};
+
+static const struct store_ops sqlite_ops;
+
+static const char schema_sql[] =
+"CREATE TABLE IF NOT EXISTS workspaces ("
+"  id TEXT PRIMARY KEY,"
+"  name VARCHAR(255) NOT NULL,"
+"  slug VARCHAR(100) NOT NULL UNIQUE,"
+"  settings TEXT NOT NULL DEFAULT '{}',"
+"  created_at TEXT NOT NULL DEFAULT (" NOW "),"
+"  updated_at TEXT NOT NULL DEFAULT (" NOW "));"
+"CREATE TABLE IF NOT EXISTS configurations ("
+"  id TEXT PRIMARY KEY,"
+"  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+"  display_name VARCHAR(255) NOT NULL,"
+"  status VARCHAR(20) NOT NULL DEFAULT 'draft'"
+"    CHECK (status IN ('draft', 'active', 'archived')),"
+"  content_digest VARCHAR(80),"
+"  last_used_at TEXT,"
+"  activated_at TEXT,"
+"  created_at TEXT NOT NULL DEFAULT (" NOW "),"
+"  updated_at TEXT NOT NULL DEFAULT (" NOW "));"
+"CREATE INDEX IF NOT EXISTS ix_configurations_workspace_status"
+"  ON configurations (workspace_id, status);"
+"CREATE UNIQUE INDEX IF NOT EXISTS ux_configurations_active_per_workspace"
+"  ON configurations (workspace_id) WHERE status = 'active';"
+"CREATE TABLE IF NOT EXISTS documents ("
+"  id TEXT PRIMARY KEY,"
+"  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+"  original_filename VARCHAR(255) NOT NULL,"
+"  content_type VARCHAR(255),"
+"  byte_size INTEGER NOT NULL,"
+"  version INTEGER NOT NULL DEFAULT 1,"
+"  sha256 VARCHAR(64) NOT NULL,"
+"  stored_uri VARCHAR(512) NOT NULL,"
+"  attributes TEXT NOT NULL DEFAULT '{}',"
+"  uploaded_by_user_id TEXT,"
+"  assignee_user_id TEXT,"
+"  source VARCHAR(50) NOT NULL DEFAULT 'manual_upload'"
+"    CHECK (source IN ('manual_upload')),"
+"  expires_at TEXT NOT NULL,"
+"  last_run_id TEXT,"
+"  comment_count INTEGER NOT NULL DEFAULT 0,"
+"  deleted_at TEXT,"
+"  deleted_by_user_id TEXT,"
+"  created_at TEXT NOT NULL DEFAULT (" NOW "),"
+"  updated_at TEXT NOT NULL DEFAULT (" NOW "));"
+"CREATE TABLE IF NOT EXISTS document_events ("
+"  cursor INTEGER PRIMARY KEY AUTOINCREMENT,"
+"  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+"  document_id TEXT NOT NULL REFERENCES documents(id),"
+"  event_type VARCHAR(40) NOT NULL"
+"    CHECK (event_type IN ('document.changed', 'document.deleted')),"
+"  document_version INTEGER NOT NULL,"
+"  occurred_at TEXT NOT NULL DEFAULT (" NOW "));"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_cursor"
+"  ON document_events (workspace_id, cursor);"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_document"
+"  ON document_events (workspace_id, document_id);"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_occurred"
+"  ON document_events (workspace_id, occurred_at);"
+"CREATE TABLE IF NOT EXISTS runs ("
+"  id TEXT PRIMARY KEY,"
+"  configuration_id TEXT NOT NULL REFERENCES configurations(id),"
+"  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+"  input_document_id TEXT NOT NULL REFERENCES documents(id),"
+"  input_sheet_names TEXT,"
+"  output_path VARCHAR(512),"
+"  engine_spec VARCHAR(255) NOT NULL"
+"    DEFAULT 'ade-engine @ git+https://github.com/clac-ca/ade-engine@main',"
+"  deps_digest VARCHAR(128) NOT NULL DEFAULT 'sha256:"
+    "2e1cfa82b035c26cbbbdae632cea070514eb8b773f616aaeaf668e2f0be8f10d',"
+"  status VARCHAR(20) NOT NULL DEFAULT 'queued'"
+"    CHECK (status IN ('queued', 'running', 'succeeded', 'failed',"
+"                      'cancelled')),"
+"  exit_code INTEGER,"
+"  submitted_by_user_id TEXT,"
+"  created_at TEXT NOT NULL DEFAULT (" NOW "),"
+"  started_at TEXT,"
+"  completed_at TEXT,"
+"  error_message TEXT,"
+"  available_at TEXT NOT NULL DEFAULT (" NOW "),"
+"  run_options TEXT,"
+"  attempt_count INTEGER NOT NULL DEFAULT 0,"
+"  max_attempts INTEGER NOT NULL DEFAULT 3,"
+"  claimed_by VARCHAR(255),"
+"  claim_expires_at TEXT);"
+"CREATE INDEX IF NOT EXISTS ix_runs_configuration ON runs (configuration_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace ON runs (workspace_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_status ON runs (status);"
+"CREATE INDEX IF NOT EXISTS ix_runs_input_document"
+"  ON runs (input_document_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace_input_finished"
+"  ON runs (workspace_id, input_document_id, completed_at, started_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace_created"
+"  ON runs (workspace_id, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_claim"
+"  ON runs (status, available_at, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_claim_expires"
+"  ON runs (status, claim_expires_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_status_completed"
+"  ON runs (status, completed_at);"
+"CREATE UNIQUE INDEX IF NOT EXISTS uq_runs_active_job"
+"  ON runs (workspace_id, input_document_id, configuration_id)"
+"  WHERE status IN ('queued', 'running');"
+"CREATE TABLE IF NOT EXISTS environments ("
+"  id TEXT PRIMARY KEY,"
+"  workspace_id TEXT NOT NULL REFERENCES workspaces(id),"
+"  configuration_id TEXT NOT NULL REFERENCES configurations(id),"
+"  engine_spec VARCHAR(255) NOT NULL,"
+"  deps_digest VARCHAR(128) NOT NULL,"
+"  status VARCHAR(20) NOT NULL DEFAULT 'queued'"
+"    CHECK (status IN ('queued', 'building', 'ready', 'failed')),"
+"  error_message TEXT,"
+"  claimed_by VARCHAR(255),"
+"  claim_expires_at TEXT,"
+"  created_at TEXT NOT NULL,"
+"  updated_at TEXT NOT NULL,"
+"  last_used_at TEXT,"
+"  python_version VARCHAR(50),"
+"  python_interpreter VARCHAR(512),"
+"  engine_version VARCHAR(50));"
+"CREATE UNIQUE INDEX IF NOT EXISTS ux_environments_key"
+"  ON environments (workspace_id, configuration_id, engine_spec,"
+"                   deps_digest);"
+"CREATE INDEX IF NOT EXISTS ix_environments_workspace"
+"  ON environments (workspace_id);"
+"CREATE INDEX IF NOT EXISTS ix_environments_configuration"
+"  ON environments (configuration_id);"
+"CREATE INDEX IF NOT EXISTS ix_environments_claim"
+"  ON environments (status, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_claim_expires"
+"  ON environments (status, claim_expires_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_status_last_used"
+"  ON environments (status, last_used_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_status_updated"
+"  ON environments (status, updated_at);"
+"CREATE TABLE IF NOT EXISTS run_metrics ("
+"  run_id TEXT PRIMARY KEY REFERENCES runs(id),"
+"  evaluation_outcome VARCHAR(20),"
+"  evaluation_findings_total INTEGER,"
+"  evaluation_findings_info INTEGER,"
+"  evaluation_findings_warning INTEGER,"
+"  evaluation_findings_error INTEGER,"
+"  validation_issues_total INTEGER,"
+"  validation_issues_info INTEGER,"
+"  validation_issues_warning INTEGER,"
+"  validation_issues_error INTEGER,"
+"  validation_max_severity VARCHAR(10),"
+"  workbook_count INTEGER,"
+"  sheet_count INTEGER,"
+"  table_count INTEGER,"
+"  row_count_total INTEGER,"
+"  row_count_empty INTEGER,"
+"  column_count_total INTEGER,"
+"  column_count_empty INTEGER,"
+"  column_count_mapped INTEGER,"
+"  column_count_unmapped INTEGER,"
+"  field_count_expected INTEGER,"
+"  field_count_detected INTEGER,"
+"  field_count_not_detected INTEGER,"
+"  cell_count_total INTEGER,"
+"  cell_count_non_empty INTEGER);"
+"CREATE TABLE IF NOT EXISTS run_fields ("
+"  run_id TEXT NOT NULL REFERENCES runs(id),"
+"  field VARCHAR(128) NOT NULL,"
+"  label VARCHAR(255),"
+"  detected BOOLEAN NOT NULL,"
+"  best_mapping_score FLOAT,"
+"  valid_cells INTEGER NOT NULL DEFAULT 0,"
+"  occurrences_tables INTEGER NOT NULL,"
+"  occurrences_columns INTEGER NOT NULL,"
+"  PRIMARY KEY (run_id, field));"
+"CREATE INDEX IF NOT EXISTS ix_run_fields_run ON run_fields (run_id);"
+"CREATE INDEX IF NOT EXISTS ix_run_fields_field ON run_fields (field);"
+"CREATE TABLE IF NOT EXISTS run_table_columns ("
+"  run_id TEXT NOT NULL REFERENCES runs(id),"
+"  workbook_index INTEGER NOT NULL,"
+"  workbook_name VARCHAR(255) NOT NULL,"
+"  sheet_index INTEGER NOT NULL,"
+"  sheet_name VARCHAR(255) NOT NULL,"
+"  table_index INTEGER NOT NULL,"
+"  column_index INTEGER NOT NULL,"
+"  header_raw TEXT,"
+"  header_normalized TEXT,"
+"  non_empty_cells INTEGER NOT NULL,"
+"  valid_cells INTEGER NOT NULL DEFAULT 0,"
+"  mapping_status VARCHAR(32) NOT NULL,"
+"  mapped_field VARCHAR(128),"
+"  mapping_score FLOAT,"
+"  mapping_method VARCHAR(32),"
+"  unmapped_reason VARCHAR(64),"
+"  PRIMARY KEY (run_id, workbook_index, sheet_index, table_index,"
+"               column_index));"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run"
+"  ON run_table_columns (run_id);"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_sheet"
+"  ON run_table_columns (run_id, sheet_name);"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_mapped_field"
+"  ON run_table_columns (run_id, mapped_field);";
+
+static int
+sq_fail(struct sq *s, const char *what)
+{
+	snprintf(s->base.err, sizeof(s->base.err), "sqlite: %s: %s", what,
+	    sqlite3_errmsg(s->db));
+	return -1;
+}
+
+/* Prepared statements are kept for the life of the connection. */
+static sqlite3_stmt *
+sq_prepare(struct sq *s, const char *sql)
+{
+	sqlite3_stmt *st;
+	size_t i;
+
+	for (i = 0; i < STMT_CACHE && s->cache[i].sql != NULL; i++)
+		if (s->cache[i].sql == sql) {
+			sqlite3_reset(s->cache[i].stmt);
+			sqlite3_clear_bindings(s->cache[i].stmt);
+			return s->cache[i].stmt;
+		}
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+	    NULL) != SQLITE_OK) {
+		sq_fail(s, "prepare");
+		return NULL;
+	}
+	if (i < STMT_CACHE) {
+		s->cache[i].sql = sql;
+		s->cache[i].stmt = st;
+	}
+	return st;
+}
+
+static void
+sq_done(struct sq *s, sqlite3_stmt *st)
+{
+	size_t i;
+
+	for (i = 0; i < STMT_CACHE && s->cache[i].sql != NULL; i++)
+		if (s->cache[i].stmt == st) {
+			sqlite3_reset(st);
+			return;
+		}
+	sqlite3_finalize(st);
+}
+
+/*
+ * Prepares sql and binds the arguments described by fmt: s a string
+ * (NULL binds NULL), i a long long, d a double, v a JSON scalar.
+ */
+static sqlite3_stmt *
+sq_query(struct sq *s, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	const char *str;
+	va_list ap;
+	json_t *v;
+	int i, rc = SQLITE_OK;
+
+	if (s->echo)
+		log_debug("sql: %s", sql);
+	if ((st = sq_prepare(s, sql)) == NULL)
+		return NULL;
+	va_start(ap, fmt);
+	for (i = 1; fmt[i - 1] != '\0' && rc == SQLITE_OK; i++) {
+		switch (fmt[i - 1]) {
+		case 's':
+			str = va_arg(ap, const char *);
+			rc = str == NULL ? sqlite3_bind_null(st, i) :
+			    sqlite3_bind_text(st, i, str, -1, SQLITE_TRANSIENT);
+			break;
+		case 'i':
+			rc = sqlite3_bind_int64(st, i, va_arg(ap, long long));
+			break;
+		case 'd':
+			rc = sqlite3_bind_double(st, i, va_arg(ap, double));
+			break;
+		case 'v':
+			v = va_arg(ap, json_t *);
+			if (json_is_string(v))
+				rc = sqlite3_bind_text(st, i,
+				    json_string_value(v), -1, SQLITE_TRANSIENT);
+			else if (json_is_integer(v))
+				rc = sqlite3_bind_int64(st, i,
+				    json_integer_value(v));
+			else if (json_is_real(v))
+				rc = sqlite3_bind_double(st, i,
+				    json_real_value(v));
+			else if (json_is_boolean(v))
+				rc = sqlite3_bind_int(st, i, json_is_true(v));
+			else
+				rc = sqlite3_bind_null(st, i);
+			break;
+		}
+	}
+	va_end(ap);
+	if (rc != SQLITE_OK) {
+		sq_fail(s, "bind");
+		sq_done(s, st);
+		return NULL;
+	}
+	return st;
+}
+
+/* Runs a statement that returns no rows; returns the rows changed. */
+static int
+sq_exec_stmt(struct sq *s, sqlite3_stmt *st)
+{
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	sq_done(s, st);
+	if (rc != SQLITE_DONE)
+		return sq_fail(s, "step");
+	return sqlite3_changes(s->db);
+}
+
+static int
+sq_plain(struct sq *s, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(s->base.err, sizeof(s->base.err), "sqlite: %s",
+		    msg != NULL ? msg : sqlite3_errmsg(s->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+sq_begin(struct sq *s)
+{
+	return sq_plain(s, "BEGIN IMMEDIATE");
+}
+
+static int
+sq_commit(struct sq *s)
+{
+	if (sq_plain(s, "COMMIT") == -1) {
+		sq_plain(s, "ROLLBACK");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+sq_rollback(struct sq *s, int rc)
+{
+	char keep[sizeof(s->base.err)];
+
+	memcpy(keep, s->base.err, sizeof(keep));
+	if (sqlite3_get_autocommit(s->db) == 0)
+		sq_plain(s, "ROLLBACK");
+	memcpy(s->base.err, keep, sizeof(keep));
+	return rc;
+}
+
+static void
+col_copy(sqlite3_stmt *st, int i, char *out, size_t len)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	snprintf(out, len, "%s", t != NULL ? (const char *)t : "");
+}
+
+static char *
+col_dup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t != NULL ? xstrdup((const char *)t) : NULL;
+}
+
+/* A lease or delay as an SQLite time modifier: "+900.000 seconds". */
+static void
+seconds_mod(char *out, size_t len, double secs)
+{
+	snprintf(out, len, "%+.3f seconds", secs);
+}
+
+/* The current row as a JSON object keyed by column name. */
+static json_t *
+row_json(sqlite3_stmt *st)
+{
+	json_t *o = json_object(), *v;
+	int i, n = sqlite3_column_count(st);
+
+	for (i = 0; i < n; i++) {
+		switch (sqlite3_column_type(st, i)) {
+		case SQLITE_INTEGER:
+			v = json_integer(sqlite3_column_int64(st, i));
+			break;
+		case SQLITE_FLOAT:
+			v = json_real(sqlite3_column_double(st, i));
+			break;
+		case SQLITE_NULL:
+			v = json_null();
+			break;
+		default: {
+			struct buf b;
+
+			buf_init(&b);
+			utf8_repair((const char *)sqlite3_column_text(st, i),
+			    (size_t)sqlite3_column_bytes(st, i), &b);
+			v = json_string(buf_str(&b));
+			buf_free(&b);
+		}
+		}
+		json_object_set_new(o, sqlite3_column_name(st, i), v);
+	}
+	return o;
+}
+
+static json_t *
+rows_json(struct sq *s, sqlite3_stmt *st)
+{
+	json_t *a = json_array();
+	int rc;
+
+	if (st == NULL) {
+		json_decref(a);
+		return NULL;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(a, row_json(st));
+	sq_done(s, st);
+	if (rc != SQLITE_DONE) {
+		sq_fail(s, "step");
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+struct store *
+store_sqlite_open(const struct conf *c, struct buf *err)
+{
+	struct sq *s;
+	char *dir;
+
+	dir = xstrdup(c->sqlite_file);
+	if (mkdir_p(dirname(dir), 0750) == -1) {
+		buf_printf(err, "sqlite: cannot create the directory of %s: "
+		    "%s", c->sqlite_file, strerror(errno));
+		free(dir);
+		return NULL;
+	}
+	free(dir);
+	s = xcalloc(1, sizeof(*s));
+	s->base.ops = &sqlite_ops;
+	s->echo = c->db_echo;
+	if (sqlite3_open_v2(c->sqlite_file, &s->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		buf_printf(err, "sqlite: cannot open %s: %s", c->sqlite_file,
+		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		sqlite3_close(s->db);
+		free(s);
+		return NULL;
+	}
+	sqlite3_busy_timeout(s->db, 30000);
+	if (sq_plain(s, "PRAGMA journal_mode = WAL;"
+	    "PRAGMA synchronous = NORMAL;"
+	    "PRAGMA foreign_keys = ON;") == -1) {
+		buf_printf(err, "%s", s->base.err);
+		sqlite3_close(s->db);
+		free(s);
+		return NULL;
+	}
+	return &s->base;
+}
+
+static void
+sq_close(struct store *st)
+{
+	struct sq *s = (struct sq *)st;
+	size_t i;
+
+	for (i = 0; i < STMT_CACHE && s->cache[i].sql != NULL; i++)
+		sqlite3_finalize(s->cache[i].stmt);
+	sqlite3_close(s->db);
+	free(s);
+}
+
+static int
+sq_init_schema(struct store *st)
+{
+	struct sq *s = (struct sq *)st;
+
+	if (sq_begin(s) == -1 || sq_plain(s, schema_sql) == -1)
+		return sq_rollback(s, -1);
+	return sq_commit(s);
+}
+
+static int
+sq_check_schema(struct store *st, struct buf *missing)
+{
+	static const char sql[] =
+	    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+	    "name = ?1";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	size_t i;
+	int n = 0;
+
+	for (i = 0; store_required_tables[i] != NULL; i++) {
+		if ((q = sq_query(s, sql, "s", store_required_tables[i])) ==
+		    NULL)
+			return -1;
+		if (sqlite3_step(q) != SQLITE_ROW) {
+			sq_done(s, q);
+			return sq_fail(s, "schema check");
+		}
+		if (sqlite3_column_int(q, 0) == 0) {
+			buf_printf(missing, "%s%s", n++ ? ", " : "",
+			    store_required_tables[i]);
+		}
+		sq_done(s, q);
+	}
+	return n;
+}
+
+/*
+ * Creates the missing environment rows for runnable queued runs (the
+ * unique key makes concurrent inserts harmless), and puts a failed
+ * environment back in the queue once one of its runs is due again.
+ */
+static int
+sq_ensure_environments(struct store *st, long *inserted, long *requeued)
+{
+	static const char ins[] =
+	    "INSERT INTO environments (id, workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest, status, created_at, updated_at) "
+	    "SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) ||"
+	    "  '-4' || substr(hex(randomblob(2)), 2) || '-' ||"
+	    "  substr('89ab', 1 + (abs(random()) % 4), 1) ||"
+	    "  substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),"
+	    "  k.workspace_id, k.configuration_id, k.engine_spec,"
+	    "  k.deps_digest, 'queued', " NOW ", " NOW
+	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest FROM runs"
+	    "  WHERE status = 'queued' AND available_at <= " NOW
+	    "  AND attempt_count < max_attempts) AS k"
+	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
+	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING";
+	static const char req[] =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
+	    "  WHERE " ENV_KEY("environments", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= " NOW
+	    "  AND r.attempt_count < r.max_attempts)";
+	struct sq *s = (struct sq *)st;
+	int a, b;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	if ((a = sq_exec_stmt(s, sq_query(s, ins, ""))) == -1 ||
+	    (b = sq_exec_stmt(s, sq_query(s, req, ""))) == -1)
+		return sq_rollback(s, -1);
+	if (sq_commit(s) == -1)
+		return -1;
+	*inserted = a;
+	*requeued = b;
+	return 0;
+}
+
+static int
+sq_claim_environment(struct store *st, const char *token, double lease,
+    struct env_claim *out)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'building', claimed_by = ?1,"
+	    "  claim_expires_at = " NOW_PLUS("?2") ", error_message = NULL,"
+	    "  updated_at = " NOW
+	    " WHERE id = (SELECT id FROM environments WHERE status = 'queued'"
+	    "  ORDER BY created_at LIMIT 1) AND status = 'queued'"
+	    " RETURNING id, workspace_id, configuration_id, engine_spec,"
+	    "  deps_digest";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	char mod[64];
+	int rc, got = 0;
+
+	seconds_mod(mod, sizeof(mod), lease);
+	if (sq_begin(s) == -1)
+		return -1;
+	if ((q = sq_query(s, sql, "ss", token, mod)) == NULL)
+		return sq_rollback(s, -1);
+	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		col_copy(q, 0, out->id, sizeof(out->id));
+		col_copy(q, 1, out->workspace_id, sizeof(out->workspace_id));
+		col_copy(q, 2, out->configuration_id,
+		    sizeof(out->configuration_id));
+		col_copy(q, 3, out->engine_spec, sizeof(out->engine_spec));
+		col_copy(q, 4, out->deps_digest, sizeof(out->deps_digest));
+		got = 1;
+		rc = sqlite3_step(q);
+	}
+	sq_done(s, q);
+	if (rc != SQLITE_DONE) {
+		sq_fail(s, "claim environment");
+		return sq_rollback(s, -1);
+	}
+	return sq_commit(s) == -1 ? -1 : got;
+}
+
+static int
+sq_heartbeat_environment(struct store *st, const char *id, const char *token,
+    double lease)
+{
+	static const char sql[] =
+	    "UPDATE environments SET claim_expires_at = " NOW_PLUS("?3")
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+
+	seconds_mod(mod, sizeof(mod), lease);
+	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, mod));
+}
+
+static int
+sq_environment_ready(struct store *st, const char *id, const char *token,
+    const char *python, const char *pyver, const char *engver)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = NULL,"
+	    "  updated_at = " NOW ", python_interpreter = ?3,"
+	    "  python_version = ?4, engine_version = ?5"
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "sssss", id, token, python,
+	    pyver, engver));
+}
+
+/*
+ * Marks a build failed and, in the same transaction, charges one attempt
+ * to every run that was waiting for it: those with attempts left go back
+ * to the queue after their backoff, the others fail with the build's
+ * error.  A broken environment therefore ends its runs within their
+ * attempts instead of keeping them queued forever.
+ */
+static int
+sq_environment_failed(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max, long *charged)
+{
+	static const char env[] =
+	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?3,"
+	    "  updated_at = " NOW ", python_interpreter = NULL,"
+	    "  python_version = NULL, engine_version = NULL"
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
+	static const char runs[] =
+	    "UPDATE runs SET"
+	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN " NOW " ELSE NULL END,"
+	    "  exit_code = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 2 ELSE NULL END,"
+	    "  available_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN available_at ELSE strftime(" TS ", 'now', "
+	    BACKOFF_MOD("attempt_count") ") END,"
+	    "  error_message = 'Environment build failed: ' || ?4,"
+	    "  attempt_count = attempt_count + 1"
+	    " WHERE status = 'queued' AND available_at <= " NOW
+	    "  AND attempt_count < max_attempts AND EXISTS (SELECT 1 FROM"
+	    "  environments e WHERE e.id = ?3 AND " ENV_KEY("e", "runs") ")";
+	struct sq *s = (struct sq *)st;
+	int n;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	n = sq_exec_stmt(s, sq_query(s, env, "sss", id, token, error));
+	if (n <= 0)
+		return sq_rollback(s, n);
+	n = sq_exec_stmt(s, sq_query(s, runs, "ddss", base, max, id, error));
+	if (n == -1)
+		return sq_rollback(s, -1);
+	if (sq_commit(s) == -1)
+		return -1;
+	*charged = n;
+	return 1;
+}
+
+static int
+sq_environment_requeue(struct store *st, const char *id, const char *error)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', error_message = ?2,"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  updated_at = " NOW
+	    " WHERE id = ?1 AND status = 'ready'";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "ss", id, error));
+}
+
+static int
+sq_environment_touch(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE environments SET last_used_at = " NOW ","
+	    "  updated_at = " NOW " WHERE id = ?1";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
+}
+
+/*
+ * Claims the oldest due run whose environment is ready.  The outer WHERE
+ * repeats the state check, so the statement is safe on its own; the
+ * transaction adds the lookup of the environment id.
+ */
+static int
+sq_claim_run(struct store *st, const char *token, double lease,
+    struct run_claim *out)
+{
+	static const char sql[] =
+	    "UPDATE runs SET status = 'running', claimed_by = ?1,"
+	    "  claim_expires_at = " NOW_PLUS("?2") ","
+	    "  started_at = COALESCE(started_at, " NOW "),"
+	    "  attempt_count = attempt_count + 1, error_message = NULL,"
+	    "  exit_code = NULL, completed_at = NULL"
+	    " WHERE id = (SELECT r.id FROM runs r JOIN environments e ON "
+	    ENV_KEY("e", "r")
+	    "  WHERE r.status = 'queued' AND r.available_at <= " NOW
+	    "  AND r.attempt_count < r.max_attempts AND e.status = 'ready'"
+	    "  ORDER BY r.available_at, r.created_at LIMIT 1)"
+	    " AND status = 'queued' AND attempt_count < max_attempts"
+	    " RETURNING id, workspace_id, configuration_id, input_document_id,"
+	    "  engine_spec, deps_digest, started_at, attempt_count,"
+	    "  max_attempts, run_options, input_sheet_names";
+	static const char env[] =
+	    "SELECT id FROM environments WHERE workspace_id = ?1 AND"
+	    " configuration_id = ?2 AND engine_spec = ?3 AND deps_digest = ?4";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	char mod[64];
+	int rc, got = 0;
+
+	seconds_mod(mod, sizeof(mod), lease);
+	if (sq_begin(s) == -1)
+		return -1;
+	if ((q = sq_query(s, sql, "ss", token, mod)) == NULL)
+		return sq_rollback(s, -1);
+	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		col_copy(q, 0, out->id, sizeof(out->id));
+		col_copy(q, 1, out->workspace_id, sizeof(out->workspace_id));
+		col_copy(q, 2, out->configuration_id,
+		    sizeof(out->configuration_id));
+		col_copy(q, 3, out->input_document_id,
+		    sizeof(out->input_document_id));
+		col_copy(q, 4, out->engine_spec, sizeof(out->engine_spec));
+		col_copy(q, 5, out->deps_digest, sizeof(out->deps_digest));
+		col_copy(q, 6, out->started_at, sizeof(out->started_at));
+		out->attempt_count = sqlite3_column_int(q, 7);
+		out->max_attempts = sqlite3_column_int(q, 8);
+		out->run_options = col_dup(q, 9);
+		out->input_sheet_names = col_dup(q, 10);
+		got = 1;
+		rc = sqlite3_step(q);
+	}
+	sq_done(s, q);
+	if (rc != SQLITE_DONE) {
+		sq_fail(s, "claim run");
+		store_run_claim_free(out);
+		return sq_rollback(s, -1);
+	}
+	if (got) {
+		q = sq_query(s, env, "ssss", out->workspace_id,
+		    out->configuration_id, out->engine_spec, out->deps_digest);
+		if (q == NULL || (rc = sqlite3_step(q)) != SQLITE_ROW) {
+			if (q != NULL)
+				sq_done(s, q);
+			sq_fail(s, "claim run: environment");
+			store_run_claim_free(out);
+			return sq_rollback(s, -1);
+		}
+		col_copy(q, 0, out->env_id, sizeof(out->env_id));
+		sq_done(s, q);
+	}
+	if (sq_commit(s) == -1) {
+		store_run_claim_free(out);
+		return -1;
+	}
+	return got;
+}
+
+static int
+sq_heartbeat_run(struct store *st, const char *id, const char *token,
+    double lease)
+{
+	static const char sql[] =
+	    "UPDATE runs SET claim_expires_at = " NOW_PLUS("?3")
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+
+	seconds_mod(mod, sizeof(mod), lease);
+	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, mod));
+}
+
+static int
+sq_get_document(struct store *st, const char *id, struct document *d)
+{
+	static const char sql[] =
+	    "SELECT stored_uri, original_filename FROM documents"
+	    " WHERE id = lower(?1)";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc;
+
+	if ((q = sq_query(s, sql, "s", id)) == NULL)
+		return -1;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW) {
+		d->stored_uri = col_dup(q, 0);
+		d->original_filename = col_dup(q, 1);
+	}
+	sq_done(s, q);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, "document");
+	return rc == SQLITE_ROW && d->stored_uri != NULL;
+}
+
+/* Inserts the rows of one result table from an array of objects. */
+static int
+insert_rows(struct sq *s, const char *table, const char *const *cols,
+    json_t *rows, const char *run_id)
+{
+	struct buf sql;
+	sqlite3_stmt *q;
+	json_t *row;
+	size_t i, k;
+	int rc = 0;
+
+	buf_init(&sql);
+	buf_printf(&sql, "INSERT INTO %s (run_id", table);
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(&sql, ", %s", cols[k]);
+	buf_addstr(&sql, ") VALUES (?1");
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(&sql, ", ?%zu", k + 2);
+	buf_addstr(&sql, ")");
+	if (sqlite3_prepare_v2(s->db, buf_str(&sql), -1, &q, NULL) !=
+	    SQLITE_OK) {
+		buf_free(&sql);
+		return sq_fail(s, table);
+	}
+	buf_free(&sql);
+	json_array_foreach(rows, i, row) {
+		sqlite3_reset(q);
+		sqlite3_bind_text(q, 1, run_id, -1, SQLITE_TRANSIENT);
+		for (k = 0; cols[k] != NULL; k++) {
+			json_t *v = json_object_get(row, cols[k]);
+			int p = (int)k + 2;
+
+			if (json_is_string(v))
+				sqlite3_bind_text(q, p, json_string_value(v),
+				    -1, SQLITE_TRANSIENT);
+			else if (json_is_integer(v))
+				sqlite3_bind_int64(q, p, json_integer_value(v));
+			else if (json_is_real(v))
+				sqlite3_bind_double(q, p, json_real_value(v));
+			else if (json_is_boolean(v))
+				sqlite3_bind_int(q, p, json_is_true(v));
+			else
+				sqlite3_bind_null(q, p);
+		}
+		if (sqlite3_step(q) != SQLITE_DONE) {
+			rc = sq_fail(s, table);
+			break;
+		}
+	}
+	sqlite3_finalize(q);
+	return rc;
+}
+
+/*
+ * Marks the run succeeded and replaces its result rows, all in one
+ * transaction: either the run is succeeded with every row, or nothing
+ * changed.  Returns 1, 0 when the claim was lost, -1 on error.
+ */
+static int
+sq_run_succeeded(struct store *st, const char *id, const char *token,
+    const char *output_path, json_t *results)
+{
+	static const char upd[] =
+	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
+	    "  output_path = ?3, error_message = NULL"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
+	static const char del_m[] = "DELETE FROM run_metrics WHERE run_id = ?1";
+	static const char del_f[] = "DELETE FROM run_fields WHERE run_id = ?1";
+	static const char del_c[] =
+	    "DELETE FROM run_table_columns WHERE run_id = ?1";
+	struct sq *s = (struct sq *)st;
+	json_t *metrics, *one;
+	int n;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	n = sq_exec_stmt(s, sq_query(s, upd, "sss", id, token, output_path));
+	if (n <= 0)
+		return sq_rollback(s, n);
+	if (results != NULL) {
+		if (sq_exec_stmt(s, sq_query(s, del_m, "s", id)) == -1 ||
+		    sq_exec_stmt(s, sq_query(s, del_f, "s", id)) == -1 ||
+		    sq_exec_stmt(s, sq_query(s, del_c, "s", id)) == -1)
+			return sq_rollback(s, -1);
+		metrics = json_object_get(results, "run_metrics");
+		if (json_is_object(metrics)) {
+			one = json_array();
+			json_array_append(one, metrics);
+			n = insert_rows(s, "run_metrics",
+			    results_metric_columns, one, id);
+			json_decref(one);
+			if (n == -1)
+				return sq_rollback(s, -1);
+		}
+		if (insert_rows(s, "run_fields", results_field_columns,
+		    json_object_get(results, "run_fields"), id) == -1 ||
+		    insert_rows(s, "run_table_columns",
+		    results_column_columns,
+		    json_object_get(results, "run_table_columns"), id) == -1)
+			return sq_rollback(s, -1);
+	}
+	return sq_commit(s) == -1 ? -1 : 1;
+}
+
+static int
+sq_run_finish(struct store *st, const char *id, const char *token,
+    enum run_finish how, int exit_code, const char *error, double delay)
+{
+	static const char retry[] =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " NOW_PLUS("?3") ", claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?4,"
+	    "  completed_at = NULL, exit_code = NULL, output_path = NULL"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
+	static const char release[] =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " NOW_PLUS("?3") ", claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?4,"
+	    "  completed_at = NULL, exit_code = NULL, output_path = NULL,"
+	    "  attempt_count = MAX(attempt_count - 1, 0)"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
+	static const char failed[] =
+	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = ?3, exit_code = ?4, output_path = NULL"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+
+	seconds_mod(mod, sizeof(mod), delay);
+	switch (how) {
+	case FINISH_RETRY:
+		return sq_exec_stmt(s, sq_query(s, retry, "ssss", id, token,
+		    mod, error));
+	case FINISH_RELEASE:
+		return sq_exec_stmt(s, sq_query(s, release, "ssss", id, token,
+		    mod, error));
+	case FINISH_FAILED:
+		break;
+	}
+	return sq_exec_stmt(s, sq_query(s, failed, "sssi", id, token, error,
+	    (long long)exit_code));
+}
+
+/*
+ * Recovers the work of workers that died: each statement decides and
+ * changes in one step, so a heartbeat that lands first always wins.
+ */
+static int
+sq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
+{
+	static const char runs[] =
+	    "UPDATE runs SET"
+	    "  status = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN " NOW " ELSE NULL END,"
+	    "  available_at = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN available_at ELSE strftime(" TS ", 'now', "
+	    BACKOFF_MOD("attempt_count - 1") ") END,"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " RETURNING status";
+	static const char envs[] =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = 'lease expired',"
+	    "  updated_at = " NOW
+	    " WHERE status = 'building' AND claim_expires_at < " NOW;
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc, n;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	if ((q = sq_query(s, runs, "dd", base, max)) == NULL)
+		return sq_rollback(s, -1);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		if (strcmp((const char *)sqlite3_column_text(q, 0),
+		    "failed") == 0)
+			out->runs_failed++;
+		else
+			out->runs_requeued++;
+	}
+	sq_done(s, q);
+	if (rc != SQLITE_DONE) {
+		sq_fail(s, "sweep");
+		return sq_rollback(s, -1);
+	}
+	if ((n = sq_exec_stmt(s, sq_query(s, envs, ""))) == -1)
+		return sq_rollback(s, -1);
+	out->envs_requeued = n;
+	return sq_commit(s);
+}
+
+/* Work that is not finished yet: runs that may still execute, builds. */
+static int
+sq_pending(struct store *st, long *count)
+{
+	static const char sql[] =
+	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
+	    "  AND attempt_count < max_attempts) OR status = 'running') +"
+	    " (SELECT count(*) FROM environments"
+	    "  WHERE status IN ('queued', 'building'))";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc;
+
+	if ((q = sq_query(s, sql, "")) == NULL)
+		return -1;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		*count = (long)sqlite3_column_int64(q, 0);
+	sq_done(s, q);
+	return rc == SQLITE_ROW ? 0 : sq_fail(s, "pending");
+}
+
+static void
+new_uuid(char *out)
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+static void
+slugify(const char *name, char *out, size_t len)
+{
+	size_t n = 0;
+	int dash = 0;
+
+	for (; *name != '\0' && n + 1 < len; name++) {
+		unsigned char c = (unsigned char)*name;
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+			out[n++] = (char)c;
+			dash = 0;
+		} else if (c >= 'A' && c <= 'Z') {
+			out[n++] = (char)(c - 'A' + 'a');
+			dash = 0;
+		} else if (!dash && n > 0) {
+			out[n++] = '-';
+			dash = 1;
+		}
+	}
+	while (n > 0 && out[n - 1] == '-')
+		n--;
+	out[n] = '\0';
+	if (n == 0)
+		snprintf(out, len, "workspace");
+}
+
+static int
+lookup_one(struct sq *s, sqlite3_stmt *q, char *out)
+{
+	int rc;
+
+	if (q == NULL)
+		return -1;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		col_copy(q, 0, out, 64);
+	sq_done(s, q);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, "lookup");
+	return rc == SQLITE_ROW;
+}
+
+/*
+ * Finds or creates the workspace (by slug) and the configuration (by
+ * display name within it).  The first configuration of a workspace is
+ * made its active one.
+ */
+static int
+sq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
+    char *cfg_id)
+{
+	static const char find_ws[] =
+	    "SELECT id FROM workspaces WHERE slug = ?1 OR id = lower(?2)";
+	static const char add_ws[] =
+	    "INSERT INTO workspaces (id, name, slug) VALUES (?1, ?2, ?3)";
+	static const char find_cfg[] =
+	    "SELECT id FROM configurations WHERE workspace_id = ?1 AND"
+	    " (display_name = ?2 OR id = lower(?2))";
+	static const char add_cfg[] =
+	    "INSERT INTO configurations (id, workspace_id, display_name,"
+	    "  status, activated_at) SELECT ?1, ?2, ?3,"
+	    "  CASE WHEN EXISTS (SELECT 1 FROM configurations WHERE"
+	    "   workspace_id = ?2 AND status = 'active') THEN 'draft'"
+	    "   ELSE 'active' END, " NOW;
+	struct sq *s = (struct sq *)st;
+	char slug[101];
+	int rc;
+
+	slugify(ws, slug, sizeof(slug));
+	if (sq_begin(s) == -1)
+		return -1;
+	rc = lookup_one(s, sq_query(s, find_ws, "ss", slug, ws), ws_id);
+	if (rc == 0) {
+		new_uuid(ws_id);
+		rc = sq_exec_stmt(s, sq_query(s, add_ws, "sss", ws_id, ws,
+		    slug));
+	}
+	if (rc == -1)
+		return sq_rollback(s, -1);
+	rc = lookup_one(s, sq_query(s, find_cfg, "ss", ws_id, cfg), cfg_id);
+	if (rc == 0) {
+		new_uuid(cfg_id);
+		rc = sq_exec_stmt(s, sq_query(s, add_cfg, "sss", cfg_id, ws_id,
+		    cfg));
+	}
+	if (rc == -1)
+		return sq_rollback(s, -1);
+	return sq_commit(s);
+}
+
+static int
+sq_enqueue(struct store *st, const struct enqueue_req *r)
+{
+	static const char doc[] =
+	    "INSERT INTO documents (id, workspace_id, original_filename,"
+	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
+	    "  last_run_id)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+	    "  strftime(" TS ", 'now', '+30 days'), ?8)";
+	static const char cfg[] =
+	    "UPDATE configurations SET content_digest = ?2,"
+	    "  last_used_at = " NOW ", updated_at = " NOW " WHERE id = ?1";
+	static const char run[] =
+	    "INSERT INTO runs (id, configuration_id, workspace_id,"
+	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
+	    "  run_options, max_attempts)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+	struct sq *s = (struct sq *)st;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	if (sq_exec_stmt(s, sq_query(s, doc, "ssssisss", r->document_id,
+	    r->workspace_id, r->original_filename, r->content_type,
+	    r->document_size, r->document_sha256, r->stored_uri,
+	    r->run_id)) == -1 ||
+	    sq_exec_stmt(s, sq_query(s, cfg, "ss", r->configuration_id,
+	    r->content_digest)) == -1 ||
+	    sq_exec_stmt(s, sq_query(s, run, "ssssssssi", r->run_id,
+	    r->configuration_id, r->workspace_id, r->document_id,
+	    r->input_sheet_names, r->engine_spec, r->deps_digest,
+	    r->run_options, (long long)r->max_attempts)) == -1)
+		return sq_rollback(s, -1);
+	return sq_commit(s);
+}
+
+static json_t *
+sq_list_runs(struct store *st, const char *status, long limit)
+{
+	static const char sql[] =
+	    "SELECT id, status, attempt_count, max_attempts, exit_code,"
+	    "  created_at, started_at, completed_at, available_at,"
+	    "  claimed_by, error_message FROM runs"
+	    " WHERE ?1 IS NULL OR status = ?1"
+	    " ORDER BY created_at DESC, id LIMIT ?2";
+	struct sq *s = (struct sq *)st;
+
+	return rows_json(s, sq_query(s, sql, "si", status,
+	    (long long)limit));
+}
+
+static json_t *
+sq_show_run(struct store *st, const char *id)
+{
+	static const char run[] = "SELECT * FROM runs WHERE id = lower(?1)";
+	static const char met[] =
+	    "SELECT * FROM run_metrics WHERE run_id = lower(?1)";
+	static const char fld[] =
+	    "SELECT field, label, detected, best_mapping_score, valid_cells,"
+	    "  occurrences_tables, occurrences_columns FROM run_fields"
+	    " WHERE run_id = lower(?1) ORDER BY field";
+	static const char col[] =
+	    "SELECT workbook_index, workbook_name, sheet_index, sheet_name,"
+	    "  table_index, column_index, header_raw, header_normalized,"
+	    "  non_empty_cells, valid_cells, mapping_status, mapped_field,"
+	    "  mapping_score, mapping_method, unmapped_reason"
+	    " FROM run_table_columns WHERE run_id = lower(?1)"
+	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
+	struct sq *s = (struct sq *)st;
+	json_t *out, *a;
+
+	if ((a = rows_json(s, sq_query(s, run, "s", id))) == NULL)
+		return NULL;
+	out = json_object();
+	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
+	    : json_null());
+	json_decref(a);
+	if ((a = rows_json(s, sq_query(s, met, "s", id))) == NULL)
+		goto fail;
+	if (json_array_size(a) > 0)
+		json_object_del(json_array_get(a, 0), "run_id");
+	json_object_set(out, "metrics", json_array_size(a) ?
+	    json_array_get(a, 0) : json_null());
+	json_decref(a);
+	if ((a = rows_json(s, sq_query(s, fld, "s", id))) == NULL)
+		goto fail;
+	json_object_set_new(out, "fields", a);
+	if ((a = rows_json(s, sq_query(s, col, "s", id))) == NULL)
+		goto fail;
+	json_object_set_new(out, "table_columns", a);
+	return out;
+fail:
+	json_decref(out);
+	return NULL;
+}
+
+static const struct store_ops sqlite_ops = {
+	.name = "sqlite",
+	.close = sq_close,
+	.init_schema = sq_init_schema,
+	.check_schema = sq_check_schema,
+	.ensure_environments = sq_ensure_environments,
+	.claim_environment = sq_claim_environment,
+	.heartbeat_environment = sq_heartbeat_environment,
+	.environment_ready = sq_environment_ready,
+	.environment_failed = sq_environment_failed,
+	.environment_requeue = sq_environment_requeue,
+	.environment_touch = sq_environment_touch,
+	.claim_run = sq_claim_run,
+	.heartbeat_run = sq_heartbeat_run,
+	.get_document = sq_get_document,
+	.run_succeeded = sq_run_succeeded,
+	.run_finish = sq_run_finish,
+	.sweep = sq_sweep,
+	.pending = sq_pending,
+	.register_names = sq_register,
+	.enqueue = sq_enqueue,
+	.list_runs = sq_list_runs,
+	.show_run = sq_show_run,
+};
