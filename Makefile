@@ -56,7 +56,10 @@ $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libade.a $(HDRS)
 		-DTEST_DATA='"$(CURDIR)/tests/data"' -o $@ $< $(B)/libade.a \
 		$(LIBS) -lcmocka
 
-check: all unit-check integration-check
+check: all unit-check docs-check integration-check
+
+docs-check: all
+	sh tests/check-docs.sh $(B)
 
 unit-check: $(UNIT_BINS)
 	@if [ "$(HAVE_CMOCKA)" != yes ]; then \
@@ -76,6 +79,9 @@ install: all
 	install -m 0755 $(B)/ade-superd $(DESTDIR)$(sbindir)/ade-superd
 	install -m 0755 $(B)/ade-ctl $(DESTDIR)$(bindir)/ade-ctl
 	install -m 0640 etc/worker.conf $(DESTDIR)$(sysconfdir)/ade/worker.conf.sample
+	install -d $(DESTDIR)$(mandir)/man5 $(DESTDIR)$(mandir)/man8
+	install -m 0644 man/ade-worker.conf.5 $(DESTDIR)$(mandir)/man5/
+	install -m 0644 man/ade-superd.8 man/ade-ctl.8 $(DESTDIR)$(mandir)/man8/
 
 clean:
 	rm -rf $(B)
@@ -83,5 +89,5 @@ clean:
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache demo
 
-.PHONY: all check unit-check integration-check demo install clean distclean
+.PHONY: all check unit-check docs-check integration-check demo install clean distclean
 endif

@@ -46,6 +46,7 @@ usage(void)
 	    "  db init                      create the tables (SQLite)\n"
 	    "  db check                     list missing tables\n"
 	    "  config check FILE            check a configuration file\n"
+	    "  config keys                  list every configuration key\n"
 	    "  enqueue --workspace NAME --configuration NAME\n"
 	    "          --config-package DIR --input FILE\n"
 	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
@@ -126,6 +127,29 @@ cmd_db(int argc, char **argv)
 	return rc;
 }
 
+/*
+ * Prints the key table, one key a line: section, name, default, whether
+ * HUP reloads it, environment variable.  Tab-separated for scripts.
+ */
+static int
+print_keys(void)
+{
+	static const char *const types[] = {
+		"string", "choice", "integer", "seconds", "boolean", "size",
+		"workers"
+	};
+	const struct conf_key *k;
+	size_t i, n;
+
+	k = conf_keys(&n);
+	for (i = 0; i < n; i++)
+		printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k[i].section,
+		    k[i].name, types[k[i].type], k[i].def,
+		    k[i].flags & CONF_RELOAD ? "reload" : "restart",
+		    k[i].env ? k[i].env : "-", k[i].doc);
+	return CTL_OK;
+}
+
 static int
 cmd_config(int argc, char **argv)
 {
@@ -133,6 +157,8 @@ cmd_config(int argc, char **argv)
 	struct buf errs;
 	int rc;
 
+	if (argc == 2 && strcmp(argv[1], "keys") == 0)
+		return print_keys();
 	if (argc != 3 || strcmp(argv[1], "check") != 0)
 		usage();
 	c = conf_new();

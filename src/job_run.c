@@ -73,10 +73,13 @@ emit_complete(struct job *j, const char *status, int exit_code,
     const char *error, const char *output_path)
 {
 	json_t *d;
+	char done[40];
 
-	d = json_pack("{s:s, s:{s:s, s:f}, s:i}", "status", status,
-	    "execution", "started_at", j->started_at, "duration_ms",
-	    (now_mono() - j->t0) * 1000.0, "exit_code", exit_code);
+	iso8601_now(done, sizeof(done));
+	d = json_pack("{s:s, s:{s:s, s:s, s:I}, s:i}", "status", status,
+	    "execution", "started_at", j->started_at, "completed_at", done,
+	    "duration_ms", (json_int_t)((now_mono() - j->t0) * 1000.0),
+	    "exit_code", exit_code);
 	if (error != NULL)
 		json_object_set_new(d, "error_message", json_string(error));
 	if (output_path != NULL)
@@ -600,8 +603,10 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 
 		if (rc == 0)
 			lost_claim(&j);
-		else if (rc > 0)
+		else if (rc > 0) {
 			emit_complete(&j, "succeeded", 0, NULL, NULL);
+			log_info("run %s: dry run succeeded", c->id);
+		}
 	} else if (opts.validate_only)
 		run_validate(&j, python, cfgdir, &opts);
 	else
