@@ -14,6 +14,8 @@ backoff_delay(double base, double max, long long attempt)
 	double d = base;
 	long long i;
 
+	if (base <= 0)
+		return 0;
 	if (attempt < 1)
 		attempt = 1;
 	for (i = 1; i < attempt && d < max; i++)

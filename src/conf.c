@@ -81,6 +81,11 @@ static const struct conf_key keys[] = {
 	{ "database", "app_name", CONF_STR, O(db_app_name), "ade-superd", 0,
 	    "ADE_SQL_APP_NAME", 0, 0, NULL,
 	    "Application name the server shows for our sessions." },
+	{ "database", "dsn", CONF_STR, O(db_dsn), "", CONF_SECRET,
+	    "ADE_DATABASE_URL", 0, 0, NULL,
+	    "PostgreSQL connection string (key=value or postgresql:// URI); "
+	    "when set, host, port, database, user and password are not "
+	    "used." },
 	{ "database", "echo", CONF_BOOL, O(db_echo), "no", R,
 	    "ADE_DATABASE_ECHO", 0, 0, NULL,
 	    "Log every statement's text (never its values) at debug level." },
@@ -159,6 +164,14 @@ static const struct conf_key keys[] = {
 	    "ADE_WORKER_MAX_LOG_SIZE", 65536, 1LL << 40, NULL,
 	    "Engine output written to a run's event log per attempt." },
 
+	{ "worker", "listen_timeout", CONF_SECONDS, O(listen_timeout), "60",
+	    R, "ADE_WORKER_LISTEN_TIMEOUT_SECONDS", 1, 86400, NULL,
+	    "PostgreSQL: longest wait for a notification before looking "
+	    "for work anyway." },
+	{ "worker", "notify_jitter_ms", CONF_INT, O(notify_jitter_ms), "20",
+	    R, "ADE_WORKER_NOTIFY_JITTER_MS", 0, 10000, NULL,
+	    "PostgreSQL: random delay up to this many milliseconds after a "
+	    "notification, so idle workers do not all query at once." },
 	{ "gc", "enable", CONF_BOOL, O(gc_enable), "yes", R,
 	    "ADE_WORKER_ENABLE_GC", 0, 0, NULL,
 	    "Collect cold environments and old run directories." },
@@ -431,7 +444,7 @@ conf_parse_file(struct conf *c, const char *path, FILE *f, struct buf *errs)
 	const struct conf_key *k;
 	size_t cap = 0, n;
 	ssize_t len;
-	int lineno = 0, section_ok = 0;
+	int lineno = 0, section_ok = 0, bad_section = 0;
 
 	while ((len = getline(&line, &cap, f)) != -1) {
 		lineno++;
@@ -448,6 +461,7 @@ conf_parse_file(struct conf *c, const char *path, FILE *f, struct buf *errs)
 				conf_error(errs, path, lineno,
 				    "section header is missing \"]\"");
 				section_ok = 0;
+				bad_section = 1;
 				continue;
 			}
 			s[n - 1] = '\0';
@@ -456,10 +470,12 @@ conf_parse_file(struct conf *c, const char *path, FILE *f, struct buf *errs)
 				conf_error(errs, path, lineno,
 				    "unknown section [%s]", s);
 				section_ok = 0;
+				bad_section = 1;
 				continue;
 			}
 			strcpy(section, s);
 			section_ok = 1;
+			bad_section = 0;
 			continue;
 		}
 		if ((eq = strchr(s, '=')) == NULL) {
@@ -475,13 +491,15 @@ conf_parse_file(struct conf *c, const char *path, FILE *f, struct buf *errs)
 			val[n - 1] = '\0';
 			val++;
 		}
+		if (!section_ok && bad_section)
+			continue;	/* reported at the section header */
 		if (section[0] == '\0') {
 			conf_error(errs, path, lineno,
 			    "key \"%s\" outside of any section", name);
 			continue;
 		}
 		if (!section_ok)
-			continue;	/* reported at the section header */
+			continue;
 		if ((k = conf_find(section, name)) == NULL) {
 			conf_error(errs, path, lineno,
 			    "unknown key \"%s\" in [%s]", name, section);

@@ -61,6 +61,7 @@ struct conf {
 	double		 db_login_timeout;
 	double		 db_query_timeout;
 	char		*db_app_name;
+	char		*db_dsn;
 	int		 db_echo;
 	long long	 db_pool_size;
 	long long	 db_max_overflow;
@@ -87,6 +88,8 @@ struct conf {
 	char		*engine_command;
 	long long	 max_event_line;
 	long long	 max_log_size;
+	double		 listen_timeout;
+	long long	 notify_jitter_ms;
 
 	/* [gc] */
 	int		 gc_enable;

@@ -433,6 +433,8 @@ sval(json_t *o, const char *k)
 		    (long long)json_integer_value(v));
 		return num[slot];
 	}
+	if (json_is_boolean(v))
+		return json_is_true(v) ? "true" : "false";
 	if (json_is_real(v)) {
 		slot = (slot + 1) % 4;
 		snprintf(num[slot], sizeof(num[slot]), "%g",

@@ -97,12 +97,17 @@ lost_claim(struct job *j)
 	    "run was lost; this attempt's results are discarded", NULL);
 }
 
-/* Calls a store operation again while it fails for want of a database. */
+/*
+ * Calls a store operation again while it fails because the connection
+ * is gone (an error of the statement itself is not retried): the claim
+ * stays ours until the lease ends, so giving up early would waste the
+ * engine's work.
+ */
 #define STORE_RETRY(j, call) ({						\
 	int _rc, _tries = 0;						\
 	double _end = now_mono() + (j)->w->conf->lease_seconds / 2;	\
-	while ((_rc = (call)) < 0 && !worker_quit &&			\
-	    now_mono() < _end) {					\
+	while ((_rc = (call)) < 0 && store_dead((j)->w->store) &&	\
+	    !worker_quit && now_mono() < _end) {			\
 		log_warnx("run %s: %s; retrying", (j)->claim->id,	\
 		    store_error((j)->w->store));			\
 		sleep(_tries < 5 ? 1 << _tries : 30);			\

@@ -44,7 +44,7 @@ path_join(char *out, size_t len, const char *base, const char *rel)
 		return -1;
 	}
 	used = strlen(base);
-	while (used > 1 && base[used - 1] == '/')
+	while (used > 0 && base[used - 1] == '/')
 		used--;
 	if (used + 1 >= len) {
 		errno = ENAMETOOLONG;

@@ -130,6 +130,8 @@ c_bool(json_t *v)
 			s++;
 		for (; *s != '\0' && n + 1 < sizeof(tmp); s++)
 			tmp[n++] = (char)tolower((unsigned char)*s);
+		if (*s != '\0')
+			return -1;	/* longer than any word we know */
 		while (n > 0 && isspace((unsigned char)tmp[n - 1]))
 			n--;
 		tmp[n] = '\0';
@@ -264,10 +266,12 @@ fields_rows(json_t *p, int *dropped)
 	json_array_foreach(json_object_get(p, "fields"), i, f) {
 		name = c_str(json_object_get(f, "field"));
 		det = c_bool(json_object_get(f, "detected"));
-		if (json_is_null(name) || det == -1 ||
-		    json_object_get(seen, json_string_value(name)) != NULL) {
-			if (!json_is_null(name))
-				(*dropped)++;
+		if (json_is_null(name) || det == -1) {
+			json_decref(name);
+			continue;
+		}
+		if (json_object_get(seen, json_string_value(name)) != NULL) {
+			(*dropped)++;
 			json_decref(name);
 			continue;
 		}

@@ -3,6 +3,7 @@
  * operation to it.
  */
 #include <string.h>
+#include <time.h>
 
 #include "conf.h"
 #include "store_impl.h"
@@ -18,6 +19,8 @@ store_open(const struct conf *c, struct buf *err)
 {
 	if (strcmp(c->db_backend, "sqlite") == 0)
 		return store_sqlite_open(c, err);
+	if (strcmp(c->db_backend, "pgsql") == 0)
+		return store_pgsql_open(c, err);
 	buf_printf(err, "the %s backend is not part of this build yet",
 	    c->db_backend);
 	return NULL;
@@ -34,6 +37,16 @@ const char *
 store_error(struct store *st)
 {
 	return st->err;
+}
+
+/*
+ * Whether the last failure was the connection going away, as opposed to
+ * an error of the statement itself: only the former is worth retrying.
+ */
+int
+store_dead(struct store *st)
+{
+	return st->dead;
 }
 
 const char *
@@ -169,6 +182,43 @@ int
 store_pending(struct store *st, long *count)
 {
 	return st->ops->pending(st, count);
+}
+
+/*
+ * Seconds until the earliest queued run becomes due (a large number when
+ * none is queued), so that an idle worker need not poll to find it.
+ */
+int
+store_next_due(struct store *st, double *seconds)
+{
+	return st->ops->next_due(st, seconds);
+}
+
+/*
+ * Waits up to timeout seconds for a sign of new work.  Backends that can
+ * be told (PostgreSQL's NOTIFY) return 1 when they were; the others just
+ * sleep and return 0.  A signal ends the wait early.
+ */
+int
+store_wait(struct store *st, double timeout)
+{
+	struct timespec ts;
+
+	if (st->ops->wait != NULL)
+		return st->ops->wait(st, timeout);
+	if (timeout <= 0)
+		return 0;
+	ts.tv_sec = (time_t)timeout;
+	ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+	nanosleep(&ts, NULL);
+	return 0;
+}
+
+/* Whether the backend is told of new work, so that polling can be rare. */
+int
+store_listens(struct store *st)
+{
+	return st->ops->wait != NULL;
 }
 
 int

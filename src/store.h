@@ -94,6 +94,7 @@ struct enqueue_req {
 struct store	*store_open(const struct conf *, struct buf *err);
 void		 store_close(struct store *);
 const char	*store_error(struct store *);
+int		 store_dead(struct store *);
 const char	*store_backend(struct store *);
 
 int	store_init_schema(struct store *);
@@ -129,6 +130,9 @@ int	store_run_finish(struct store *, const char *id, const char *token,
 int	store_sweep(struct store *, double backoff_base, double backoff_max,
 	    struct sweep_counts *);
 int	store_pending(struct store *, long *count);
+int	store_next_due(struct store *, double *seconds);
+int	store_wait(struct store *, double timeout);
+int	store_listens(struct store *);
 
 int	store_register(struct store *, const char *workspace,
 	    const char *configuration, char *workspace_id,

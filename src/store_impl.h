@@ -37,6 +37,8 @@ struct store_ops {
 	int	(*sweep)(struct store *, double, double,
 		    struct sweep_counts *);
 	int	(*pending)(struct store *, long *);
+	int	(*next_due)(struct store *, double *);
+	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
 	int	(*enqueue)(struct store *, const struct enqueue_req *);
@@ -47,11 +49,13 @@ struct store_ops {
 struct store {
 	const struct store_ops	*ops;
 	char			 err[1024];
+	int			 dead;	/* the last error lost the connection */
 };
 
 /* The tables the worker cannot run without. */
 extern const char *const store_required_tables[];
 
 struct store	*store_sqlite_open(const struct conf *, struct buf *);
+struct store	*store_pgsql_open(const struct conf *, struct buf *);
 
 #endif

@@ -1097,6 +1097,27 @@ sq_pending(struct store *st, long *count)
 	return rc == SQLITE_ROW ? 0 : sq_fail(s, "pending");
 }
 
+static int
+sq_next_due(struct store *st, double *seconds)
+{
+	static const char sql[] =
+	    "SELECT (julianday(min(available_at)) - julianday('now')) * 86400"
+	    " FROM runs WHERE status = 'queued'"
+	    " AND attempt_count < max_attempts";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc;
+
+	if ((q = sq_query(s, sql, "")) == NULL)
+		return -1;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		*seconds = sqlite3_column_type(q, 0) == SQLITE_NULL ? 1e9 :
+		    sqlite3_column_double(q, 0);
+	sq_done(s, q);
+	return rc == SQLITE_ROW ? 0 : sq_fail(s, "next due");
+}
+
 static void
 new_uuid(char *out)
 {
@@ -1311,6 +1332,7 @@ static const struct store_ops sqlite_ops = {
 	.run_finish = sq_run_finish,
 	.sweep = sq_sweep,
 	.pending = sq_pending,
+	.next_due = sq_next_due,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
 	.list_runs = sq_list_runs,

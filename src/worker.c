@@ -189,6 +189,30 @@ worker_round(struct worker *w)
 	return r;
 }
 
+/*
+ * Idle wait on a backend that notifies: until a notification, the next
+ * sweep, the next run that becomes due, or listen_timeout.  After a
+ * notification a short random delay spreads the idle workers' claims.
+ */
+static int
+worker_wait(struct worker *w, double next_sweep)
+{
+	const struct conf *c = w->conf;
+	double wait = c->listen_timeout, due, left;
+
+	left = next_sweep - now_mono();
+	if (left < wait)
+		wait = left;
+	if (store_next_due(w->store, &due) == 0 && due > 0 && due < wait)
+		wait = due;
+	if (wait < 0.01)
+		wait = 0.01;
+	if (store_wait(w->store, wait) != 1)
+		return 0;
+	nap(jitter((double)c->notify_jitter_ms / 1000.0));
+	return 1;
+}
+
 int
 worker_main(const struct conf *c, int exit_when_idle)
 {
@@ -259,6 +283,11 @@ worker_main(const struct conf *c, int exit_when_idle)
 				log_info("queue drained; exiting");
 				break;
 			}
+		}
+		if (r == 0 && store_listens(w.store)) {
+			if (worker_wait(&w, next_sweep) == 1)
+				next_ensure = 0;
+			continue;
 		}
 		nap(poll_s);
 		poll_s = backoff_idle_next(poll_s, c->poll_interval_max,

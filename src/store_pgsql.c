@@ -1,0 +1,1376 @@
+/*
+ * The PostgreSQL backend (13 and later).  Claims pick one row with FOR
+ * UPDATE SKIP LOCKED in a MATERIALIZED common table expression (as a
+ * plain subquery of UPDATE ... FROM, the planner may run it again for
+ * every row and claim several), and the UPDATE's own WHERE repeats the
+ * state check.  Time is the server's
+ * now().  Values travel through PQexecParams as text.  Idle workers LISTEN
+ * on ade_run_queued, which triggers installed by "ade-ctl db init" notify
+ * when a run is queued or an environment becomes ready.
+ *
+ * A connection that breaks is reset before the next operation, with a
+ * growing delay between attempts; the operation that saw the break
+ * reports an error, and its caller decides whether to try again.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+#include <uuid/uuid.h>
+
+#include "conf.h"
+#include "log.h"
+#include "results.h"
+#include "store_impl.h"
+#include "util.h"
+
+#define PG_CHANNEL	"ade_run_queued"
+#define MAXPARAMS	32
+#define UTC_TEXT(col)	"to_char(" col " AT TIME ZONE 'UTC', "		\
+			"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "	\
+			e ".configuration_id = " r ".configuration_id AND " \
+			e ".engine_spec = " r ".engine_spec AND "	\
+			e ".deps_digest = " r ".deps_digest"
+/* The retry delay after failed attempt n. */
+#define BACKOFF(n)	"make_interval(secs => LEAST($2::float8, $1::float8 *" \
+			" power(2, GREATEST(" n ", 0))))"
+
+struct pg {
+	struct store	 base;
+	PGconn		*conn;
+	const char	*keys[16];
+	const char	*vals[16];
+	char		*dsn;
+	char		 port[16];
+	char		 timeout[16];
+	long		 stmt_timeout_ms;
+	int		 echo;
+	int		 in_tx;
+	double		 reset_at;
+	double		 reset_delay;
+};
+
+static const struct store_ops pgsql_ops;
+
+static const char schema_sql[] =
+"CREATE TABLE IF NOT EXISTS workspaces ("
+"  id UUID PRIMARY KEY,"
+"  name VARCHAR(255) NOT NULL,"
+"  slug VARCHAR(100) NOT NULL UNIQUE,"
+"  settings JSONB NOT NULL DEFAULT '{}',"
+"  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+"  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+"CREATE TABLE IF NOT EXISTS configurations ("
+"  id UUID PRIMARY KEY,"
+"  workspace_id UUID NOT NULL REFERENCES workspaces(id),"
+"  display_name VARCHAR(255) NOT NULL,"
+"  status VARCHAR(20) NOT NULL DEFAULT 'draft'"
+"    CHECK (status IN ('draft', 'active', 'archived')),"
+"  content_digest VARCHAR(80),"
+"  last_used_at TIMESTAMPTZ,"
+"  activated_at TIMESTAMPTZ,"
+"  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+"  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+"CREATE INDEX IF NOT EXISTS ix_configurations_workspace_status"
+"  ON configurations (workspace_id, status);"
+"CREATE UNIQUE INDEX IF NOT EXISTS ux_configurations_active_per_workspace"
+"  ON configurations (workspace_id) WHERE status = 'active';"
+"CREATE TABLE IF NOT EXISTS documents ("
+"  id UUID PRIMARY KEY,"
+"  workspace_id UUID NOT NULL REFERENCES workspaces(id),"
+"  original_filename VARCHAR(255) NOT NULL,"
+"  content_type VARCHAR(255),"
+"  byte_size BIGINT NOT NULL,"
+"  version INTEGER NOT NULL DEFAULT 1,"
+"  sha256 VARCHAR(64) NOT NULL,"
+"  stored_uri VARCHAR(512) NOT NULL,"
+"  attributes JSONB NOT NULL DEFAULT '{}',"
+"  uploaded_by_user_id UUID,"
+"  assignee_user_id UUID,"
+"  source VARCHAR(50) NOT NULL DEFAULT 'manual_upload'"
+"    CHECK (source IN ('manual_upload')),"
+"  expires_at TIMESTAMPTZ NOT NULL,"
+"  last_run_id UUID,"
+"  comment_count INTEGER NOT NULL DEFAULT 0,"
+"  deleted_at TIMESTAMPTZ,"
+"  deleted_by_user_id UUID,"
+"  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+"  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+"CREATE TABLE IF NOT EXISTS document_events ("
+"  cursor BIGSERIAL PRIMARY KEY,"
+"  workspace_id UUID NOT NULL REFERENCES workspaces(id),"
+"  document_id UUID NOT NULL REFERENCES documents(id),"
+"  event_type VARCHAR(40) NOT NULL"
+"    CHECK (event_type IN ('document.changed', 'document.deleted')),"
+"  document_version INTEGER NOT NULL,"
+"  occurred_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_cursor"
+"  ON document_events (workspace_id, cursor);"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_document"
+"  ON document_events (workspace_id, document_id);"
+"CREATE INDEX IF NOT EXISTS ix_document_events_workspace_occurred"
+"  ON document_events (workspace_id, occurred_at);"
+"CREATE TABLE IF NOT EXISTS runs ("
+"  id UUID PRIMARY KEY,"
+"  configuration_id UUID NOT NULL REFERENCES configurations(id),"
+"  workspace_id UUID NOT NULL REFERENCES workspaces(id),"
+"  input_document_id UUID NOT NULL REFERENCES documents(id),"
+"  input_sheet_names JSONB,"
+"  output_path VARCHAR(512),"
+"  engine_spec VARCHAR(255) NOT NULL"
+"    DEFAULT 'ade-engine @ git+https://github.com/clac-ca/ade-engine@main',"
+"  deps_digest VARCHAR(128) NOT NULL DEFAULT 'sha256:"
+    "2e1cfa82b035c26cbbbdae632cea070514eb8b773f616aaeaf668e2f0be8f10d',"
+"  status VARCHAR(20) NOT NULL DEFAULT 'queued'"
+"    CHECK (status IN ('queued', 'running', 'succeeded', 'failed',"
+"                      'cancelled')),"
+"  exit_code INTEGER,"
+"  submitted_by_user_id UUID,"
+"  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+"  started_at TIMESTAMPTZ,"
+"  completed_at TIMESTAMPTZ,"
+"  error_message TEXT,"
+"  available_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+"  run_options JSONB,"
+"  attempt_count INTEGER NOT NULL DEFAULT 0,"
+"  max_attempts INTEGER NOT NULL DEFAULT 3,"
+"  claimed_by VARCHAR(255),"
+"  claim_expires_at TIMESTAMPTZ);"
+"CREATE INDEX IF NOT EXISTS ix_runs_configuration ON runs (configuration_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace ON runs (workspace_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_status ON runs (status);"
+"CREATE INDEX IF NOT EXISTS ix_runs_input_document"
+"  ON runs (input_document_id);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace_input_finished"
+"  ON runs (workspace_id, input_document_id, completed_at, started_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_workspace_created"
+"  ON runs (workspace_id, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_claim"
+"  ON runs (status, available_at, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_claim_expires"
+"  ON runs (status, claim_expires_at);"
+"CREATE INDEX IF NOT EXISTS ix_runs_status_completed"
+"  ON runs (status, completed_at);"
+"CREATE UNIQUE INDEX IF NOT EXISTS uq_runs_active_job"
+"  ON runs (workspace_id, input_document_id, configuration_id)"
+"  WHERE status IN ('queued', 'running');"
+"CREATE TABLE IF NOT EXISTS environments ("
+"  id UUID PRIMARY KEY,"
+"  workspace_id UUID NOT NULL REFERENCES workspaces(id),"
+"  configuration_id UUID NOT NULL REFERENCES configurations(id),"
+"  engine_spec VARCHAR(255) NOT NULL,"
+"  deps_digest VARCHAR(128) NOT NULL,"
+"  status VARCHAR(20) NOT NULL DEFAULT 'queued'"
+"    CHECK (status IN ('queued', 'building', 'ready', 'failed')),"
+"  error_message TEXT,"
+"  claimed_by VARCHAR(255),"
+"  claim_expires_at TIMESTAMPTZ,"
+"  created_at TIMESTAMPTZ NOT NULL,"
+"  updated_at TIMESTAMPTZ NOT NULL,"
+"  last_used_at TIMESTAMPTZ,"
+"  python_version VARCHAR(50),"
+"  python_interpreter VARCHAR(512),"
+"  engine_version VARCHAR(50));"
+"CREATE UNIQUE INDEX IF NOT EXISTS ux_environments_key"
+"  ON environments (workspace_id, configuration_id, engine_spec,"
+"                   deps_digest);"
+"CREATE INDEX IF NOT EXISTS ix_environments_workspace"
+"  ON environments (workspace_id);"
+"CREATE INDEX IF NOT EXISTS ix_environments_configuration"
+"  ON environments (configuration_id);"
+"CREATE INDEX IF NOT EXISTS ix_environments_claim"
+"  ON environments (status, created_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_claim_expires"
+"  ON environments (status, claim_expires_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_status_last_used"
+"  ON environments (status, last_used_at);"
+"CREATE INDEX IF NOT EXISTS ix_environments_status_updated"
+"  ON environments (status, updated_at);"
+"CREATE TABLE IF NOT EXISTS run_metrics ("
+"  run_id UUID PRIMARY KEY REFERENCES runs(id),"
+"  evaluation_outcome VARCHAR(20),"
+"  evaluation_findings_total INTEGER,"
+"  evaluation_findings_info INTEGER,"
+"  evaluation_findings_warning INTEGER,"
+"  evaluation_findings_error INTEGER,"
+"  validation_issues_total INTEGER,"
+"  validation_issues_info INTEGER,"
+"  validation_issues_warning INTEGER,"
+"  validation_issues_error INTEGER,"
+"  validation_max_severity VARCHAR(10),"
+"  workbook_count INTEGER,"
+"  sheet_count INTEGER,"
+"  table_count INTEGER,"
+"  row_count_total INTEGER,"
+"  row_count_empty INTEGER,"
+"  column_count_total INTEGER,"
+"  column_count_empty INTEGER,"
+"  column_count_mapped INTEGER,"
+"  column_count_unmapped INTEGER,"
+"  field_count_expected INTEGER,"
+"  field_count_detected INTEGER,"
+"  field_count_not_detected INTEGER,"
+"  cell_count_total INTEGER,"
+"  cell_count_non_empty INTEGER);"
+"CREATE TABLE IF NOT EXISTS run_fields ("
+"  run_id UUID NOT NULL REFERENCES runs(id),"
+"  field VARCHAR(128) NOT NULL,"
+"  label VARCHAR(255),"
+"  detected BOOLEAN NOT NULL,"
+"  best_mapping_score DOUBLE PRECISION,"
+"  valid_cells INTEGER NOT NULL DEFAULT 0,"
+"  occurrences_tables INTEGER NOT NULL,"
+"  occurrences_columns INTEGER NOT NULL,"
+"  PRIMARY KEY (run_id, field));"
+"CREATE INDEX IF NOT EXISTS ix_run_fields_run ON run_fields (run_id);"
+"CREATE INDEX IF NOT EXISTS ix_run_fields_field ON run_fields (field);"
+"CREATE TABLE IF NOT EXISTS run_table_columns ("
+"  run_id UUID NOT NULL REFERENCES runs(id),"
+"  workbook_index INTEGER NOT NULL,"
+"  workbook_name VARCHAR(255) NOT NULL,"
+"  sheet_index INTEGER NOT NULL,"
+"  sheet_name VARCHAR(255) NOT NULL,"
+"  table_index INTEGER NOT NULL,"
+"  column_index INTEGER NOT NULL,"
+"  header_raw TEXT,"
+"  header_normalized TEXT,"
+"  non_empty_cells INTEGER NOT NULL,"
+"  valid_cells INTEGER NOT NULL DEFAULT 0,"
+"  mapping_status VARCHAR(32) NOT NULL,"
+"  mapped_field VARCHAR(128),"
+"  mapping_score DOUBLE PRECISION,"
+"  mapping_method VARCHAR(32),"
+"  unmapped_reason VARCHAR(64),"
+"  PRIMARY KEY (run_id, workbook_index, sheet_index, table_index,"
+"               column_index));"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run"
+"  ON run_table_columns (run_id);"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_sheet"
+"  ON run_table_columns (run_id, sheet_name);"
+"CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_mapped_field"
+"  ON run_table_columns (run_id, mapped_field);"
+/*
+ * Wake-ups: a run that becomes queued, and an environment that becomes
+ * ready (its runs become claimable), notify the channel.
+ */
+"CREATE OR REPLACE FUNCTION fn_runs_notify_queued() RETURNS trigger"
+"  LANGUAGE plpgsql AS $$ BEGIN"
+"  IF NEW.status = 'queued' AND (TG_OP = 'INSERT'"
+"      OR OLD.status IS DISTINCT FROM 'queued') THEN"
+"    PERFORM pg_notify('" PG_CHANNEL "', NEW.id::text);"
+"  END IF;"
+"  RETURN NULL; END $$;"
+"DROP TRIGGER IF EXISTS trg_runs_notify_queued ON runs;"
+"CREATE TRIGGER trg_runs_notify_queued AFTER INSERT OR UPDATE OF status"
+"  ON runs FOR EACH ROW EXECUTE FUNCTION fn_runs_notify_queued();"
+"CREATE OR REPLACE FUNCTION fn_environments_notify_ready() RETURNS trigger"
+"  LANGUAGE plpgsql AS $$ BEGIN"
+"  IF NEW.status = 'ready' AND OLD.status IS DISTINCT FROM 'ready' THEN"
+"    PERFORM pg_notify('" PG_CHANNEL "', 'environment:' || NEW.id::text);"
+"  END IF;"
+"  RETURN NULL; END $$;"
+"DROP TRIGGER IF EXISTS trg_environments_notify_ready ON environments;"
+"CREATE TRIGGER trg_environments_notify_ready AFTER UPDATE OF status"
+"  ON environments FOR EACH ROW"
+"  EXECUTE FUNCTION fn_environments_notify_ready();";
+
+static int
+pg_fail(struct pg *p, const char *what, const PGresult *r)
+{
+	const char *msg = r != NULL ? PQresultErrorMessage(r) : "";
+
+	if (msg == NULL || *msg == '\0')
+		msg = PQerrorMessage(p->conn);
+	snprintf(p->base.err, sizeof(p->base.err), "pgsql: %s: %.*s", what,
+	    (int)strcspn(msg, "\n"), msg);
+	p->base.dead = PQstatus(p->conn) != CONNECTION_OK;
+	return p->base.dead ? STORE_DEAD : -1;
+}
+
+/*
+ * Makes sure the connection is usable, resetting a broken one no more
+ * often than the growing delay allows.  LISTEN is renewed on every new
+ * session.
+ */
+static int
+pg_ready(struct pg *p)
+{
+	PGresult *r;
+	double now;
+
+	if (PQstatus(p->conn) == CONNECTION_OK)
+		return 0;
+	now = now_mono();
+	if (now < p->reset_at) {
+		snprintf(p->base.err, sizeof(p->base.err), "pgsql: connection "
+		    "lost; next reconnect in %.0f s", p->reset_at - now);
+		p->base.dead = 1;
+		return STORE_DEAD;
+	}
+	PQreset(p->conn);
+	if (PQstatus(p->conn) != CONNECTION_OK) {
+		p->reset_delay = p->reset_delay < 1 ? 1 :
+		    p->reset_delay * 2 > 30 ? 30 : p->reset_delay * 2;
+		p->reset_at = now + p->reset_delay + jitter(p->reset_delay / 4);
+		return pg_fail(p, "reconnect", NULL);
+	}
+	log_notice("pgsql: reconnected");
+	p->base.dead = 0;
+	p->reset_delay = 0;
+	p->in_tx = 0;
+	r = PQexec(p->conn, "SET TimeZone = 'UTC'; LISTEN " PG_CHANNEL);
+	PQclear(r);
+	return 0;
+}
+
+/*
+ * Runs one statement with parameters described by fmt: s a string (NULL
+ * is NULL), i a long long, d a double, v a JSON scalar.  Returns the
+ * result, or NULL with the error recorded.
+ */
+static PGresult *
+pg_query(struct pg *p, const char *sql, const char *fmt, ...)
+{
+	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
+	const char *s;
+	PGresult *r;
+	va_list ap;
+	json_t *v;
+	int n, st;
+
+	if (!p->in_tx && pg_ready(p) != 0)
+		return NULL;
+	if (p->echo)
+		log_debug("sql: %s", sql);
+	va_start(ap, fmt);
+	for (n = 0; fmt[n] != '\0' && n < MAXPARAMS; n++) {
+		vals[n] = nums[n];
+		switch (fmt[n]) {
+		case 's':
+			s = va_arg(ap, const char *);
+			vals[n] = (char *)s;
+			break;
+		case 'i':
+			snprintf(nums[n], sizeof(nums[n]), "%lld",
+			    va_arg(ap, long long));
+			break;
+		case 'd':
+			snprintf(nums[n], sizeof(nums[n]), "%.17g",
+			    va_arg(ap, double));
+			break;
+		case 'v':
+			v = va_arg(ap, json_t *);
+			if (json_is_string(v))
+				vals[n] = (char *)json_string_value(v);
+			else if (json_is_integer(v))
+				snprintf(nums[n], sizeof(nums[n]), "%lld",
+				    (long long)json_integer_value(v));
+			else if (json_is_real(v))
+				snprintf(nums[n], sizeof(nums[n]), "%.17g",
+				    json_real_value(v));
+			else if (json_is_boolean(v))
+				snprintf(nums[n], sizeof(nums[n]), "%s",
+				    json_is_true(v) ? "true" : "false");
+			else
+				vals[n] = NULL;
+			break;
+		}
+	}
+	va_end(ap);
+	r = PQexecParams(p->conn, sql, n, NULL, (const char *const *)vals,
+	    NULL, NULL, 0);
+	st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		pg_fail(p, "query", r);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Runs a statement; returns the rows it changed or returned, or -1. */
+static int
+pg_exec(PGresult *r)
+{
+	int n;
+
+	if (r == NULL)
+		return -1;
+	n = PQntuples(r) > 0 ? PQntuples(r) : atoi(PQcmdTuples(r));
+	PQclear(r);
+	return n;
+}
+
+static int
+pg_plain(struct pg *p, const char *sql)
+{
+	PGresult *r = PQexec(p->conn, sql);
+	int st = PQresultStatus(r);
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		pg_fail(p, sql, r);
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int
+pg_begin(struct pg *p)
+{
+	if (pg_ready(p) != 0)
+		return -1;
+	if (pg_plain(p, "BEGIN") == -1)
+		return -1;
+	p->in_tx = 1;
+	return 0;
+}
+
+static int
+pg_commit(struct pg *p)
+{
+	int rc = pg_plain(p, "COMMIT");
+
+	p->in_tx = 0;
+	return rc;
+}
+
+static int
+pg_rollback(struct pg *p, int rc)
+{
+	char keep[sizeof(p->base.err)];
+
+	memcpy(keep, p->base.err, sizeof(keep));
+	if (PQstatus(p->conn) == CONNECTION_OK)
+		pg_plain(p, "ROLLBACK");
+	p->in_tx = 0;
+	memcpy(p->base.err, keep, sizeof(keep));
+	return rc;
+}
+
+static void
+val_copy(PGresult *r, int row, int col, char *out, size_t len)
+{
+	snprintf(out, len, "%s", PQgetisnull(r, row, col) ? "" :
+	    PQgetvalue(r, row, col));
+}
+
+static char *
+val_dup(PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL :
+	    xstrdup(PQgetvalue(r, row, col));
+}
+
+static json_t *
+rows_json(PGresult *r)
+{
+	json_t *a = json_array(), *o, *v;
+	int i, k;
+
+	if (r == NULL) {
+		json_decref(a);
+		return NULL;
+	}
+	for (i = 0; i < PQntuples(r); i++) {
+		o = json_object();
+		for (k = 0; k < PQnfields(r); k++) {
+			const char *s = PQgetvalue(r, i, k);
+
+			if (PQgetisnull(r, i, k))
+				v = json_null();
+			else switch (PQftype(r, k)) {
+			case 20: case 21: case 23:	/* int8, int2, int4 */
+				v = json_integer(strtoll(s, NULL, 10));
+				break;
+			case 700: case 701: case 1700:	/* floats, numeric */
+				v = json_real(strtod(s, NULL));
+				break;
+			case 16:			/* bool */
+				v = json_boolean(s[0] == 't');
+				break;
+			default: {
+				struct buf b;
+
+				buf_init(&b);
+				utf8_repair(s, strlen(s), &b);
+				v = json_string(buf_str(&b));
+				buf_free(&b);
+			}
+			}
+			json_object_set_new(o, PQfname(r, k), v);
+		}
+		json_array_append_new(a, o);
+	}
+	PQclear(r);
+	return a;
+}
+
+/* SQLAlchemy-style URLs (postgresql+psycopg://) become libpq URIs. */
+static char *
+dsn_for_libpq(const char *dsn)
+{
+	const char *plus = strchr(dsn, '+'), *colon = strstr(dsn, "://");
+
+	if (plus != NULL && colon != NULL && plus < colon)
+		return xasprintf("%.*s%s", (int)(plus - dsn), dsn, colon);
+	return xstrdup(dsn);
+}
+
+static int
+conf_port_is_default(const struct conf *c)
+{
+	const struct conf_key *k;
+	size_t i, n;
+
+	k = conf_keys(&n);
+	for (i = 0; i < n; i++)
+		if (strcmp(k[i].name, "port") == 0)
+			return c->lines[i] == 0;
+	return 1;
+}
+
+/* Server notices ("relation exists, skipping") are not errors. */
+static void
+pg_notice(void *arg, const char *msg)
+{
+	log_debug("pgsql: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+struct store *
+store_pgsql_open(const struct conf *c, struct buf *err)
+{
+	struct pg *p = xcalloc(1, sizeof(*p));
+	char sql[128];
+	int n = 0;
+
+	p->base.ops = &pgsql_ops;
+	p->echo = c->db_echo;
+	snprintf(p->port, sizeof(p->port), "%lld", conf_port_is_default(c) ?
+	    5432LL : c->db_port);
+	snprintf(p->timeout, sizeof(p->timeout), "%.0f", c->db_login_timeout);
+	if (c->db_dsn[0] != '\0') {
+		p->dsn = dsn_for_libpq(c->db_dsn);
+		p->keys[n] = "dbname";
+		p->vals[n++] = p->dsn;
+	} else {
+		p->keys[n] = "host";
+		p->vals[n++] = c->db_host;
+		p->keys[n] = "port";
+		p->vals[n++] = p->port;
+		p->keys[n] = "dbname";
+		p->vals[n++] = c->db_name;
+		if (c->db_user[0] != '\0') {
+			p->keys[n] = "user";
+			p->vals[n++] = c->db_user;
+		}
+		if (c->password != NULL) {
+			p->keys[n] = "password";
+			p->vals[n++] = c->password;
+		}
+	}
+	p->keys[n] = "connect_timeout";
+	p->vals[n++] = p->timeout;
+	p->keys[n] = "application_name";
+	p->vals[n++] = c->db_app_name;
+	p->keys[n] = NULL;
+	p->vals[n] = NULL;
+	p->conn = PQconnectdbParams(p->keys, p->vals, 1);
+	if (PQstatus(p->conn) != CONNECTION_OK) {
+		const char *m = PQerrorMessage(p->conn);
+
+		buf_printf(err, "pgsql: %.*s", (int)strcspn(m, "\n"), m);
+		PQfinish(p->conn);
+		free(p->dsn);
+		free(p);
+		return NULL;
+	}
+	PQsetNoticeProcessor(p->conn, pg_notice, NULL);
+	p->stmt_timeout_ms = (long)(c->db_query_timeout * 1000);
+	snprintf(sql, sizeof(sql), "SET TimeZone = 'UTC'; "
+	    "SET statement_timeout = %ld", p->stmt_timeout_ms);
+	if (pg_plain(p, sql) == -1) {
+		buf_printf(err, "%s", p->base.err);
+		PQfinish(p->conn);
+		free(p->dsn);
+		free(p);
+		return NULL;
+	}
+	return &p->base;
+}
+
+static void
+pg_close(struct store *st)
+{
+	struct pg *p = (struct pg *)st;
+
+	PQfinish(p->conn);
+	free(p->dsn);
+	free(p);
+}
+
+static int
+pg_init_schema(struct store *st)
+{
+	struct pg *p = (struct pg *)st;
+
+	if (pg_begin(p) == -1)
+		return -1;
+	if (pg_plain(p, schema_sql) == -1)
+		return pg_rollback(p, -1);
+	return pg_commit(p);
+}
+
+static int
+pg_check_schema(struct store *st, struct buf *missing)
+{
+	static const char sql[] = "SELECT to_regclass($1) IS NULL";
+	struct pg *p = (struct pg *)st;
+	PGresult *r;
+	size_t i;
+	int n = 0;
+
+	for (i = 0; store_required_tables[i] != NULL; i++) {
+		if ((r = pg_query(p, sql, "s", store_required_tables[i])) ==
+		    NULL)
+			return -1;
+		if (PQgetvalue(r, 0, 0)[0] == 't')
+			buf_printf(missing, "%s%s", n++ ? ", " : "",
+			    store_required_tables[i]);
+		PQclear(r);
+	}
+	/* Listening starts once the schema is known to be there. */
+	if (n == 0 && pg_plain(p, "LISTEN " PG_CHANNEL) == -1)
+		return -1;
+	return n;
+}
+
+static int
+pg_ensure_environments(struct store *st, long *inserted, long *requeued)
+{
+	static const char ins[] =
+	    "INSERT INTO environments (id, workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest, status, created_at, updated_at)"
+	    " SELECT gen_random_uuid(), k.workspace_id, k.configuration_id,"
+	    "  k.engine_spec, k.deps_digest, 'queued', now(), now()"
+	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest FROM runs WHERE status = 'queued'"
+	    "  AND available_at <= now() AND attempt_count < max_attempts) k"
+	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
+	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING";
+	static const char req[] =
+	    "UPDATE environments e SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = now()"
+	    " WHERE e.status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
+	    "  WHERE " ENV_KEY("e", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts)";
+	struct pg *p = (struct pg *)st;
+	int a, b;
+
+	if ((a = pg_exec(pg_query(p, ins, ""))) < 0 ||
+	    (b = pg_exec(pg_query(p, req, ""))) < 0)
+		return -1;
+	*inserted = a;
+	*requeued = b;
+	return 0;
+}
+
+static int
+pg_claim_environment(struct store *st, const char *token, double lease,
+    struct env_claim *out)
+{
+	static const char sql[] =
+	    "WITH c AS MATERIALIZED (SELECT id FROM environments"
+	    "  WHERE status = 'queued' ORDER BY created_at LIMIT 1"
+	    "  FOR UPDATE SKIP LOCKED)"
+	    " UPDATE environments e SET status = 'building', claimed_by = $1,"
+	    "  claim_expires_at = now() + make_interval(secs => $2),"
+	    "  error_message = NULL, updated_at = now()"
+	    " FROM c WHERE e.id = c.id AND e.status = 'queued'"
+	    " RETURNING e.id, e.workspace_id, e.configuration_id,"
+	    "  e.engine_spec, e.deps_digest";
+	struct pg *p = (struct pg *)st;
+	PGresult *r;
+	int got;
+
+	if ((r = pg_query(p, sql, "sd", token, lease)) == NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0)) {
+		val_copy(r, 0, 0, out->id, sizeof(out->id));
+		val_copy(r, 0, 1, out->workspace_id, sizeof(out->workspace_id));
+		val_copy(r, 0, 2, out->configuration_id,
+		    sizeof(out->configuration_id));
+		val_copy(r, 0, 3, out->engine_spec, sizeof(out->engine_spec));
+		val_copy(r, 0, 4, out->deps_digest, sizeof(out->deps_digest));
+	}
+	PQclear(r);
+	return got;
+}
+
+static int
+pg_heartbeat_environment(struct store *st, const char *id, const char *token,
+    double lease)
+{
+	static const char sql[] =
+	    "UPDATE environments SET"
+	    "  claim_expires_at = now() + make_interval(secs => $3)"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "ssd", id, token,
+	    lease));
+}
+
+static int
+pg_environment_ready(struct store *st, const char *id, const char *token,
+    const char *python, const char *pyver, const char *engver)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = NULL,"
+	    "  updated_at = now(), python_interpreter = $3,"
+	    "  python_version = $4, engine_version = $5"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "sssss", id, token,
+	    python, pyver, engver));
+}
+
+static int
+pg_environment_failed(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max, long *charged)
+{
+	static const char env[] =
+	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = $3,"
+	    "  updated_at = now(), python_interpreter = NULL,"
+	    "  python_version = NULL, engine_version = NULL"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
+	static const char runs[] =
+	    "UPDATE runs r SET"
+	    "  status = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN now() ELSE NULL END,"
+	    "  exit_code = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN 2 ELSE NULL END,"
+	    "  available_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN r.available_at ELSE now() + " BACKOFF("r.attempt_count")
+	    "    END,"
+	    "  error_message = 'Environment build failed: ' || $4::text,"
+	    "  attempt_count = r.attempt_count + 1"
+	    " FROM environments e"
+	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts";
+	struct pg *p = (struct pg *)st;
+	int n;
+
+	if (pg_begin(p) == -1)
+		return -1;
+	n = pg_exec(pg_query(p, env, "sss", id, token, error));
+	if (n <= 0)
+		return pg_rollback(p, n);
+	n = pg_exec(pg_query(p, runs, "ddss", base, max, id, error));
+	if (n < 0)
+		return pg_rollback(p, -1);
+	if (pg_commit(p) == -1)
+		return -1;
+	*charged = n;
+	return 1;
+}
+
+static int
+pg_environment_requeue(struct store *st, const char *id, const char *error)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', error_message = $2,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
+	    " WHERE id = $1 AND status = 'ready'";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "ss", id, error));
+}
+
+static int
+pg_environment_touch(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE environments SET last_used_at = now(), updated_at = now()"
+	    " WHERE id = $1";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+}
+
+static int
+pg_claim_run(struct store *st, const char *token, double lease,
+    struct run_claim *out)
+{
+	static const char sql[] =
+	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id FROM runs q"
+	    "  JOIN environments e ON " ENV_KEY("e", "q")
+	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
+	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
+	    "  ORDER BY q.available_at, q.created_at LIMIT 1"
+	    "  FOR UPDATE OF q SKIP LOCKED)"
+	    " UPDATE runs r SET status = 'running', claimed_by = $1,"
+	    "  claim_expires_at = now() + make_interval(secs => $2),"
+	    "  started_at = COALESCE(r.started_at, now()),"
+	    "  attempt_count = r.attempt_count + 1, error_message = NULL,"
+	    "  exit_code = NULL, completed_at = NULL"
+	    " FROM c WHERE r.id = c.id AND r.status = 'queued'"
+	    "  AND r.attempt_count < r.max_attempts"
+	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
+	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
+	    UTC_TEXT("r.started_at") ", r.attempt_count, r.max_attempts,"
+	    "  r.run_options::text, r.input_sheet_names::text, c.env_id";
+	struct pg *p = (struct pg *)st;
+	PGresult *r;
+	int got;
+
+	if ((r = pg_query(p, sql, "sd", token, lease)) == NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0)) {
+		val_copy(r, 0, 0, out->id, sizeof(out->id));
+		val_copy(r, 0, 1, out->workspace_id, sizeof(out->workspace_id));
+		val_copy(r, 0, 2, out->configuration_id,
+		    sizeof(out->configuration_id));
+		val_copy(r, 0, 3, out->input_document_id,
+		    sizeof(out->input_document_id));
+		val_copy(r, 0, 4, out->engine_spec, sizeof(out->engine_spec));
+		val_copy(r, 0, 5, out->deps_digest, sizeof(out->deps_digest));
+		val_copy(r, 0, 6, out->started_at, sizeof(out->started_at));
+		out->attempt_count = atol(PQgetvalue(r, 0, 7));
+		out->max_attempts = atol(PQgetvalue(r, 0, 8));
+		out->run_options = val_dup(r, 0, 9);
+		out->input_sheet_names = val_dup(r, 0, 10);
+		val_copy(r, 0, 11, out->env_id, sizeof(out->env_id));
+	}
+	PQclear(r);
+	return got;
+}
+
+static int
+pg_heartbeat_run(struct store *st, const char *id, const char *token,
+    double lease)
+{
+	static const char sql[] =
+	    "UPDATE runs SET claim_expires_at = now() +"
+	    "  make_interval(secs => $3)"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "ssd", id, token,
+	    lease));
+}
+
+static int
+pg_get_document(struct store *st, const char *id, struct document *d)
+{
+	static const char sql[] =
+	    "SELECT stored_uri, original_filename FROM documents"
+	    " WHERE id = $1";
+	PGresult *r;
+	int got;
+
+	if ((r = pg_query((struct pg *)st, sql, "s", id)) == NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0)) {
+		d->stored_uri = val_dup(r, 0, 0);
+		d->original_filename = val_dup(r, 0, 1);
+	}
+	PQclear(r);
+	return got && d->stored_uri != NULL;
+}
+
+/* Inserts one result table's rows with a single statement per row. */
+static int
+insert_rows(struct pg *p, const char *table, const char *const *cols,
+    json_t *rows, const char *run_id)
+{
+	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
+	struct buf sql;
+	PGresult *r;
+	json_t *row, *v;
+	size_t i, k;
+	int rc = 0;
+
+	buf_init(&sql);
+	buf_printf(&sql, "INSERT INTO %s (run_id", table);
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(&sql, ", %s", cols[k]);
+	buf_addstr(&sql, ") VALUES ($1");
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(&sql, ", $%zu", k + 2);
+	buf_addstr(&sql, ")");
+	json_array_foreach(rows, i, row) {
+		vals[0] = (char *)run_id;
+		for (k = 0; cols[k] != NULL && k + 1 < MAXPARAMS; k++) {
+			v = json_object_get(row, cols[k]);
+			vals[k + 1] = nums[k + 1];
+			if (json_is_string(v))
+				vals[k + 1] = (char *)json_string_value(v);
+			else if (json_is_integer(v))
+				snprintf(nums[k + 1], sizeof(nums[0]), "%lld",
+				    (long long)json_integer_value(v));
+			else if (json_is_real(v))
+				snprintf(nums[k + 1], sizeof(nums[0]), "%.17g",
+				    json_real_value(v));
+			else if (json_is_boolean(v))
+				snprintf(nums[k + 1], sizeof(nums[0]), "%s",
+				    json_is_true(v) ? "true" : "false");
+			else
+				vals[k + 1] = NULL;
+		}
+		r = PQexecParams(p->conn, buf_str(&sql), (int)k + 1, NULL,
+		    (const char *const *)vals, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			rc = pg_fail(p, table, r);
+			PQclear(r);
+			break;
+		}
+		PQclear(r);
+	}
+	buf_free(&sql);
+	return rc;
+}
+
+static int
+pg_run_succeeded(struct store *st, const char *id, const char *token,
+    const char *output_path, json_t *results)
+{
+	static const char upd[] =
+	    "UPDATE runs SET status = 'succeeded', completed_at = now(),"
+	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
+	    "  output_path = $3, error_message = NULL"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
+	static const char del[] =
+	    "DELETE FROM run_metrics WHERE run_id = $1;";
+	static const char del_f[] = "DELETE FROM run_fields WHERE run_id = $1";
+	static const char del_c[] =
+	    "DELETE FROM run_table_columns WHERE run_id = $1";
+	struct pg *p = (struct pg *)st;
+	json_t *metrics, *one;
+	int n;
+
+	if (pg_begin(p) == -1)
+		return -1;
+	n = pg_exec(pg_query(p, upd, "sss", id, token, output_path));
+	if (n <= 0)
+		return pg_rollback(p, n);
+	if (results != NULL) {
+		if (pg_exec(pg_query(p, del, "s", id)) < 0 ||
+		    pg_exec(pg_query(p, del_f, "s", id)) < 0 ||
+		    pg_exec(pg_query(p, del_c, "s", id)) < 0)
+			return pg_rollback(p, -1);
+		metrics = json_object_get(results, "run_metrics");
+		if (json_is_object(metrics)) {
+			one = json_array();
+			json_array_append(one, metrics);
+			n = insert_rows(p, "run_metrics",
+			    results_metric_columns, one, id);
+			json_decref(one);
+			if (n != 0)
+				return pg_rollback(p, -1);
+		}
+		if (insert_rows(p, "run_fields", results_field_columns,
+		    json_object_get(results, "run_fields"), id) != 0 ||
+		    insert_rows(p, "run_table_columns",
+		    results_column_columns,
+		    json_object_get(results, "run_table_columns"), id) != 0)
+			return pg_rollback(p, -1);
+	}
+	return pg_commit(p) == -1 ? -1 : 1;
+}
+
+static int
+pg_run_finish(struct store *st, const char *id, const char *token,
+    enum run_finish how, int exit_code, const char *error, double delay)
+{
+	static const char retry[] =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = now() + make_interval(secs => $3),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
+	static const char release[] =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = now() + make_interval(secs => $3),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL,"
+	    "  attempt_count = GREATEST(attempt_count - 1, 0)"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
+	static const char failed[] =
+	    "UPDATE runs SET status = 'failed', completed_at = now(),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $3, exit_code = $4, output_path = NULL"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
+	struct pg *p = (struct pg *)st;
+
+	switch (how) {
+	case FINISH_RETRY:
+		return pg_exec(pg_query(p, retry, "ssds", id, token, delay,
+		    error));
+	case FINISH_RELEASE:
+		return pg_exec(pg_query(p, release, "ssds", id, token, delay,
+		    error));
+	case FINISH_FAILED:
+		break;
+	}
+	return pg_exec(pg_query(p, failed, "sssi", id, token, error,
+	    (long long)exit_code));
+}
+
+static int
+pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
+{
+	static const char runs[] =
+	    "UPDATE runs SET"
+	    "  status = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN now() ELSE NULL END,"
+	    "  available_at = CASE WHEN attempt_count >= max_attempts"
+	    "    THEN available_at ELSE now() + " BACKOFF("attempt_count - 1")
+	    "    END,"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < now()"
+	    " RETURNING status";
+	static const char envs[] =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = 'lease expired',"
+	    "  updated_at = now()"
+	    " WHERE status = 'building' AND claim_expires_at < now()";
+	struct pg *p = (struct pg *)st;
+	PGresult *r;
+	int i, n;
+
+	if ((r = pg_query(p, runs, "dd", base, max)) == NULL)
+		return -1;
+	for (i = 0; i < PQntuples(r); i++) {
+		if (strcmp(PQgetvalue(r, i, 0), "failed") == 0)
+			out->runs_failed++;
+		else
+			out->runs_requeued++;
+	}
+	PQclear(r);
+	if ((n = pg_exec(pg_query(p, envs, ""))) < 0)
+		return -1;
+	out->envs_requeued = n;
+	return 0;
+}
+
+static int
+pg_pending(struct store *st, long *count)
+{
+	static const char sql[] =
+	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
+	    "  AND attempt_count < max_attempts) OR status = 'running') +"
+	    " (SELECT count(*) FROM environments"
+	    "  WHERE status IN ('queued', 'building'))";
+	PGresult *r;
+
+	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
+		return -1;
+	*count = atol(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return 0;
+}
+
+static int
+pg_next_due(struct store *st, double *seconds)
+{
+	static const char sql[] =
+	    "SELECT extract(epoch FROM min(available_at) - now())"
+	    " FROM runs WHERE status = 'queued'"
+	    " AND attempt_count < max_attempts";
+	PGresult *r;
+
+	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
+		return -1;
+	*seconds = PQgetisnull(r, 0, 0) ? 1e9 : strtod(PQgetvalue(r, 0, 0),
+	    NULL);
+	PQclear(r);
+	return 0;
+}
+
+/* Consumes pending notifications; returns how many there were. */
+static int
+drain_notifies(struct pg *p)
+{
+	PGnotify *n;
+	int count = 0;
+
+	while ((n = PQnotifies(p->conn)) != NULL) {
+		count++;
+		PQfreemem(n);
+	}
+	return count;
+}
+
+static int
+pg_wait(struct store *st, double timeout)
+{
+	struct pg *p = (struct pg *)st;
+	struct pollfd pfd;
+	double end = now_mono() + timeout, left;
+
+	if (pg_ready(p) != 0) {
+		/* Sleep instead, so a dead server is not hammered. */
+		pfd.fd = -1;
+		poll(NULL, 0, (int)(timeout * 1000));
+		return 0;
+	}
+	if (drain_notifies(p) > 0)
+		return 1;
+	while ((left = end - now_mono()) > 0) {
+		pfd.fd = PQsocket(p->conn);
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (pfd.fd < 0)
+			return 0;
+		if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
+			return 0;	/* timeout, or a signal */
+		if (PQconsumeInput(p->conn) == 0) {
+			pg_fail(p, "listen", NULL);
+			return 0;
+		}
+		if (drain_notifies(p) > 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void
+new_uuid(char *out)
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+static void
+slugify(const char *name, char *out, size_t len)
+{
+	size_t n = 0;
+	int dash = 0;
+
+	for (; *name != '\0' && n + 1 < len; name++) {
+		unsigned char ch = (unsigned char)*name;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) {
+			out[n++] = (char)ch;
+			dash = 0;
+		} else if (ch >= 'A' && ch <= 'Z') {
+			out[n++] = (char)(ch - 'A' + 'a');
+			dash = 0;
+		} else if (!dash && n > 0) {
+			out[n++] = '-';
+			dash = 1;
+		}
+	}
+	while (n > 0 && out[n - 1] == '-')
+		n--;
+	out[n] = '\0';
+	if (n == 0)
+		snprintf(out, len, "workspace");
+}
+
+static int
+lookup_one(PGresult *r, char *out)
+{
+	int got;
+
+	if (r == NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0))
+		val_copy(r, 0, 0, out, 64);
+	PQclear(r);
+	return got;
+}
+
+static int
+pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
+    char *cfg_id)
+{
+	static const char find_ws[] =
+	    "SELECT id FROM workspaces WHERE slug = $1 OR id::text = lower($2)";
+	static const char add_ws[] =
+	    "INSERT INTO workspaces (id, name, slug) VALUES ($1, $2, $3)";
+	static const char find_cfg[] =
+	    "SELECT id FROM configurations WHERE workspace_id = $1 AND"
+	    " (display_name = $2 OR id::text = lower($2))";
+	static const char add_cfg[] =
+	    "INSERT INTO configurations (id, workspace_id, display_name,"
+	    "  status, activated_at) SELECT $1, $2, $3,"
+	    "  CASE WHEN EXISTS (SELECT 1 FROM configurations WHERE"
+	    "   workspace_id = $2 AND status = 'active') THEN 'draft'"
+	    "   ELSE 'active' END, now()";
+	struct pg *p = (struct pg *)st;
+	char slug[101];
+	int rc;
+
+	slugify(ws, slug, sizeof(slug));
+	if (pg_begin(p) == -1)
+		return -1;
+	if (pg_plain(p, "LOCK TABLE workspaces, configurations IN SHARE ROW "
+	    "EXCLUSIVE MODE") == -1)
+		return pg_rollback(p, -1);
+	rc = lookup_one(pg_query(p, find_ws, "ss", slug, ws), ws_id);
+	if (rc == 0) {
+		new_uuid(ws_id);
+		rc = pg_exec(pg_query(p, add_ws, "sss", ws_id, ws, slug));
+	}
+	if (rc < 0)
+		return pg_rollback(p, -1);
+	rc = lookup_one(pg_query(p, find_cfg, "ss", ws_id, cfg), cfg_id);
+	if (rc == 0) {
+		new_uuid(cfg_id);
+		rc = pg_exec(pg_query(p, add_cfg, "sss", cfg_id, ws_id, cfg));
+	}
+	if (rc < 0)
+		return pg_rollback(p, -1);
+	return pg_commit(p);
+}
+
+static int
+pg_enqueue(struct store *st, const struct enqueue_req *r)
+{
+	static const char doc[] =
+	    "INSERT INTO documents (id, workspace_id, original_filename,"
+	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
+	    "  last_run_id)"
+	    " VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '30 days',"
+	    "  $8)";
+	static const char cfg[] =
+	    "UPDATE configurations SET content_digest = $2,"
+	    "  last_used_at = now(), updated_at = now() WHERE id = $1";
+	static const char run[] =
+	    "INSERT INTO runs (id, configuration_id, workspace_id,"
+	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
+	    "  run_options, max_attempts)"
+	    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+	struct pg *p = (struct pg *)st;
+
+	if (pg_begin(p) == -1)
+		return -1;
+	if (pg_exec(pg_query(p, doc, "ssssisss", r->document_id,
+	    r->workspace_id, r->original_filename, r->content_type,
+	    r->document_size, r->document_sha256, r->stored_uri,
+	    r->run_id)) < 0 ||
+	    pg_exec(pg_query(p, cfg, "ss", r->configuration_id,
+	    r->content_digest)) < 0 ||
+	    pg_exec(pg_query(p, run, "ssssssssi", r->run_id,
+	    r->configuration_id, r->workspace_id, r->document_id,
+	    r->input_sheet_names, r->engine_spec, r->deps_digest,
+	    r->run_options, (long long)r->max_attempts)) < 0)
+		return pg_rollback(p, -1);
+	return pg_commit(p);
+}
+
+static json_t *
+pg_list_runs(struct store *st, const char *status, long limit)
+{
+	static const char sql[] =
+	    "SELECT id::text AS id, status, attempt_count, max_attempts,"
+	    "  exit_code, " UTC_TEXT("created_at") " AS created_at, "
+	    UTC_TEXT("started_at") " AS started_at, "
+	    UTC_TEXT("completed_at") " AS completed_at, "
+	    UTC_TEXT("available_at") " AS available_at,"
+	    "  claimed_by, error_message FROM runs"
+	    " WHERE $1::text IS NULL OR status = $1"
+	    " ORDER BY created_at DESC, id LIMIT $2";
+
+	return rows_json(pg_query((struct pg *)st, sql, "si", status,
+	    (long long)limit));
+}
+
+static json_t *
+pg_show_run(struct store *st, const char *id)
+{
+	static const char run[] =
+	    "SELECT id::text AS id, configuration_id::text AS configuration_id,"
+	    "  workspace_id::text AS workspace_id,"
+	    "  input_document_id::text AS input_document_id,"
+	    "  input_sheet_names::text AS input_sheet_names, output_path,"
+	    "  engine_spec, deps_digest, status, exit_code, "
+	    UTC_TEXT("created_at") " AS created_at, "
+	    UTC_TEXT("started_at") " AS started_at, "
+	    UTC_TEXT("completed_at") " AS completed_at, error_message, "
+	    UTC_TEXT("available_at") " AS available_at,"
+	    "  run_options::text AS run_options, attempt_count, max_attempts,"
+	    "  claimed_by, " UTC_TEXT("claim_expires_at") " AS claim_expires_at"
+	    " FROM runs WHERE id::text = lower($1)";
+	static const char met[] =
+	    "SELECT * FROM run_metrics WHERE run_id::text = lower($1)";
+	static const char fld[] =
+	    "SELECT field, label, detected, best_mapping_score, valid_cells,"
+	    "  occurrences_tables, occurrences_columns FROM run_fields"
+	    " WHERE run_id::text = lower($1) ORDER BY field";
+	static const char col[] =
+	    "SELECT workbook_index, workbook_name, sheet_index, sheet_name,"
+	    "  table_index, column_index, header_raw, header_normalized,"
+	    "  non_empty_cells, valid_cells, mapping_status, mapped_field,"
+	    "  mapping_score, mapping_method, unmapped_reason"
+	    " FROM run_table_columns WHERE run_id::text = lower($1)"
+	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
+	struct pg *p = (struct pg *)st;
+	json_t *out, *a;
+
+	if ((a = rows_json(pg_query(p, run, "s", id))) == NULL)
+		return NULL;
+	out = json_object();
+	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
+	    : json_null());
+	json_decref(a);
+	if ((a = rows_json(pg_query(p, met, "s", id))) == NULL)
+		goto fail;
+	if (json_array_size(a) > 0)
+		json_object_del(json_array_get(a, 0), "run_id");
+	json_object_set(out, "metrics", json_array_size(a) ?
+	    json_array_get(a, 0) : json_null());
+	json_decref(a);
+	if ((a = rows_json(pg_query(p, fld, "s", id))) == NULL)
+		goto fail;
+	json_object_set_new(out, "fields", a);
+	if ((a = rows_json(pg_query(p, col, "s", id))) == NULL)
+		goto fail;
+	json_object_set_new(out, "table_columns", a);
+	return out;
+fail:
+	json_decref(out);
+	return NULL;
+}
+
+static const struct store_ops pgsql_ops = {
+	.name = "pgsql",
+	.close = pg_close,
+	.init_schema = pg_init_schema,
+	.check_schema = pg_check_schema,
+	.ensure_environments = pg_ensure_environments,
+	.claim_environment = pg_claim_environment,
+	.heartbeat_environment = pg_heartbeat_environment,
+	.environment_ready = pg_environment_ready,
+	.environment_failed = pg_environment_failed,
+	.environment_requeue = pg_environment_requeue,
+	.environment_touch = pg_environment_touch,
+	.claim_run = pg_claim_run,
+	.heartbeat_run = pg_heartbeat_run,
+	.get_document = pg_get_document,
+	.run_succeeded = pg_run_succeeded,
+	.run_finish = pg_run_finish,
+	.sweep = pg_sweep,
+	.pending = pg_pending,
+	.next_due = pg_next_due,
+	.wait = pg_wait,
+	.register_names = pg_register,
+	.enqueue = pg_enqueue,
+	.list_runs = pg_list_runs,
+	.show_run = pg_show_run,
+};
