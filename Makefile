@@ -57,6 +57,13 @@ $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libade.a $(HDRS)
 		-DTEST_DATA='"$(CURDIR)/tests/data"' -o $@ $< $(B)/libade.a \
 		$(LIBS) -lcmocka
 
+$(B)/noop-engine: tests/bench/noop_engine.c
+	@mkdir -p $(B)
+	$(CC) $(ALL_CFLAGS) -o $@ $<
+
+bench: all $(B)/noop-engine
+	ADE_BUILD_DIR=$(CURDIR)/$(B) $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
+
 check: all unit-check docs-check integration-check
 
 docs-check: all
@@ -90,5 +97,5 @@ clean:
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache demo
 
-.PHONY: all check unit-check docs-check integration-check demo install clean distclean
+.PHONY: bench all check unit-check docs-check integration-check demo install clean distclean
 endif

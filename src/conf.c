@@ -164,6 +164,10 @@ static const struct conf_key keys[] = {
 	    "ADE_WORKER_MAX_LOG_SIZE", 65536, 1LL << 40, NULL,
 	    "Engine output written to a run's event log per attempt." },
 
+	{ "worker", "notify", CONF_BOOL, O(notify), "yes", 0,
+	    "ADE_WORKER_NOTIFY", 0, 0, NULL,
+	    "PostgreSQL: wait for notifications of new work; no means poll "
+	    "like the other backends." },
 	{ "worker", "listen_timeout", CONF_SECONDS, O(listen_timeout), "60",
 	    R, "ADE_WORKER_LISTEN_TIMEOUT_SECONDS", 1, 86400, NULL,
 	    "PostgreSQL: longest wait for a notification before looking "

@@ -88,6 +88,7 @@ struct conf {
 	char		*engine_command;
 	long long	 max_event_line;
 	long long	 max_log_size;
+	int		 notify;
 	double		 listen_timeout;
 	long long	 notify_jitter_ms;
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -113,7 +114,7 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
 	int status, exited = 0, killing = 0, killed = 0, i, nfd, rc;
 	double start, now, deadline, next_hb, last_ok, kill_at = 0;
-	double exit_at = 0, wait;
+	double exit_at = 0, wait, reap = 0.0005;
 	char chunk[65536];
 	ssize_t n;
 	pid_t pid;
@@ -157,7 +158,15 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		if (exited && nfd == 0)
 			break;
 		now = now_mono();
-		wait = nfd == 0 ? 0.05 : 1.0;
+		/*
+		 * With both pipes closed the child is exiting: look for its
+		 * status soon, then less and less often.
+		 */
+		if (nfd == 0) {
+			wait = reap;
+			reap = reap * 2 > 0.05 ? 0.05 : reap * 2;
+		} else
+			wait = 1.0;
 		if (next_hb > 0 && !exited && next_hb - now < wait)
 			wait = next_hb - now;
 		if (deadline > 0 && !exited && deadline - now < wait)
@@ -166,7 +175,9 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			wait = kill_at - now;
 		if (wait < 0)
 			wait = 0;
-		rc = poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
+		rc = nfd == 0 ? (nanosleep(&(struct timespec){ 0,
+		    (long)(wait * 1e9) }, NULL), 0) :
+		    poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
 		if (rc == -1 && errno != EINTR)
 			log_warn("poll");
 		for (i = 0; i < nfd && rc > 0; i++) {

@@ -90,7 +90,7 @@ main(int argc, char *argv[])
 	log_init(debug || isatty(2) ? LOG_DEST_STDERR : LOG_DEST_SYSLOG, NULL,
 	    "ade-superd");
 	if (log_parse_level(conf->log_level, &level) == 0)
-		log_setlevel(debug ? LOG_LVL_DEBUG : level);
+		log_setlevel(level);
 	log_setrole("worker");
 	if (geteuid() == 0)
 		log_warnx("running as root: engines run untrusted "

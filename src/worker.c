@@ -203,6 +203,9 @@ worker_wait(struct worker *w, double next_sweep)
 	left = next_sweep - now_mono();
 	if (left < wait)
 		wait = left;
+	/* Finishing a run notifies nobody; the last one must be seen. */
+	if (w->exit_when_idle && wait > c->poll_interval_max)
+		wait = c->poll_interval_max;
 	if (store_next_due(w->store, &due) == 0 && due > 0 && due < wait)
 		wait = due;
 	if (wait < 0.01)
@@ -274,7 +277,6 @@ worker_main(const struct conf *c, int exit_when_idle)
 		r = worker_round(&w);
 		if (r == 1) {
 			poll_s = c->poll_interval;
-			next_ensure = 0;	/* new runs may need builds */
 			continue;
 		}
 		if (r == 0 && w.exit_when_idle) {
@@ -284,7 +286,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 				break;
 			}
 		}
-		if (r == 0 && store_listens(w.store)) {
+		if (r == 0 && c->notify && store_listens(w.store)) {
 			if (worker_wait(&w, next_sweep) == 1)
 				next_ensure = 0;
 			continue;

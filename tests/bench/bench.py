@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""make bench: throughput, pickup latency and idle load of ade-superd.
+
+Figures are printed next to what they compare with, from the same run;
+nothing here asserts a timing.  The engine is build/noop-engine, which
+prints a valid engine.run.completed and exits, so the figures measure the
+worker and not Python's start-up.  PostgreSQL runs on a private server
+started for the benchmark.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+import pgserver  # noqa: E402
+
+BUILD = os.environ.get("ADE_BUILD_DIR", os.path.join(TOP, "build"))
+SUPERD = os.path.join(BUILD, "ade-superd")
+CTL = os.path.join(BUILD, "ade-ctl")
+NOOP = os.path.join(BUILD, "noop-engine")
+PYTHON = "/usr/bin/python3"
+
+
+class Deployment:
+    def __init__(self, root, backend, pg=None, extra=""):
+        self.root = root
+        self.backend = backend
+        self.pg = pg
+        self.data = os.path.join(root, "data")
+        self.conf = os.path.join(root, "worker.conf")
+        db = ""
+        if backend == "pgsql":
+            self.dbname = "bench_" + uuid.uuid4().hex[:8]
+            pg.create_database(self.dbname)
+            db = pg.conf_lines(self.dbname)
+        else:
+            db = "backend = sqlite\n"
+        with open(self.conf, "w") as f:
+            f.write("[database]\n%s\n[worker]\ndata_dir = %s\n"
+                    "engine_spec = %s\npython = %s\n"
+                    "venv_args = --system-site-packages\n"
+                    "pip_args = --no-index --no-build-isolation\n"
+                    "engine_command = %s\nlog_level = info\n"
+                    "poll_interval = 0.5\npoll_interval_max = 2\n%s"
+                    % (db, self.data, os.path.join(TOP, "contrib",
+                                                   "ade_engine"),
+                       PYTHON, NOOP, extra))
+        self.ctl("db", "init")
+        out = self.ctl("--json", "enqueue", "--workspace", "bench",
+                       "--configuration", "noop", "--config-package",
+                       os.path.join(TOP, "contrib", "sample-config"),
+                       "--input", os.path.join(TOP, "contrib", "samples",
+                                               "contacts.csv"),
+                       "--option", "dry_run=true")
+        self.first = __import__("json").loads(out)
+        # Build the environment once; every run below reuses it.
+        self.workers(1, exit_when_idle=True).wait()
+
+    def ctl(self, *args):
+        return subprocess.run([CTL, "-c", self.conf] + list(args),
+                              check=True, capture_output=True,
+                              text=True).stdout
+
+    def workers(self, n, exit_when_idle):
+        argv = [SUPERD, "-c", self.conf, "-f", "-d"]
+        if exit_when_idle:
+            argv.append("--exit-when-idle")
+        procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+                 for _ in range(n)]
+        return Group(procs)
+
+    def sql(self, statement, params=()):
+        if self.backend == "sqlite":
+            con = sqlite3.connect(os.path.join(self.data, "db",
+                                               "ade.sqlite"), timeout=30)
+            try:
+                cur = con.execute(statement, params)
+                rows = cur.fetchall()
+                con.commit()
+                return rows
+            finally:
+                con.close()
+        out = self.pg.psql(statement, self.dbname)
+        return [tuple(line.split("|")) for line in out.splitlines()]
+
+    def enqueue_bulk(self, n):
+        """n queued runs for the configuration that is already built."""
+        f = self.first
+        if self.backend == "pgsql":
+            self.sql(
+                "WITH d AS (INSERT INTO documents (id, workspace_id,"
+                " original_filename, byte_size, sha256, stored_uri,"
+                " expires_at) SELECT gen_random_uuid(), workspace_id,"
+                " original_filename, byte_size, sha256, stored_uri,"
+                " expires_at FROM documents, generate_series(1, %d)"
+                " WHERE id = '%s' RETURNING id, workspace_id)"
+                " INSERT INTO runs (id, configuration_id, workspace_id,"
+                " input_document_id, engine_spec, deps_digest)"
+                " SELECT gen_random_uuid(), '%s', d.workspace_id, d.id,"
+                " r.engine_spec, r.deps_digest FROM d, runs r"
+                " WHERE r.id = '%s'" % (n, f["document_id"],
+                                        f["configuration_id"],
+                                        f["run_id"]))
+            return
+        con = sqlite3.connect(os.path.join(self.data, "db", "ade.sqlite"))
+        doc = con.execute("SELECT workspace_id, original_filename,"
+                          " byte_size, sha256, stored_uri, expires_at"
+                          " FROM documents WHERE id = ?",
+                          (f["document_id"],)).fetchone()
+        run = con.execute("SELECT engine_spec, deps_digest FROM runs"
+                          " WHERE id = ?", (f["run_id"],)).fetchone()
+        with con:
+            for _ in range(n):
+                d = str(uuid.uuid4())
+                con.execute("INSERT INTO documents (id, workspace_id,"
+                            " original_filename, byte_size, sha256,"
+                            " stored_uri, expires_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?)", (d,) + doc)
+                con.execute("INSERT INTO runs (id, configuration_id,"
+                            " workspace_id, input_document_id,"
+                            " engine_spec, deps_digest)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            (str(uuid.uuid4()), f["configuration_id"],
+                             doc[0], d) + run)
+        con.close()
+
+    def count(self, status):
+        return int(self.sql("SELECT count(*) FROM runs WHERE status = '%s'"
+                            % status)[0][0])
+
+
+class Group:
+    def __init__(self, procs):
+        self.procs = procs
+
+    def wait(self, timeout=600):
+        for p in self.procs:
+            p.wait(timeout=timeout)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        self.wait(60)
+
+
+def spawn_floor(n):
+    """Seconds to spawn the engine n times with its stderr on a pipe."""
+    start = time.monotonic()
+    for _ in range(n):
+        subprocess.run([NOOP, "--output-dir", "/nonexistent"],
+                       stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def throughput(backend, pg, n, workers):
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    try:
+        dep = Deployment(root, backend, pg)
+        dep.enqueue_bulk(n)
+        dep.workers(workers, exit_when_idle=True).wait()
+        done = dep.count("succeeded") - 1
+        if done != n:
+            print("  warning: %d of %d runs succeeded" % (done, n))
+        # From the first claim to the last completion, on the database's
+        # clock: the processes' start-up and idle exit are not counted.
+        if backend == "pgsql":
+            took = float(dep.sql("SELECT extract(epoch FROM max(completed_at)"
+                                 " - min(started_at)) FROM runs"
+                                 " WHERE run_options IS NULL")[0][0])
+        else:
+            took = dep.sql("SELECT (julianday(max(completed_at)) -"
+                           " julianday(min(started_at))) * 86400 FROM runs"
+                           " WHERE run_options IS NULL")[0][0]
+        return n / took
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pickup(backend, pg, samples, notify):
+    """Milliseconds from a run's insertion to its claim (database clock)."""
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    extra = "notify = %s\n" % ("yes" if notify else "no")
+    try:
+        dep = Deployment(root, backend, pg, extra)
+        group = dep.workers(1, exit_when_idle=False)
+        time.sleep(3)   # let it become idle and its poll interval grow
+        for _ in range(samples):
+            dep.enqueue_bulk(1)
+            time.sleep(0.3 + (uuid.uuid4().int % 400) / 1000.0)
+        deadline = time.monotonic() + 60
+        while dep.count("succeeded") < samples + 1 and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        group.stop()
+        if backend == "pgsql":
+            rows = dep.sql("SELECT extract(epoch FROM started_at -"
+                           " created_at) * 1000 FROM runs"
+                           " WHERE run_options IS NULL")
+            lat = [float(r[0]) for r in rows]
+        else:
+            rows = dep.sql("SELECT (julianday(started_at) -"
+                           " julianday(created_at)) * 86400000 FROM runs"
+                           " WHERE run_options IS NULL")
+            lat = [r[0] for r in rows]
+        lat.sort()
+        return (statistics.median(lat),
+                lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def idle_statements(pg, n, seconds, notify):
+    """Transactions per second that n idle workers cause on PostgreSQL."""
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    extra = "notify = %s\n" % ("yes" if notify else "no")
+    try:
+        dep = Deployment(root, "pgsql", pg, extra)
+        q = ("SELECT xact_commit + xact_rollback FROM pg_stat_database"
+             " WHERE datname = '%s'" % dep.dbname)
+        group = dep.workers(n, exit_when_idle=False)
+        # An idle backend reports its counters only after ten idle
+        # seconds, so start-up statements are flushed before the window
+        # opens; stopping the workers flushes the window's.
+        time.sleep(12)
+        before = int(pg.psql(q))
+        time.sleep(seconds)
+        group.stop()
+        time.sleep(1.5)
+        after = int(pg.psql(q))
+        return (after - before) / seconds
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=2000)
+    ap.add_argument("--samples", type=int, default=40)
+    args = ap.parse_args()
+    for exe in (SUPERD, CTL, NOOP):
+        if not os.access(exe, os.X_OK):
+            sys.exit("missing %s: run make first" % exe)
+    pg = pgserver.PgServer().start()
+    try:
+        floor = args.runs / spawn_floor(args.runs)
+        print("== throughput: %d runs with the no-op engine (runs/s)"
+              % args.runs)
+        print("%-10s %10s %10s   %s" % ("workers", "sqlite", "pgsql",
+                                        "spawn floor"))
+        for w in (1, 2, 4):
+            s = throughput("sqlite", None, args.runs, w)
+            p = throughput("pgsql", pg, args.runs, w)
+            print("%-10d %10.0f %10.0f   %.0f spawns/s" % (w, s, p, floor))
+        print()
+        print("== pickup latency of a new run on an idle worker (ms)")
+        print("%-22s %10s %10s" % ("", "p50", "p99"))
+        for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
+                                       ("pgsql polling", "pgsql", False),
+                                       ("sqlite polling", "sqlite",
+                                        False)):
+            p50, p99 = pickup(backend, pg if backend == "pgsql" else None,
+                              args.samples, notify)
+            print("%-22s %10.1f %10.1f" % (label, p50, p99))
+        print()
+        print("== statements per second sent by 4 idle workers (pgsql)")
+        n = idle_statements(pg, 4, 20, True)
+        m = idle_statements(pg, 4, 20, False)
+        print("%-22s %10.1f" % ("NOTIFY", n))
+        print("%-22s %10.1f" % ("polling", m))
+    finally:
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
