@@ -186,6 +186,15 @@ is_regular(const char *p)
 	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* A regular file itself, not a link to one: engine output is hostile. */
+static int
+is_plain_file(const char *p)
+{
+	struct stat st;
+
+	return lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 /*
  * The output file to record, relative to the run directory: the path the
  * engine reported when it lies inside the run directory, else
@@ -220,7 +229,7 @@ find_output(struct job *j, json_t *payload)
 		}
 	}
 	snprintf(full, sizeof(full), "%s/output/normalized.xlsx", j->run_dir);
-	if (is_regular(full))
+	if (is_plain_file(full) && path_within(j->run_dir, full))
 		return xstrdup("output/normalized.xlsx");
 	snprintf(dir, sizeof(dir), "%s/output", j->run_dir);
 	if ((d = opendir(dir)) == NULL)
@@ -229,7 +238,7 @@ find_output(struct job *j, json_t *payload)
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(full, sizeof(full), "%s/%s", dir, de->d_name);
-		if (is_regular(full)) {
+		if (is_plain_file(full) && path_within(j->run_dir, full)) {
 			out = xasprintf("output/%s", de->d_name);
 			break;
 		}

@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""A scriptable stand-in for the ADE engine, for ade-superd's integration tests.
+
+ade-superd runs engines with a scrubbed environment, so this engine takes its
+instructions from the document it is asked to process: the leading lines of
+the --input file that look like ``key=value``.  ``mode`` picks what it does:
+
+  success   a few engine events, an output file, a valid engine.run.completed
+            (the payload of engine-events.sample.ndjson), exit 0
+  exit1     an error line and a failed engine.run.completed, exit 1
+  exit2     a usage error on stderr, exit 2 (what argparse does)
+  hang      writes pidfile, starts a grandchild that ignores SIGTERM (its pid
+            in pidfile + ".child"), then sleeps forever
+  garbage   non-JSON lines, invalid UTF-8, a 10 MB line, JSON that is not an
+            object, objects without a usable "event", then success
+  flood     writes ``mb`` MB (default 200) of text to stdout, then success
+  slow      writes pidfile, sleeps ``seconds``, then success
+  ledger    appends "<run dir name> <pid> start" and "... end" lines to the
+            file ``ledger`` (O_APPEND), sleeping ``seconds`` in between, then
+            success
+  signal    kills itself with signal ``sig`` (default 9)
+  flaky     counts its calls in the file ``counter``; the first ``fail``
+            calls (default 1) write output/stale.xlsx and exit 1, later ones
+            exit 0 with no output and no engine.run.completed
+
+Other keys:
+
+  ignore_term=1   (hang) the engine itself ignores SIGTERM too
+  payload=        (success) ``sample`` by default; ``none``: no
+                  engine.run.completed, output/other.bin written; ``bare``:
+                  neither a completion nor an output file; ``dupes``:
+                  a field and a column repeated; ``scope``: payload scope
+                  "table"; ``outside``: the sample's output path (outside the
+                  run directory) kept, output/normalized.xlsx written;
+                  ``symlink:/some/file``: output/normalized.xlsx is a symbolic
+                  link to that file and the reported path does not exist
+  argv_file=      the command line is written there as JSON
+  env_file=       the environment, open descriptors, session and process
+                  group are written there as JSON
+
+Standard library only.  Also answers ``config validate`` (exit 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SAMPLE = HERE / "engine-events.sample.ndjson"
+RUN_ID = uuid.uuid4().hex
+VALUE_OPTIONS = ("--input", "-i", "--output-dir", "--config-package", "--log-format",
+                 "--log-level", "--input-sheet", "--output", "-o", "--logs-dir")
+FLAG_OPTIONS = ("--active-sheet-only", "--debug", "--quiet")
+
+
+def usage(message: str) -> None:
+    sys.stderr.write("usage: fake_engine process file --input F --output-dir D "
+                     "--config-package C\n")
+    sys.stderr.write(f"fake_engine: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def emit(event: str, message: str, data=None, level: str = "info", **extra) -> None:
+    record = {"event_id": uuid.uuid4().hex, "engine_run_id": RUN_ID, "timestamp": now(),
+              "level": level, "event": event, "message": message}
+    if data is not None:
+        record["data"] = data
+    record.update(extra)
+    sys.stderr.write(json.dumps(record) + "\n")
+    sys.stderr.flush()
+
+
+def parse_command(argv: list[str]) -> dict:
+    if argv[:2] == ["config", "validate"]:
+        print("Config package OK")
+        sys.exit(0)
+    if argv[:2] != ["process", "file"]:
+        usage(f"unknown command {' '.join(argv[:2])!r}")
+    opts: dict[str, list[str]] = {}
+    i = 2
+    while i < len(argv):
+        arg = argv[i]
+        if arg in VALUE_OPTIONS:
+            if i + 1 >= len(argv):
+                usage(f"{arg} needs a value")
+            opts.setdefault(arg.lstrip("-"), []).append(argv[i + 1])
+            i += 2
+        elif arg in FLAG_OPTIONS:
+            opts.setdefault(arg.lstrip("-"), []).append("")
+            i += 1
+        else:
+            usage(f"unrecognized argument {arg!r}")
+    for required in ("input", "output-dir", "config-package"):
+        if required not in opts:
+            usage(f"--{required} is required")
+    return opts
+
+
+def instructions(input_file: Path) -> dict[str, str]:
+    found: dict[str, str] = {}
+    with open(input_file, "rb") as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", "replace").strip()
+            if "=" not in line or line.startswith("#"):
+                break
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
+
+
+def sample_records() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def succeed(opts: dict, variant: str = "sample") -> None:
+    """Emit the sample events, write an output file, exit 0."""
+    input_file = Path(opts["input"][0])
+    out_dir = Path(opts["output-dir"][0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if variant == "bare":
+        sys.exit(0)
+    if variant == "none":
+        output = out_dir / "other.bin"
+    elif variant == "outside":
+        output = out_dir / "normalized.xlsx"
+        (out_dir / "another.xlsx").write_bytes(b"not this one\n")
+    elif variant.startswith("symlink:"):
+        # output/normalized.xlsx is a link to a file outside the run directory
+        (out_dir / "normalized.xlsx").symlink_to(variant.split(":", 1)[1])
+        output = Path("/nonexistent/elsewhere.xlsx")
+    else:
+        output = out_dir / f"{input_file.stem}_normalized.xlsx"
+    if not variant.startswith("symlink:"):
+        output.write_bytes(b"PK\x03\x04 not really a workbook\n")
+    records = sample_records()
+    for record in records[:-1]:
+        record["engine_run_id"] = RUN_ID
+        sys.stderr.write(json.dumps(record) + "\n")
+    completed = records[-1]
+    completed["engine_run_id"] = RUN_ID
+    payload = completed["data"]
+    if variant != "outside":
+        payload["outputs"]["normalized"]["path"] = str(output)
+    if variant == "dupes":
+        extra = dict(payload["fields"][0], label="Second email", valid_cells=99)
+        payload["fields"].append(extra)
+        columns = payload["workbooks"][0]["sheets"][0]["tables"][0]["structure"]["columns"]
+        columns.append(dict(columns[0], header={"raw": "Again", "normalized": "again"}))
+    elif variant == "scope":
+        payload["scope"] = "table"
+    if variant != "none":
+        sys.stderr.write(json.dumps(completed) + "\n")
+    sys.stderr.flush()
+    sys.exit(0)
+
+
+def fail_exit1(opts: dict) -> None:
+    sys.stderr.write("Traceback (most recent call last):\nRuntimeError: deliberate failure\n")
+    payload = sample_records()[-1]["data"]
+    payload["execution"] = {"status": "failed", "started_at": now(), "completed_at": now(),
+                            "duration_ms": 1,
+                            "failure": {"stage": "run", "code": "engine_error",
+                                        "message": "deliberate failure"}}
+    payload["outputs"] = None
+    emit("engine.run.completed", "engine.run.completed", payload, level="error")
+    sys.exit(1)
+
+
+def write_pid(path: str | None, pid: int) -> None:
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def hang(todo: dict) -> None:
+    if todo.get("ignore_term") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pidfile = todo.get("pidfile")
+    child_pidfile = f"{pidfile}.child" if pidfile else None
+    code = ("import os, signal, time, sys\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "p = sys.argv[1]\n"
+            "if p:\n"
+            "    open(p + '.tmp', 'w').write(str(os.getpid()))\n"
+            "    os.replace(p + '.tmp', p)\n"
+            "time.sleep(3600)\n")
+    subprocess.Popen([sys.executable, "-c", code, child_pidfile or ""])
+    deadline = time.monotonic() + 10
+    while child_pidfile and not os.path.exists(child_pidfile) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    write_pid(pidfile, os.getpid())
+    emit("engine.log", "hanging now")
+    while True:
+        time.sleep(3600)
+
+
+def garbage(opts: dict) -> None:
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+    out.write(b"plain text on stdout\n")
+    err.write(b"plain text on stderr\n")
+    out.write(b"invalid utf-8: \xff\xfe\xc3\x28 \xed\xa0\x80 end\n")
+    err.write(b"nul byte: a\x00b\n")
+    err.write(b'{"event": "engine.bad", "message": "invalid utf-8 \xff in json"}\n')
+    err.write(b"\r\n   \n\n")
+    err.write(b"[1, 2, 3]\n")
+    err.write(b'"just a string"\n')
+    err.write(b"42\n")
+    err.write(b"null\n")
+    err.write(b'{"no_event_key": true}\n')
+    err.write(b'{"event": 17, "message": "event is not a string"}\n')
+    err.write(b'{"event": "engine.dup", "event": "engine.dup2"}\n')
+    err.write(b'{"event": "engine.truncated", "message": "never closed"\n')
+    err.write(b'{"event": "engine.log", "message": "bogus context", "context": "mine"}\n')
+    err.write(b'{"event": "engine.nul", "message": "a\\u0000b"}\n')
+    err.write(b'{"event": "engine.huge_number", "data": {"n": 1e400}}\n')
+    depth = 100_000  # far deeper than any JSON parser should follow
+    err.write(b'{"event": "engine.deep", "data": ' + b"[" * depth + b"]" * depth + b"}\n")
+    err.flush()
+    # a 10 MB line with no newline inside it
+    chunk = b"x" * (1 << 20)
+    for _ in range(10):
+        out.write(chunk)
+    out.write(b"\n")
+    out.flush()
+    out.write(b"\xe2\x82")  # a cut-off UTF-8 sequence at the very end of stdout
+    out.flush()
+    succeed(opts)
+
+
+def flood(opts: dict, megabytes: int) -> None:
+    line = b"flood " + b"y" * 1017 + b"\n"  # 1 KiB per line
+    block = line * 1024
+    out = sys.stdout.buffer
+    for _ in range(megabytes):
+        out.write(block)
+    out.flush()
+    succeed(opts)
+
+
+def ledger(opts: dict, path: str, seconds: float) -> None:
+    run = Path(opts["input"][0]).parent.parent.name
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{run} {os.getpid()} start\n".encode())
+        time.sleep(seconds)
+        os.write(fd, f"{run} {os.getpid()} end\n".encode())
+    finally:
+        os.close(fd)
+    succeed(opts)
+
+
+def record_context(todo: dict) -> None:
+    if todo.get("argv_file"):
+        Path(todo["argv_file"]).write_text(json.dumps(sys.argv[1:]))
+    if todo.get("env_file"):
+        fds = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+        Path(todo["env_file"]).write_text(json.dumps(
+            {"environ": dict(os.environ), "fds": fds, "cwd": os.getcwd(),
+             "pgid": os.getpgid(0), "pid": os.getpid(), "sid": os.getsid(0)}))
+
+
+def main(argv: list[str]) -> None:
+    opts = parse_command(argv)
+    input_file = Path(opts["input"][0])
+    if not input_file.is_file():
+        usage(f"file does not exist: {input_file}")
+    todo = instructions(input_file)
+    record_context(todo)
+    mode = todo.get("mode", "success")
+    emit("engine.run.started", "Run started", {"input_file": str(input_file), "mode": mode})
+    if mode == "success":
+        succeed(opts, todo.get("payload", "sample"))
+    elif mode == "exit1":
+        fail_exit1(opts)
+    elif mode == "exit2":
+        usage("argument --input: deliberate usage error")
+    elif mode == "hang":
+        hang(todo)
+    elif mode == "garbage":
+        garbage(opts)
+    elif mode == "flood":
+        flood(opts, int(todo.get("mb", "200")))
+    elif mode == "slow":
+        write_pid(todo.get("pidfile"), os.getpid())
+        time.sleep(float(todo.get("seconds", "5")))
+        succeed(opts)
+    elif mode == "ledger":
+        ledger(opts, todo["ledger"], float(todo.get("seconds", "0.05")))
+    elif mode == "flaky":
+        counter = Path(todo["counter"])
+        calls = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(calls))
+        if calls <= int(todo.get("fail", "1")):
+            out_dir = Path(opts["output-dir"][0])
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "stale.xlsx").write_bytes(b"from a failed attempt\n")
+            fail_exit1(opts)
+        succeed(opts, "bare")
+    elif mode == "signal":
+        os.kill(os.getpid(), int(todo.get("sig", "9")))
+        time.sleep(10)
+    else:
+        usage(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    main(sys.argv[1:])

@@ -1,0 +1,507 @@
+"""Helpers for the ade-superd / ade-ctl integration tests (fixtures: conftest.py).
+
+Every test gets its own Deployment: a directory with a worker.conf, a data
+directory and a SQLite database.  Most start from a copy of a session-wide
+template in which the workspace "ws" and the configuration "cfg" (the
+sample configuration package) are registered and whose environment is
+already built, so that they need no environment build of their own.
+
+Binaries come from $ADE_BUILD_DIR (default <repo>/build); environments are
+built with $ADE_PYTHON (default /usr/bin/python3), offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DIR = Path(os.environ.get("ADE_BUILD_DIR") or REPO / "build").resolve()
+PYTHON = os.environ.get("ADE_PYTHON") or "/usr/bin/python3"
+SUPERD = BUILD_DIR / "ade-superd"
+CTL = BUILD_DIR / "ade-ctl"
+ENGINE_SPEC = REPO / "contrib" / "ade_engine"
+SAMPLE_CONFIG = REPO / "contrib" / "sample-config"
+SAMPLES = REPO / "contrib" / "samples"
+ENGINES = REPO / "tests" / "engines"
+FAKE_ENGINE = ENGINES / "fake_engine.py"
+FAKE_ENGINE_COMMAND = f"{{python}} {FAKE_ENGINE}"
+SAMPLE_EVENTS = ENGINES / "engine-events.sample.ndjson"
+SAMPLE_ROWS = ENGINES / "run-completed.rows.json"
+
+WORKSPACE = "ws"
+CONFIGURATION = "cfg"
+
+# Settings every deployment starts from; tests override single keys.
+BASE_SETTINGS = {
+    "database": {"backend": "sqlite"},
+    "worker": {
+        "engine_spec": str(ENGINE_SPEC),
+        "python": PYTHON,
+        "venv_args": "--system-site-packages",
+        "pip_args": "--no-index --no-build-isolation",
+        "poll_interval": "0.1",
+        "poll_interval_max": "0.2",
+        "backoff_base_seconds": "1",
+        "backoff_max_seconds": "4",
+        "cleanup_interval": "1",
+        "run_timeout": "120",
+        "log_level": "info",
+    },
+}
+WORKER_KEYS = {
+    "id", "data_dir", "poll_interval", "poll_interval_max", "cleanup_interval", "log_level",
+    "lease_seconds", "backoff_base_seconds", "backoff_max_seconds", "max_attempts_default",
+    "engine_spec", "env_build_timeout", "run_timeout", "python", "venv_args", "pip_args",
+    "engine_command", "max_event_line", "max_log_size",
+}
+
+
+def clean_env(extra: dict | None = None) -> dict:
+    """The caller's environment without any ADE_* setting, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ADE_")}
+    env.update(extra or {})
+    return env
+
+
+def parse_ts(text: str) -> float:
+    """Seconds since the epoch of an ISO 8601 time ("...Z" or "+00:00")."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def write_input(path: Path, body: str = "Email,Name\na@example.com,A\n", **instructions) -> Path:
+    """A document for the fake engine: key=value instruction lines, then CSV."""
+    head = "".join(f"{k}={v}\n" for k, v in instructions.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + ("\n" if head else "") + body)
+    return path
+
+
+def copy_template(template: Path, dest: Path) -> None:
+    """Copies a template data directory.  The files of its environments are
+    hard links (nothing rewrites them in place: Python replaces files by
+    renaming); everything else, the database above all, is copied."""
+    venvs = str(template / "venvs") + os.sep
+
+    def link_or_copy(src, dst):
+        if str(src).startswith(venvs):
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:
+                pass
+        return shutil.copy2(src, dst)
+
+    shutil.copytree(template, dest, symlinks=True, copy_function=link_or_copy)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Polls predicate until it returns a true value; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class WorkerResult:
+    returncode: int
+    stderr: str
+    duration: float
+
+
+class Deployment:
+    """One data directory, database and worker.conf, and the workers started on it."""
+
+    def __init__(self, root: Path, settings: dict | None = None, *, template: Path | None = None):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.data_dir = root / "data"
+        if template is not None:
+            copy_template(template, self.data_dir)
+        self.conf_path = root / "worker.conf"
+        self.db_path = self.data_dir / "db" / "ade.sqlite"
+        self._conn: sqlite3.Connection | None = None
+        self._procs: list[subprocess.Popen] = []
+        self._logs: list[Path] = []
+        self.settings = {s: dict(v) for s, v in BASE_SETTINGS.items()}
+        self.settings["worker"]["data_dir"] = str(self.data_dir)
+        self.configure(**(settings or {}))
+
+    # -- configuration -----------------------------------------------------------------
+
+    def configure(self, **overrides) -> None:
+        """Sets [worker] keys (or "section.key" keys) and rewrites worker.conf."""
+        for key, value in overrides.items():
+            section, _, name = key.rpartition(".")
+            if not section:
+                section = "worker" if key in WORKER_KEYS else "database"
+            self.settings.setdefault(section, {})[name] = str(value)
+        lines = ["# written by tests/integration/conftest.py"]
+        for section, values in self.settings.items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {v}" for k, v in values.items())
+            lines.append("")
+        self.conf_path.write_text("\n".join(lines))
+
+    # -- database ----------------------------------------------------------------------
+
+    def db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+        return self._conn
+
+    def run_row(self, run_id: str) -> dict:
+        row = self.db().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        assert row is not None, f"no run {run_id}"
+        return dict(row)
+
+    def rows(self, sql: str, *params) -> list[dict]:
+        return [dict(r) for r in self.db().execute(sql, params).fetchall()]
+
+    def environments(self) -> list[dict]:
+        return self.rows("SELECT * FROM environments ORDER BY created_at")
+
+    def wait_run(self, run_id: str, statuses=("succeeded", "failed"), timeout: float = 60) -> dict:
+        def done():
+            row = self.run_row(run_id)
+            return row if row["status"] in statuses else None
+        try:
+            return wait_until(done, timeout, f"run {run_id} to be {'/'.join(statuses)}")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; row={self.run_row(run_id)}\n{self.worker_logs()}") from None
+
+    # -- commands ----------------------------------------------------------------------
+
+    def ctl(self, *args, json_out: bool = False, check: bool = True, env=None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = [str(CTL), "-c", str(self.conf_path)] + (["--json"] if json_out else [])
+        result = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                                env=clean_env(env), timeout=timeout)
+        if check:
+            assert result.returncode == 0, (cmd + list(args), result.stdout, result.stderr)
+        return result
+
+    def init_db(self) -> None:
+        self.ctl("db", "init")
+
+    def enqueue(self, input_file, *, workspace: str = WORKSPACE,
+                configuration: str = CONFIGURATION, config_package=SAMPLE_CONFIG,
+                options: dict | None = None, sheets=(), max_attempts: int | None = None,
+                engine_spec: str | None = None) -> dict:
+        """Enqueues a run with ade-ctl; returns its JSON answer (run_id, document_id...)."""
+        args = ["enqueue", "--workspace", workspace, "--configuration", configuration,
+                "--config-package", config_package, "--input", input_file]
+        for key, value in (options or {}).items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            args += ["--option", f"{key}={text}"]
+        for sheet in sheets:
+            args += ["--sheet", sheet]
+        if max_attempts is not None:
+            args += ["--max-attempts", max_attempts]
+        if engine_spec is not None:
+            args += ["--engine-spec", engine_spec]
+        answer = json.loads(self.ctl(*args, json_out=True).stdout)
+        assert set(answer) >= {"run_id", "workspace_id", "configuration_id", "document_id"}
+        return answer
+
+    def _worker_cmd(self, exit_when_idle: bool) -> list[str]:
+        cmd = [str(SUPERD), "-c", str(self.conf_path), "-f", "-d"]
+        return cmd + (["--exit-when-idle"] if exit_when_idle else [])
+
+    @staticmethod
+    def _child_setup() -> None:
+        # as under a service manager: SIGHUP with its default action
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    def _new_log(self) -> Path:
+        log = self.root / f"worker-{len(self._logs) + 1}.log"
+        self._logs.append(log)
+        return log
+
+    def run_worker(self, exit_when_idle: bool = True, timeout: float = 90,
+                   env: dict | None = None) -> WorkerResult:
+        """Runs one ade-superd in the foreground until it exits (or fails after timeout)."""
+        log = self._new_log()
+        start = time.monotonic()
+        with open(log, "wb") as handle:
+            proc = subprocess.Popen(self._worker_cmd(exit_when_idle), stdout=handle,
+                                    stderr=subprocess.STDOUT, env=clean_env(env),
+                                    cwd=self.root, start_new_session=True,
+                                    preexec_fn=self._child_setup)
+            self._procs.append(proc)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._stop(proc)
+                raise AssertionError(f"ade-superd did not exit within {timeout} s\n"
+                                     f"{self.worker_logs()}") from None
+        return WorkerResult(proc.returncode, log.read_text(errors="replace"),
+                            time.monotonic() - start)
+
+    def start_worker(self, exit_when_idle: bool = False,
+                     env: dict | None = None) -> subprocess.Popen:
+        """Starts ade-superd in the background; the fixture stops it at teardown."""
+        log = self._new_log()
+        with open(log, "wb") as handle:
+            proc = subprocess.Popen(self._worker_cmd(exit_when_idle), stdout=handle,
+                                    stderr=subprocess.STDOUT, env=clean_env(env),
+                                    cwd=self.root, start_new_session=True,
+                                    preexec_fn=self._child_setup)
+        proc.log_path = log
+        self._procs.append(proc)
+        return proc
+
+    def wait_worker(self, proc: subprocess.Popen, timeout: float = 90) -> int:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._stop(proc)
+            raise AssertionError(f"ade-superd did not exit within {timeout} s\n"
+                                 f"{self.worker_logs()}") from None
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
+            try:
+                proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def worker_logs(self, tail: int = 4000) -> str:
+        parts = []
+        for log in self._logs:
+            if log.exists():
+                text = log.read_text(errors="replace")
+                parts.append(f"--- {log.name} ---\n{text[-tail:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            self._stop(proc)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- files -------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str, workspace_id: str | None = None) -> Path:
+        if workspace_id is None:
+            workspace_id = self.run_row(run_id)["workspace_id"]
+        return self.data_dir / "workspaces" / workspace_id / "runs" / run_id
+
+    def config_dir(self, workspace_id: str, configuration_id: str) -> Path:
+        return self.data_dir / "workspaces" / workspace_id / "config_packages" / configuration_id
+
+    def document_path(self, workspace_id: str, stored_uri: str) -> Path:
+        return self.data_dir / "workspaces" / workspace_id / "documents" / stored_uri
+
+    def events_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "logs" / "events.ndjson"
+
+    def events(self, run_id: str) -> list[dict]:
+        """The records of a run's events.ndjson (every line must be a JSON object)."""
+        path = self.events_path(run_id)
+        if not path.exists():
+            return []
+        records = []
+        for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+            text = raw.decode("utf-8")  # raises on invalid UTF-8
+            record = json.loads(text)
+            assert isinstance(record, dict), f"{path}:{number} is not an object"
+            records.append(record)
+        return records
+
+    def event_names(self, run_id: str) -> list[str]:
+        return [r.get("event") for r in self.events(run_id)]
+
+
+# -- the engine.run.completed payload, mapped to rows independently of the C code -------
+#
+# The mapping of reference §5.7 / protocol §2.5: strings are trimmed and empty
+# ones are NULL; integers and floats are taken as they are; a missing
+# issues_by_severity key is NULL, not 0; findings are counted per lower-cased
+# severity; field integers default to 0; a column's NULL valid_cells becomes
+# its non_empty_cells.
+
+METRIC_SOURCES = {
+    "evaluation_outcome": ("evaluation", "outcome"),
+    "validation_issues_total": ("validation", "issues_total"),
+    "validation_issues_info": ("validation", "issues_by_severity", "info"),
+    "validation_issues_warning": ("validation", "issues_by_severity", "warning"),
+    "validation_issues_error": ("validation", "issues_by_severity", "error"),
+    "validation_max_severity": ("validation", "max_severity"),
+    "workbook_count": ("counts", "workbooks"),
+    "sheet_count": ("counts", "sheets"),
+    "table_count": ("counts", "tables"),
+    "row_count_total": ("counts", "rows", "total"),
+    "row_count_empty": ("counts", "rows", "empty"),
+    "column_count_total": ("counts", "columns", "total"),
+    "column_count_empty": ("counts", "columns", "empty"),
+    "column_count_mapped": ("counts", "columns", "mapped"),
+    "column_count_unmapped": ("counts", "columns", "unmapped"),
+    "field_count_expected": ("counts", "fields", "expected"),
+    "field_count_detected": ("counts", "fields", "detected"),
+    "field_count_not_detected": ("counts", "fields", "not_detected"),
+    "cell_count_total": ("counts", "cells", "total"),
+    "cell_count_non_empty": ("counts", "cells", "non_empty"),
+}
+
+
+def dig(obj, *path):
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def text_or_none(value):
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()
+
+
+def expected_metrics(payload: dict) -> dict:
+    row = {}
+    for column, path in METRIC_SOURCES.items():
+        value = dig(payload, *path)
+        row[column] = text_or_none(value) if column in (
+            "evaluation_outcome", "validation_max_severity") else value
+    findings = dig(payload, "evaluation", "findings")
+    assert isinstance(findings, list)
+    row["evaluation_findings_total"] = len(findings)
+    for severity in ("info", "warning", "error"):
+        row[f"evaluation_findings_{severity}"] = sum(
+            1 for f in findings if str(f.get("severity", "")).lower() == severity)
+    return row
+
+
+def expected_fields(payload: dict) -> list[dict]:
+    rows = []
+    for item in payload["fields"]:
+        rows.append({
+            "field": item["field"].strip(),
+            "label": text_or_none(item.get("label")),
+            "detected": 1 if item["detected"] else 0,
+            "best_mapping_score": item.get("best_mapping_score"),
+            "valid_cells": item.get("valid_cells") or 0,
+            "occurrences_tables": dig(item, "occurrences", "tables") or 0,
+            "occurrences_columns": dig(item, "occurrences", "columns") or 0,
+        })
+    return sorted(rows, key=lambda r: r["field"])
+
+
+def expected_table_columns(payload: dict) -> list[dict]:
+    rows = []
+    for workbook in payload["workbooks"]:
+        wb = workbook["locator"]["workbook"]
+        for sheet in workbook["sheets"]:
+            sh = sheet["locator"]["sheet"]
+            for table in sheet["tables"]:
+                ti = table["locator"]["table"]["index"]
+                for col in table["structure"]["columns"]:
+                    mapping = col["mapping"]
+                    non_empty = col.get("non_empty_cells") or 0
+                    valid = col.get("valid_cells")
+                    rows.append({
+                        "workbook_index": wb["index"], "workbook_name": wb["name"],
+                        "sheet_index": sh["index"], "sheet_name": sh["name"],
+                        "table_index": ti, "column_index": col["index"],
+                        "header_raw": text_or_none(dig(col, "header", "raw")),
+                        "header_normalized": text_or_none(dig(col, "header", "normalized")),
+                        "non_empty_cells": non_empty,
+                        "valid_cells": non_empty if valid is None else valid,
+                        "mapping_status": mapping["status"].lower(),
+                        "mapped_field": text_or_none(mapping.get("field")),
+                        "mapping_score": mapping.get("score"),
+                        "mapping_method": text_or_none(mapping.get("method")),
+                        "unmapped_reason": text_or_none(mapping.get("unmapped_reason")),
+                    })
+    return sorted(rows, key=lambda r: (r["workbook_index"], r["sheet_index"],
+                                       r["table_index"], r["column_index"]))
+
+
+def table_columns(conn, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def result_rows(dep: "Deployment", run_id: str) -> tuple[dict | None, list[dict], list[dict]]:
+    """(run_metrics row, run_fields rows, run_table_columns rows) without run_id."""
+    def strip(rows):
+        for r in rows:
+            assert r.pop("run_id") == run_id
+        return rows
+    metrics = strip(dep.rows("SELECT * FROM run_metrics WHERE run_id = ?", run_id))
+    fields = strip(dep.rows("SELECT * FROM run_fields WHERE run_id = ? ORDER BY field", run_id))
+    columns = strip(dep.rows(
+        "SELECT * FROM run_table_columns WHERE run_id = ? ORDER BY workbook_index,"
+        " sheet_index, table_index, column_index", run_id))
+    assert len(metrics) <= 1
+    return (metrics[0] if metrics else None), fields, columns
+
+
+def assert_results_match(dep: "Deployment", run_id: str, payload: dict) -> None:
+    """Every column of the three result tables equals the payload's mapped value."""
+    conn = dep.db()
+    metrics, fields, columns = result_rows(dep, run_id)
+    want = expected_metrics(payload)
+    assert table_columns(conn, "run_metrics") == set(want) | {"run_id"}
+    assert metrics == want
+    want_fields = expected_fields(payload)
+    assert table_columns(conn, "run_fields") == set(want_fields[0]) | {"run_id"}
+    assert fields == want_fields
+    want_columns = expected_table_columns(payload)
+    assert table_columns(conn, "run_table_columns") == set(want_columns[0]) | {"run_id"}
+    assert columns == want_columns
+
+
+def completed_payload(records: list[dict]) -> dict:
+    """The data of the last engine.run.completed record."""
+    done = [r for r in records if r.get("event") == "engine.run.completed"]
+    assert done, "no engine.run.completed in the event log"
+    return done[-1]["data"]
+
+
+def sample_rows() -> dict:
+    """What the original worker stored for the sample payload (reference data)."""
+    return json.loads(SAMPLE_ROWS.read_text())
+
+
+def assert_sample_results(dep: "Deployment", run_id: str) -> None:
+    """The run's result rows are those of the fake engine's (sample) payload."""
+    want = sample_rows()
+    metrics, fields, columns = result_rows(dep, run_id)
+    assert metrics == want["run_metrics"]
+    assert fields == sorted(want["run_fields"], key=lambda r: r["field"])
+    assert columns == want["run_table_columns"]

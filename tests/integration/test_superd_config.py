@@ -1,0 +1,166 @@
+"""Start-up checks of ade-superd: the configuration file and the schema."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+
+import pytest
+
+from adetest import CTL, SUPERD, clean_env
+
+REQUIRED_TABLES = ["workspaces", "configurations", "documents", "runs", "environments",
+                   "run_metrics", "run_fields", "run_table_columns"]
+
+
+def check(path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SUPERD), "-n", "-c", str(path)], capture_output=True, text=True,
+                          env=clean_env(env), timeout=30)
+
+
+def error_lines(result, path) -> dict[int, str]:
+    """{line number: message} of the "FILE:LINE: message" lines on stderr."""
+    found = {}
+    for line in result.stderr.splitlines():
+        m = re.fullmatch(re.escape(str(path)) + r":(\d+): (.+)", line)
+        assert m, f"not a FILE:LINE: message line: {line!r}"
+        found[int(m.group(1))] = m.group(2)
+    return found
+
+
+def test_missing_tables_exit_78_and_are_named(deploy):
+    dep = deploy(fresh=True, init_db=False)  # an empty database, no "db init"
+    result = dep.run_worker(timeout=30)
+    assert result.returncode == 78, result.stderr
+    for table in REQUIRED_TABLES:
+        assert re.search(rf"\b{table}\b", result.stderr), (table, result.stderr)
+
+    # only the tables that are really missing are named
+    dep.init_db()
+    conn = sqlite3.connect(dep.db_path)
+    conn.executescript("DROP TABLE run_table_columns; DROP TABLE run_fields;")
+    conn.close()
+    result = dep.run_worker(timeout=30)
+    assert result.returncode == 78, result.stderr
+    assert "run_table_columns" in result.stderr and "run_fields" in result.stderr
+    named = [t for t in REQUIRED_TABLES if re.search(rf"\b{t}\b", result.stderr)]
+    assert named == ["run_fields", "run_table_columns"], result.stderr
+
+
+def test_config_check_reports_every_error_with_its_line(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(
+        "early = 1\n"                            # 1  outside of any section
+        "[worker]\n"                              # 2
+        "lease_seconds = abc\n"                   # 3  not a number
+        "poll_interval = 0.1\n"                   # 4
+        "no_such_key = 1\n"                       # 5  unknown key
+        "\n"                                      # 6
+        "[nosuch]\n"                              # 7  unknown section
+        "whatever = 1\n"                          # 8  (reported at the section)
+        "[worker]\n"                              # 9
+        "poll_interval = 0.2\n"                   # 10 set twice
+        "max_log_size = 12\n"                     # 11 below the minimum
+        "just some words\n"                       # 12 no "="
+        "data_dir = relative/dir\n"               # 13 not absolute
+        "[database]\n"                            # 14
+        "backend = oracle\n"                      # 15 not a choice
+        "[worker\n"                               # 16 no "]"
+        "ignored = 1\n"                           # 17 (reported at the header)
+        "[worker]\n"                              # 18
+        "; a comment\n"                           # 19
+        "backoff_base_seconds = 10\n"             # 20
+        "backoff_max_seconds = 5\n"               # 21 smaller than the base
+        "max_event_line = 4k\n"                   # 22 fine: 4096
+    )
+    result = check(conf)
+    assert result.returncode == 1
+    assert "configuration OK" not in result.stdout
+    errors = error_lines(result, conf)
+    assert sorted(errors) == [1, 3, 5, 7, 10, 11, 12, 13, 15, 16, 21], result.stderr
+    assert "early" in errors[1]
+    assert "lease_seconds" in errors[3]
+    assert "no_such_key" in errors[5]
+    assert "nosuch" in errors[7]
+    assert "poll_interval" in errors[10] and "4" in errors[10]
+    assert "max_log_size" in errors[11]
+    assert "data_dir" in errors[13]
+    assert "backend" in errors[15] and "oracle" in errors[15]
+    assert "backoff_max_seconds" in errors[21]
+    # ade-ctl reads the same file the same way
+    ctl = subprocess.run([str(CTL), "config", "check", str(conf)], capture_output=True,
+                         text=True, env=clean_env(), timeout=30)
+    assert ctl.returncode == 1
+    assert error_lines(ctl, conf) == errors
+
+
+def test_config_check_accepts_a_good_file(tmp_path):
+    conf = tmp_path / "good.conf"
+    conf.write_text(
+        "[database]\nbackend = sqlite\nsqlite_path = /tmp/x.sqlite\n"
+        "[worker]\ndata_dir = /var/lib/ade-test\nlease_seconds = 60\n"
+        "poll_interval = 0.1\npoll_interval_max = 0.2\nmax_log_size = 1M\n"
+        "max_event_line = 4096\nrun_timeout = 0\n"
+        "[gc]\nenable = no\n[supervisor]\nworkers = auto\n")
+    result = check(conf)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("mode, ok", [(0o644, False), (0o604, False), (0o600, True),
+                                      (0o640, True)], ids=["0644", "0604", "0600", "0640"])
+def test_config_with_password_must_not_be_readable_by_others(tmp_path, mode, ok):
+    conf = tmp_path / "secret.conf"
+    conf.write_text("[database]\nbackend = sqlite\npassword = hunter2\n"
+                    "[worker]\ndata_dir = /var/lib/ade-test\n")
+    os.chmod(conf, mode)
+    result = check(conf)
+    assert result.returncode == (0 if ok else 1), (oct(mode), result.stderr)
+    if not ok:
+        errors = error_lines(result, conf)
+        assert list(errors) == [3] and "password" in errors[3], result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_password_file_must_not_be_readable_by_others(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("hunter2\n")
+    conf = tmp_path / "w.conf"
+    conf.write_text(f"[database]\npassword_file = {secret}\n"
+                    "[worker]\ndata_dir = /var/lib/ade-test\n")
+    os.chmod(secret, 0o644)
+    result = check(conf)
+    assert result.returncode == 1
+    assert list(error_lines(result, conf)) == [2], result.stderr
+    os.chmod(secret, 0o600)
+    assert check(conf).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["ADE_WORKER_LEASE_SECONDS", "ade_worker_lease_seconds"])
+def test_environment_variable_errors_name_the_environment(tmp_path, name):
+    conf = tmp_path / "w.conf"
+    conf.write_text("[worker]\ndata_dir = /var/lib/ade-test\nlease_seconds = 60\n")
+    assert check(conf).returncode == 0
+    result = check(conf, env={name: "abc"})
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("environment: ") and "ADE_WORKER_LEASE_SECONDS" in lines[0]
+
+
+def test_environment_wins_over_the_file(tmp_path):
+    conf = tmp_path / "w.conf"
+    conf.write_text("[worker]\ndata_dir = /var/lib/ade-test\n"
+                    "poll_interval = 5\npoll_interval_max = 1\n")  # max < interval
+    result = check(conf)
+    assert result.returncode == 1
+    assert list(error_lines(result, conf)) == [4], result.stderr
+    # the environment's poll_interval replaces the file's, which cures the file
+    assert check(conf, env={"ADE_WORKER_POLL_INTERVAL": "0.5"}).returncode == 0
+    # and an environment value can break a good file
+    result = check(conf, env={"ADE_WORKER_POLL_INTERVAL": "0.5",
+                              "ADE_WORKER_POLL_INTERVAL_MAX": "0.1"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("environment: "), result.stderr
