@@ -23,9 +23,9 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 	-DADE_PYTHON='"$(PYTHON)"' -DADE_VERSION='"$(PACKAGE_VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
-LIB_SRCS = backoff.c conf.c digest.c evlog.c job_env.c job_run.c log.c \
-	paths.c proc.c results.c store.c store_pgsql.c store_sqlite.c util.c \
-	worker.c
+LIB_SRCS = backoff.c conf.c digest.c evlog.c gc.c job_env.c job_run.c \
+	log.c maint.c paths.c priv.c proc.c results.c scoreboard.c store.c \
+	store_pgsql.c store_sqlite.c super.c util.c worker.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 

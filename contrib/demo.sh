@@ -10,14 +10,35 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 
 rm -rf "$demo"
 mkdir -p "$demo"
+data=$demo/data
+service=
+# ade-superd never runs workers as root.  Run as root, the demo runs the
+# service as "nobody", with its data inside the checkout when nobody can
+# reach it there, else in /var/tmp (demo/data then points there).
+if [ "$(id -u)" = 0 ]; then
+	service="user = nobody
+group = nogroup"
+	if ! runuser -u nobody -- test -x "$demo"; then
+		data=/var/tmp/ade-demo-data
+		rm -rf "$data"
+		ln -s "$data" "$demo/data"
+		echo "note: nobody cannot reach $demo; the data directory is $data"
+	fi
+fi
+# The engine is installed editable from a copy, so that pip's egg-info
+# lands in the data directory and not in the checkout.
+mkdir -p "$data"
+cp -R "$top/contrib/ade_engine" "$data/engine-src"
+rm -rf "$data/engine-src/src/"*.egg-info
+[ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$data"
 cat > "$demo/worker.conf" <<CONF
 # Written by make demo.
 [database]
 backend = sqlite
 
 [worker]
-data_dir = $demo/data
-engine_spec = $top/contrib/ade_engine
+data_dir = $data
+engine_spec = $data/engine-src
 python = $PYTHON
 # Build environments without network access: Debian's setuptools is
 # used through the system site packages.
@@ -28,6 +49,10 @@ poll_interval_max = 1
 backoff_base_seconds = 1
 backoff_max_seconds = 4
 run_timeout = 120
+
+[supervisor]
+workers = 2
+$service
 CONF
 ctl() { "$B/ade-ctl" -c "$demo/worker.conf" "$@"; }
 

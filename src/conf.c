@@ -176,6 +176,14 @@ static const struct conf_key keys[] = {
 	    R, "ADE_WORKER_NOTIFY_JITTER_MS", 0, 10000, NULL,
 	    "PostgreSQL: random delay up to this many milliseconds after a "
 	    "notification, so idle workers do not all query at once." },
+	{ "worker", "max_jobs_per_child", CONF_INT, O(max_jobs_per_child),
+	    "0", R, "ADE_WORKER_MAX_JOBS_PER_CHILD", 0, 1000000000, NULL,
+	    "Replace a worker after about this many jobs (a tenth of it as "
+	    "jitter); 0 means never." },
+	{ "worker", "max_rss", CONF_SIZE, O(max_rss), "0", R,
+	    "ADE_WORKER_MAX_RSS", 0, 1LL << 40, NULL,
+	    "Replace a worker whose resident memory exceeds this between "
+	    "jobs; 0 means no limit." },
 	{ "gc", "enable", CONF_BOOL, O(gc_enable), "yes", R,
 	    "ADE_WORKER_ENABLE_GC", 0, 0, NULL,
 	    "Collect cold environments and old run directories." },
@@ -193,6 +201,35 @@ static const struct conf_key keys[] = {
 	{ "supervisor", "workers", CONF_WORKERS, O(workers), "auto", R,
 	    "ADE_WORKER_CONCURRENCY", 1, 256, NULL,
 	    "Worker processes; auto means max(1, min(4, CPUs / 2))." },
+	{ "supervisor", "user", CONF_STR, O(user), "", 0,
+	    "ADE_SUPERD_USER", 0, 0, NULL,
+	    "Started as root, ade-superd switches to this user before it "
+	    "starts any worker; it refuses to run workers as root." },
+	{ "supervisor", "group", CONF_STR, O(group), "", 0,
+	    "ADE_SUPERD_GROUP", 0, 0, NULL,
+	    "Group to switch to; empty means the user's login group." },
+	{ "supervisor", "pidfile", CONF_STR, O(pidfile), "", 0,
+	    "ADE_SUPERD_PIDFILE", 0, 0, NULL,
+	    "File that holds the supervisor's process id once it is ready; "
+	    "empty means none." },
+	{ "supervisor", "control_socket", CONF_STR, O(control_socket), "", 0,
+	    "ADE_SUPERD_CONTROL_SOCKET", 0, 0, NULL,
+	    "UNIX socket for ade-ctl status, drain, reload and scale; empty "
+	    "means data_dir/run/control.sock." },
+	{ "supervisor", "control_socket_mode", CONF_STR,
+	    O(control_socket_mode), "0660", 0, "ADE_SUPERD_CONTROL_SOCKET_MODE",
+	    0, 0, NULL, "Permissions of the control socket, in octal." },
+	{ "supervisor", "drain_timeout", CONF_SECONDS, O(drain_timeout), "300",
+	    R, "ADE_SUPERD_DRAIN_TIMEOUT", 0, 86400, NULL,
+	    "Seconds a graceful stop waits for running jobs before it stops "
+	    "their engines and puts their runs back in the queue." },
+	{ "supervisor", "log_file", CONF_STR, O(log_file), "", 0,
+	    "ADE_SUPERD_LOG_FILE", 0, 0, NULL,
+	    "Log to this file instead of syslog; SIGUSR1 reopens it." },
+	{ "supervisor", "stable_seconds", CONF_SECONDS, O(stable_seconds),
+	    "60", R, "ADE_SUPERD_STABLE_SECONDS", 1, 86400, NULL,
+	    "A worker that lived this long is stable: its restart delay "
+	    "goes back to one second." },
 };
 
 #undef O
@@ -398,6 +435,7 @@ conf_free(struct conf *c)
 		explicit_bzero(c->password, strlen(c->password));
 	free(c->password);
 	free(c->sqlite_file);
+	free(c->socket_path);
 	free(c->lines);
 	free(c->path);
 	free(c);
@@ -659,6 +697,24 @@ conf_validate(struct conf *c, struct buf *errs, const struct stat *st)
 		conf_key_error(c, errs, "python", "must name an interpreter");
 	if (c->engine_spec[0] == '\0')
 		conf_key_error(c, errs, "engine_spec", "must not be empty");
+	{
+		char *end;
+		unsigned long m = strtoul(c->control_socket_mode, &end, 8);
+
+		if (*c->control_socket_mode == '\0' || *end != '\0' ||
+		    m > 0777)
+			conf_key_error(c, errs, "control_socket_mode",
+			    "expected an octal mode such as 0660");
+		c->socket_mode = (unsigned)m;
+	}
+	free(c->socket_path);
+	if (c->control_socket[0] != '\0')
+		c->socket_path = xstrdup(c->control_socket);
+	else
+		c->socket_path = xasprintf("%s/run/control.sock", c->data_dir);
+	if (strlen(c->socket_path) >= 100)
+		conf_key_error(c, errs, "control_socket", "path too long for "
+		    "a UNIX socket (at most 99 bytes)");
 	free(c->sqlite_file);
 	if (c->db_sqlite_path[0] != '\0')
 		c->sqlite_file = xstrdup(c->db_sqlite_path);
@@ -696,6 +752,57 @@ conf_load(struct conf *c, const char *path, struct buf *errs)
 	conf_apply_env(c, errs);
 	conf_validate(c, errs, path != NULL ? &st : NULL);
 	return errs->len == before ? 0 : -1;
+}
+
+/*
+ * For a reload: every key that SIGHUP cannot change keeps its old value
+ * in the new configuration, and its name is added to changed when the
+ * file asked for another value.
+ */
+void
+conf_keep_static(struct conf *nc, const struct conf *oc, struct buf *changed)
+{
+	size_t i;
+
+	for (i = 0; i < NELEM(keys); i++) {
+		void *np = (char *)nc + keys[i].offset;
+		const void *op = (const char *)oc + keys[i].offset;
+		int same;
+
+		if (keys[i].flags & CONF_RELOAD)
+			continue;
+		switch (keys[i].type) {
+		case CONF_STR:
+		case CONF_ENUM:
+			same = strcmp(*(char **)np, *(char *const *)op) == 0;
+			if (!same) {
+				free(*(char **)np);
+				*(char **)np = xstrdup(*(char *const *)op);
+			}
+			break;
+		case CONF_BOOL:
+			same = *(int *)np == *(const int *)op;
+			*(int *)np = *(const int *)op;
+			break;
+		case CONF_SECONDS:
+			same = *(double *)np == *(const double *)op;
+			*(double *)np = *(const double *)op;
+			break;
+		default:
+			same = *(long long *)np == *(const long long *)op;
+			*(long long *)np = *(const long long *)op;
+		}
+		if (!same)
+			buf_printf(changed, "%s%s", changed->len ? ", " : "",
+			    keys[i].name);
+	}
+	free(nc->password);
+	nc->password = oc->password != NULL ? xstrdup(oc->password) : NULL;
+	free(nc->sqlite_file);
+	nc->sqlite_file = xstrdup(oc->sqlite_file);
+	free(nc->socket_path);
+	nc->socket_path = xstrdup(oc->socket_path);
+	nc->socket_mode = oc->socket_mode;
 }
 
 /* Prints the effective configuration, secrets masked. */

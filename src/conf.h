@@ -98,12 +98,25 @@ struct conf {
 	long long	 gc_env_ttl_days;
 	long long	 gc_run_artifact_ttl_days;
 
+	long long	 max_jobs_per_child;
+	long long	 max_rss;
+
 	/* [supervisor] */
 	long long	 workers;
+	char		*user;
+	char		*group;
+	char		*pidfile;
+	char		*control_socket;
+	char		*control_socket_mode;
+	double		 drain_timeout;
+	char		*log_file;
+	double		 stable_seconds;
 
 	/* Derived after loading. */
 	char		*password;	/* from password or password_file */
 	char		*sqlite_file;	/* sqlite_path or data_dir default */
+	char		*socket_path;	/* control_socket or its default */
+	unsigned	 socket_mode;
 	int		*lines;		/* per key: file line, 0 default,
 					   -1 environment */
 };
@@ -114,5 +127,7 @@ void			 conf_free(struct conf *);
 int			 conf_load(struct conf *, const char *, struct buf *);
 int			 conf_workers_auto(void);
 void			 conf_dump(FILE *, const struct conf *);
+void			 conf_keep_static(struct conf *, const struct conf *,
+			    struct buf *);
 
 #endif

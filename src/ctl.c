@@ -4,12 +4,15 @@
  *
  * Exit status: 0 success, 1 failure, 2 usage error, 3 not found.
  */
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +23,10 @@
 
 #include "conf.h"
 #include "digest.h"
+#include "gc.h"
 #include "log.h"
 #include "paths.h"
+#include "priv.h"
 #include "store.h"
 #include "util.h"
 
@@ -52,7 +57,10 @@ usage(void)
 	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
 	    "          [--max-attempts N] [--engine-spec SPEC]\n"
 	    "  runs list [--status S] [--limit N]\n"
-	    "  runs show ID\n");
+	    "  runs show ID\n"
+	    "  gc --dry-run | --now         list or collect garbage now\n"
+	    "  status                       the supervisor's workers\n"
+	    "  drain | reload | scale N     act through the supervisor\n");
 	exit(CTL_USAGE);
 }
 
@@ -72,6 +80,9 @@ load_conf(void)
 		exit(CTL_FAIL);
 	}
 	buf_free(&errs);
+	/* Files ade-ctl writes must belong to the service user. */
+	if (priv_drop(c, 0) == -1)
+		exit(CTL_FAIL);
 	return c;
 }
 
@@ -565,6 +576,132 @@ cmd_runs(int argc, char **argv)
 	return CTL_OK;
 }
 
+/* Sends one request on the control socket and returns the answer. */
+static char *
+control(const struct conf *c, const char *req)
+{
+	struct sockaddr_un sa;
+	struct timeval tv = { 30, 0 };
+	struct buf b;
+	char chunk[4096];
+	ssize_t n;
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->socket_path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+		fprintf(stderr, "ade-ctl: cannot reach ade-superd at %s: %s\n",
+		    c->socket_path, strerror(errno));
+		exit(CTL_FAIL);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* One write: the answer may close the connection before a second. */
+	snprintf(chunk, sizeof(chunk), "%s\n", req);
+	if (write(fd, chunk, strlen(chunk)) == -1) {
+		fprintf(stderr, "ade-ctl: write: %s\n", strerror(errno));
+		exit(CTL_FAIL);
+	}
+	buf_init(&b);
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+		buf_add(&b, chunk, (size_t)n);
+	close(fd);
+	return xstrdup(buf_str(&b));
+}
+
+static int
+cmd_supervisor(int argc, char **argv)
+{
+	struct conf *c;
+	char *ans, req[64];
+	json_t *j, *s;
+	size_t i;
+
+	if (strcmp(argv[0], "scale") == 0) {
+		if (argc != 2)
+			usage();
+		snprintf(req, sizeof(req), "scale %s", argv[1]);
+	} else if (argc != 1)
+		usage();
+	else
+		snprintf(req, sizeof(req), "%s", argv[0]);
+	c = load_conf();
+	ans = control(c, req);
+	conf_free(c);
+	if (strcmp(argv[0], "status") != 0) {
+		fputs(ans, stdout);
+		i = strncmp(ans, "ok", 2) == 0;
+		free(ans);
+		return i ? CTL_OK : CTL_FAIL;
+	}
+	if (json_out) {
+		fputs(ans, stdout);
+		free(ans);
+		return CTL_OK;
+	}
+	if ((j = json_loads(ans, 0, NULL)) == NULL) {
+		fprintf(stderr, "ade-ctl: unexpected answer: %s", ans);
+		free(ans);
+		return CTL_FAIL;
+	}
+	printf("supervisor pid %s, %s, %s workers wanted, maintenance %s\n",
+	    sval(j, "pid"), sval(j, "state"), sval(j, "workers"),
+	    json_integer_value(json_object_get(j, "maintenance_pid")) ?
+	    "running" : "idle");
+	printf("%-4s  %-7s  %-9s  %-6s  %-4s  %s\n", "SLOT", "PID", "STATE",
+	    "JOBS", "KIND", "CLAIM / LAST ERROR");
+	json_array_foreach(json_object_get(j, "slots"), i, s) {
+		printf("%-4s  %-7s  %-9s  %-6s  %-4s  ", sval(s, "slot"),
+		    sval(s, "pid"), sval(s, "state"), sval(s, "jobs_done"),
+		    json_object_get(s, "claim_kind") ? (strcmp(sval(s,
+		    "claim_kind"), "run") == 0 ? "run" : "env") : "-");
+		print_clean(json_object_get(s, "claim_id") ? sval(s,
+		    "claim_id") : sval(s, "last_error"), 60);
+		putchar('\n');
+	}
+	json_decref(j);
+	free(ans);
+	return CTL_OK;
+}
+
+/*
+ * Garbage collection from the command line: --dry-run lists what would
+ * go, --now removes it.  Both work without a running supervisor.
+ */
+static int
+cmd_gc(int argc, char **argv)
+{
+	struct store *st;
+	struct conf *c;
+	json_t *report, *r;
+	size_t i;
+	int dry;
+
+	if (argc != 2 || (strcmp(argv[1], "--dry-run") != 0 &&
+	    strcmp(argv[1], "--now") != 0))
+		usage();
+	dry = strcmp(argv[1], "--dry-run") == 0;
+	c = load_conf();
+	st = open_store(c);
+	report = gc_collect(c, st, dry);
+	if (json_out)
+		json_dumpf(report, stdout, JSON_INDENT(2));
+	else {
+		json_array_foreach(json_object_get(report, "removed"), i, r)
+			printf("%s %s %s\n", dry ? "would remove" : "removed",
+			    sval(r, "kind"), sval(r, "path"));
+		printf("%zu %s\n", json_array_size(json_object_get(report,
+		    "removed")), dry ? "to remove" : "removed");
+	}
+	if (json_out)
+		putchar('\n');
+	json_decref(report);
+	store_close(st);
+	conf_free(c);
+	return CTL_OK;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -575,6 +712,7 @@ main(int argc, char *argv[])
 	};
 	int ch;
 
+	signal(SIGPIPE, SIG_IGN);
 	log_init(LOG_DEST_STDERR, NULL, "ade-ctl");
 	log_setrole("ade-ctl");
 	while ((ch = getopt_long(argc, argv, "+c:j", lo, NULL)) != -1) {
@@ -596,5 +734,10 @@ main(int argc, char *argv[])
 		return cmd_enqueue(argc, argv);
 	if (strcmp(argv[0], "runs") == 0)
 		return cmd_runs(argc, argv);
+	if (strcmp(argv[0], "gc") == 0)
+		return cmd_gc(argc, argv);
+	if (strcmp(argv[0], "status") == 0 || strcmp(argv[0], "drain") == 0 ||
+	    strcmp(argv[0], "reload") == 0 || strcmp(argv[0], "scale") == 0)
+		return cmd_supervisor(argc, argv);
 	usage();
 }

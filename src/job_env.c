@@ -357,12 +357,11 @@ finish:
 			log_info("environment %s: ready (%s, engine %s)",
 			    c->id, pyver, engver ? engver : "unknown");
 	} else if (worker_quit) {
-		/*
-		 * Not the environment's fault: the claim is left to expire,
-		 * and the lease sweep queues the build again.
-		 */
+		/* Not the environment's fault: another worker may build it. */
 		log_notice("environment %s: build interrupted", c->id);
-		rc = 1;
+		rc = store_environment_abandon(w->store, c->id, token,
+		    "build interrupted: worker stopping");
+		rc = rc < 0 ? rc : 1;
 	} else {
 		rc = store_environment_failed(w->store, c->id, token, err,
 		    cf->backoff_base, cf->backoff_max, &charged);

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "proc.h"
+#include "scoreboard.h"
 #include "util.h"
 
 volatile pid_t proc_current_pgid;
@@ -133,6 +134,8 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		/* NOTREACHED */
 	}
 	proc_current_pgid = pid;
+	if (sb_self != NULL)
+		sb_self->engine_pgid = pid;
 	close(outp[1]);
 	close(errp[1]);
 	for (i = 0; i < 2; i++) {
@@ -257,6 +260,8 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			;
 	}
 	proc_current_pgid = 0;
+	if (sb_self != NULL)
+		sb_self->engine_pgid = 0;
 	res->duration = now_mono() - start;
 	if (WIFEXITED(status))
 		res->exit_code = WEXITSTATUS(status);

@@ -178,6 +178,60 @@ store_sweep(struct store *st, double base, double max,
 	return st->ops->sweep(st, base, max, out);
 }
 
+/*
+ * Releases the claim of a worker that died: the attempt counts (the run
+ * may be what killed it), so the run is queued again after its backoff,
+ * or fails when it has no attempts left.  Guarded by the dead worker's
+ * token, so a claim that moved on is left alone.
+ */
+int
+store_run_abandon(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max)
+{
+	return st->ops->run_abandon(st, id, token, error, base, max);
+}
+
+/* Puts an environment whose builder went away back in the queue. */
+int
+store_environment_abandon(struct store *st, const char *id, const char *token,
+    const char *error)
+{
+	return st->ops->environment_abandon(st, id, token, error);
+}
+
+/*
+ * Takes or renews the lease called name for holder.  Returns 1 when the
+ * caller holds it, 0 when someone else does.
+ */
+int
+store_singleton(struct store *st, const char *name, const char *holder,
+    double lease)
+{
+	return st->ops->singleton(st, name, holder, lease);
+}
+
+/*
+ * Deletes the rows of cold environments that no queued or running run
+ * needs (or, with dry_run, only lists them) and returns them as an array
+ * of objects (id, workspace_id, configuration_id, deps_digest), so that
+ * the caller removes their directories after the rows are gone.
+ */
+json_t *
+store_gc_environments(struct store *st, long ttl_days, int dry_run)
+{
+	return st->ops->gc_environments(st, ttl_days, dry_run);
+}
+
+/*
+ * 1 when the run is finished (succeeded, failed or cancelled) and
+ * completed more than ttl_days ago, or no longer exists; 0 otherwise.
+ */
+int
+store_run_finished_before(struct store *st, const char *id, long ttl_days)
+{
+	return st->ops->run_finished_before(st, id, ttl_days);
+}
+
 int
 store_pending(struct store *st, long *count)
 {

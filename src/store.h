@@ -129,6 +129,15 @@ int	store_run_finish(struct store *, const char *id, const char *token,
 	    enum run_finish, int exit_code, const char *error, double delay);
 int	store_sweep(struct store *, double backoff_base, double backoff_max,
 	    struct sweep_counts *);
+int	store_run_abandon(struct store *, const char *id, const char *token,
+	    const char *error, double backoff_base, double backoff_max);
+int	store_environment_abandon(struct store *, const char *id,
+	    const char *token, const char *error);
+int	store_singleton(struct store *, const char *name, const char *holder,
+	    double lease);
+json_t	*store_gc_environments(struct store *, long ttl_days, int dry_run);
+int	store_run_finished_before(struct store *, const char *id,
+	    long ttl_days);
 int	store_pending(struct store *, long *count);
 int	store_next_due(struct store *, double *seconds);
 int	store_wait(struct store *, double timeout);

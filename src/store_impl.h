@@ -36,6 +36,13 @@ struct store_ops {
 		    enum run_finish, int, const char *, double);
 	int	(*sweep)(struct store *, double, double,
 		    struct sweep_counts *);
+	int	(*run_abandon)(struct store *, const char *, const char *,
+		    const char *, double, double);
+	int	(*environment_abandon)(struct store *, const char *,
+		    const char *, const char *);
+	int	(*singleton)(struct store *, const char *, const char *, double);
+	json_t	*(*gc_environments)(struct store *, long, int);
+	int	(*run_finished_before)(struct store *, const char *, long);
 	int	(*pending)(struct store *, long *);
 	int	(*next_due)(struct store *, double *);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */

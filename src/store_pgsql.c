@@ -39,6 +39,19 @@
 /* The retry delay after failed attempt n. */
 #define BACKOFF(n)	"make_interval(secs => LEAST($2::float8, $1::float8 *" \
 			" power(2, GREATEST(" n ", 0))))"
+/*
+ * A running run whose claim ended without a result (a lease that
+ * expired, a worker that died): failed when its attempts are used up,
+ * else queued again after the backoff of the attempt it just lost.
+ */
+#define GIVE_UP_OR_RETRY						\
+	"  status = CASE WHEN attempt_count >= max_attempts"		\
+	"    THEN 'failed' ELSE 'queued' END,"				\
+	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN now() ELSE NULL END,"					\
+	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN available_at ELSE now() + " BACKOFF("attempt_count - 1") \
+	"    END"
 
 struct pg {
 	struct store	 base;
@@ -50,6 +63,8 @@ struct pg {
 	char		 timeout[16];
 	long		 stmt_timeout_ms;
 	int		 echo;
+	int		 listen;
+	int		 needs_setup;	/* a new session lacks its settings */
 	int		 in_tx;
 	double		 reset_at;
 	double		 reset_delay;
@@ -254,6 +269,10 @@ static const char schema_sql[] =
 "  ON run_table_columns (run_id, sheet_name);"
 "CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_mapped_field"
 "  ON run_table_columns (run_id, mapped_field);"
+"CREATE TABLE IF NOT EXISTS worker_leases ("
+"  name VARCHAR(64) PRIMARY KEY,"
+"  holder VARCHAR(255) NOT NULL,"
+"  expires_at TIMESTAMPTZ NOT NULL);"
 /*
  * Wake-ups: a run that becomes queued, and an environment that becomes
  * ready (its runs become claimable), notify the channel.
@@ -292,6 +311,36 @@ pg_fail(struct pg *p, const char *what, const PGresult *r)
 	return p->base.dead ? STORE_DEAD : -1;
 }
 
+/* Server notices ("relation exists, skipping") are not errors. */
+static void
+pg_notice(void *arg, const char *msg)
+{
+	log_debug("pgsql: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+/*
+ * Settings every session needs: UTC for timestamps, the statement time
+ * limit, and the wake-up channel when notifications are wanted.
+ */
+static int
+pg_session_setup(struct pg *p)
+{
+	char sql[160];
+	PGresult *r;
+	int ok;
+
+	snprintf(sql, sizeof(sql), "SET TimeZone = 'UTC'; "
+	    "SET statement_timeout = %ld%s", p->stmt_timeout_ms,
+	    p->listen ? "; LISTEN " PG_CHANNEL : "");
+	r = PQexec(p->conn, sql);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok)
+		snprintf(p->base.err, sizeof(p->base.err), "pgsql: %s",
+		    PQresultErrorMessage(r));
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
 /*
  * Makes sure the connection is usable, resetting a broken one no more
  * often than the growing delay allows.  LISTEN is renewed on every new
@@ -300,11 +349,16 @@ pg_fail(struct pg *p, const char *what, const PGresult *r)
 static int
 pg_ready(struct pg *p)
 {
-	PGresult *r;
 	double now;
 
-	if (PQstatus(p->conn) == CONNECTION_OK)
+	if (PQstatus(p->conn) == CONNECTION_OK && !p->needs_setup)
 		return 0;
+	if (PQstatus(p->conn) == CONNECTION_OK) {
+		if (pg_session_setup(p) == -1)
+			return -1;
+		p->needs_setup = 0;
+		return 0;
+	}
 	now = now_mono();
 	if (now < p->reset_at) {
 		snprintf(p->base.err, sizeof(p->base.err), "pgsql: connection "
@@ -323,8 +377,11 @@ pg_ready(struct pg *p)
 	p->base.dead = 0;
 	p->reset_delay = 0;
 	p->in_tx = 0;
-	r = PQexec(p->conn, "SET TimeZone = 'UTC'; LISTEN " PG_CHANNEL);
-	PQclear(r);
+	/* A new session: everything set on the old one is gone. */
+	p->needs_setup = 1;
+	if (pg_session_setup(p) == -1)
+		return -1;
+	p->needs_setup = 0;
 	return 0;
 }
 
@@ -536,22 +593,15 @@ conf_port_is_default(const struct conf *c)
 	return 1;
 }
 
-/* Server notices ("relation exists, skipping") are not errors. */
-static void
-pg_notice(void *arg, const char *msg)
-{
-	log_debug("pgsql: %.*s", (int)strcspn(msg, "\n"), msg);
-}
-
 struct store *
 store_pgsql_open(const struct conf *c, struct buf *err)
 {
 	struct pg *p = xcalloc(1, sizeof(*p));
-	char sql[128];
 	int n = 0;
 
 	p->base.ops = &pgsql_ops;
 	p->echo = c->db_echo;
+	p->listen = c->notify;
 	snprintf(p->port, sizeof(p->port), "%lld", conf_port_is_default(c) ?
 	    5432LL : c->db_port);
 	snprintf(p->timeout, sizeof(p->timeout), "%.0f", c->db_login_timeout);
@@ -593,9 +643,7 @@ store_pgsql_open(const struct conf *c, struct buf *err)
 	}
 	PQsetNoticeProcessor(p->conn, pg_notice, NULL);
 	p->stmt_timeout_ms = (long)(c->db_query_timeout * 1000);
-	snprintf(sql, sizeof(sql), "SET TimeZone = 'UTC'; "
-	    "SET statement_timeout = %ld", p->stmt_timeout_ms);
-	if (pg_plain(p, sql) == -1) {
+	if (pg_session_setup(p) == -1) {
 		buf_printf(err, "%s", p->base.err);
 		PQfinish(p->conn);
 		free(p->dsn);
@@ -645,9 +693,6 @@ pg_check_schema(struct store *st, struct buf *missing)
 			    store_required_tables[i]);
 		PQclear(r);
 	}
-	/* Listening starts once the schema is known to be there. */
-	if (n == 0 && pg_plain(p, "LISTEN " PG_CHANNEL) == -1)
-		return -1;
 	return n;
 }
 
@@ -1029,14 +1074,7 @@ static int
 pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 {
 	static const char runs[] =
-	    "UPDATE runs SET"
-	    "  status = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN 'failed' ELSE 'queued' END,"
-	    "  completed_at = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN now() ELSE NULL END,"
-	    "  available_at = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN available_at ELSE now() + " BACKOFF("attempt_count - 1")
-	    "    END,"
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'lease expired'"
 	    " WHERE status = 'running' AND claim_expires_at < now()"
@@ -1063,6 +1101,96 @@ pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 		return -1;
 	out->envs_requeued = n;
 	return 0;
+}
+
+static int
+pg_run_abandon(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max)
+{
+	static const char sql[] =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, exit_code = NULL, output_path = NULL"
+	    " WHERE id = $3 AND status = 'running' AND claimed_by = $5";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "ddsss", base, max, id,
+	    error, token));
+}
+
+static int
+pg_environment_abandon(struct store *st, const char *id, const char *token,
+    const char *error)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = $3, updated_at = now()"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "sss", id, token,
+	    error));
+}
+
+static int
+pg_singleton(struct store *st, const char *name, const char *holder,
+    double lease)
+{
+	static const char sql[] =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at"
+	    " WHERE worker_leases.holder = excluded.holder"
+	    "  OR worker_leases.expires_at < now()";
+	int n;
+
+	n = pg_exec(pg_query((struct pg *)st, sql, "ssd", name, holder,
+	    lease));
+	return n < 0 ? n : n == 1;
+}
+
+#define GC_ENV_COND							\
+	" e.status IN ('ready', 'failed')"				\
+	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
+	"  now() - make_interval(days => $1::int)"			\
+	" AND (e.claim_expires_at IS NULL OR e.claim_expires_at <= now())" \
+	" AND NOT EXISTS (SELECT 1 FROM configurations c"		\
+	"  WHERE c.id = e.configuration_id AND c.status = 'active')"	\
+	" AND NOT EXISTS (SELECT 1 FROM runs r WHERE " ENV_KEY("e", "r") \
+	"  AND r.status IN ('queued', 'running'))"
+
+static json_t *
+pg_gc_environments(struct store *st, long ttl_days, int dry_run)
+{
+	static const char list[] =
+	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
+	    " configuration_id::text AS configuration_id, deps_digest"
+	    " FROM environments e WHERE" GC_ENV_COND;
+	static const char del[] =
+	    "DELETE FROM environments e WHERE" GC_ENV_COND
+	    " RETURNING id::text AS id, workspace_id::text AS workspace_id,"
+	    " configuration_id::text AS configuration_id, deps_digest";
+
+	return rows_json(pg_query((struct pg *)st, dry_run ? list : del, "i",
+	    (long long)ttl_days));
+}
+
+static int
+pg_run_finished_before(struct store *st, const char *id, long ttl_days)
+{
+	static const char sql[] =
+	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
+	    " completed_at < now() - make_interval(days => $2::int)"
+	    " FROM runs WHERE id::text = lower($1)";
+	PGresult *r;
+	int v = 2;
+
+	if ((r = pg_query((struct pg *)st, sql, "si", id,
+	    (long long)ttl_days)) == NULL)
+		return -1;
+	if (PQntuples(r) > 0)
+		v = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	return v;
 }
 
 static int
@@ -1299,6 +1427,7 @@ pg_show_run(struct store *st, const char *id)
 	    "  workspace_id::text AS workspace_id,"
 	    "  input_document_id::text AS input_document_id,"
 	    "  input_sheet_names::text AS input_sheet_names, output_path,"
+	    "  submitted_by_user_id::text AS submitted_by_user_id,"
 	    "  engine_spec, deps_digest, status, exit_code, "
 	    UTC_TEXT("created_at") " AS created_at, "
 	    UTC_TEXT("started_at") " AS started_at, "
@@ -1366,6 +1495,11 @@ static const struct store_ops pgsql_ops = {
 	.run_succeeded = pg_run_succeeded,
 	.run_finish = pg_run_finish,
 	.sweep = pg_sweep,
+	.run_abandon = pg_run_abandon,
+	.environment_abandon = pg_environment_abandon,
+	.singleton = pg_singleton,
+	.gc_environments = pg_gc_environments,
+	.run_finished_before = pg_run_finished_before,
 	.pending = pg_pending,
 	.next_due = pg_next_due,
 	.wait = pg_wait,

@@ -30,6 +30,19 @@
 /* The retry delay after failed attempt n, as an SQLite time modifier. */
 #define BACKOFF_MOD(n)	"'+' || MIN(?2, ?1 * (1 << MIN(MAX(" n ", 0), 30)))" \
 			" || ' seconds'"
+/*
+ * A running run whose claim ended without a result (a lease that
+ * expired, a worker that died): failed when its attempts are used up,
+ * else queued again after the backoff of the attempt it just lost.
+ */
+#define GIVE_UP_OR_RETRY						\
+	"  status = CASE WHEN attempt_count >= max_attempts"		\
+	"    THEN 'failed' ELSE 'queued' END,"				\
+	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN " NOW " ELSE NULL END,"				\
+	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN available_at ELSE strftime(" TS ", 'now', "		\
+	BACKOFF_MOD("attempt_count - 1") ") END"
 #define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "	\
 			e ".configuration_id = " r ".configuration_id AND " \
 			e ".engine_spec = " r ".engine_spec AND "	\
@@ -245,7 +258,11 @@ static const char schema_sql[] =
 "CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_sheet"
 "  ON run_table_columns (run_id, sheet_name);"
 "CREATE INDEX IF NOT EXISTS ix_run_table_columns_run_mapped_field"
-"  ON run_table_columns (run_id, mapped_field);";
+"  ON run_table_columns (run_id, mapped_field);"
+"CREATE TABLE IF NOT EXISTS worker_leases ("
+"  name VARCHAR(64) PRIMARY KEY,"
+"  holder VARCHAR(255) NOT NULL,"
+"  expires_at TEXT NOT NULL);";
 
 static int
 sq_fail(struct sq *s, const char *what)
@@ -1032,14 +1049,7 @@ static int
 sq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 {
 	static const char runs[] =
-	    "UPDATE runs SET"
-	    "  status = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN 'failed' ELSE 'queued' END,"
-	    "  completed_at = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN " NOW " ELSE NULL END,"
-	    "  available_at = CASE WHEN attempt_count >= max_attempts"
-	    "    THEN available_at ELSE strftime(" TS ", 'now', "
-	    BACKOFF_MOD("attempt_count - 1") ") END,"
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'lease expired'"
 	    " WHERE status = 'running' AND claim_expires_at < " NOW
@@ -1073,6 +1083,123 @@ sq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 		return sq_rollback(s, -1);
 	out->envs_requeued = n;
 	return sq_commit(s);
+}
+
+static int
+sq_run_abandon(struct store *st, const char *id, const char *token,
+    const char *error, double base, double max)
+{
+	static const char sql[] =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = ?4, exit_code = NULL, output_path = NULL"
+	    " WHERE id = ?3 AND status = 'running' AND claimed_by = ?5";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "ddsss", base, max, id, error,
+	    token));
+}
+
+static int
+sq_environment_abandon(struct store *st, const char *id, const char *token,
+    const char *error)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?3,"
+	    "  updated_at = " NOW
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, error));
+}
+
+static int
+sq_singleton(struct store *st, const char *name, const char *holder,
+    double lease)
+{
+	static const char sql[] =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES (?1, ?2, " NOW_PLUS("?3") ")"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at"
+	    " WHERE worker_leases.holder = excluded.holder"
+	    "  OR worker_leases.expires_at < " NOW;
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+	int n;
+
+	seconds_mod(mod, sizeof(mod), lease);
+	n = sq_exec_stmt(s, sq_query(s, sql, "sss", name, holder, mod));
+	return n < 0 ? n : n == 1;
+}
+
+#define GC_ENV_COND							\
+	" e.status IN ('ready', 'failed')"				\
+	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
+	"  strftime(" TS ", 'now', ?1)"					\
+	" AND (e.claim_expires_at IS NULL OR e.claim_expires_at <= " NOW ")" \
+	" AND NOT EXISTS (SELECT 1 FROM configurations c"		\
+	"  WHERE c.id = e.configuration_id AND c.status = 'active')"	\
+	" AND NOT EXISTS (SELECT 1 FROM runs r WHERE " ENV_KEY("e", "r") \
+	"  AND r.status IN ('queued', 'running'))"
+
+static json_t *
+sq_gc_environments(struct store *st, long ttl_days, int dry_run)
+{
+	static const char list[] =
+	    "SELECT id, workspace_id, configuration_id, deps_digest"
+	    " FROM environments e WHERE" GC_ENV_COND;
+	/*
+	 * One statement decides and deletes, so a run queued meanwhile
+	 * keeps its environment.
+	 */
+	static const char del[] =
+	    "DELETE FROM environments WHERE id IN (SELECT e.id"
+	    " FROM environments e WHERE" GC_ENV_COND ")"
+	    " RETURNING id, workspace_id, configuration_id, deps_digest";
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+	json_t *rows;
+
+	snprintf(mod, sizeof(mod), "-%ld days", ttl_days);
+	if (dry_run)
+		return rows_json(s, sq_query(s, list, "s", mod));
+	if (sq_begin(s) == -1)
+		return NULL;
+	if ((rows = rows_json(s, sq_query(s, del, "s", mod))) == NULL) {
+		sq_rollback(s, -1);
+		return NULL;
+	}
+	if (sq_commit(s) == -1) {
+		json_decref(rows);
+		return NULL;
+	}
+	return rows;
+}
+
+static int
+sq_run_finished_before(struct store *st, const char *id, long ttl_days)
+{
+	static const char sql[] =
+	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
+	    " completed_at < strftime(" TS ", 'now', ?2)"
+	    " FROM runs WHERE id = lower(?1)";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	char mod[64];
+	int rc, v = 2;
+
+	snprintf(mod, sizeof(mod), "-%ld days", ttl_days);
+	if ((q = sq_query(s, sql, "ss", id, mod)) == NULL)
+		return -1;
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		v = sqlite3_column_int(q, 0);
+	sq_done(s, q);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, "run age");
+	return v;
 }
 
 /* Work that is not finished yet: runs that may still execute, builds. */
@@ -1331,6 +1458,11 @@ static const struct store_ops sqlite_ops = {
 	.run_succeeded = sq_run_succeeded,
 	.run_finish = sq_run_finish,
 	.sweep = sq_sweep,
+	.run_abandon = sq_run_abandon,
+	.environment_abandon = sq_environment_abandon,
+	.singleton = sq_singleton,
+	.gc_environments = sq_gc_environments,
+	.run_finished_before = sq_run_finished_before,
 	.pending = sq_pending,
 	.next_due = sq_next_due,
 	.register_names = sq_register,

@@ -1,8 +1,18 @@
 /*
- * ade-superd: start-up, options and the configuration check.  The worker
- * loop is in worker.c.
+ * ade-superd: options, the configuration check, logging, the pidfile,
+ * becoming a daemon and dropping root before any worker starts.  The
+ * supervisor is in super.c, the worker loop in worker.c.
  */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +20,8 @@
 
 #include "conf.h"
 #include "log.h"
+#include "priv.h"
+#include "super.h"
 #include "util.h"
 #include "worker.h"
 
@@ -28,6 +40,80 @@ usage(void)
 	exit(WORKER_EXIT_CONFIG);
 }
 
+/*
+ * Refuses to start when the pidfile names a live process; removes a
+ * stale one.  Returns 0, or -1 with a message logged.
+ */
+static int
+pidfile_check(const char *path)
+{
+	struct buf b;
+	long pid;
+
+	buf_init(&b);
+	if (read_file(path, &b, 64) == -1) {
+		buf_free(&b);
+		return errno == ENOENT ? 0 : (log_warn("pidfile %s", path), -1);
+	}
+	pid = strtol(buf_str(&b), NULL, 10);
+	buf_free(&b);
+	if (pid > 1 && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+		log_error("already running: %s names live process %ld", path,
+		    pid);
+		return -1;
+	}
+	log_notice("removing stale pidfile %s (pid %ld is gone)", path, pid);
+	unlink(path);
+	return 0;
+}
+
+/*
+ * Becomes a daemon.  The original process waits until the daemon says
+ * it is ready (or dies), so that an init script learns whether the
+ * start worked.  Returns the descriptor to report readiness on.
+ */
+static int
+daemonize(void)
+{
+	int fds[2], null;
+	char ok[2];
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) == -1)
+		fatal("pipe");
+	switch (pid = fork()) {
+	case -1:
+		fatal("fork");
+	case 0:
+		break;
+	default:
+		close(fds[1]);
+		_exit(read(fds[0], ok, 2) == 2 ? 0 : WORKER_EXIT_CONFIG);
+	}
+	close(fds[0]);
+	if (setsid() == -1)
+		fatal("setsid");
+	switch (fork()) {
+	case -1:
+		fatal("fork");
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (chdir("/") == -1)
+		fatal("chdir /");
+	umask(027);
+	if ((null = open("/dev/null", O_RDWR)) != -1) {
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		if (null > 2)
+			close(null);
+	}
+	return fds[1];
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -41,10 +127,11 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *path = ADE_SYSCONFDIR "/ade/worker.conf";
+	char abs[PATH_MAX];
 	struct conf *conf;
 	struct buf errs;
 	enum log_level level;
-	int ch, check = 0, debug = 0, idle = 0, rc;
+	int ch, check = 0, debug = 0, fg = 0, idle = 0, ready = -1, rc;
 
 	while ((ch = getopt_long(argc, argv, "c:dfnxV", longopts, NULL)) !=
 	    -1) {
@@ -56,6 +143,7 @@ main(int argc, char *argv[])
 			debug = 1;
 			break;
 		case 'f':
+			fg = 1;
 			break;
 		case 'n':
 			check = 1;
@@ -87,16 +175,33 @@ main(int argc, char *argv[])
 		conf_free(conf);
 		return 0;
 	}
-	log_init(debug || isatty(2) ? LOG_DEST_STDERR : LOG_DEST_SYSLOG, NULL,
-	    "ade-superd");
+	/* HUP reads the file again after chdir("/"). */
+	if (realpath(path, abs) != NULL)
+		path = abs;
+
+	if (debug)
+		log_init(LOG_DEST_STDERR, NULL, "ade-superd");
+	else if (conf->log_file[0] != '\0') {
+		if (log_init(LOG_DEST_FILE, conf->log_file, "ade-superd") ==
+		    -1) {
+			fprintf(stderr, "ade-superd: log_file %s: %s\n",
+			    conf->log_file, strerror(errno));
+			return WORKER_EXIT_CONFIG;
+		}
+	} else
+		log_init(LOG_DEST_SYSLOG, NULL, "ade-superd");
 	if (log_parse_level(conf->log_level, &level) == 0)
 		log_setlevel(level);
-	log_setrole("worker");
-	if (geteuid() == 0)
-		log_warnx("running as root: engines run untrusted "
-		    "configuration code; start ade-superd as an unprivileged "
-		    "user");
-	rc = worker_main(conf, idle);
+	log_setrole("supervisor");
+
+	if (conf->pidfile[0] != '\0' && pidfile_check(conf->pidfile) == -1)
+		return WORKER_EXIT_CONFIG;
+	if (priv_drop(conf, 1) == -1)
+		return WORKER_EXIT_CONFIG;
+	if (!fg)
+		ready = daemonize();
+	rc = super_run(conf, path, idle, ready, conf->pidfile[0] != '\0' ?
+	    conf->pidfile : NULL);
 	conf_free(conf);
 	return rc;
 }

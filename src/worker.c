@@ -19,19 +19,26 @@
 #include "backoff.h"
 #include "conf.h"
 #include "log.h"
+#include "scoreboard.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
 
 #define ENSURE_MIN_INTERVAL	1.0
 #define CONNECT_BACKOFF_MAX	30.0
+#define CONNECT_TRIES		3
 
 volatile sig_atomic_t worker_stop;
 volatile sig_atomic_t worker_quit;
+static volatile sig_atomic_t worker_reopen;
 
 static void
 on_signal(int sig)
 {
+	if (sig == SIGUSR1) {
+		worker_reopen = 1;
+		return;
+	}
 	if (sig == SIGQUIT || worker_stop)
 		worker_quit = 1;
 	worker_stop = 1;
@@ -49,8 +56,11 @@ worker_signals(void)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGQUIT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	/* Reloading is the supervisor's business; it replaces workers. */
+	sigaction(SIGHUP, &sa, NULL);
 }
 
 /* Sleeps up to secs; a signal ends the sleep early. */
@@ -93,8 +103,10 @@ worker_dirs(const struct conf *c)
 }
 
 /*
- * Opens the connection, waiting with growing delays while the database is
- * unreachable.  Returns NULL only when asked to stop.
+ * Opens the connection, trying a few times with growing delays.  A
+ * worker that still cannot connect exits; the supervisor starts it again
+ * with its own, longer backoff, so a database that stays away costs a
+ * handful of attempts a minute and the slot shows the error.
  */
 static struct store *
 worker_connect(const struct conf *c)
@@ -115,7 +127,13 @@ worker_connect(const struct conf *c)
 			return st;
 		}
 		tries++;
-		log_error("cannot connect to the database (attempt %d): %s; "
+		sb_set_error(buf_str(&err));
+		if (tries >= CONNECT_TRIES) {
+			log_error("cannot connect to the database after %d "
+			    "attempts: %s", tries, buf_str(&err));
+			break;
+		}
+		log_warnx("cannot connect to the database (attempt %d): %s; "
 		    "next attempt in %.0f s", tries, buf_str(&err), delay);
 		nap(delay + jitter(delay / 4));
 		delay = delay * 2 > CONNECT_BACKOFF_MAX ? CONNECT_BACKOFF_MAX :
@@ -123,22 +141,6 @@ worker_connect(const struct conf *c)
 	}
 	buf_free(&err);
 	return NULL;
-}
-
-static void
-worker_sweep(struct worker *w)
-{
-	struct sweep_counts n;
-
-	if (store_sweep(w->store, w->conf->backoff_base, w->conf->backoff_max,
-	    &n) < 0) {
-		log_warnx("lease sweep: %s", store_error(w->store));
-		return;
-	}
-	if (n.runs_requeued || n.runs_failed || n.envs_requeued)
-		log_notice("lease sweep: %ld runs requeued, %ld runs failed, "
-		    "%ld environments requeued", n.runs_requeued,
-		    n.runs_failed, n.envs_requeued);
 }
 
 static void
@@ -155,6 +157,53 @@ worker_ensure(struct worker *w)
 		    ins, req);
 }
 
+static void
+worker_job_done(struct worker *w)
+{
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
+	sb_set_state(SB_IDLE);
+	w->jobs_done++;
+	if (sb_self != NULL)
+		sb_self->jobs_done = w->jobs_done;
+}
+
+/* Resident memory in bytes, from /proc/self/statm. */
+static long long
+worker_rss(void)
+{
+	long long pages = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%lld %lld", &pages, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * Whether this worker should make way for a fresh one: after its share
+ * of jobs (with jitter, so workers do not all go at once) or when it has
+ * grown too large.
+ */
+static int
+worker_recycle(const struct worker *w, long limit)
+{
+	long long rss;
+
+	if (limit > 0 && w->jobs_done >= limit) {
+		log_info("recycling after %ld jobs", w->jobs_done);
+		return 1;
+	}
+	if (w->conf->max_rss > 0 && (rss = worker_rss()) > w->conf->max_rss) {
+		log_info("recycling at %lld bytes resident (max_rss %lld)",
+		    rss, w->conf->max_rss);
+		return 1;
+	}
+	return 0;
+}
+
 /* Returns 1 if a job was done, 0 if there was nothing, -1 on error. */
 static int
 worker_round(struct worker *w)
@@ -168,8 +217,10 @@ worker_round(struct worker *w)
 	r = store_claim_environment(w->store, token, w->conf->lease_seconds,
 	    &ec);
 	if (r == 1) {
+		sb_set_claim(SB_CLAIM_ENV, ec.id, token);
+		sb_set_state(SB_BUILDING);
 		job_build_environment(w, &ec, token);
-		w->jobs_done++;
+		worker_job_done(w);
 		return 1;
 	}
 	if (r < 0) {
@@ -179,9 +230,11 @@ worker_round(struct worker *w)
 	worker_token(w, token, sizeof(token));
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
 	if (r == 1) {
+		sb_set_claim(SB_CLAIM_RUN, rc.id, token);
+		sb_set_state(SB_RUNNING);
 		job_execute_run(w, &rc, token);
 		store_run_claim_free(&rc);
-		w->jobs_done++;
+		worker_job_done(w);
 		return 1;
 	}
 	if (r < 0)
@@ -221,9 +274,9 @@ worker_main(const struct conf *c, int exit_when_idle)
 {
 	struct worker w;
 	struct buf missing;
-	double now, next_sweep, next_ensure, poll_s;
+	double now, next_check, next_ensure, poll_s;
 	char host[128];
-	long pending;
+	long pending, job_limit = 0;
 	int r, rc = WORKER_EXIT_OK;
 
 	memset(&w, 0, sizeof(w));
@@ -239,7 +292,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 	worker_dirs(c);
 
 	if ((w.store = worker_connect(c)) == NULL)
-		return WORKER_EXIT_OK;
+		return worker_stop ? WORKER_EXIT_OK : WORKER_EXIT_ERROR;
 	buf_init(&missing);
 	r = store_check_schema(w.store, &missing);
 	if (r != 0) {
@@ -258,15 +311,19 @@ worker_main(const struct conf *c, int exit_when_idle)
 	log_info("worker %s started (%s backend, data in %s)", w.id,
 	    store_backend(w.store), c->data_dir);
 
+	sb_set_state(SB_IDLE);
+	if (c->max_jobs_per_child > 0)
+		job_limit = (long)c->max_jobs_per_child +
+		    (long)jitter((double)c->max_jobs_per_child / 10 + 1);
 	now = now_mono();
-	next_sweep = now;
 	next_ensure = now;
 	poll_s = c->poll_interval;
 	while (!worker_stop) {
 		now = now_mono();
-		if (now >= next_sweep) {
-			worker_sweep(&w);
-			next_sweep = now + c->cleanup_interval;
+		next_check = now + c->cleanup_interval;
+		if (worker_reopen) {
+			worker_reopen = 0;
+			log_reopen();
 		}
 		if (now >= next_ensure) {
 			worker_ensure(&w);
@@ -277,6 +334,10 @@ worker_main(const struct conf *c, int exit_when_idle)
 		r = worker_round(&w);
 		if (r == 1) {
 			poll_s = c->poll_interval;
+			if (worker_recycle(&w, job_limit)) {
+				rc = WORKER_EXIT_RECYCLE;
+				break;
+			}
 			continue;
 		}
 		if (r == 0 && w.exit_when_idle) {
@@ -287,7 +348,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 			}
 		}
 		if (r == 0 && c->notify && store_listens(w.store)) {
-			if (worker_wait(&w, next_sweep) == 1)
+			if (worker_wait(&w, next_check) == 1)
 				next_ensure = 0;
 			continue;
 		}
@@ -295,6 +356,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 		poll_s = backoff_idle_next(poll_s, c->poll_interval_max,
 		    jitter(0.05));
 	}
+	sb_set_state(SB_STOPPING);
 	log_info("worker %s stopping after %ld jobs", w.id, w.jobs_done);
 	store_close(w.store);
 	return rc;

@@ -16,6 +16,7 @@ struct run_claim;
 /* Exit codes of a worker, a contract with whoever started it. */
 #define WORKER_EXIT_OK		0
 #define WORKER_EXIT_ERROR	1
+#define WORKER_EXIT_RECYCLE	75	/* EX_TEMPFAIL: replace me now */
 #define WORKER_EXIT_CONFIG	78	/* EX_CONFIG: do not restart */
 
 struct worker {

@@ -32,9 +32,25 @@ NOOP = os.path.join(BUILD, "noop-engine")
 PYTHON = "/usr/bin/python3"
 
 
+ROOT = os.geteuid() == 0
+
+
 class Deployment:
     def __init__(self, root, backend, pg=None, extra=""):
         self.root = root
+        self.extra = extra
+        if ROOT:
+            # ade-superd never runs workers as root: the service user is
+            # nobody, and it owns the benchmark's tree.
+            os.chmod(root, 0o755)
+            subprocess.run(["chown", "nobody:nogroup", root], check=True)
+        engine = os.path.join(root, "engine-src")
+        shutil.copytree(os.path.join(TOP, "contrib", "ade_engine"), engine,
+                        ignore=shutil.ignore_patterns("*.egg-info",
+                                                      "__pycache__"))
+        if ROOT:
+            subprocess.run(["chown", "-R", "nobody:nogroup", engine],
+                           check=True)
         self.backend = backend
         self.pg = pg
         self.data = os.path.join(root, "data")
@@ -46,16 +62,14 @@ class Deployment:
             db = pg.conf_lines(self.dbname)
         else:
             db = "backend = sqlite\n"
-        with open(self.conf, "w") as f:
-            f.write("[database]\n%s\n[worker]\ndata_dir = %s\n"
-                    "engine_spec = %s\npython = %s\n"
-                    "venv_args = --system-site-packages\n"
-                    "pip_args = --no-index --no-build-isolation\n"
-                    "engine_command = %s\nlog_level = info\n"
-                    "poll_interval = 0.5\npoll_interval_max = 2\n%s"
-                    % (db, self.data, os.path.join(TOP, "contrib",
-                                                   "ade_engine"),
-                       PYTHON, NOOP, extra))
+        self.base = ("[database]\n%s\n[worker]\ndata_dir = %s\n"
+                     "engine_spec = %s\npython = %s\n"
+                     "venv_args = --system-site-packages\n"
+                     "pip_args = --no-index --no-build-isolation\n"
+                     "engine_command = %s\nlog_level = info\n"
+                     "poll_interval = 0.5\npoll_interval_max = 2\n%s"
+                     % (db, self.data, engine, PYTHON, NOOP, extra))
+        self.write_conf(1)
         self.ctl("db", "init")
         out = self.ctl("--json", "enqueue", "--workspace", "bench",
                        "--configuration", "noop", "--config-package",
@@ -72,14 +86,20 @@ class Deployment:
                               check=True, capture_output=True,
                               text=True).stdout
 
+    def write_conf(self, workers):
+        with open(self.conf, "w") as f:
+            f.write(self.base + "\n[supervisor]\nworkers = %d\n%s"
+                    % (workers, "user = nobody\ngroup = nogroup\n"
+                       if ROOT else ""))
+
     def workers(self, n, exit_when_idle):
+        """One supervisor with n worker processes."""
+        self.write_conf(n)
         argv = [SUPERD, "-c", self.conf, "-f", "-d"]
         if exit_when_idle:
             argv.append("--exit-when-idle")
-        procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-                 for _ in range(n)]
-        return Group(procs)
+        return Group([subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)])
 
     def sql(self, statement, params=()):
         if self.backend == "sqlite":
@@ -245,6 +265,88 @@ def idle_statements(pg, n, seconds, notify):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def rss_kib(pid, field="Rss"):
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def supervisor_figures():
+    """RSS of the supervisor and of idle workers; death-to-claim time."""
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    try:
+        dep = Deployment(root, "sqlite", None)
+        dep.write_conf(2)
+        # As in production: a daemon (the pidfile says which process).
+        pidfile = os.path.join(root, "superd.pid")
+        with open(dep.conf, "a") as f:
+            f.write("pidfile = %s\n" % pidfile)
+        dep.base += ""
+        subprocess.run([SUPERD, "-c", dep.conf], check=True)
+        pid = int(open(pidfile).read())
+        time.sleep(3)
+        kids = [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True,
+            text=True).stdout.split()]
+        sup_rss = (rss_kib(pid), rss_kib(pid, "Pss"))
+        worker_rss = max((rss_kib(p), rss_kib(p, "Pss")) for p in kids) \
+            if kids else (0, 0)
+
+        class Sup:
+            def __init__(self, pid):
+                self.pid = pid
+
+            def stop(self):
+                os.kill(self.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        os.kill(self.pid, 0)
+                    except ProcessLookupError:
+                        return
+                    time.sleep(0.1)
+        sup = Sup(pid)
+        group = sup
+        # A backlog of work, one worker killed: how long until its
+        # replacement claims a run?
+        slow = os.path.join(root, "slow-engine")
+        with open(slow, "w") as f:
+            f.write("#!/bin/sh\nsleep 5\n")
+        os.chmod(slow, 0o755)
+        dep.base = dep.base.replace("engine_command = %s" % NOOP,
+                                    "engine_command = %s" % slow)
+        dep.write_conf(2)
+        with open(dep.conf, "a") as f:
+            f.write("pidfile = %s\n" % pidfile)
+        os.kill(sup.pid, signal.SIGHUP)
+        time.sleep(2)
+        dep.enqueue_bulk(20)
+        time.sleep(1.5)
+        kids = [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(sup.pid)], capture_output=True,
+            text=True).stdout.split()]
+        busy = [p for p in kids if subprocess.run(
+            ["pgrep", "-P", str(p)], capture_output=True).returncode == 0]
+        victim = busy[0]
+        killed = time.time()
+        os.kill(victim, signal.SIGKILL)
+        claim = None
+        deadline = time.monotonic() + 30
+        while claim is None and time.monotonic() < deadline:
+            rows = dep.sql("SELECT min(julianday(started_at)) FROM runs"
+                           " WHERE started_at > strftime('%Y-%m-%dT%H:%M:%fZ',"
+                           " ?, 'unixepoch')", (killed,))
+            if rows and rows[0][0] is not None:
+                claim = (rows[0][0] - 2440587.5) * 86400.0
+            time.sleep(0.05)
+        group.stop()
+        return sup_rss, worker_rss, (claim - killed) if claim else None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000)
@@ -253,6 +355,16 @@ def main():
     for exe in (SUPERD, CTL, NOOP):
         if not os.access(exe, os.X_OK):
             sys.exit("missing %s: run make first" % exe)
+    sup_rss, worker_rss, replaced = supervisor_figures()
+    print("== supervisor (SQLite, 2 workers)")
+    print("%-34s %6d KiB (PSS %d)   target: under 4096" % (
+        "supervisor RSS", sup_rss[0], sup_rss[1]))
+    print("%-34s %6d KiB (PSS %d)   target: under 8192" % (
+        "idle worker RSS", worker_rss[0], worker_rss[1]))
+    print("%-34s %8s       (restart floor: 1.0 s)" % (
+        "worker death to its next claim",
+        "%.2f s" % replaced if replaced is not None else "n/a"))
+    print()
     pg = pgserver.PgServer().start()
     try:
         floor = args.runs / spawn_floor(args.runs)

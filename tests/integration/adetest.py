@@ -1,10 +1,18 @@
 """Helpers for the ade-superd / ade-ctl integration tests (fixtures: conftest.py).
 
 Every test gets its own Deployment: a directory with a worker.conf, a data
-directory and a SQLite database.  Most start from a copy of a session-wide
-template in which the workspace "ws" and the configuration "cfg" (the
-sample configuration package) are registered and whose environment is
+directory and a database -- a SQLite file in the data directory, or a
+database of its own on the session's private PostgreSQL server (see
+tests/lib/pgserver.py).  Most start from a copy of a session-wide template
+(one per backend) in which the workspace "ws" and the configuration "cfg"
+(the sample configuration package) are registered and whose environment is
 already built, so that they need no environment build of their own.
+
+Deployment.db() is a backend-neutral connection: it takes SQLite-style SQL
+with ? placeholders on both backends and returns rows addressable by column
+name, with PostgreSQL's values in SQLite's forms (timestamps as
+"YYYY-MM-DDTHH:MM:SS.mmmZ" text, ids and JSON as text), so that one
+assertion holds for both.
 
 Binaries come from $ADE_BUILD_DIR (default <repo>/build); environments are
 built with $ADE_PYTHON (default /usr/bin/python3), offline.
@@ -12,23 +20,45 @@ built with $ADE_PYTHON (default /usr/bin/python3), offline.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import decimal
+import itertools
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
+import sys
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+try:
+    import psycopg2
+    import psycopg2.extensions
+except ImportError:  # pragma: no cover - python3-psycopg2 is expected
+    psycopg2 = None
+
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "lib"))
+import pgserver  # noqa: E402
+
 BUILD_DIR = Path(os.environ.get("ADE_BUILD_DIR") or REPO / "build").resolve()
 PYTHON = os.environ.get("ADE_PYTHON") or "/usr/bin/python3"
 SUPERD = BUILD_DIR / "ade-superd"
 CTL = BUILD_DIR / "ade-ctl"
-ENGINE_SPEC = REPO / "contrib" / "ade_engine"
+# The engine is installed editable from a copy, so that pip's egg-info
+# never lands in the checkout (which the service user may not write).
+_ENGINE_HOME = Path(tempfile.mkdtemp(prefix="ade-engine-"))
+atexit.register(shutil.rmtree, _ENGINE_HOME, True)
+ENGINE_SPEC = _ENGINE_HOME / "ade_engine"
+shutil.copytree(REPO / "contrib" / "ade_engine", ENGINE_SPEC,
+                ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
 SAMPLE_CONFIG = REPO / "contrib" / "sample-config"
 SAMPLES = REPO / "contrib" / "samples"
 ENGINES = REPO / "tests" / "engines"
@@ -37,8 +67,29 @@ FAKE_ENGINE_COMMAND = f"{{python}} {FAKE_ENGINE}"
 SAMPLE_EVENTS = ENGINES / "engine-events.sample.ndjson"
 SAMPLE_ROWS = ENGINES / "run-completed.rows.json"
 
+BACKENDS = ("sqlite", "pgsql")
+
 WORKSPACE = "ws"
 CONFIGURATION = "cfg"
+
+# ade-superd never runs workers as root; run as root, the tests run the
+# service as nobody, and ade-ctl acts as that user too.
+SERVICE_USER = ("nobody", "nogroup") if os.geteuid() == 0 else None
+
+
+def share(path: Path) -> None:
+    """Hands a tree to the service user and lets it reach the tree."""
+    if SERVICE_USER is None:
+        return
+    subprocess.run(["chown", "-R", ":".join(SERVICE_USER), str(path)], check=True)
+    tmp = Path(tempfile.gettempdir())
+    for parent in Path(path).parents:
+        if parent == tmp or tmp not in parent.parents:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o755)
+
+
+share(_ENGINE_HOME)
 
 # Settings every deployment starts from; tests override single keys.
 BASE_SETTINGS = {
@@ -57,11 +108,14 @@ BASE_SETTINGS = {
         "log_level": "info",
     },
 }
+if SERVICE_USER is not None:
+    BASE_SETTINGS["supervisor"] = {"user": SERVICE_USER[0], "group": SERVICE_USER[1]}
 WORKER_KEYS = {
     "id", "data_dir", "poll_interval", "poll_interval_max", "cleanup_interval", "log_level",
     "lease_seconds", "backoff_base_seconds", "backoff_max_seconds", "max_attempts_default",
     "engine_spec", "env_build_timeout", "run_timeout", "python", "venv_args", "pip_args",
-    "engine_command", "max_event_line", "max_log_size",
+    "engine_command", "max_event_line", "max_log_size", "notify", "listen_timeout",
+    "notify_jitter_ms",
 }
 
 
@@ -75,6 +129,31 @@ def clean_env(extra: dict | None = None) -> dict:
 def parse_ts(text: str) -> float:
     """Seconds since the epoch of an ISO 8601 time ("...Z" or "+00:00")."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def iso_ts(moment: datetime) -> str:
+    """A time as the database stores it in SQLite: "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC,
+    milliseconds cut, not rounded, like PostgreSQL's to_char(... 'MS'))."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def iso_now(offset: float = 0.0) -> str:
+    """Now plus offset seconds, as a timestamp parameter both backends accept."""
+    return iso_ts(datetime.now(timezone.utc) + timedelta(seconds=offset))
+
+
+def pgsql_unavailable() -> str | None:
+    """Why the PostgreSQL cases cannot run here, or None."""
+    if not pgserver.available():
+        return "PostgreSQL server binaries not found (Debian package: postgresql)"
+    if shutil.which("psql") is None:
+        return "psql not found (Debian package: postgresql-client)"
+    if psycopg2 is None:
+        return "psycopg2 is not installed for this Python (Debian package: python3-psycopg2)"
+    return None
 
 
 def write_input(path: Path, body: str = "Email,Name\na@example.com,A\n", **instructions) -> Path:
@@ -113,6 +192,15 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def crash(proc: subprocess.Popen) -> None:
+    """Kills a supervisor and its workers at once, as a host crash would."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Polls predicate until it returns a true value; fails after timeout."""
     deadline = time.monotonic() + timeout
@@ -132,22 +220,182 @@ class WorkerResult:
     duration: float
 
 
-class Deployment:
-    """One data directory, database and worker.conf, and the workers started on it."""
+@dataclass
+class Template:
+    """A prebuilt deployment that tests copy: its data directory and, on
+    PostgreSQL, the database that CREATE DATABASE ... TEMPLATE copies."""
+    backend: str
+    data_dir: Path
+    db_name: str | None = None
 
-    def __init__(self, root: Path, settings: dict | None = None, *, template: Path | None = None):
+
+class Row(dict):
+    """A result row: row["column"] like sqlite3.Row, row[0] by position, dict(row)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+class Result:
+    """The rows of one statement, fetched at once."""
+
+    def __init__(self, names: list[str], rows: list[tuple], rowcount: int, normalize):
+        self.rows = [Row(zip(names, map(normalize, row))) for row in rows]
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Row | None:
+        return self.rows.pop(0) if self.rows else None
+
+    def fetchall(self) -> list[Row]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+def pg_placeholders(sql: str) -> str:
+    """SQLite-style SQL for psycopg2: ? outside quotes becomes %s, every % is doubled."""
+    out, quote = [], None
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+def pg_value(value):
+    """A PostgreSQL value in the form SQLite gives it back (booleans stay booleans:
+    True == 1 and False == 0 in any comparison)."""
+    if isinstance(value, datetime):
+        return iso_ts(value)
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+if psycopg2 is not None:
+    # json and jsonb as the text the server prints (SQLite stores JSON as text).
+    JSON_AS_TEXT = psycopg2.extensions.new_type((114, 3802), "JSON_AS_TEXT",
+                                                lambda value, cursor: value)
+
+
+class Database:
+    """A connection to a deployment's database, in autocommit mode.
+
+    execute(sql, params) takes SQLite-style SQL with ? placeholders on both
+    backends and returns a Result whose rows are Row dicts; on PostgreSQL,
+    timestamps come back as "YYYY-MM-DDTHH:MM:SS.mmmZ" text, UUIDs and JSON
+    as text, numerics as int or float."""
+
+    def __init__(self, backend: str, *, path: Path | None = None,
+                 pg: "pgserver.PgServer | None" = None, name: str | None = None):
+        self.backend = backend
+        if backend == "sqlite":
+            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        else:
+            self.conn = psycopg2.connect(host=pg.socket_dir, dbname=name, user=pg.user,
+                                         options="-c TimeZone=UTC",
+                                         application_name="adetest")
+            self.conn.autocommit = True
+            psycopg2.extensions.register_type(JSON_AS_TEXT, self.conn)
+
+    def execute(self, sql: str, params=()) -> Result:
+        if self.backend == "sqlite":
+            cur = self.conn.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description] if cur.description else []
+            return Result(names, cur.fetchall() if names else [], cur.rowcount, lambda v: v)
+        with self.conn.cursor() as cur:
+            cur.execute(pg_placeholders(sql), tuple(params))
+            names = [d[0] for d in cur.description] if cur.description else []
+            return Result(names, cur.fetchall() if names else [], cur.rowcount, pg_value)
+
+    def columns(self, table: str) -> set[str]:
+        """The column names of a table."""
+        if self.backend == "sqlite":
+            return {r["name"] for r in self.execute(f"PRAGMA table_info({table})")}
+        return {r["column_name"] for r in self.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?", (table,))}
+
+    @contextlib.contextmanager
+    def foreign_keys_off(self):
+        """Foreign keys unchecked for this connection's statements in the block."""
+        if self.backend == "sqlite":
+            self.execute("PRAGMA foreign_keys = OFF")
+            yield self
+            return
+        self.execute("SET session_replication_role = replica")  # no FK triggers
+        try:
+            yield self
+        finally:
+            self.execute("SET session_replication_role = DEFAULT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_db_names = itertools.count(1)
+
+
+def new_db_name(prefix: str = "t") -> str:
+    return f"{prefix}{next(_db_names)}_{uuid.uuid4().hex[:8]}"
+
+
+class Deployment:
+    """One data directory, database and worker.conf, and the workers started on it.
+
+    backend is "sqlite" (the database is data/db/ade.sqlite) or "pgsql" (a
+    database of its own on the server pg, created here, copied from the
+    template's database when there is a template)."""
+
+    def __init__(self, root: Path, settings: dict | None = None, *,
+                 template: "Template | Path | None" = None, backend: str = "sqlite",
+                 pg: "pgserver.PgServer | None" = None, db_name: str | None = None):
+        if isinstance(template, Path):
+            template = Template("sqlite", template)
+        if template is not None:
+            assert template.backend == backend, (template, backend)
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.backend = backend
+        self.pg = pg
         self.data_dir = root / "data"
         if template is not None:
-            copy_template(template, self.data_dir)
+            copy_template(template.data_dir, self.data_dir)
+        share(self.root)
         self.conf_path = root / "worker.conf"
         self.db_path = self.data_dir / "db" / "ade.sqlite"
-        self._conn: sqlite3.Connection | None = None
+        self.db_name = None
+        self._conn: Database | None = None
         self._procs: list[subprocess.Popen] = []
         self._logs: list[Path] = []
         self.settings = {s: dict(v) for s, v in BASE_SETTINGS.items()}
         self.settings["worker"]["data_dir"] = str(self.data_dir)
+        if backend == "pgsql":
+            assert pg is not None, "a pgsql deployment needs the PostgreSQL server"
+            self.db_name = db_name or new_db_name()
+            sql = f'CREATE DATABASE "{self.db_name}"'
+            if template is not None:
+                sql += f' TEMPLATE "{template.db_name}"'
+            self._psql(sql)
+            database = {}
+            for line in pg.conf_lines(self.db_name).splitlines():
+                key, _, value = line.partition("=")
+                database[key.strip()] = value.strip()
+            self.settings["database"] = database
+        else:
+            assert backend == "sqlite", backend
         self.configure(**(settings or {}))
 
     # -- configuration -----------------------------------------------------------------
@@ -168,11 +416,27 @@ class Deployment:
 
     # -- database ----------------------------------------------------------------------
 
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Database:
+        """The deployment's database (one connection, kept until close())."""
         if self._conn is None:
-            self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
+            if self.backend == "sqlite":
+                self._conn = Database("sqlite", path=self.db_path)
+            else:
+                self._conn = Database("pgsql", pg=self.pg, name=self.db_name)
         return self._conn
+
+    def close_db(self) -> None:
+        """Closes the connection of db(); the next db() opens a new one (after a
+        server restart, say)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def template(self) -> Template:
+        """This deployment as a template for others (close() it first)."""
+        return Template(self.backend, self.data_dir, self.db_name)
 
     def run_row(self, run_id: str) -> dict:
         row = self.db().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -309,9 +573,20 @@ class Deployment:
     def close(self) -> None:
         for proc in self._procs:
             self._stop(proc)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.close_db()
+
+    def drop_database(self) -> None:
+        """Drops a PostgreSQL deployment's database (after close())."""
+        if self.backend == "pgsql" and self.db_name and self.pg is not None \
+                and self.pg.started:
+            self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def _psql(self, sql: str) -> str:
+        """A statement run with psql on the server's maintenance database."""
+        try:
+            return self.pg.psql(sql)
+        except subprocess.CalledProcessError as exc:
+            raise AssertionError(f"psql {sql!r} failed: {exc.stderr}") from None
 
     # -- files -------------------------------------------------------------------------
 
@@ -452,8 +727,8 @@ def expected_table_columns(payload: dict) -> list[dict]:
                                        r["table_index"], r["column_index"]))
 
 
-def table_columns(conn, table: str) -> set[str]:
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+def table_columns(conn: Database, table: str) -> set[str]:
+    return conn.columns(table)
 
 
 def result_rows(dep: "Deployment", run_id: str) -> tuple[dict | None, list[dict], list[dict]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import subprocess
 
 import pytest
@@ -39,9 +38,9 @@ def test_missing_tables_exit_78_and_are_named(deploy):
 
     # only the tables that are really missing are named
     dep.init_db()
-    conn = sqlite3.connect(dep.db_path)
-    conn.executescript("DROP TABLE run_table_columns; DROP TABLE run_fields;")
-    conn.close()
+    dep.db().execute("DROP TABLE run_table_columns")
+    dep.db().execute("DROP TABLE run_fields")
+    dep.close()
     result = dep.run_worker(timeout=30)
     assert result.returncode == 78, result.stderr
     assert "run_table_columns" in result.stderr and "run_fields" in result.stderr

@@ -149,9 +149,9 @@ def test_deterministic_failures_fail_at_once_with_exit_2(deploy, tmp_path):
     link.unlink()
     link.symlink_to("/etc/passwd")
     cases["no_document_row"] = enqueue("norow.csv")
-    dep.db().execute("PRAGMA foreign_keys = OFF")
-    dep.db().execute("DELETE FROM documents WHERE id = ?",
-                     (cases["no_document_row"]["document_id"],))
+    with dep.db().foreign_keys_off() as db:  # the run still points at the document
+        db.execute("DELETE FROM documents WHERE id = ?",
+                   (cases["no_document_row"]["document_id"],))
     cases["usage_error"] = enqueue("usage.csv", mode="exit2")
 
     assert dep.run_worker(timeout=90).returncode == 0

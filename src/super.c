@@ -1,0 +1,724 @@
+/*
+ * The supervisor.  One slot per worker; each slot remembers its process,
+ * when it started and its restart delay.  A worker that dies is started
+ * again after a delay of at least one second that doubles, up to 60
+ * seconds, while it keeps dying young, and goes back to one second once
+ * a worker of that slot lived stable_seconds.  A worker that exits with
+ * EX_CONFIG (78) cannot be helped by a restart: its slot is marked failed
+ * and left alone.  When a worker dies, its engine's process group is
+ * killed and the claim it held is handed to the maintenance process,
+ * which releases it at once instead of waiting for the lease to expire.
+ *
+ * Signals: TERM and INT drain (workers finish their job; after
+ * drain_timeout their engines are stopped and their runs put back), a
+ * second one escalates to QUIT; QUIT stops at once, releasing claims;
+ * HUP reloads the configuration and replaces the workers; USR1 reopens
+ * log files; TTIN and TTOU add and remove a worker.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "conf.h"
+#include "log.h"
+#include "maint.h"
+#include "priv.h"
+#include "scoreboard.h"
+#include "super.h"
+#include "util.h"
+#include "worker.h"
+
+#define RESTART_FLOOR		1.0
+#define RESTART_CEILING		60.0
+#define KILL_GRACE		10.0
+
+struct slot {
+	pid_t		 pid;
+	double		 started;
+	double		 delay;
+	int		 failed;
+	int		 replace;	/* stopped on purpose: start again */
+	ev_timer	 respawn;
+};
+
+static struct {
+	struct ev_loop	*loop;
+	struct conf	*conf;
+	const char	*conf_path;
+	int		 wanted;
+	struct slot	 slots[SB_MAX_SLOTS];
+	int		 draining;	/* 1 graceful, 2 quit */
+	int		 exit_code;
+	int		 exit_when_idle;
+	pid_t		 maint_pid;
+	int		 maint_again;
+	int		 gc_now;
+	double		 next_gc;
+	char		 holder[192];
+	time_t		 started;
+	int		 ctl_fd;
+	int		 client_fd;	/* the control connection being served */
+	ev_io		 ctl_io;
+	ev_timer	 maint_timer;
+	ev_timer	 drain_timer;
+	ev_timer	 kill_timer;
+	ev_child	 child;
+	ev_signal	 sigs[8];
+} S;
+
+static void	spawn(int);
+static void	maybe_done(void);
+
+static const char *
+describe(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d",
+		    WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d%s", WTERMSIG(status),
+		    WCOREDUMP(status) ? " (core dumped)" : "");
+	else
+		snprintf(buf, len, "stopped (status %d)", status);
+	return buf;
+}
+
+/*
+ * Prepares a forked child: default signal dispositions and an empty mask
+ * (libev's handlers and blocked signals must not leak into it), death
+ * with the supervisor, and no control socket.
+ */
+static void
+child_setup(pid_t parent)
+{
+	sigset_t none;
+	int sig;
+
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGQUIT);
+	if (getppid() != parent)
+		_exit(WORKER_EXIT_OK);
+	if (S.ctl_fd != -1)
+		close(S.ctl_fd);
+	/*
+	 * A worker forked while a control request is served (scale, reload)
+	 * must not keep the client's connection open after we answer.
+	 */
+	if (S.client_fd != -1)
+		close(S.client_fd);
+}
+
+static void
+spawn(int i)
+{
+	struct slot *s = &S.slots[i];
+	struct sb_slot *sb = &scoreboard->slots[i];
+	pid_t parent = getpid(), pid;
+
+	if (S.draining || i >= S.wanted || s->failed || s->pid != 0)
+		return;
+	memset((void *)sb, 0, sizeof(*sb));
+	sb->state = SB_STARTING;
+	sb->restarts = s->started > 0 ? 1 : 0;
+	switch (pid = fork()) {
+	case -1:
+		log_warn("fork worker %d", i);
+		s->delay = RESTART_CEILING / 4;
+		ev_timer_set(&s->respawn, s->delay, 0);
+		ev_timer_start(S.loop, &s->respawn);
+		return;
+	case 0:
+		child_setup(parent);
+		sb_self = sb;
+		sb_self->pid = getpid();
+		sb_self->started = time(NULL);
+		log_setrole("worker %d", i);
+		_exit(worker_main(S.conf, S.exit_when_idle));
+	}
+	s->pid = pid;
+	s->started = ev_now(S.loop);
+	s->replace = 0;
+	sb->pid = pid;
+	sb->started = time(NULL);
+	log_info("worker %d started (pid %ld)", i, (long)pid);
+}
+
+static void
+respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct slot *s = (struct slot *)((char *)w -
+	    offsetof(struct slot, respawn));
+
+	spawn((int)(s - S.slots));
+}
+
+static void
+maint_spawn(void)
+{
+	pid_t parent = getpid(), pid;
+	int gc = 0;
+
+	if (S.maint_pid != 0) {
+		S.maint_again = 1;
+		return;
+	}
+	if (S.gc_now || (S.conf->gc_enable && S.conf->gc_interval > 0 &&
+	    ev_now(S.loop) >= S.next_gc)) {
+		gc = 1;
+		S.gc_now = 0;
+		S.next_gc = ev_now(S.loop) + S.conf->gc_interval +
+		    jitter(S.conf->gc_interval / 20 < 5 ?
+		    S.conf->gc_interval / 20 : 5);
+	}
+	switch (pid = fork()) {
+	case -1:
+		log_warn("fork maintenance");
+		return;
+	case 0:
+		child_setup(parent);
+		log_setrole("maintenance");
+		_exit(maint_main(S.conf, gc, S.holder));
+	}
+	S.maint_pid = pid;
+	S.maint_again = 0;
+}
+
+static void
+maint_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	if (!S.draining || sb_orphans_pending() > 0)
+		maint_spawn();
+}
+
+/* A worker is gone: stop what it left running, plan its successor. */
+static void
+reap_worker(int i, int status)
+{
+	struct slot *s = &S.slots[i];
+	struct sb_slot *sb = &scoreboard->slots[i];
+	double lived = ev_now(S.loop) - s->started;
+	char how[96], why[128];
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+
+	if (sb->engine_pgid > 0 && kill(-sb->engine_pgid, SIGKILL) == 0)
+		log_notice("worker %d: killed its engine process group %ld",
+		    i, (long)sb->engine_pgid);
+	describe(status, how, sizeof(how));
+	if (sb->claim_kind != SB_CLAIM_NONE) {
+		snprintf(why, sizeof(why), "worker died (%s)", how);
+		if (sb_orphan_add(sb, why) == 1)
+			maint_spawn();
+	}
+	sb->pid = 0;
+	sb->engine_pgid = 0;
+	sb->claim_kind = SB_CLAIM_NONE;
+	sb->last_status = status;
+	s->pid = 0;
+
+	if (code == WORKER_EXIT_CONFIG) {
+		s->failed = 1;
+		sb->state = SB_FAILED;
+		snprintf(sb->last_error, sizeof(sb->last_error),
+		    "exit 78: configuration or schema error");
+		log_error("worker %d %s: a configuration or schema error; "
+		    "not restarting it (fix it, then reload or restart)", i,
+		    how);
+		return;
+	}
+	sb->state = SB_EMPTY;
+	if (S.draining || i >= S.wanted)
+		return;
+	if (S.exit_when_idle && code == WORKER_EXIT_OK && !s->replace) {
+		log_info("worker %d finished: the queue is drained", i);
+		return;
+	}
+	if (s->replace || code == WORKER_EXIT_RECYCLE) {
+		s->delay = 0;
+		log_info("worker %d %s; starting its replacement", i, how);
+	} else {
+		if (lived >= S.conf->stable_seconds)
+			s->delay = RESTART_FLOOR;
+		else
+			s->delay = s->delay < RESTART_FLOOR ? RESTART_FLOOR :
+			    s->delay * 2 > RESTART_CEILING ? RESTART_CEILING :
+			    s->delay * 2;
+		log_warnx("worker %d %s after %.1f s; restarting in %.0f s",
+		    i, how, lived, s->delay);
+		snprintf(sb->last_error, sizeof(sb->last_error), "%s", how);
+	}
+	/* Never start a slot more often than once a second. */
+	if (lived < RESTART_FLOOR && s->delay < RESTART_FLOOR - lived)
+		s->delay = RESTART_FLOOR - lived;
+	ev_timer_set(&s->respawn, s->delay, 0);
+	ev_timer_start(S.loop, &s->respawn);
+}
+
+static void
+child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	char how[96];
+	int i;
+
+	if (w->rpid == S.maint_pid) {
+		S.maint_pid = 0;
+		if (!WIFEXITED(w->rstatus) || WEXITSTATUS(w->rstatus) != 0)
+			log_warnx("maintenance %s",
+			    describe(w->rstatus, how, sizeof(how)));
+		if (S.maint_again || sb_orphans_pending() > 0)
+			maint_spawn();
+		maybe_done();
+		return;
+	}
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].pid == w->rpid) {
+			reap_worker(i, w->rstatus);
+			break;
+		}
+	maybe_done();
+}
+
+/* Leaves the loop once nothing is left to wait for. */
+static void
+maybe_done(void)
+{
+	int i, running = 0, pending = 0, failed = 0;
+
+	for (i = 0; i < SB_MAX_SLOTS; i++) {
+		running += S.slots[i].pid != 0;
+		pending += ev_is_active(&S.slots[i].respawn);
+		failed += i < S.wanted && S.slots[i].failed;
+	}
+	if (running > 0 || pending > 0)
+		return;
+	/*
+	 * Every worker stopped on a configuration or schema error: nothing
+	 * will change until someone fixes it, so say so with our own exit.
+	 */
+	if (S.wanted > 0 && failed == S.wanted && !S.draining) {
+		log_error("every worker failed on a configuration or schema "
+		    "error; stopping");
+		S.exit_code = WORKER_EXIT_CONFIG;
+		S.draining = 2;
+	}
+	if (S.draining || S.exit_when_idle) {
+		if (S.maint_pid != 0)
+			return;
+		if (sb_orphans_pending() > 0 && S.maint_pid == 0) {
+			maint_spawn();
+			return;
+		}
+		ev_break(S.loop, EVBREAK_ALL);
+	}
+}
+
+static void
+signal_workers(int sig)
+{
+	int i;
+
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].pid != 0)
+			kill(S.slots[i].pid, sig);
+}
+
+static void
+kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	log_warnx("workers still running %.0f s after QUIT; killing them",
+	    KILL_GRACE);
+	signal_workers(SIGKILL);
+}
+
+static void
+quit(void)
+{
+	int i;
+
+	if (S.draining == 2)
+		return;
+	S.draining = 2;
+	log_notice("fast stop: stopping engines and releasing claims");
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		ev_timer_stop(S.loop, &S.slots[i].respawn);
+	ev_timer_stop(S.loop, &S.drain_timer);
+	signal_workers(SIGQUIT);
+	ev_timer_set(&S.kill_timer, KILL_GRACE, 0);
+	ev_timer_start(S.loop, &S.kill_timer);
+	maybe_done();
+}
+
+static void
+drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	log_notice("drain_timeout (%.0f s) reached", S.conf->drain_timeout);
+	quit();
+}
+
+static void
+drain(void)
+{
+	int i;
+
+	if (S.draining) {
+		quit();		/* the second request escalates */
+		return;
+	}
+	S.draining = 1;
+	log_notice("draining: no new claims; waiting up to %.0f s for "
+	    "running jobs", S.conf->drain_timeout);
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		ev_timer_stop(S.loop, &S.slots[i].respawn);
+	signal_workers(SIGTERM);
+	ev_timer_set(&S.drain_timer, S.conf->drain_timeout, 0);
+	ev_timer_start(S.loop, &S.drain_timer);
+	maybe_done();
+}
+
+static void
+scale(int n)
+{
+	int i;
+
+	if (n < 0)
+		n = 0;
+	if (n > SB_MAX_SLOTS)
+		n = SB_MAX_SLOTS;
+	log_notice("workers: %d -> %d", S.wanted, n);
+	S.wanted = n;
+	for (i = 0; i < SB_MAX_SLOTS; i++) {
+		if (i < n) {
+			S.slots[i].failed = S.slots[i].failed &&
+			    S.slots[i].pid == 0 ? S.slots[i].failed : 0;
+			if (S.slots[i].pid == 0 &&
+			    !ev_is_active(&S.slots[i].respawn))
+				spawn(i);
+		} else {
+			ev_timer_stop(S.loop, &S.slots[i].respawn);
+			if (S.slots[i].pid != 0)
+				kill(S.slots[i].pid, SIGTERM);
+		}
+	}
+}
+
+/*
+ * Reads the configuration again.  An invalid file changes nothing; keys
+ * that need a restart keep their old values.  Workers are replaced one
+ * by one as they finish what they are doing.
+ */
+static int
+reload(struct buf *out)
+{
+	struct conf *nc = conf_new();
+	struct buf errs, changed;
+	enum log_level level;
+	int i;
+
+	buf_init(&errs);
+	if (conf_load(nc, S.conf_path, &errs) == -1) {
+		char *line, *save;
+
+		for (line = strtok_r(errs.data, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save))
+			log_error("reload: %s", line);
+		log_error("reload: the configuration is invalid; keeping "
+		    "the old one");
+		if (out != NULL)
+			buf_printf(out, "error: invalid configuration: %s",
+			    errs.data);
+		buf_free(&errs);
+		conf_free(nc);
+		return -1;
+	}
+	buf_free(&errs);
+	buf_init(&changed);
+	conf_keep_static(nc, S.conf, &changed);
+	if (changed.len > 0)
+		log_warnx("reload: %s changed; that needs a restart",
+		    buf_str(&changed));
+	buf_free(&changed);
+	conf_free(S.conf);
+	S.conf = nc;
+	if (log_parse_level(nc->log_level, &level) == 0)
+		log_setlevel(level);
+	ev_timer_set(&S.maint_timer, nc->cleanup_interval,
+	    nc->cleanup_interval);
+	ev_timer_again(S.loop, &S.maint_timer);
+	log_notice("configuration reloaded; replacing workers");
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].pid != 0) {
+			S.slots[i].replace = 1;
+			kill(S.slots[i].pid, SIGTERM);
+		}
+	if ((int)nc->workers != S.wanted)
+		scale((int)nc->workers);
+	return 0;
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	switch (w->signum) {
+	case SIGTERM:
+	case SIGINT:
+		drain();
+		break;
+	case SIGQUIT:
+		quit();
+		break;
+	case SIGHUP:
+		if (!S.draining)
+			reload(NULL);
+		break;
+	case SIGUSR1:
+		log_reopen();
+		log_notice("log files reopened");
+		signal_workers(SIGUSR1);
+		break;
+	case SIGTTIN:
+		if (!S.draining)
+			scale(S.wanted + 1);
+		break;
+	case SIGTTOU:
+		if (!S.draining)
+			scale(S.wanted - 1);
+		break;
+	}
+}
+
+static json_t *
+status_json(void)
+{
+	json_t *slots = json_array(), *o;
+	struct sb_slot *sb;
+	int i;
+
+	for (i = 0; i < SB_MAX_SLOTS; i++) {
+		sb = &scoreboard->slots[i];
+		if (i >= S.wanted && sb->pid == 0 && !S.slots[i].failed)
+			continue;
+		o = json_pack("{s:i, s:I, s:s, s:I, s:I, s:I}", "slot", i,
+		    "pid", (json_int_t)sb->pid, "state",
+		    sb_state_name(sb->state), "since", (json_int_t)sb->since,
+		    "jobs_done", (json_int_t)sb->jobs_done,
+		    "engine_pgid", (json_int_t)sb->engine_pgid);
+		if (sb->claim_kind != SB_CLAIM_NONE) {
+			json_object_set_new(o, "claim_kind", json_string(
+			    sb->claim_kind == SB_CLAIM_RUN ? "run" :
+			    "environment"));
+			json_object_set_new(o, "claim_id",
+			    json_string(sb->claim_id));
+		}
+		if (sb->last_error[0] != '\0')
+			json_object_set_new(o, "last_error",
+			    json_string(sb->last_error));
+		json_array_append_new(slots, o);
+	}
+	return json_pack("{s:I, s:I, s:i, s:s, s:I, s:i, s:o}",
+	    "pid", (json_int_t)getpid(), "started", (json_int_t)S.started,
+	    "workers", S.wanted, "state", S.draining == 0 ? "running" :
+	    S.draining == 1 ? "draining" : "stopping",
+	    "maintenance_pid", (json_int_t)S.maint_pid,
+	    "orphans_pending", sb_orphans_pending(), "slots", slots);
+}
+
+/* One request per connection: a line in, an answer out. */
+static void
+ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct timeval tv = { 1, 0 };
+	struct buf out;
+	char req[256], *s;
+	ssize_t n;
+	int fd;
+	json_t *j;
+
+	if ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC)) == -1)
+		return;
+	S.client_fd = fd;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	/*
+	 * With a receive timeout set, a signal (a child's SIGCHLD) makes
+	 * read fail with EINTR even under SA_RESTART.
+	 */
+	while ((n = read(fd, req, sizeof(req) - 1)) == -1 && errno == EINTR)
+		;
+	if (n <= 0) {
+		close(fd);
+		S.client_fd = -1;
+		return;
+	}
+	req[n] = '\0';
+	req[strcspn(req, "\r\n")] = '\0';
+	buf_init(&out);
+	if (strcmp(req, "status") == 0) {
+		j = status_json();
+		s = json_dumps(j, JSON_COMPACT);
+		buf_printf(&out, "%s", s);
+		free(s);
+		json_decref(j);
+	} else if (strcmp(req, "drain") == 0) {
+		buf_addstr(&out, "ok draining");
+		drain();
+	} else if (strcmp(req, "reload") == 0) {
+		if (S.draining)
+			buf_addstr(&out, "error: stopping");
+		else if (reload(&out) == 0)
+			buf_addstr(&out, "ok reloaded");
+	} else if (strncmp(req, "scale ", 6) == 0) {
+		char *end;
+		long v = strtol(req + 6, &end, 10);
+
+		if (*end != '\0' || v < 0 || v > SB_MAX_SLOTS)
+			buf_printf(&out, "error: scale wants 0 to %d",
+			    SB_MAX_SLOTS);
+		else if (S.draining)
+			buf_addstr(&out, "error: stopping");
+		else {
+			scale((int)v);
+			buf_printf(&out, "ok workers %ld", v);
+		}
+	} else if (strcmp(req, "gc") == 0) {
+		S.gc_now = 1;
+		maint_spawn();
+		buf_addstr(&out, "ok gc started");
+	} else
+		buf_addstr(&out, "error: unknown command (status, drain, "
+		    "reload, scale N, gc)");
+	buf_addstr(&out, "\n");
+	while (write(fd, out.data, out.len) == -1 && errno == EINTR)
+		;
+	buf_free(&out);
+	close(fd);
+	S.client_fd = -1;
+}
+
+static int
+ctl_listen(const struct conf *c)
+{
+	struct sockaddr_un sa;
+	char *dir;
+	int fd;
+
+	dir = xstrdup(c->socket_path);
+	if (strrchr(dir, '/') != NULL) {
+		*strrchr(dir, '/') = '\0';
+		if (dir[0] != '\0' && mkdir_p(dir, 0750) == -1)
+			log_warn("mkdir %s", dir);
+	}
+	free(dir);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->socket_path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC |
+	    SOCK_NONBLOCK, 0)) == -1)
+		return -1;
+	/* A socket file left by a process that died is in the way. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(fd);
+		errno = EADDRINUSE;
+		return -1;
+	}
+	unlink(c->socket_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
+	    chmod(c->socket_path, c->socket_mode) == -1 ||
+	    listen(fd, 16) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int
+super_run(struct conf *c, const char *conf_path, int exit_when_idle,
+    int ready_fd, const char *pidfile)
+{
+	static const int sigs[] = {
+		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU
+	};
+	char host[128];
+	size_t i;
+
+	memset(&S, 0, sizeof(S));
+	S.conf = c;
+	S.conf_path = conf_path;
+	S.exit_when_idle = exit_when_idle;
+	S.wanted = (int)c->workers;
+	S.started = time(NULL);
+	S.ctl_fd = -1;
+	S.client_fd = -1;
+	if (gethostname(host, sizeof(host)) == -1)
+		snprintf(host, sizeof(host), "host");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(S.holder, sizeof(S.holder), "%s:%ld", host, (long)getpid());
+	if (sb_create() == -1) {
+		log_error("cannot map the scoreboard: %s", strerror(errno));
+		return WORKER_EXIT_ERROR;
+	}
+	if ((S.ctl_fd = ctl_listen(c)) == -1) {
+		log_error("control socket %s: %s", c->socket_path,
+		    errno == EADDRINUSE ? "another ade-superd answers on it" :
+		    strerror(errno));
+		return WORKER_EXIT_CONFIG;
+	}
+	S.loop = ev_default_loop(EVFLAG_AUTO);
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 0; i < NELEM(sigs); i++) {
+		ev_signal_init(&S.sigs[i], signal_cb, sigs[i]);
+		ev_signal_start(S.loop, &S.sigs[i]);
+	}
+	ev_child_init(&S.child, child_cb, 0, 0);
+	ev_child_start(S.loop, &S.child);
+	ev_io_init(&S.ctl_io, ctl_cb, S.ctl_fd, EV_READ);
+	ev_io_start(S.loop, &S.ctl_io);
+	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
+	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
+	ev_timer_init(&S.maint_timer, maint_cb, c->cleanup_interval,
+	    c->cleanup_interval);
+	ev_timer_start(S.loop, &S.maint_timer);
+	S.next_gc = ev_now(S.loop) + c->gc_interval;
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		ev_timer_init(&S.slots[i].respawn, respawn_cb, 0, 0);
+	for (i = 0; i < (size_t)S.wanted; i++)
+		spawn((int)i);
+	/* One pass at start: recover what a previous run left behind. */
+	maint_spawn();
+	if (pidfile != NULL && pidfile_write(pidfile) == -1) {
+		log_error("cannot write pidfile %s: %s", pidfile,
+		    strerror(errno));
+		quit();
+	}
+	log_notice("supervisor started: %d workers, control socket %s",
+	    S.wanted, c->socket_path);
+	if (ready_fd != -1) {
+		if (write(ready_fd, "ok", 2) == -1)
+			log_warn("ready pipe");
+		close(ready_fd);
+	}
+	ev_run(S.loop, 0);
+	close(S.ctl_fd);
+	unlink(S.conf->socket_path);
+	if (pidfile != NULL)
+		unlink(pidfile);
+	log_notice("supervisor stopped");
+	return S.exit_code;
+}

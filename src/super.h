@@ -1,0 +1,15 @@
+/*
+ * The supervisor: a libev loop that forks the workers and the
+ * maintenance process, restarts what dies, turns signals into drain,
+ * reload, log reopening and scaling, and serves the control socket.  It
+ * never touches the database.
+ */
+#ifndef ADE_SUPER_H
+#define ADE_SUPER_H
+
+struct conf;
+
+int	super_run(struct conf *, const char *conf_path, int exit_when_idle,
+	    int ready_fd, const char *pidfile);
+
+#endif

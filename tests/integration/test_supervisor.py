@@ -1,0 +1,284 @@
+"""The supervisor: restarts, signals, drain, reload, scaling, logs and the
+maintenance role, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from adetest import FAKE_ENGINE_COMMAND, pid_alive, wait_until, write_input
+
+
+def status(dep) -> dict:
+    """The supervisor's status; waits for its control socket to appear."""
+    def ask():
+        result = dep.ctl("status", json_out=True, check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+    return wait_until(ask, 20, "the supervisor's control socket")
+
+
+def worker_pids(dep) -> list[int]:
+    return [s["pid"] for s in status(dep)["slots"] if s["pid"]]
+
+
+def slot_holding(dep, run_id: str) -> dict:
+    def find():
+        for s in status(dep)["slots"]:
+            if s.get("claim_id") == run_id:
+                return s
+        return None
+    return wait_until(find, 30, f"a worker holding run {run_id}")
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(pid)],
+                         capture_output=True, text=True).stdout
+    return [(int(p), s) for p, s in (line.split() for line in out.splitlines())]
+
+
+def slow_input(dep, name: str, seconds: float, **extra):
+    pidfile = dep.root / f"{name}.pid"
+    return write_input(dep.root / f"{name}.csv", mode="slow", seconds=seconds,
+                       pidfile=pidfile, **extra), pidfile
+
+
+def test_killed_worker_is_replaced_and_its_run_executed_again_once(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    ledger = dep.root / "ledger.txt"
+    doc = write_input(dep.root / "ledger.csv", mode="ledger", ledger=ledger, seconds=4)
+    run = dep.enqueue(doc)["run_id"]
+    sup = dep.start_worker()
+    slot = slot_holding(dep, run)
+    os.kill(slot["pid"], signal.SIGKILL)
+    # The dead worker's claim is released at once, not after the lease.
+    row = dep.wait_run(run, timeout=60)
+    assert row["status"] == "succeeded"
+    assert row["attempt_count"] == 2
+    starts = [line for line in ledger.read_text().splitlines() if line.endswith(" start")]
+    assert len(starts) == 2
+    assert len(dep.rows("SELECT * FROM run_metrics WHERE run_id = ?", run)) == 1
+    assert worker_pids(dep) and slot["pid"] not in worker_pids(dep)
+    assert sup.poll() is None
+
+
+@pytest.mark.backends("sqlite")      # the unreachable database is a SQLite path
+def test_worker_that_cannot_connect_crash_loops_with_growing_delays(deploy, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where a directory is needed\n")
+    dep = deploy(**{"database.sqlite_path": str(blocked / "db.sqlite"),
+                    "supervisor.workers": 1})
+    sup = dep.start_worker()
+    time.sleep(30)
+    assert sup.poll() is None
+    log = open(sup.log_path, encoding="utf-8", errors="replace").read()
+    starts = [time.mktime(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) +
+              float("0" + line[19:23])
+              for line in log.splitlines() if "supervisor info: worker 0 started" in line]
+    assert 3 <= len(starts) <= 6, log
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # Each start waits longer than the one before: never a tight fork loop.
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:])), gaps
+    assert min(gaps) >= 1.0
+
+
+def test_term_lets_runs_finish_and_the_supervisor_exits_0(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 2, "supervisor.drain_timeout": 30})
+    runs = [dep.enqueue(slow_input(dep, f"s{i}", 3)[0])["run_id"] for i in range(2)]
+    sup = dep.start_worker()
+    for run in runs:
+        slot_holding(dep, run)
+    sup.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(sup, timeout=30) == 0
+    rows = [dep.run_row(r) for r in runs]
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+    assert not dep.rows("SELECT id FROM runs WHERE status = 'running'")
+
+
+def test_drain_timeout_releases_runs_without_using_an_attempt(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 1, "supervisor.drain_timeout": 1})
+    doc, pidfile = slow_input(dep, "long", 60)
+    run = dep.enqueue(doc)["run_id"]
+    sup = dep.start_worker()
+    slot_holding(dep, run)
+    wait_until(pidfile.exists, 20, "the engine to start")
+    started = time.monotonic()
+    sup.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(sup, timeout=30) == 0
+    assert time.monotonic() - started < 15
+    row = dep.run_row(run)
+    assert row["status"] == "queued" and row["attempt_count"] == 0, row
+    assert not pid_alive(int(pidfile.read_text()))
+
+
+def test_quit_releases_claims_at_once(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    runs = [dep.enqueue(slow_input(dep, f"q{i}", 60)[0])["run_id"] for i in range(2)]
+    sup = dep.start_worker()
+    for run in runs:
+        slot_holding(dep, run)
+    sup.send_signal(signal.SIGQUIT)
+    assert dep.wait_worker(sup, timeout=20) == 0
+    for run in runs:
+        row = dep.run_row(run)
+        assert row["status"] == "queued" and row["claimed_by"] is None, row
+        assert row["attempt_count"] == 0
+
+
+def test_second_term_escalates_to_quit(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 1, "supervisor.drain_timeout": 120})
+    run = dep.enqueue(slow_input(dep, "esc", 60)[0])["run_id"]
+    sup = dep.start_worker()
+    slot_holding(dep, run)
+    sup.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    sup.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(sup, timeout=20) == 0
+    assert dep.run_row(run)["status"] == "queued"
+
+
+def test_hup_with_a_valid_file_replaces_workers_with_the_new_settings(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
+    first = dep.enqueue(write_input(dep.root / "a.csv"))["run_id"]
+    sup = dep.start_worker()
+    dep.wait_run(first)
+    before = worker_pids(dep)
+    dep.configure(engine_command="")            # back to the real engine
+    sup.send_signal(signal.SIGHUP)
+    wait_until(lambda: worker_pids(dep) and worker_pids(dep) != before, 20,
+               "the worker to be replaced")
+    second = dep.enqueue(write_input(dep.root / "b.csv"))["run_id"]
+    dep.wait_run(second)
+    cmds = [[r["data"]["cmd"] for r in dep.events(run) if r["event"] == "run.engine.start"][0]
+            for run in (first, second)]
+    assert cmds[0][1].endswith("fake_engine.py")
+    assert cmds[1][1:3] == ["-m", "ade_engine"]
+    assert sup.poll() is None
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_hup_with_an_invalid_file_keeps_the_old_configuration(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: worker_pids(dep), 20, "a worker")
+    before = worker_pids(dep)
+    good = dep.conf_path.read_text()
+    dep.conf_path.write_text(good + "\n[worker]\nlease_seconds = soon\n")
+    sup.send_signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the old one" in open(sup.log_path, errors="replace").read(),
+               20, "the reload to be refused")
+    log = open(sup.log_path, encoding="utf-8", errors="replace").read()
+    assert "lease_seconds" in log
+    dep.conf_path.write_text(good)       # ade-ctl reads the file too
+    assert worker_pids(dep) == before and sup.poll() is None
+    run = dep.enqueue(write_input(dep.root / "c.csv"))["run_id"]
+    assert dep.wait_run(run)["status"] == "succeeded"
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_usr1_reopens_a_rotated_log_file(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    log = dep.root / "superd.log"
+    dep.configure(**{"supervisor.log_file": str(log)})
+    proc = subprocess.Popen([str(dep._worker_cmd(False)[0]), "-c", str(dep.conf_path), "-f"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dep._procs.append(proc)
+    wait_until(lambda: log.exists() and "supervisor started" in log.read_text(), 20,
+               "the log file")
+    rotated = dep.root / "superd.log.1"
+    log.rename(rotated)
+    proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: log.exists() and "log files reopened" in log.read_text(), 20,
+               "a new log file")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert "supervisor stopped" in log.read_text()
+    assert "supervisor stopped" not in rotated.read_text()
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_ttin_and_ttou_add_and_remove_a_worker(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 20, "one worker")
+    sup.send_signal(signal.SIGTTIN)
+    wait_until(lambda: len(worker_pids(dep)) == 2, 20, "two workers")
+    sup.send_signal(signal.SIGTTOU)
+    wait_until(lambda: len(worker_pids(dep)) == 1 and status(dep)["workers"] == 1, 20,
+               "one worker again")
+    assert dep.ctl("scale", "3").stdout.startswith("ok")
+    wait_until(lambda: len(worker_pids(dep)) == 3, 20, "three workers")
+
+
+def test_two_supervisors_hold_the_maintenance_lease_one_at_a_time(deploy):
+    dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1})
+    dep.db().execute("DELETE FROM worker_leases")     # the template's own holder
+    first = dep.start_worker()
+    wait_until(lambda: dep.rows("SELECT holder FROM worker_leases"), 20, "a lease")
+    other = dep.root / "other.conf"
+    other.write_text(dep.conf_path.read_text() + "\n")
+    text = other.read_text().replace("[supervisor]",
+                                     f"[supervisor]\ncontrol_socket = {dep.root / 'b.sock'}")
+    other.write_text(text)
+    second = subprocess.Popen([str(dep._worker_cmd(False)[0]), "-c", str(other), "-f", "-d"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dep._procs.append(second)
+    holders = set()
+    for _ in range(20):
+        holders.update(r["holder"] for r in dep.rows("SELECT holder FROM worker_leases"))
+        time.sleep(0.25)
+    assert len(holders) == 1, holders
+    assert holders.pop().endswith(f":{first.pid}")
+    # The holder stops renewing: the other supervisor takes over.
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    wait_until(lambda: dep.rows("SELECT holder FROM worker_leases")[0]["holder"]
+               .endswith(f":{second.pid}"), 60, "the second supervisor to take over")
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_a_hundred_worker_deaths_leave_no_zombie(deploy):
+    dep = deploy(**{"supervisor.workers": 8, "supervisor.stable_seconds": 1})
+    sup = dep.start_worker()
+    deaths = 0
+    deadline = time.monotonic() + 120
+    while deaths < 100 and time.monotonic() < deadline:
+        for s in status(dep)["slots"]:
+            # A worker that lived past stable_seconds comes back after the
+            # one-second floor; younger ones would back off longer.
+            if s["pid"] and s["state"] == "idle" and time.time() - s["since"] > 1.1 \
+                    and deaths < 100:
+                os.kill(s["pid"], signal.SIGKILL)
+                deaths += 1
+        time.sleep(0.2)
+    assert deaths == 100
+    time.sleep(1)
+    assert not [p for p, st in children(sup.pid) if st.startswith("Z")]
+    wait_until(lambda: len(worker_pids(dep)) == 8, 60, "all eight workers back")
+
+
+def test_killed_supervisor_stops_its_workers_and_a_new_one_recovers(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    docs = [slow_input(dep, f"k{i}", 30) for i in range(2)]
+    runs = [dep.enqueue(doc)["run_id"] for doc, _ in docs]
+    sup = dep.start_worker()
+    workers = [slot_holding(dep, run)["pid"] for run in runs]
+    for _, pidfile in docs:
+        wait_until(pidfile.exists, 20, "the engine to start")
+    sup.send_signal(signal.SIGKILL)
+    sup.wait(timeout=10)
+    # Parent death reaches the workers: they stop their engines and exit.
+    wait_until(lambda: not any(pid_alive(p) for p in workers), 20, "the workers to stop")
+    for _, pidfile in docs:
+        wait_until(lambda: not pid_alive(int(pidfile.read_text())), 20, "the engine to stop")
+    dep.configure(engine_command="")
+    dep.start_worker()
+    for run in runs:
+        assert dep.wait_run(run, timeout=90)["status"] == "succeeded"
