@@ -54,14 +54,20 @@ SUPERD = BUILD_DIR / "ade-superd"
 CTL = BUILD_DIR / "ade-ctl"
 # The engine is installed editable from a copy, so that pip's egg-info
 # never lands in the checkout (which the service user may not write).
-_ENGINE_HOME = Path(tempfile.mkdtemp(prefix="ade-engine-"))
+_ENGINE_HOME = Path(tempfile.mkdtemp(prefix="ade-assets-"))
 atexit.register(shutil.rmtree, _ENGINE_HOME, True)
+os.chmod(_ENGINE_HOME, 0o755)
+_IGNORE = shutil.ignore_patterns("*.egg-info", "__pycache__")
+# What the service user reads (engines, configuration package, inputs)
+# lives here too, so the checkout itself may sit where it cannot reach.
+for _src, _dst in (("contrib/ade_engine", "ade_engine"),
+                   ("contrib/sample-config", "sample-config"),
+                   ("contrib/samples", "samples"), ("tests/engines", "engines")):
+    shutil.copytree(REPO / _src, _ENGINE_HOME / _dst, ignore=_IGNORE)
 ENGINE_SPEC = _ENGINE_HOME / "ade_engine"
-shutil.copytree(REPO / "contrib" / "ade_engine", ENGINE_SPEC,
-                ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-SAMPLE_CONFIG = REPO / "contrib" / "sample-config"
-SAMPLES = REPO / "contrib" / "samples"
-ENGINES = REPO / "tests" / "engines"
+SAMPLE_CONFIG = _ENGINE_HOME / "sample-config"
+SAMPLES = _ENGINE_HOME / "samples"
+ENGINES = _ENGINE_HOME / "engines"
 FAKE_ENGINE = ENGINES / "fake_engine.py"
 FAKE_ENGINE_COMMAND = f"{{python}} {FAKE_ENGINE}"
 SAMPLE_EVENTS = ENGINES / "engine-events.sample.ndjson"
