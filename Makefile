@@ -90,6 +90,14 @@ install: all
 	install -d $(DESTDIR)$(mandir)/man5 $(DESTDIR)$(mandir)/man8
 	install -m 0644 man/ade-worker.conf.5 $(DESTDIR)$(mandir)/man5/
 	install -m 0644 man/ade-superd.8 man/ade-ctl.8 $(DESTDIR)$(mandir)/man8/
+	install -d $(DESTDIR)$(sysconfdir)/init.d \
+		$(DESTDIR)$(sysconfdir)/logrotate.d \
+		$(DESTDIR)$(prefix)/lib/systemd/system
+	install -m 0755 contrib/init.d/ade-superd $(DESTDIR)$(sysconfdir)/init.d/
+	install -m 0644 contrib/logrotate/ade-superd \
+		$(DESTDIR)$(sysconfdir)/logrotate.d/
+	install -m 0644 contrib/systemd/ade-superd.service \
+		$(DESTDIR)$(prefix)/lib/systemd/system/
 
 clean:
 	rm -rf $(B)

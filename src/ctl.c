@@ -57,7 +57,8 @@ usage(void)
 	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
 	    "          [--max-attempts N] [--engine-spec SPEC]\n"
 	    "  runs list [--status S] [--limit N]\n"
-	    "  runs show ID\n"
+	    "  runs show ID | requeue ID | cancel ID\n"
+	    "  envs list | rebuild ID\n"
 	    "  gc --dry-run | --now         list or collect garbage now\n"
 	    "  status                       the supervisor's workers\n"
 	    "  drain | reload | scale N     act through the supervisor\n");
@@ -569,6 +570,79 @@ cmd_runs(int argc, char **argv)
 			    "table_columns")));
 		}
 		json_decref(rows);
+	} else if ((strcmp(sub, "requeue") == 0 || strcmp(sub, "cancel") == 0)
+	    && optind + 1 == argc) {
+		int n = strcmp(sub, "requeue") == 0 ?
+		    store_run_requeue(st, argv[optind]) :
+		    store_run_cancel(st, argv[optind]);
+
+		if (n < 0) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		if (n == 0) {
+			fprintf(stderr, "ade-ctl: run %s is not %s\n",
+			    argv[optind], strcmp(sub, "requeue") == 0 ?
+			    "finished (or does not exist)" :
+			    "queued or running (or does not exist)");
+			return CTL_NOTFOUND;
+		}
+		printf("%s %s\n", argv[optind], strcmp(sub, "requeue") == 0 ?
+		    "queued" : "cancelled");
+	} else
+		usage();
+	store_close(st);
+	conf_free(c);
+	return CTL_OK;
+}
+
+static int
+cmd_envs(int argc, char **argv)
+{
+	struct store *st;
+	struct conf *c;
+	json_t *rows, *r;
+	size_t i;
+	int n;
+
+	if (argc < 2)
+		usage();
+	c = load_conf();
+	st = open_store(c);
+	if (strcmp(argv[1], "list") == 0 && argc == 2) {
+		if ((rows = store_list_environments(st)) == NULL) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		if (json_out) {
+			json_dumpf(rows, stdout, JSON_INDENT(2));
+			putchar('\n');
+		} else {
+			printf("%-36s  %-8s  %-24s  %-14s  %s\n", "ID", "STATUS",
+			    "LAST USED", "PYTHON", "DEPS / ERROR");
+			json_array_foreach(rows, i, r) {
+				printf("%-36s  %-8s  %-24s  %-14s  ",
+				    sval(r, "id"), sval(r, "status"),
+				    sval(r, "last_used_at"),
+				    sval(r, "python_version"));
+				print_clean(strcmp(sval(r, "status"), "failed")
+				    == 0 ? sval(r, "error_message") :
+				    sval(r, "deps_digest"), 80);
+				putchar('\n');
+			}
+		}
+		json_decref(rows);
+	} else if (strcmp(argv[1], "rebuild") == 0 && argc == 3) {
+		if ((n = store_environment_rebuild(st, argv[2])) < 0) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		if (n == 0) {
+			fprintf(stderr, "ade-ctl: environment %s is being "
+			    "built or does not exist\n", argv[2]);
+			return CTL_NOTFOUND;
+		}
+		printf("%s queued for a rebuild\n", argv[2]);
 	} else
 		usage();
 	store_close(st);
@@ -736,6 +810,8 @@ main(int argc, char *argv[])
 		return cmd_runs(argc, argv);
 	if (strcmp(argv[0], "gc") == 0)
 		return cmd_gc(argc, argv);
+	if (strcmp(argv[0], "envs") == 0)
+		return cmd_envs(argc, argv);
 	if (strcmp(argv[0], "status") == 0 || strcmp(argv[0], "drain") == 0 ||
 	    strcmp(argv[0], "reload") == 0 || strcmp(argv[0], "scale") == 0)
 		return cmd_supervisor(argc, argv);

@@ -34,6 +34,7 @@
 
 #define EXIT_DETERMINISTIC	2
 #define RELEASE_DELAY		5.0
+#define HEARTBEAT_MAX		3.0
 
 struct job {
 	struct worker		*w;
@@ -296,7 +297,14 @@ run_child(struct job *j, const char *scope, char **argv,
 	ps.argv = argv;
 	ps.envp = env;
 	ps.timeout = cf->run_timeout;
+	/*
+	 * Renew the lease every third of it, and at least every few seconds:
+	 * a heartbeat that finds the run cancelled stops the engine, so an
+	 * operator's cancel takes effect within seconds.
+	 */
 	ps.hb_interval = cf->lease_seconds / 3 < 1 ? 1 : cf->lease_seconds / 3;
+	if (ps.hb_interval > HEARTBEAT_MAX)
+		ps.hb_interval = HEARTBEAT_MAX;
 	ps.lost_after = cf->lease_seconds * 0.9;
 	ps.heartbeat = job_heartbeat;
 	ps.on_line = job_line;

@@ -294,6 +294,43 @@ store_list_runs(struct store *st, const char *status, long limit)
 	return st->ops->list_runs(st, status, limit);
 }
 
+/*
+ * Puts a finished run (succeeded, failed or cancelled) back in the queue
+ * with fresh attempts.  Returns 1, or 0 when the run is not finished.
+ */
+int
+store_run_requeue(struct store *st, const char *id)
+{
+	return st->ops->run_requeue(st, id);
+}
+
+/*
+ * Cancels a queued or running run.  A worker running it loses its claim
+ * at its next heartbeat and stops the engine.  Returns 1, or 0 when the
+ * run was neither queued nor running.
+ */
+int
+store_run_cancel(struct store *st, const char *id)
+{
+	return st->ops->run_cancel(st, id);
+}
+
+json_t *
+store_list_environments(struct store *st)
+{
+	return st->ops->list_environments(st);
+}
+
+/*
+ * Queues a ready or failed environment for a new build.  Returns 1, or 0
+ * when it is being built (or does not exist).
+ */
+int
+store_environment_rebuild(struct store *st, const char *id)
+{
+	return st->ops->environment_rebuild(st, id);
+}
+
 json_t *
 store_show_run(struct store *st, const char *id)
 {

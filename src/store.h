@@ -148,6 +148,10 @@ int	store_register(struct store *, const char *workspace,
 	    char *configuration_id);
 int	store_enqueue(struct store *, const struct enqueue_req *);
 json_t	*store_list_runs(struct store *, const char *status, long limit);
+int	store_run_requeue(struct store *, const char *id);
+int	store_run_cancel(struct store *, const char *id);
+json_t	*store_list_environments(struct store *);
+int	store_environment_rebuild(struct store *, const char *id);
 json_t	*store_show_run(struct store *, const char *id);
 
 #endif

@@ -50,6 +50,10 @@ struct store_ops {
 		    char *, char *);
 	int	(*enqueue)(struct store *, const struct enqueue_req *);
 	json_t	*(*list_runs)(struct store *, const char *, long);
+	int	(*run_requeue)(struct store *, const char *);
+	int	(*run_cancel)(struct store *, const char *);
+	json_t	*(*list_environments)(struct store *);
+	int	(*environment_rebuild)(struct store *, const char *);
 	json_t	*(*show_run)(struct store *, const char *);
 };
 

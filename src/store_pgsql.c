@@ -1419,6 +1419,60 @@ pg_list_runs(struct store *st, const char *status, long limit)
 	    (long long)limit));
 }
 
+static int
+pg_run_requeue(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
+	    "  available_at = now(), completed_at = NULL, exit_code = NULL,"
+	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
+	    "  claim_expires_at = NULL"
+	    " WHERE id::text = lower($1) AND status IN ('succeeded', 'failed',"
+	    "  'cancelled')";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+}
+
+static int
+pg_run_cancel(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE runs SET status = 'cancelled', completed_at = now(),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'Run cancelled by an operator'"
+	    " WHERE id::text = lower($1) AND status IN ('queued', 'running')";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+}
+
+static json_t *
+pg_list_environments(struct store *st)
+{
+	static const char sql[] =
+	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
+	    "  configuration_id::text AS configuration_id, deps_digest, status,"
+	    "  error_message, claimed_by, "
+	    UTC_TEXT("created_at") " AS created_at, "
+	    UTC_TEXT("updated_at") " AS updated_at, "
+	    UTC_TEXT("last_used_at") " AS last_used_at,"
+	    "  python_version, engine_version"
+	    " FROM environments ORDER BY created_at";
+
+	return rows_json(pg_query((struct pg *)st, sql, ""));
+}
+
+static int
+pg_environment_rebuild(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', error_message = NULL,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
+	    " WHERE id::text = lower($1)"
+	    "  AND status IN ('ready', 'failed', 'queued')";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+}
+
 static json_t *
 pg_show_run(struct store *st, const char *id)
 {
@@ -1506,5 +1560,9 @@ static const struct store_ops pgsql_ops = {
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,
 	.list_runs = pg_list_runs,
+	.run_requeue = pg_run_requeue,
+	.run_cancel = pg_run_cancel,
+	.list_environments = pg_list_environments,
+	.environment_rebuild = pg_environment_rebuild,
 	.show_run = pg_show_run,
 };

@@ -1395,6 +1395,59 @@ sq_list_runs(struct store *st, const char *status, long limit)
 	    (long long)limit));
 }
 
+static int
+sq_run_requeue(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
+	    "  available_at = " NOW ", completed_at = NULL, exit_code = NULL,"
+	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
+	    "  claim_expires_at = NULL"
+	    " WHERE id = lower(?1) AND status IN ('succeeded', 'failed',"
+	    "  'cancelled')";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
+}
+
+static int
+sq_run_cancel(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'Run cancelled by an operator'"
+	    " WHERE id = lower(?1) AND status IN ('queued', 'running')";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
+}
+
+static json_t *
+sq_list_environments(struct store *st)
+{
+	static const char sql[] =
+	    "SELECT id, workspace_id, configuration_id, deps_digest, status,"
+	    "  error_message, claimed_by, created_at, updated_at,"
+	    "  last_used_at, python_version, engine_version"
+	    " FROM environments ORDER BY created_at";
+	struct sq *s = (struct sq *)st;
+
+	return rows_json(s, sq_query(s, sql, ""));
+}
+
+static int
+sq_environment_rebuild(struct store *st, const char *id)
+{
+	static const char sql[] =
+	    "UPDATE environments SET status = 'queued', error_message = NULL,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE id = lower(?1) AND status IN ('ready', 'failed', 'queued')";
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
+}
+
 static json_t *
 sq_show_run(struct store *st, const char *id)
 {
@@ -1468,5 +1521,9 @@ static const struct store_ops sqlite_ops = {
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
 	.list_runs = sq_list_runs,
+	.run_requeue = sq_run_requeue,
+	.run_cancel = sq_run_cancel,
+	.list_environments = sq_list_environments,
+	.environment_rebuild = sq_environment_rebuild,
 	.show_run = sq_show_run,
 };
