@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -456,6 +457,50 @@ sval(json_t *o, const char *k)
 	return "-";
 }
 
+/*
+ * The last n records of a run's event log (the log may be large: only
+ * its end is read).
+ */
+static json_t *
+last_events(const struct conf *c, json_t *run, size_t n)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 32], chunk[65536];
+	json_t *all = json_array(), *rec, *out;
+	const char *ws = json_string_value(json_object_get(run, "workspace_id"));
+	const char *id = json_string_value(json_object_get(run, "id"));
+	char *line, *save;
+	ssize_t len;
+	off_t size;
+	size_t i;
+	int fd;
+
+	if (ws == NULL || id == NULL || path_run_dir(dir, sizeof(dir),
+	    c->data_dir, ws, id) == -1)
+		return all;
+	snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return all;
+	size = lseek(fd, 0, SEEK_END);
+	lseek(fd, size > (off_t)sizeof(chunk) - 1 ? size -
+	    (off_t)sizeof(chunk) + 1 : 0, SEEK_SET);
+	len = read(fd, chunk, sizeof(chunk) - 1);
+	close(fd);
+	if (len <= 0)
+		return all;
+	chunk[len] = '\0';
+	for (line = strtok_r(chunk, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save))
+		if ((rec = json_loads(line, 0, NULL)) != NULL)
+			json_array_append_new(all, rec);
+	if (json_array_size(all) <= n)
+		return all;
+	out = json_array();
+	for (i = json_array_size(all) - n; i < json_array_size(all); i++)
+		json_array_append(out, json_array_get(all, i));
+	json_decref(all);
+	return out;
+}
+
 /* Prints text from the database with control characters made visible. */
 static void
 print_clean(const char *s, size_t max)
@@ -535,6 +580,8 @@ cmd_runs(int argc, char **argv)
 			fprintf(stderr, "ade-ctl: no run %s\n", argv[optind]);
 			return CTL_NOTFOUND;
 		}
+		json_object_set_new(rows, "events", last_events(c,
+		    json_object_get(rows, "run"), 20));
 		if (json_out) {
 			json_dumpf(rows, stdout, JSON_INDENT(2));
 			putchar('\n');
@@ -568,6 +615,15 @@ cmd_runs(int argc, char **argv)
 			printf("table columns:         %zu\n",
 			    json_array_size(json_object_get(rows,
 			    "table_columns")));
+			printf("last events:\n");
+			json_array_foreach(json_object_get(rows, "events"), i,
+			    r) {
+				printf("  %-24.24s %-7s %-28s ",
+				    sval(r, "timestamp"), sval(r, "level"),
+				    sval(r, "event"));
+				print_clean(sval(r, "message"), 80);
+				putchar('\n');
+			}
 		}
 		json_decref(rows);
 	} else if ((strcmp(sub, "requeue") == 0 || strcmp(sub, "cancel") == 0)

@@ -56,6 +56,11 @@ def test_requeue_gives_a_failed_run_fresh_attempts(deploy):
     dep.run_worker(timeout=60)
     row = dep.run_row(run)
     assert row["status"] == "succeeded" and row["attempt_count"] == 1
+    # runs show ends with the last events of the run's log
+    shown = json.loads(dep.ctl("runs", "show", run, json_out=True).stdout)
+    assert shown["events"][-1]["event"] == "run.complete"
+    assert shown["events"][-1]["data"]["status"] == "succeeded"
+    assert 0 < len(shown["events"]) <= 20
 
 
 def test_requeue_of_an_unfinished_run_is_refused(deploy):
