@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <uuid/uuid.h>
 
+#include "arch.h"
 #include "conf.h"
 #include "digest.h"
 #include "gc.h"
@@ -59,6 +60,7 @@ usage(void)
 	    "          [--max-attempts N] [--engine-spec SPEC]\n"
 	    "  runs list [--status S] [--limit N]\n"
 	    "  runs show ID | requeue ID | cancel ID\n"
+	    "  runs bundle ID -o FILE.tar.gz|FILE.zip\n"
 	    "  envs list | rebuild ID\n"
 	    "  gc --dry-run | --now         list or collect garbage now\n"
 	    "  status                       the supervisor's workers\n"
@@ -322,7 +324,7 @@ cmd_enqueue(int argc, char **argv)
 	long max_attempts = -1;
 	int ch;
 
-	optind = 1;
+	optind = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'w': ws = optarg; break;
@@ -513,6 +515,59 @@ print_clean(const char *s, size_t max)
 		fputs("...", stdout);
 }
 
+/*
+ * Writes a run's input, output and logs and a JSON summary of its row,
+ * metrics and results into one archive, for an incident report.
+ */
+static int
+bundle_run(const struct conf *c, struct store *st, const char *id,
+    const char *out)
+{
+	static const char *const parts[] = { "input", "output", "logs" };
+	char dir[PATH_MAX], paths[3][PATH_MAX + 16], err[512], *summary;
+	const char *p[3], *names[3];
+	json_t *shown, *run;
+	size_t i, n = 0;
+	struct stat sb;
+	int rc;
+
+	if ((shown = store_show_run(st, id)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	run = json_object_get(shown, "run");
+	if (json_is_null(run)) {
+		fprintf(stderr, "ade-ctl: no run %s\n", id);
+		json_decref(shown);
+		return CTL_NOTFOUND;
+	}
+	if (path_run_dir(dir, sizeof(dir), c->data_dir, json_string_value(
+	    json_object_get(run, "workspace_id")), json_string_value(
+	    json_object_get(run, "id"))) == -1) {
+		fprintf(stderr, "ade-ctl: run %s: ids do not make a safe path\n",
+		    id);
+		json_decref(shown);
+		return CTL_FAIL;
+	}
+	for (i = 0; i < NELEM(parts); i++) {
+		snprintf(paths[i], sizeof(paths[i]), "%s/%s", dir, parts[i]);
+		if (lstat(paths[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
+			p[n] = paths[i];
+			names[n++] = parts[i];
+		}
+	}
+	summary = json_dumps(shown, JSON_INDENT(2));
+	rc = arch_write_bundle(out, p, names, n, summary, err, sizeof(err));
+	free(summary);
+	json_decref(shown);
+	if (rc == -1) {
+		fprintf(stderr, "ade-ctl: bundle: %s\n", err);
+		return CTL_FAIL;
+	}
+	printf("%s\n", out);
+	return CTL_OK;
+}
+
 static int
 cmd_runs(int argc, char **argv)
 {
@@ -520,9 +575,10 @@ cmd_runs(int argc, char **argv)
 		{ "status", required_argument, NULL, 's' },
 		{ "limit", required_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *status = NULL, *sub;
+	const char *status = NULL, *sub, *bundle_out = NULL;
 	struct store *st;
 	struct conf *c;
 	json_t *rows, *r, *v;
@@ -534,9 +590,17 @@ cmd_runs(int argc, char **argv)
 	if (argc < 2)
 		usage();
 	sub = argv[1];
-	optind = 2;
-	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+	/*
+	 * Options may follow the run id: parse the words after the
+	 * subcommand afresh (optind 0 resets getopt, which main left in
+	 * stop-at-the-first-word mode).
+	 */
+	argc--;
+	argv++;
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "o:", lo, NULL)) != -1) {
 		switch (ch) {
+		case 'o': bundle_out = optarg; break;
 		case 's': status = optarg; break;
 		case 'l': limit = strtol(optarg, NULL, 10); break;
 		case 'j': json_out = 1; break;
@@ -626,6 +690,12 @@ cmd_runs(int argc, char **argv)
 			}
 		}
 		json_decref(rows);
+	} else if (strcmp(sub, "bundle") == 0 && optind + 1 == argc &&
+	    bundle_out != NULL) {
+		int rc = bundle_run(c, st, argv[optind], bundle_out);
+
+		if (rc != CTL_OK)
+			return rc;
 	} else if ((strcmp(sub, "requeue") == 0 || strcmp(sub, "cancel") == 0)
 	    && optind + 1 == argc) {
 		int n = strcmp(sub, "requeue") == 0 ?

@@ -7,6 +7,15 @@
  * covers all steps.  A failure is recorded with its reason; the store
  * then charges the waiting runs one attempt each, so a broken
  * configuration ends its runs instead of holding them forever.
+ *
+ * The configuration package is normally the directory the API wrote
+ * (config_packages/<cfg>/), installed editable.  When that directory is
+ * missing and config_packages/<cfg>.zip or <cfg>.tar.gz exists instead,
+ * the archive is extracted under limits into <build>/config and the
+ * package installed from there without -e: the archive is a snapshot,
+ * and an editable install would point into the temporary build
+ * directory, which is renamed when the build succeeds.  The snapshot
+ * stays in <environment>/config next to the venv.
  */
 #include <sys/stat.h>
 
@@ -17,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arch.h"
 #include "conf.h"
 #include "evlog.h"
 #include "log.h"
@@ -27,6 +37,11 @@
 #include "worker.h"
 
 #define PROBE_TIMEOUT	60.0
+
+/* Limits on what a configuration package archive may expand to. */
+#define CONFIG_MAX_ENTRIES	5000
+#define CONFIG_MAX_BYTES	(200ULL << 20)
+#define CONFIG_MAX_ENTRY_BYTES	(100ULL << 20)
 
 struct build {
 	struct worker		*w;
@@ -187,6 +202,81 @@ probe(struct build *b, const char *scope, char **argv)
 	return v;
 }
 
+/*
+ * The archive that stands for a missing configuration package
+ * directory: cfgdir with ".zip" or ".tar.gz" appended, a regular file
+ * that, once symbolic links are resolved, still lies in the
+ * config_packages directory.  Returns 0 with its path in out, or -1
+ * when there is none.
+ */
+static int
+config_archive(const char *cfgdir, char *out, size_t len)
+{
+	static const char *const suffixes[] = { ".zip", ".tar.gz" };
+	char base[PATH_MAX], *slash;
+	struct stat st;
+	size_t i;
+	int n;
+
+	snprintf(base, sizeof(base), "%s", cfgdir);
+	if ((slash = strrchr(base, '/')) == NULL)
+		return -1;
+	*slash = '\0';
+	for (i = 0; i < NELEM(suffixes); i++) {
+		n = snprintf(out, len, "%s%s", cfgdir, suffixes[i]);
+		if (n < 0 || (size_t)n >= len)
+			return -1;
+		if (stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
+		    path_within(base, out))
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * Extracts a configuration package archive into <tmp>/config, created
+ * fresh, and writes the package root inside it to pkg (see
+ * arch_package_root for the wrapper directory convention).  On failure
+ * the partial extraction is removed and err says why.
+ */
+static int
+extract_config(struct build *b, const char *archive, const char *tmp,
+    char *pkg, size_t pkglen, char *err, size_t errlen)
+{
+	const struct arch_limits lim = { CONFIG_MAX_ENTRIES,
+	    CONFIG_MAX_BYTES, CONFIG_MAX_ENTRY_BYTES };
+	const char *name = strrchr(archive, '/') + 1;
+	char dest[PATH_MAX], why[768];
+
+	snprintf(dest, sizeof(dest), "%s/config", tmp);
+	evlog_emit(&b->log, "info", "environment.config.extract.start",
+	    "Extracting the configuration package archive",
+	    json_pack("{s:s, s:s}", "archive", archive, "dest", dest));
+	if (rm_rf(dest) == -1 || mkdir(dest, 0750) == -1) {
+		snprintf(why, sizeof(why), "cannot create %s: %s", dest,
+		    strerror(errno));
+		goto fail;
+	}
+	if (arch_extract(archive, dest, &lim, why, sizeof(why)) == -1)
+		goto fail;
+	if (arch_package_root(dest, pkg, pkglen) == -1) {
+		snprintf(why, sizeof(why), "cannot find the package root in "
+		    "%s: %s", dest, strerror(errno));
+		goto fail;
+	}
+	evlog_emit(&b->log, "info", "environment.config.extract.complete",
+	    "Configuration package archive extracted",
+	    json_pack("{s:s, s:s}", "archive", archive, "package_root", pkg));
+	return 0;
+
+fail:
+	rm_rf(dest);
+	snprintf(err, errlen, "config package archive %s: %s", name, why);
+	evlog_emit(&b->log, "error", "environment.config.extract.failed", err,
+	    json_pack("{s:s}", "archive", archive));
+	return -1;
+}
+
 /* Moves the finished tree into place; an older tree is removed. */
 static int
 swap_into_place(const char *tmp, const char *root)
@@ -210,11 +300,12 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	const struct conf *cf = w->conf;
 	char parent[PATH_MAX], root[PATH_MAX], tmp[PATH_MAX], venv[PATH_MAX];
 	char python[PATH_MAX], cfgdir[PATH_MAX], logdir[PATH_MAX], rnd[9];
+	char archive[PATH_MAX], pkg[PATH_MAX];
 	char err[1024] = "", *pyver = NULL, *engver = NULL;
 	char *pip_cache, **argv;
 	struct build b;
 	long charged;
-	int rc, failed = 1;
+	int rc, editable = 1, failed = 1;
 
 	tmp[0] = '\0';
 	memset(&b, 0, sizeof(b));
@@ -253,6 +344,29 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	    "started", json_pack("{s:s, s:s}", "engine_spec", c->engine_spec,
 	    "worker", token));
 
+	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
+	    c->workspace_id, c->configuration_id) == -1) {
+		snprintf(err, sizeof(err), "configuration ids do not make a "
+		    "safe path");
+		goto finish;
+	}
+	/*
+	 * The package is found (and an archive extracted) before the slow
+	 * steps, so that a missing or hostile package fails the build at
+	 * once.
+	 */
+	if (is_dir(cfgdir))
+		snprintf(pkg, sizeof(pkg), "%s", cfgdir);
+	else if (config_archive(cfgdir, archive, sizeof(archive)) == 0) {
+		if (extract_config(&b, archive, tmp, pkg, sizeof(pkg), err,
+		    sizeof(err)) == -1)
+			goto finish;
+		editable = 0;
+	} else {
+		snprintf(err, sizeof(err), "config package dir missing: %s "
+		    "(and no .zip or .tar.gz of it)", cfgdir);
+		goto finish;
+	}
 	pip_cache = xasprintf("PIP_CACHE_DIR=%s/cache/pip", cf->data_dir);
 	{
 		char *extra[] = { "PIP_DISABLE_PIP_VERSION_CHECK=1",
@@ -294,17 +408,13 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 		if (rc == -1)
 			goto finish;
 	}
-	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
-	    c->workspace_id, c->configuration_id) == -1 || !is_dir(cfgdir)) {
-		snprintf(err, sizeof(err), "config package dir missing: %s",
-		    cfgdir);
-		goto finish;
-	}
 	{
 		const char *head[] = { venv, "-m", "pip", "install", NULL };
-		const char *tail[] = { "-e", cfgdir, NULL };
+		const char *local[] = { "-e", pkg, NULL };
+		const char *snapshot[] = { pkg, NULL };
 
-		argv = build_argv(head, cf->pip_args, tail);
+		argv = build_argv(head, cf->pip_args, editable ? local :
+		    snapshot);
 		rc = build_step(&b, "environment.config", argv, 0, err,
 		    sizeof(err));
 		argv_free(argv);
@@ -338,9 +448,14 @@ finish:
 	if (failed)
 		evlog_emit(&b.log, "error", "environment.failed", err, NULL);
 	evlog_close(&b.log);
-	if (failed) {
-		/* Keep the log of the failed build where an operator looks. */
+	if (failed && tmp[0] != '\0') {
+		/*
+		 * Keep the log of the failed build where an operator looks;
+		 * the venv and any extracted package go.
+		 */
 		snprintf(venv, sizeof(venv), "%s/.venv", tmp);
+		rm_rf(venv);
+		snprintf(venv, sizeof(venv), "%s/config", tmp);
 		rm_rf(venv);
 	}
 	if (tmp[0] != '\0' && is_dir(tmp) && swap_into_place(tmp, root) == -1) {

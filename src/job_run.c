@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 
+#include "arch.h"
 #include "backoff.h"
 #include "conf.h"
 #include "evlog.h"
@@ -607,8 +608,21 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		goto out;
 	}
 	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
-	    c->workspace_id, c->configuration_id) == -1 ||
-	    access(cfgdir, F_OK) == -1) {
+	    c->workspace_id, c->configuration_id) == -1)
+		cfgdir[0] = '\0';
+	else if (access(cfgdir, F_OK) == -1) {
+		char snap[PATH_MAX];
+
+		/*
+		 * A package delivered as an archive has no directory; the
+		 * build kept the snapshot it installed in the environment.
+		 */
+		snprintf(snap, sizeof(snap), "%s/config", envroot);
+		if (access(snap, F_OK) == 0 &&
+		    arch_package_root(snap, cfgdir, sizeof(cfgdir)) == -1)
+			cfgdir[0] = '\0';
+	}
+	if (cfgdir[0] == '\0' || access(cfgdir, F_OK) == -1) {
 		snprintf(msg, sizeof(msg), "Missing config package dir: %s",
 		    cfgdir);
 		job_fail(&j, EXIT_DETERMINISTIC, msg, 1);

@@ -83,3 +83,29 @@ def test_envs_list_and_rebuild(deploy):
     assert after["id"] == env["id"] and after["status"] == "ready"
     assert dep.run_row(run)["status"] == "succeeded"
     assert dep.ctl("envs", "rebuild", "no-such-env", check=False).returncode == 3
+
+
+def test_bundle_holds_input_output_logs_and_a_summary(deploy):
+    import tarfile
+    import zipfile
+
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    run = dep.enqueue(write_input(dep.root / "b.csv"))["run_id"]
+    dep.run_worker(timeout=60)
+    assert dep.run_row(run)["status"] == "succeeded"
+    tgz, zipped = dep.root / "incident.tar.gz", dep.root / "incident.zip"
+    dep.ctl("runs", "bundle", run, "-o", tgz)
+    dep.ctl("runs", "bundle", run, "-o", zipped)
+    with tarfile.open(tgz) as tar:
+        names = tar.getnames()
+        summary = json.load(tar.extractfile("summary.json"))
+    assert "input/b.csv" in names and "logs/events.ndjson" in names
+    assert any(n.startswith("output/") and not n.endswith("/") for n in names), names
+    assert summary["run"]["id"] == run and summary["run"]["status"] == "succeeded"
+    assert summary["metrics"] is not None
+    with zipfile.ZipFile(zipped) as z:
+        # the same entries in both formats
+        assert {n.rstrip("/") for n in z.namelist()} == {n.rstrip("/") for n in names}
+        assert json.loads(z.read("summary.json"))["run"]["id"] == run
+    bad = dep.ctl("runs", "bundle", run, "-o", dep.root / "incident.rar", check=False)
+    assert bad.returncode == 1 and not (dep.root / "incident.rar").exists()
