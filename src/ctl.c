@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <uuid/uuid.h>
 
 #include "arch.h"
 #include "conf.h"
@@ -264,15 +263,6 @@ install_package(const char *src, const char *dst)
 	return 0;
 }
 
-static void
-new_uuid(char *out)
-{
-	uuid_t u;
-
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, out);
-}
-
 /* "--option key=value": the value is JSON when it parses, else text. */
 static int
 add_option(json_t *opts, const char *kv)
@@ -376,8 +366,8 @@ cmd_enqueue(int argc, char **argv)
 		    strerror(errno));
 		return CTL_FAIL;
 	}
-	new_uuid(doc_id);
-	new_uuid(run_id);
+	util_uuid(doc_id);
+	util_uuid(run_id);
 	snprintf(stored, sizeof(stored), "uploads/%s", doc_id);
 	if (path_document(docpath, sizeof(docpath), c->data_dir, ws_id,
 	    stored) == -1)

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include <libpq-fe.h>
-#include <uuid/uuid.h>
 
 #include "conf.h"
 #include "log.h"
@@ -1274,42 +1273,6 @@ pg_wait(struct store *st, double timeout)
 	return 0;
 }
 
-static void
-new_uuid(char *out)
-{
-	uuid_t u;
-
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, out);
-}
-
-static void
-slugify(const char *name, char *out, size_t len)
-{
-	size_t n = 0;
-	int dash = 0;
-
-	for (; *name != '\0' && n + 1 < len; name++) {
-		unsigned char ch = (unsigned char)*name;
-
-		if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) {
-			out[n++] = (char)ch;
-			dash = 0;
-		} else if (ch >= 'A' && ch <= 'Z') {
-			out[n++] = (char)(ch - 'A' + 'a');
-			dash = 0;
-		} else if (!dash && n > 0) {
-			out[n++] = '-';
-			dash = 1;
-		}
-	}
-	while (n > 0 && out[n - 1] == '-')
-		n--;
-	out[n] = '\0';
-	if (n == 0)
-		snprintf(out, len, "workspace");
-}
-
 static int
 lookup_one(PGresult *r, char *out)
 {
@@ -1344,7 +1307,7 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	char slug[101];
 	int rc;
 
-	slugify(ws, slug, sizeof(slug));
+	util_slug(ws, slug, sizeof(slug));
 	if (pg_begin(p) == -1)
 		return -1;
 	if (pg_plain(p, "LOCK TABLE workspaces, configurations IN SHARE ROW "
@@ -1352,14 +1315,14 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 		return pg_rollback(p, -1);
 	rc = lookup_one(pg_query(p, find_ws, "ss", slug, ws), ws_id);
 	if (rc == 0) {
-		new_uuid(ws_id);
+		util_uuid(ws_id);
 		rc = pg_exec(pg_query(p, add_ws, "sss", ws_id, ws, slug));
 	}
 	if (rc < 0)
 		return pg_rollback(p, -1);
 	rc = lookup_one(pg_query(p, find_cfg, "ss", ws_id, cfg), cfg_id);
 	if (rc == 0) {
-		new_uuid(cfg_id);
+		util_uuid(cfg_id);
 		rc = pg_exec(pg_query(p, add_cfg, "sss", cfg_id, ws_id, cfg));
 	}
 	if (rc < 0)

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include <sqlite3.h>
-#include <uuid/uuid.h>
 
 #include "conf.h"
 #include "log.h"
@@ -1245,42 +1244,6 @@ sq_next_due(struct store *st, double *seconds)
 	return rc == SQLITE_ROW ? 0 : sq_fail(s, "next due");
 }
 
-static void
-new_uuid(char *out)
-{
-	uuid_t u;
-
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, out);
-}
-
-static void
-slugify(const char *name, char *out, size_t len)
-{
-	size_t n = 0;
-	int dash = 0;
-
-	for (; *name != '\0' && n + 1 < len; name++) {
-		unsigned char c = (unsigned char)*name;
-
-		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-			out[n++] = (char)c;
-			dash = 0;
-		} else if (c >= 'A' && c <= 'Z') {
-			out[n++] = (char)(c - 'A' + 'a');
-			dash = 0;
-		} else if (!dash && n > 0) {
-			out[n++] = '-';
-			dash = 1;
-		}
-	}
-	while (n > 0 && out[n - 1] == '-')
-		n--;
-	out[n] = '\0';
-	if (n == 0)
-		snprintf(out, len, "workspace");
-}
-
 static int
 lookup_one(struct sq *s, sqlite3_stmt *q, char *out)
 {
@@ -1323,12 +1286,12 @@ sq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	char slug[101];
 	int rc;
 
-	slugify(ws, slug, sizeof(slug));
+	util_slug(ws, slug, sizeof(slug));
 	if (sq_begin(s) == -1)
 		return -1;
 	rc = lookup_one(s, sq_query(s, find_ws, "ss", slug, ws), ws_id);
 	if (rc == 0) {
-		new_uuid(ws_id);
+		util_uuid(ws_id);
 		rc = sq_exec_stmt(s, sq_query(s, add_ws, "sss", ws_id, ws,
 		    slug));
 	}
@@ -1336,7 +1299,7 @@ sq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 		return sq_rollback(s, -1);
 	rc = lookup_one(s, sq_query(s, find_cfg, "ss", ws_id, cfg), cfg_id);
 	if (rc == 0) {
-		new_uuid(cfg_id);
+		util_uuid(cfg_id);
 		rc = sq_exec_stmt(s, sq_query(s, add_cfg, "sss", cfg_id, ws_id,
 		    cfg));
 	}

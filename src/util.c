@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <uuid/uuid.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -423,6 +425,47 @@ utf8_repair(const char *s, size_t len, struct buf *out)
 		i++;
 	}
 	return bad;
+}
+
+/* A new random (version 4) UUID in its canonical lower-case form. */
+void
+util_uuid(char *out)
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+/*
+ * A workspace slug: lower-case letters and digits, other runs of
+ * characters folded into one "-", none at either end.
+ */
+void
+util_slug(const char *name, char *out, size_t len)
+{
+	size_t n = 0;
+	int dash = 0;
+
+	for (; *name != '\0' && n + 1 < len; name++) {
+		unsigned char ch = (unsigned char)*name;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) {
+			out[n++] = (char)ch;
+			dash = 0;
+		} else if (ch >= 'A' && ch <= 'Z') {
+			out[n++] = (char)(ch - 'A' + 'a');
+			dash = 0;
+		} else if (!dash && n > 0) {
+			out[n++] = '-';
+			dash = 1;
+		}
+	}
+	while (n > 0 && out[n - 1] == '-')
+		n--;
+	out[n] = '\0';
+	if (n == 0)
+		snprintf(out, len, "workspace");
 }
 
 /*

@@ -47,6 +47,9 @@ int	 read_file(const char *, struct buf *, size_t max);
 
 size_t	 utf8_repair(const char *, size_t, struct buf *);
 
+void	 util_uuid(char *out37);
+void	 util_slug(const char *, char *, size_t);
+
 char	**argv_split(const char *);
 void	 argv_free(char **);
 size_t	 argv_len(char *const *);
