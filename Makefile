@@ -25,11 +25,13 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
 LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c job_env.c \
 	job_run.c log.c maint.c paths.c priv.c proc.c results.c scoreboard.c \
-	store.c store_pgsql.c store_sqlite.c super.c util.c worker.c
+	store.c store_mssql.c store_pgsql.c store_sqlite.c super.c util.c \
+	worker.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 
-UNIT_TESTS = test_arch test_backoff test_conf test_digest test_paths test_results
+UNIT_TESTS = test_arch test_backoff test_conf test_digest test_mssql \
+	test_paths test_results
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 PYTEST = $(PYTHON) -m pytest

@@ -21,6 +21,8 @@ store_open(const struct conf *c, struct buf *err)
 		return store_sqlite_open(c, err);
 	if (strcmp(c->db_backend, "pgsql") == 0)
 		return store_pgsql_open(c, err);
+	if (strcmp(c->db_backend, "mssql") == 0)
+		return store_mssql_open(c, err);
 	buf_printf(err, "the %s backend is not part of this build yet",
 	    c->db_backend);
 	return NULL;

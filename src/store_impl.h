@@ -68,5 +68,6 @@ extern const char *const store_required_tables[];
 
 struct store	*store_sqlite_open(const struct conf *, struct buf *);
 struct store	*store_pgsql_open(const struct conf *, struct buf *);
+struct store	*store_mssql_open(const struct conf *, struct buf *);
 
 #endif
