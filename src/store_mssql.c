@@ -35,7 +35,6 @@
 
 #include <sybfront.h>
 #include <sybdb.h>
-#include <uuid/uuid.h>
 
 #include "conf.h"
 #include "log.h"
@@ -2573,42 +2572,6 @@ mq_next_due(struct store *st, double *seconds)
 	return 0;
 }
 
-static void
-new_uuid(char *out)
-{
-	uuid_t u;
-
-	uuid_generate_random(u);
-	uuid_unparse_lower(u, out);
-}
-
-static void
-slugify(const char *name, char *out, size_t len)
-{
-	size_t n = 0;
-	int dash = 0;
-
-	for (; *name != '\0' && n + 1 < len; name++) {
-		unsigned char ch = (unsigned char)*name;
-
-		if ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')) {
-			out[n++] = (char)ch;
-			dash = 0;
-		} else if (ch >= 'A' && ch <= 'Z') {
-			out[n++] = (char)(ch - 'A' + 'a');
-			dash = 0;
-		} else if (!dash && n > 0) {
-			out[n++] = '-';
-			dash = 1;
-		}
-	}
-	while (n > 0 && out[n - 1] == '-')
-		n--;
-	out[n] = '\0';
-	if (n == 0)
-		snprintf(out, len, "workspace");
-}
-
 /*
  * Finds or creates the workspace (by slug, or by id when the name is a
  * GUID) and the configuration (by display name within it, or id).  The
@@ -2649,9 +2612,9 @@ mq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	char slug[101], new_ws[37], new_cfg[37];
 	int rc;
 
-	slugify(ws, slug, sizeof(slug));
-	new_uuid(new_ws);
-	new_uuid(new_cfg);
+	util_slug(ws, slug, sizeof(slug));
+	util_uuid(new_ws);
+	util_uuid(new_cfg);
 	memset(&r, 0, sizeof(r));
 	rc = mq_call(m, "register", &r, sql, "sssssss", slug,
 	    mssql_is_guid(ws) ? ws : NULL, new_ws, ws, cfg,
