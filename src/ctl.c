@@ -49,8 +49,8 @@ usage(void)
 	fprintf(stderr,
 	    "usage: ade-ctl [-c file] [--json] command [args]\n"
 	    "commands:\n"
-	    "  db init                      create the tables (SQLite)\n"
-	    "  db check                     list missing tables\n"
+	    "  db init                      create what is missing of the schema\n"
+	    "  db check                     list missing tables and columns\n"
 	    "  config check FILE            check a configuration file\n"
 	    "  config keys                  list every configuration key\n"
 	    "  enqueue --workspace NAME --configuration NAME\n"
@@ -109,7 +109,7 @@ cmd_db(int argc, char **argv)
 {
 	struct conf *c;
 	struct store *st;
-	struct buf missing;
+	struct buf missing, optional;
 	int rc;
 
 	if (argc != 2)
@@ -125,15 +125,23 @@ cmd_db(int argc, char **argv)
 		rc = CTL_OK;
 	} else if (strcmp(argv[1], "check") == 0) {
 		buf_init(&missing);
-		rc = store_check_schema(st, &missing);
+		buf_init(&optional);
+		rc = store_check_schema(st, &missing, &optional);
 		if (rc < 0)
 			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
 		else if (rc > 0)
-			printf("missing tables: %s\n", buf_str(&missing));
-		else
+			printf("missing: %s\n", buf_str(&missing));
+		if (rc >= 0 && optional.len > 0)
+			printf("missing (optional; results are stored without "
+			    "it): %s\n", buf_str(&optional));
+		if (rc > 0)
+			printf("\"ade-ctl db init\" creates missing tables; "
+			    "missing columns come with the ADE migrations\n");
+		else if (rc == 0)
 			printf("schema OK\n");
 		rc = rc == 0 ? CTL_OK : CTL_FAIL;
 		buf_free(&missing);
+		buf_free(&optional);
 	} else
 		usage();
 	store_close(st);

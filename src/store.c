@@ -2,17 +2,75 @@
  * Chooses the backend named by the configuration and forwards each
  * operation to it.
  */
+#include <stdio.h>
+#include <strings.h>
 #include <string.h>
 #include <time.h>
 
 #include "conf.h"
+#include "results.h"
 #include "store_impl.h"
 #include "util.h"
 
-const char *const store_required_tables[] = {
-	"workspaces", "configurations", "documents", "runs", "environments",
-	"run_metrics", "run_fields", "run_table_columns", NULL
+/*
+ * The tables the daemon cannot run without, and the columns of each
+ * that it reads or writes.  A NULL column list stands for the result
+ * columns of results.c.  The ADE migrations create more columns than
+ * these; the daemon leaves the others to their defaults.
+ */
+static const char *const workspaces_cols[] = {
+	"id", "name", "slug", "created_at", "updated_at", NULL
 };
+static const char *const configurations_cols[] = {
+	"id", "workspace_id", "display_name", "status", "content_digest",
+	"last_used_at", "activated_at", "created_at", "updated_at", NULL
+};
+static const char *const documents_cols[] = {
+	"id", "workspace_id", "original_filename", "content_type",
+	"byte_size", "sha256", "stored_uri", "expires_at", "last_run_id",
+	"created_at", "updated_at", NULL
+};
+static const char *const runs_cols[] = {
+	"id", "configuration_id", "workspace_id", "input_document_id",
+	"input_sheet_names", "output_path", "engine_spec", "deps_digest",
+	"status", "exit_code", "created_at", "started_at", "completed_at",
+	"error_message", "available_at", "run_options", "attempt_count",
+	"max_attempts", "claimed_by", "claim_expires_at", NULL
+};
+static const char *const environments_cols[] = {
+	"id", "workspace_id", "configuration_id", "engine_spec",
+	"deps_digest", "status", "error_message", "claimed_by",
+	"claim_expires_at", "created_at", "updated_at", "last_used_at",
+	"python_version", "python_interpreter", "engine_version", NULL
+};
+static const char *const leases_cols[] = {
+	"name", "holder", "expires_at", NULL
+};
+
+static const struct {
+	const char		*table;
+	const char *const	*cols;
+} required[] = {
+	{ "workspaces", workspaces_cols },
+	{ "configurations", configurations_cols },
+	{ "documents", documents_cols },
+	{ "runs", runs_cols },
+	{ "environments", environments_cols },
+	{ "run_metrics", results_metric_columns },
+	{ "run_fields", results_field_columns },
+	{ "run_table_columns", results_column_columns },
+	{ "worker_leases", leases_cols },
+};
+
+/*
+ * valid_cells came to run_fields and run_table_columns with a later
+ * ADE migration.  Without it, results are stored without it, so its
+ * absence is reported but not fatal.
+ */
+#define OPTIONAL_COLUMN	"valid_cells"
+
+/* The result columns of results.c without the optional one. */
+static const char *fields_old[16], *table_columns_old[24];
 
 struct store *
 store_open(const struct conf *c, struct buf *err)
@@ -63,10 +121,136 @@ store_init_schema(struct store *st)
 	return st->ops->init_schema(st);
 }
 
-int
-store_check_schema(struct store *st, struct buf *missing)
+/* Whether a space-separated list of names holds name (any case). */
+static int
+has_name(const char *list, const char *name)
 {
-	return st->ops->check_schema(st, missing);
+	size_t len = strlen(name);
+	const char *p = list;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, " ");
+
+		if (n == len && strncasecmp(p, name, len) == 0)
+			return 1;
+		p += n;
+		p += strspn(p, " ");
+	}
+	return 0;
+}
+
+static void
+list_add(struct buf *b, const char *table, const char *col)
+{
+	if (b->len > 0)
+		buf_addstr(b, ", ");
+	if (col != NULL)
+		buf_printf(b, "%s.%s", table, col);
+	else
+		buf_addstr(b, table);
+}
+
+/*
+ * Lists in missing the required tables and columns the database lacks
+ * ("runs", "runs.claimed_by") and in optional the optional columns it
+ * lacks.  Returns how many required ones are missing, or -1.
+ */
+int
+store_check_schema(struct store *st, struct buf *missing,
+    struct buf *optional)
+{
+	struct buf have;
+	size_t i, k;
+	int n = 0, rc;
+
+	buf_init(&have);
+	for (i = 0; i < NELEM(required); i++) {
+		buf_reset(&have);
+		if ((rc = st->ops->table_columns(st, required[i].table,
+		    &have)) < 0) {
+			buf_free(&have);
+			return -1;
+		}
+		if (rc == 0) {
+			list_add(missing, required[i].table, NULL);
+			n++;
+			continue;
+		}
+		for (k = 0; required[i].cols[k] != NULL; k++) {
+			if (has_name(buf_str(&have), required[i].cols[k]))
+				continue;
+			if (strcmp(required[i].cols[k], OPTIONAL_COLUMN) == 0) {
+				if (optional != NULL)
+					list_add(optional, required[i].table,
+					    required[i].cols[k]);
+				continue;
+			}
+			list_add(missing, required[i].table,
+			    required[i].cols[k]);
+			n++;
+		}
+	}
+	buf_free(&have);
+	return n;
+}
+
+static void
+drop_optional(const char *const *from, const char **to, size_t max)
+{
+	size_t i, n = 0;
+
+	for (i = 0; from[i] != NULL && n + 1 < max; i++)
+		if (strcmp(from[i], OPTIONAL_COLUMN) != 0)
+			to[n++] = from[i];
+	to[n] = NULL;
+}
+
+/*
+ * Settles, once per store (when the database answers), which result columns
+ * the tables have: results go to the columns that exist.  Until the
+ * database answers, the full lists are used.
+ */
+static void
+probe_result_columns(struct store *st)
+{
+	struct buf have;
+
+	if (st->probed)
+		return;
+	st->cols[0] = results_metric_columns;
+	st->cols[1] = results_field_columns;
+	st->cols[2] = results_column_columns;
+	buf_init(&have);
+	if (st->ops->table_columns(st, "run_fields", &have) == 1) {
+		if (!has_name(buf_str(&have), OPTIONAL_COLUMN)) {
+			drop_optional(results_field_columns, fields_old,
+			    NELEM(fields_old));
+			st->cols[1] = fields_old;
+		}
+		buf_reset(&have);
+		if (st->ops->table_columns(st, "run_table_columns",
+		    &have) == 1) {
+			if (!has_name(buf_str(&have), OPTIONAL_COLUMN)) {
+				drop_optional(results_column_columns,
+				    table_columns_old,
+				    NELEM(table_columns_old));
+				st->cols[2] = table_columns_old;
+			}
+			st->probed = 1;
+		}
+	}
+	buf_free(&have);
+}
+
+const char *const *
+store_result_columns(struct store *st, int which)
+{
+	if (st->cols[which] == NULL) {
+		st->cols[0] = results_metric_columns;
+		st->cols[1] = results_field_columns;
+		st->cols[2] = results_column_columns;
+	}
+	return st->cols[which];
 }
 
 int
@@ -161,6 +345,7 @@ int
 store_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
+	probe_result_columns(st);
 	return st->ops->run_succeeded(st, id, token, output_path, results);
 }
 
@@ -336,5 +521,14 @@ store_environment_rebuild(struct store *st, const char *id)
 json_t *
 store_show_run(struct store *st, const char *id)
 {
-	return st->ops->show_run(st, id);
+	static const char *const lists[] = { "fields", "table_columns" };
+	json_t *out, *row;
+	size_t i, k;
+
+	if ((out = st->ops->show_run(st, id)) == NULL)
+		return NULL;
+	for (k = 0; k < NELEM(lists); k++)
+		json_array_foreach(json_object_get(out, lists[k]), i, row)
+			json_object_del(row, "run_id");
+	return out;
 }

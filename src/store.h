@@ -98,7 +98,8 @@ int		 store_dead(struct store *);
 const char	*store_backend(struct store *);
 
 int	store_init_schema(struct store *);
-int	store_check_schema(struct store *, struct buf *missing);
+int	store_check_schema(struct store *, struct buf *missing,
+	    struct buf *optional);
 
 int	store_ensure_environments(struct store *, long *inserted,
 	    long *requeued);

@@ -11,7 +11,8 @@ struct store_ops {
 	const char *name;
 	void	(*close)(struct store *);
 	int	(*init_schema)(struct store *);
-	int	(*check_schema)(struct store *, struct buf *);
+	/* 1 with the names in the buf, 0 when there is no such table */
+	int	(*table_columns)(struct store *, const char *, struct buf *);
 	int	(*ensure_environments)(struct store *, long *, long *);
 	int	(*claim_environment)(struct store *, const char *, double,
 		    struct env_claim *);
@@ -61,10 +62,16 @@ struct store {
 	const struct store_ops	*ops;
 	char			 err[1024];
 	int			 dead;	/* the last error lost the connection */
+	/* The result columns the tables have (store_result_columns). */
+	const char *const	*cols[3];
+	int			 probed;
 };
 
-/* The tables the worker cannot run without. */
-extern const char *const store_required_tables[];
+/*
+ * The columns to write of run_metrics (0), run_fields (1) and
+ * run_table_columns (2): those of results.c the tables have.
+ */
+const char *const *store_result_columns(struct store *, int which);
 
 struct store	*store_sqlite_open(const struct conf *, struct buf *);
 struct store	*store_pgsql_open(const struct conf *, struct buf *);

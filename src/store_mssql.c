@@ -1761,25 +1761,24 @@ mq_init_schema(struct store *st)
 }
 
 static int
-mq_check_schema(struct store *st, struct buf *missing)
+mq_table_columns(struct store *st, const char *table, struct buf *out)
 {
 	static const char sql[] =
-	    BATCH "SELECT CASE WHEN OBJECT_ID(@p1, N'U') IS NULL THEN 1"
-	    " ELSE 0 END AS missing";
+	    BATCH "SELECT name FROM sys.columns"
+	    " WHERE object_id = OBJECT_ID(@p1, N'U')";
 	struct mq *m = (struct mq *)st;
+	struct mres r;
 	size_t i;
-	int n = 0, rc;
+	int rc;
 
-	for (i = 0; store_required_tables[i] != NULL; i++) {
-		rc = mq_count(m, "schema check", sql, "s",
-		    store_required_tables[i]);
-		if (rc < 0)
-			return -1;
-		if (rc == 1)
-			buf_printf(missing, "%s%s", n++ ? ", " : "",
-			    store_required_tables[i]);
-	}
-	return n;
+	memset(&r, 0, sizeof(r));
+	if ((rc = mq_call(m, "schema check", &r, sql, "s", table)) != 0)
+		return rc < 0 ? -1 : rc;
+	for (i = 0; i < r.nrows; i++)
+		buf_printf(out, "%s%s", i > 0 ? " " : "", mres_str(&r, i, 0));
+	rc = r.nrows > 0;
+	mres_clear(&r);
+	return rc;
 }
 
 /*
@@ -2240,15 +2239,16 @@ run_succeeded_once(struct mq *m, const char *id, const char *token,
 			one = json_array();
 			json_array_append(one, metrics);
 			n = insert_rows(m, "run_metrics",
-			    results_metric_columns, one, id);
+			    store_result_columns(&m->base, 0), one, id);
 			json_decref(one);
 			if (n != 0)
 				return mq_rollback(m, n);
 		}
-		if ((n = insert_rows(m, "run_fields", results_field_columns,
+		if ((n = insert_rows(m, "run_fields",
+		    store_result_columns(&m->base, 1),
 		    json_object_get(results, "run_fields"), id)) != 0 ||
 		    (n = insert_rows(m, "run_table_columns",
-		    results_column_columns,
+		    store_result_columns(&m->base, 2),
 		    json_object_get(results, "run_table_columns"), id)) != 0)
 			return mq_rollback(m, n);
 	}
@@ -2769,17 +2769,12 @@ mq_show_run(struct store *st, const char *id)
 	    " run_options, attempt_count, max_attempts, claimed_by, "
 	    TS("claim_expires_at", "claim_expires_at")
 	    " FROM runs WHERE id = " UUID("@p1");
+	/* every column the table has: valid_cells came later */
 	static const char fld[] =
-	    BATCH "SELECT field, label, detected, best_mapping_score,"
-	    " valid_cells, occurrences_tables, occurrences_columns"
-	    " FROM run_fields WHERE run_id = " UUID("@p1")
+	    BATCH "SELECT * FROM run_fields WHERE run_id = " UUID("@p1")
 	    " ORDER BY field";
 	static const char col[] =
-	    BATCH "SELECT workbook_index, workbook_name, sheet_index,"
-	    " sheet_name, table_index, column_index, header_raw,"
-	    " header_normalized, non_empty_cells, valid_cells,"
-	    " mapping_status, mapped_field, mapping_score, mapping_method,"
-	    " unmapped_reason FROM run_table_columns"
+	    BATCH "SELECT * FROM run_table_columns"
 	    " WHERE run_id = " UUID("@p1")
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
 	struct mq *m = (struct mq *)st;
@@ -2830,7 +2825,7 @@ static const struct store_ops mssql_ops = {
 	.name = "mssql",
 	.close = mq_close,
 	.init_schema = mq_init_schema,
-	.check_schema = mq_check_schema,
+	.table_columns = mq_table_columns,
 	.ensure_environments = mq_ensure_environments,
 	.claim_environment = mq_claim_environment,
 	.heartbeat_environment = mq_heartbeat_environment,

@@ -272,6 +272,11 @@ static const char schema_sql[] =
 "  name VARCHAR(64) PRIMARY KEY,"
 "  holder VARCHAR(255) NOT NULL,"
 "  expires_at TIMESTAMPTZ NOT NULL);"
+/* Tables made by ADE migrations older than valid_cells. */
+"ALTER TABLE run_fields"
+"  ADD COLUMN IF NOT EXISTS valid_cells INTEGER NOT NULL DEFAULT 0;"
+"ALTER TABLE run_table_columns"
+"  ADD COLUMN IF NOT EXISTS valid_cells INTEGER NOT NULL DEFAULT 0;"
 /*
  * Wake-ups: a run that becomes queued, and an environment that becomes
  * ready (its runs become claimable), notify the channel.
@@ -675,24 +680,23 @@ pg_init_schema(struct store *st)
 }
 
 static int
-pg_check_schema(struct store *st, struct buf *missing)
+pg_table_columns(struct store *st, const char *table, struct buf *out)
 {
-	static const char sql[] = "SELECT to_regclass($1) IS NULL";
+	static const char sql[] =
+	    "SELECT column_name::text FROM information_schema.columns"
+	    " WHERE table_schema = current_schema() AND table_name = $1"
+	    " ORDER BY ordinal_position";
 	struct pg *p = (struct pg *)st;
 	PGresult *r;
-	size_t i;
-	int n = 0;
+	int i, n;
 
-	for (i = 0; store_required_tables[i] != NULL; i++) {
-		if ((r = pg_query(p, sql, "s", store_required_tables[i])) ==
-		    NULL)
-			return -1;
-		if (PQgetvalue(r, 0, 0)[0] == 't')
-			buf_printf(missing, "%s%s", n++ ? ", " : "",
-			    store_required_tables[i]);
-		PQclear(r);
-	}
-	return n;
+	if ((r = pg_query(p, sql, "s", table)) == NULL)
+		return -1;
+	n = PQntuples(r);
+	for (i = 0; i < n; i++)
+		buf_printf(out, "%s%s", i > 0 ? " " : "", PQgetvalue(r, i, 0));
+	PQclear(r);
+	return n > 0;
 }
 
 static int
@@ -1014,15 +1018,16 @@ pg_run_succeeded(struct store *st, const char *id, const char *token,
 			one = json_array();
 			json_array_append(one, metrics);
 			n = insert_rows(p, "run_metrics",
-			    results_metric_columns, one, id);
+			    store_result_columns(st, 0), one, id);
 			json_decref(one);
 			if (n != 0)
 				return pg_rollback(p, -1);
 		}
-		if (insert_rows(p, "run_fields", results_field_columns,
+		if (insert_rows(p, "run_fields",
+		    store_result_columns(st, 1),
 		    json_object_get(results, "run_fields"), id) != 0 ||
 		    insert_rows(p, "run_table_columns",
-		    results_column_columns,
+		    store_result_columns(st, 2),
 		    json_object_get(results, "run_table_columns"), id) != 0)
 			return pg_rollback(p, -1);
 	}
@@ -1455,16 +1460,12 @@ pg_show_run(struct store *st, const char *id)
 	    " FROM runs WHERE id::text = lower($1)";
 	static const char met[] =
 	    "SELECT * FROM run_metrics WHERE run_id::text = lower($1)";
+	/* every column the table has: valid_cells came later */
 	static const char fld[] =
-	    "SELECT field, label, detected, best_mapping_score, valid_cells,"
-	    "  occurrences_tables, occurrences_columns FROM run_fields"
-	    " WHERE run_id::text = lower($1) ORDER BY field";
+	    "SELECT * FROM run_fields WHERE run_id::text = lower($1)"
+	    " ORDER BY field";
 	static const char col[] =
-	    "SELECT workbook_index, workbook_name, sheet_index, sheet_name,"
-	    "  table_index, column_index, header_raw, header_normalized,"
-	    "  non_empty_cells, valid_cells, mapping_status, mapped_field,"
-	    "  mapping_score, mapping_method, unmapped_reason"
-	    " FROM run_table_columns WHERE run_id::text = lower($1)"
+	    "SELECT * FROM run_table_columns WHERE run_id::text = lower($1)"
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
 	struct pg *p = (struct pg *)st;
 	json_t *out, *a;
@@ -1498,7 +1499,7 @@ static const struct store_ops pgsql_ops = {
 	.name = "pgsql",
 	.close = pg_close,
 	.init_schema = pg_init_schema,
-	.check_schema = pg_check_schema,
+	.table_columns = pg_table_columns,
 	.ensure_environments = pg_ensure_environments,
 	.claim_environment = pg_claim_environment,
 	.heartbeat_environment = pg_heartbeat_environment,

@@ -562,31 +562,22 @@ sq_init_schema(struct store *st)
 }
 
 static int
-sq_check_schema(struct store *st, struct buf *missing)
+sq_table_columns(struct store *st, const char *table, struct buf *out)
 {
-	static const char sql[] =
-	    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-	    "name = ?1";
+	static const char sql[] = "SELECT name FROM pragma_table_info(?1)";
 	struct sq *s = (struct sq *)st;
 	sqlite3_stmt *q;
-	size_t i;
-	int n = 0;
+	int rc, n = 0;
 
-	for (i = 0; store_required_tables[i] != NULL; i++) {
-		if ((q = sq_query(s, sql, "s", store_required_tables[i])) ==
-		    NULL)
-			return -1;
-		if (sqlite3_step(q) != SQLITE_ROW) {
-			sq_done(s, q);
-			return sq_fail(s, "schema check");
-		}
-		if (sqlite3_column_int(q, 0) == 0) {
-			buf_printf(missing, "%s%s", n++ ? ", " : "",
-			    store_required_tables[i]);
-		}
-		sq_done(s, q);
-	}
-	return n;
+	if ((q = sq_query(s, sql, "s", table)) == NULL)
+		return -1;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+		buf_printf(out, "%s%s", n++ > 0 ? " " : "",
+		    (const char *)sqlite3_column_text(q, 0));
+	if (rc != SQLITE_DONE)
+		n = sq_fail(s, "schema check");
+	sq_done(s, q);
+	return n < 0 ? -1 : n > 0;
 }
 
 /*
@@ -985,15 +976,16 @@ sq_run_succeeded(struct store *st, const char *id, const char *token,
 			one = json_array();
 			json_array_append(one, metrics);
 			n = insert_rows(s, "run_metrics",
-			    results_metric_columns, one, id);
+			    store_result_columns(st, 0), one, id);
 			json_decref(one);
 			if (n == -1)
 				return sq_rollback(s, -1);
 		}
-		if (insert_rows(s, "run_fields", results_field_columns,
+		if (insert_rows(s, "run_fields",
+		    store_result_columns(st, 1),
 		    json_object_get(results, "run_fields"), id) == -1 ||
 		    insert_rows(s, "run_table_columns",
-		    results_column_columns,
+		    store_result_columns(st, 2),
 		    json_object_get(results, "run_table_columns"), id) == -1)
 			return sq_rollback(s, -1);
 	}
@@ -1417,16 +1409,11 @@ sq_show_run(struct store *st, const char *id)
 	static const char run[] = "SELECT * FROM runs WHERE id = lower(?1)";
 	static const char met[] =
 	    "SELECT * FROM run_metrics WHERE run_id = lower(?1)";
+	/* every column the table has: valid_cells came later */
 	static const char fld[] =
-	    "SELECT field, label, detected, best_mapping_score, valid_cells,"
-	    "  occurrences_tables, occurrences_columns FROM run_fields"
-	    " WHERE run_id = lower(?1) ORDER BY field";
+	    "SELECT * FROM run_fields WHERE run_id = lower(?1) ORDER BY field";
 	static const char col[] =
-	    "SELECT workbook_index, workbook_name, sheet_index, sheet_name,"
-	    "  table_index, column_index, header_raw, header_normalized,"
-	    "  non_empty_cells, valid_cells, mapping_status, mapped_field,"
-	    "  mapping_score, mapping_method, unmapped_reason"
-	    " FROM run_table_columns WHERE run_id = lower(?1)"
+	    "SELECT * FROM run_table_columns WHERE run_id = lower(?1)"
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
 	struct sq *s = (struct sq *)st;
 	json_t *out, *a;
@@ -1460,7 +1447,7 @@ static const struct store_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sq_close,
 	.init_schema = sq_init_schema,
-	.check_schema = sq_check_schema,
+	.table_columns = sq_table_columns,
 	.ensure_environments = sq_ensure_environments,
 	.claim_environment = sq_claim_environment,
 	.heartbeat_environment = sq_heartbeat_environment,

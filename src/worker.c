@@ -294,12 +294,12 @@ worker_main(const struct conf *c, int exit_when_idle)
 	if ((w.store = worker_connect(c)) == NULL)
 		return worker_stop ? WORKER_EXIT_OK : WORKER_EXIT_ERROR;
 	buf_init(&missing);
-	r = store_check_schema(w.store, &missing);
+	r = store_check_schema(w.store, &missing, NULL);
 	if (r != 0) {
 		if (r > 0)
-			log_error("the database lacks required tables: %s; "
-			    "create them with \"ade-ctl db init\" (or the ADE "
-			    "migrations)", buf_str(&missing));
+			log_error("the database lacks required tables or "
+			    "columns: %s; add them with \"ade-ctl db init\" "
+			    "(or the ADE migrations)", buf_str(&missing));
 		else
 			log_error("cannot check the schema: %s",
 			    store_error(w.store));

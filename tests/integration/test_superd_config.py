@@ -11,7 +11,7 @@ import pytest
 from adetest import CTL, SUPERD, clean_env
 
 REQUIRED_TABLES = ["workspaces", "configurations", "documents", "runs", "environments",
-                   "run_metrics", "run_fields", "run_table_columns"]
+                   "run_metrics", "run_fields", "run_table_columns", "worker_leases"]
 
 
 def check(path, env=None) -> subprocess.CompletedProcess:

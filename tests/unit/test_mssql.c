@@ -464,7 +464,7 @@ test_live(void **state)
 	if (st == NULL)
 		fail_msg("open: %s", buf_str(&err));
 	assert_int_equal(store_init_schema(st), 0);
-	assert_int_equal(store_check_schema(st, &missing), 0);
+	assert_int_equal(store_check_schema(st, &missing, NULL), 0);
 
 	live_uuid(doc);
 	snprintf(ws_name, sizeof(ws_name), "Unit Test %.8s", doc);
