@@ -54,11 +54,15 @@ static const struct conf_key keys[] = {
 	    "File whose first line is the password (mode 0600 or 0640)." },
 	{ "database", "encrypt", CONF_ENUM, O(db_encrypt), "optional", 0,
 	    "ADE_SQL_ENCRYPT", 0, 0, "optional|mandatory|strict|yes|no",
-	    "TLS policy for SQL Server logins." },
+	    "TLS policy for SQL Server logins, for compatibility: FreeTDS "
+	    "takes TLS from freetds.conf only, and ade-superd warns at start "
+	    "when this asks for more than optional." },
 	{ "database", "trust_server_certificate", CONF_BOOL,
 	    O(db_trust_server_cert), "yes", 0,
 	    "ADE_SQL_TRUST_SERVER_CERTIFICATE", 0, 0, NULL,
-	    "Accept a SQL Server certificate that cannot be verified." },
+	    "Accept a SQL Server certificate that cannot be verified; "
+	    "for compatibility, like encrypt (set \"ca file\" in "
+	    "freetds.conf to verify)." },
 	{ "database", "auth_mode", CONF_ENUM, O(db_auth_mode), "sql_password",
 	    0, "ADE_DATABASE_AUTH_MODE", 0, 0, "sql_password|managed_identity",
 	    "Login method; managed_identity is refused (FreeTDS cannot log "

@@ -1129,7 +1129,8 @@ mq_err_handler(DBPROCESS *dbp, int severity, int dberr, int oserr,
 	/* The server's message has already been recorded. */
 	if (dberr == SYBESMSG)
 		return INT_CANCEL;
-	if (oserr != 0 && oserrstr != NULL)
+	/* A timeout's system error is a leftover (EINPROGRESS). */
+	if (oserr != 0 && oserrstr != NULL && dberr != SYBETIME)
 		snprintf(text, sizeof(text), "%s (%s)", dberrstr != NULL ?
 		    dberrstr : "db-lib error", oserrstr);
 	else
@@ -1697,11 +1698,8 @@ store_mssql_open(const struct conf *c, struct buf *err)
 	m->app = xstrdup(c->db_app_name);
 	m->login_timeout = (int)(c->db_login_timeout + 0.999);
 	m->query_timeout = (int)(c->db_query_timeout + 0.999);
-	log_debug("mssql: server %s, database %s, TDS %s; encrypt = %s and "
-	    "trust_server_certificate = %s are informational: FreeTDS takes "
-	    "TLS settings from freetds.conf (encryption, ca file)",
-	    m->server, m->database, c->db_tds_version, c->db_encrypt,
-	    c->db_trust_server_cert ? "yes" : "no");
+	log_debug("mssql: server %s, database %s, TDS %s", m->server,
+	    m->database, c->db_tds_version);
 	if (mq_lib_init(err) == -1) {
 		mq_free(m);
 		return NULL;

@@ -709,6 +709,18 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	}
 	log_notice("supervisor started: %d workers, control socket %s",
 	    S.wanted, c->socket_path);
+	/*
+	 * db-lib has no call that sets TLS on a login: it comes from
+	 * freetds.conf alone, so a stricter setting here is a reminder.
+	 */
+	if (strcmp(c->db_backend, "mssql") == 0 &&
+	    ((strcmp(c->db_encrypt, "optional") != 0 &&
+	    strcmp(c->db_encrypt, "no") != 0) || !c->db_trust_server_cert))
+		log_warnx("encrypt = %s, trust_server_certificate = %s: "
+		    "FreeTDS takes TLS from freetds.conf only; make sure the "
+		    "server's section sets \"encryption = require\" and a "
+		    "\"ca file\"", c->db_encrypt,
+		    c->db_trust_server_cert ? "yes" : "no");
 	if (ready_fd != -1) {
 		if (write(ready_fd, "ok", 2) == -1)
 			log_warn("ready pipe");
