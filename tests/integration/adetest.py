@@ -1,18 +1,19 @@
 """Helpers for the ade-superd / ade-ctl integration tests (fixtures: conftest.py).
 
 Every test gets its own Deployment: a directory with a worker.conf, a data
-directory and a database -- a SQLite file in the data directory, or a
+directory and a database -- a SQLite file in the data directory, a
 database of its own on the session's private PostgreSQL server (see
-tests/lib/pgserver.py).  Most start from a copy of a session-wide template
+tests/lib/pgserver.py), or a throw-away database on the SQL Server named
+by ADE_TEST_MSSQL_* (see tests/lib/mssqlserver.py).  Most start from a copy of a session-wide template
 (one per backend) in which the workspace "ws" and the configuration "cfg"
 (the sample configuration package) are registered and whose environment is
 already built, so that they need no environment build of their own.
 
 Deployment.db() is a backend-neutral connection: it takes SQLite-style SQL
-with ? placeholders on both backends and returns rows addressable by column
-name, with PostgreSQL's values in SQLite's forms (timestamps as
-"YYYY-MM-DDTHH:MM:SS.mmmZ" text, ids and JSON as text), so that one
-assertion holds for both.
+with ? placeholders on every backend and returns rows addressable by column
+name, with the servers' values in SQLite's forms (timestamps as
+"YYYY-MM-DDTHH:MM:SS.mmmZ" text, ids as lower-case text, JSON as text), so
+that one assertion holds for all.
 
 Binaries come from $ADE_BUILD_DIR (default <repo>/build); environments are
 built with $ADE_PYTHON (default /usr/bin/python3), offline.
@@ -23,6 +24,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import decimal
+import grp
+import pwd
+import re
 import itertools
 import json
 import os
@@ -46,6 +50,7 @@ except ImportError:  # pragma: no cover - python3-psycopg2 is expected
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
+import mssqlserver  # noqa: E402
 import pgserver  # noqa: E402
 
 BUILD_DIR = Path(os.environ.get("ADE_BUILD_DIR") or REPO / "build").resolve()
@@ -73,7 +78,7 @@ FAKE_ENGINE_COMMAND = f"{{python}} {FAKE_ENGINE}"
 SAMPLE_EVENTS = ENGINES / "engine-events.sample.ndjson"
 SAMPLE_ROWS = ENGINES / "run-completed.rows.json"
 
-BACKENDS = ("sqlite", "pgsql")
+BACKENDS = ("sqlite", "pgsql", "mssql")
 
 WORKSPACE = "ws"
 CONFIGURATION = "cfg"
@@ -81,6 +86,13 @@ CONFIGURATION = "cfg"
 # ade-superd never runs workers as root; run as root, the tests run the
 # service as nobody, and ade-ctl acts as that user too.
 SERVICE_USER = ("nobody", "nogroup") if os.geteuid() == 0 else None
+
+
+def give_to_service_user(path: Path) -> None:
+    """A file of the tests' that the service user must read (mode kept)."""
+    if SERVICE_USER is not None:
+        os.chown(path, pwd.getpwnam(SERVICE_USER[0]).pw_uid,
+                 grp.getgrnam(SERVICE_USER[1]).gr_gid)
 
 
 def share(path: Path) -> None:
@@ -160,6 +172,11 @@ def pgsql_unavailable() -> str | None:
     if psycopg2 is None:
         return "psycopg2 is not installed for this Python (Debian package: python3-psycopg2)"
     return None
+
+
+def mssql_unavailable() -> str | None:
+    """Why the mssql cases cannot run here, or None."""
+    return mssqlserver.unavailable()
 
 
 def write_input(path: Path, body: str = "Email,Name\na@example.com,A\n", **instructions) -> Path:
@@ -296,19 +313,64 @@ if psycopg2 is not None:
                                                 lambda value, cursor: value)
 
 
+def mssql_sql(sql: str) -> str:
+    """SQLite-style SQL for pymssql: ? outside quotes becomes %s and || becomes +
+    (pymssql leaves every other % alone)."""
+    out, quote, i = [], None, 0
+    while i < len(sql):
+        ch = sql[i]
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            i += 1
+            continue
+        elif sql.startswith("||", i):
+            out.append("+")
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+# DATETIMEOFFSET as text, should the driver hand it over that way
+_DTO_TEXT = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d+)? ?([+-]\d\d:\d\d)$")
+
+
+def mssql_value(value):
+    """A SQL Server value in the form SQLite gives it back."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        m = _DTO_TEXT.match(value)
+        if m:
+            frac = (m.group(3) or ".0")[1:7].ljust(6, "0")
+            return iso_ts(datetime.fromisoformat(
+                f"{m.group(1)}T{m.group(2)}.{frac}{m.group(4)}"))
+        return value
+    return pg_value(value)
+
+
 class Database:
     """A connection to a deployment's database, in autocommit mode.
 
-    execute(sql, params) takes SQLite-style SQL with ? placeholders on both
-    backends and returns a Result whose rows are Row dicts; on PostgreSQL,
-    timestamps come back as "YYYY-MM-DDTHH:MM:SS.mmmZ" text, UUIDs and JSON
-    as text, numerics as int or float."""
+    execute(sql, params) takes SQLite-style SQL with ? placeholders on every
+    backend and returns a Result whose rows are Row dicts; on the servers,
+    timestamps come back as "YYYY-MM-DDTHH:MM:SS.mmmZ" text, UUIDs (lower
+    case) and JSON as text, numerics as int or float."""
 
     def __init__(self, backend: str, *, path: Path | None = None,
-                 pg: "pgserver.PgServer | None" = None, name: str | None = None):
+                 pg: "pgserver.PgServer | None" = None, name: str | None = None,
+                 ms: "mssqlserver.MssqlServer | None" = None):
         self.backend = backend
         if backend == "sqlite":
             self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        elif backend == "mssql":
+            self.conn = ms.connect(name)
         else:
             self.conn = psycopg2.connect(host=pg.socket_dir, dbname=name, user=pg.user,
                                          options="-c TimeZone=UTC",
@@ -321,6 +383,18 @@ class Database:
             cur = self.conn.execute(sql, tuple(params))
             names = [d[0] for d in cur.description] if cur.description else []
             return Result(names, cur.fetchall() if names else [], cur.rowcount, lambda v: v)
+        if self.backend == "mssql":
+            cur = self.conn.cursor()
+            try:
+                if params:
+                    cur.execute(mssql_sql(sql), tuple(params))
+                else:
+                    cur.execute(mssql_sql(sql))
+                names = [d[0] for d in cur.description] if cur.description else []
+                return Result(names, cur.fetchall() if names else [], cur.rowcount,
+                              mssql_value)
+            finally:
+                cur.close()
         with self.conn.cursor() as cur:
             cur.execute(pg_placeholders(sql), tuple(params))
             names = [d[0] for d in cur.description] if cur.description else []
@@ -330,6 +404,9 @@ class Database:
         """The column names of a table."""
         if self.backend == "sqlite":
             return {r["name"] for r in self.execute(f"PRAGMA table_info({table})")}
+        if self.backend == "mssql":
+            return {r["name"] for r in self.execute(
+                "SELECT name FROM sys.columns WHERE object_id = OBJECT_ID(?)", (table,))}
         return {r["column_name"] for r in self.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = current_schema() AND table_name = ?", (table,))}
@@ -341,11 +418,32 @@ class Database:
             self.execute("PRAGMA foreign_keys = OFF")
             yield self
             return
+        if self.backend == "mssql":
+            tables = [t for t in mssqlserver.TABLES if self.columns(t)]
+            for t in tables:
+                self.execute(f"ALTER TABLE {t} NOCHECK CONSTRAINT ALL")
+            try:
+                yield self
+            finally:
+                for t in tables:
+                    self.execute(f"ALTER TABLE {t} CHECK CONSTRAINT ALL")
+            return
         self.execute("SET session_replication_role = replica")  # no FK triggers
         try:
             yield self
         finally:
             self.execute("SET session_replication_role = DEFAULT")
+
+    def drop_column(self, table: str, column: str) -> None:
+        """ALTER TABLE ... DROP COLUMN, on SQL Server with its default first."""
+        if self.backend == "mssql":
+            for r in self.execute(
+                    "SELECT d.name FROM sys.default_constraints d JOIN sys.columns c"
+                    " ON c.object_id = d.parent_object_id AND c.column_id = d.parent_column_id"
+                    " WHERE d.parent_object_id = OBJECT_ID(?) AND c.name = ?",
+                    (table, column)):
+                self.execute(f"ALTER TABLE {table} DROP CONSTRAINT {r['name']}")
+        self.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
 
     def close(self) -> None:
         self.conn.close()
@@ -361,13 +459,15 @@ def new_db_name(prefix: str = "t") -> str:
 class Deployment:
     """One data directory, database and worker.conf, and the workers started on it.
 
-    backend is "sqlite" (the database is data/db/ade.sqlite) or "pgsql" (a
+    backend is "sqlite" (the database is data/db/ade.sqlite), "pgsql" (a
     database of its own on the server pg, created here, copied from the
-    template's database when there is a template)."""
+    template's database when there is a template) or "mssql" (the same on
+    the SQL Server ms: db init, then the template's rows copied)."""
 
     def __init__(self, root: Path, settings: dict | None = None, *,
                  template: "Template | Path | None" = None, backend: str = "sqlite",
-                 pg: "pgserver.PgServer | None" = None, db_name: str | None = None):
+                 pg: "pgserver.PgServer | None" = None, db_name: str | None = None,
+                 ms: "mssqlserver.MssqlServer | None" = None):
         if isinstance(template, Path):
             template = Template("sqlite", template)
         if template is not None:
@@ -376,6 +476,7 @@ class Deployment:
         self.root.mkdir(parents=True, exist_ok=True)
         self.backend = backend
         self.pg = pg
+        self.ms = ms
         self.data_dir = root / "data"
         if template is not None:
             copy_template(template.data_dir, self.data_dir)
@@ -400,9 +501,21 @@ class Deployment:
                 key, _, value = line.partition("=")
                 database[key.strip()] = value.strip()
             self.settings["database"] = database
+        elif backend == "mssql":
+            assert ms is not None, "an mssql deployment needs the server"
+            self.db_name = db_name or new_db_name("adetest_")
+            ms.create_database(self.db_name)
+            secret = root / "mssql-password"
+            secret.write_text(ms.password + "\n")
+            os.chmod(secret, 0o600)
+            give_to_service_user(secret)
+            self.settings["database"] = ms.settings(self.db_name, secret)
         else:
             assert backend == "sqlite", backend
         self.configure(**(settings or {}))
+        if backend == "mssql" and template is not None:
+            self.init_db()
+            ms.copy_rows(template.db_name, self.db_name)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -427,6 +540,8 @@ class Deployment:
         if self._conn is None:
             if self.backend == "sqlite":
                 self._conn = Database("sqlite", path=self.db_path)
+            elif self.backend == "mssql":
+                self._conn = Database("mssql", ms=self.ms, name=self.db_name)
             else:
                 self._conn = Database("pgsql", pg=self.pg, name=self.db_name)
         return self._conn
@@ -582,7 +697,9 @@ class Deployment:
         self.close_db()
 
     def drop_database(self) -> None:
-        """Drops a PostgreSQL deployment's database (after close())."""
+        """Drops a server deployment's database (after close())."""
+        if self.backend == "mssql" and self.db_name and self.ms is not None:
+            self.ms.drop_database(self.db_name)
         if self.backend == "pgsql" and self.db_name and self.pg is not None \
                 and self.pg.started:
             self._psql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')

@@ -16,7 +16,7 @@ from adetest import FAKE_ENGINE_COMMAND, assert_sample_results, sample_rows, wri
 
 
 def drop_column(dep, table: str, column: str) -> None:
-    dep.db().execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    dep.db().drop_column(table, column)
 
 
 def test_db_check_names_missing_tables_and_columns(deploy):
@@ -83,7 +83,7 @@ def test_results_without_valid_cells_on_an_older_schema(deploy, tmp_path):
 
 
 # SQLite databases are made by ade-ctl db init, which always had the column.
-@pytest.mark.backends("pgsql")
+@pytest.mark.backends("pgsql", "mssql")
 def test_db_init_adds_valid_cells_on_server_backends(deploy, tmp_path):
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
     drop_column(dep, "run_fields", "valid_cells")

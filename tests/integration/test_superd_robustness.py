@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from adetest import (
-    FAKE_ENGINE, FAKE_ENGINE_COMMAND, SAMPLES, assert_sample_results, crash, iso_now,
+    FAKE_ENGINE_COMMAND, SAMPLES, assert_sample_results, crash, iso_now,
     parse_ts, pid_alive, wait_until, write_input,
 )
 

@@ -1,0 +1,171 @@
+"""ade-superd on SQL Server under concurrency and faults: many workers on one
+queue, sessions killed under load, and row locks held by other sessions.
+
+They run against the server of ADE_TEST_MSSQL_* (see conftest.py), and are
+reported as skipped when none is named.  The engine is the ledger engine of
+ledger.py.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from adetest import assert_sample_results, wait_until, write_input
+from ledger import executions, jobs_done, ledger_engine, max_concurrent, read_ledger
+
+pytestmark = pytest.mark.backends("mssql")
+
+
+def enqueue_bulk(dep, n: int, max_attempts: int = 3) -> list[str]:
+    """n queued runs of the template's configuration, inserted in one batch
+    (each with a document row of its own, as the API creates them).  runs
+    carries triggers, so its OUTPUT goes INTO a table variable."""
+    (first,) = dep.rows("SELECT TOP 1 input_document_id, configuration_id, engine_spec,"
+                        " deps_digest FROM runs ORDER BY created_at")
+    rows = dep.rows(
+        "SET NOCOUNT ON;"
+        " DECLARE @d TABLE (id UNIQUEIDENTIFIER, workspace_id UNIQUEIDENTIFIER);"
+        " DECLARE @r TABLE (id UNIQUEIDENTIFIER);"
+        " INSERT INTO documents (id, workspace_id, original_filename, byte_size, sha256,"
+        "  stored_uri, expires_at)"
+        " OUTPUT inserted.id, inserted.workspace_id INTO @d"
+        " SELECT NEWID(), workspace_id, original_filename, byte_size, sha256, stored_uri,"
+        "  expires_at FROM documents CROSS JOIN (SELECT TOP (?) 1 AS x FROM sys.all_columns a"
+        "  CROSS JOIN sys.all_columns b) AS n WHERE documents.id = ?;"
+        " INSERT INTO runs (id, configuration_id, workspace_id, input_document_id,"
+        "  engine_spec, deps_digest, max_attempts)"
+        " OUTPUT inserted.id INTO @r"
+        " SELECT NEWID(), ?, workspace_id, id, ?, ?, ? FROM @d;"
+        " SELECT id FROM @r",
+        n, first["input_document_id"], first["configuration_id"], first["engine_spec"],
+        first["deps_digest"], max_attempts)
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == n
+    return ids
+
+
+def status_counts(dep, run_ids) -> dict[str, int]:
+    wanted = set(run_ids)
+    counts = defaultdict(int)
+    for row in dep.rows("SELECT id, status FROM runs"):
+        if row["id"] in wanted:
+            counts[row["status"]] += 1
+    return dict(counts)
+
+
+def test_four_workers_execute_1000_runs_exactly_once(deploy, tmp_path):
+    command, ledger = ledger_engine(tmp_path)
+    dep = deploy(engine_command=command, lease_seconds=60, **{"supervisor.workers": 4})
+    run_ids = enqueue_bulk(dep, 1000)
+
+    supervisor = dep.start_worker(exit_when_idle=True)    # four worker processes
+    assert dep.wait_worker(supervisor, timeout=600) == 0, dep.worker_logs()
+
+    # the engines' own ledger: every run started once and ended once, by one process
+    entries = read_ledger(ledger)
+    assert set(entries) == set(run_ids), (len(entries), len(run_ids))
+    for run in run_ids:
+        assert [what for _, what, _, _ in entries[run]] == ["start", "end"], entries[run]
+        assert len(executions(entries[run])) == 1
+    assert max_concurrent(entries) <= 4
+
+    # the database agrees
+    assert status_counts(dep, run_ids) == {"succeeded": 1000}
+    assert dep.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')") == []
+    attempts = {r["id"]: r["attempt_count"] for r in dep.rows("SELECT id, attempt_count FROM runs")}
+    assert {attempts[r] for r in run_ids} == {1}
+    (metrics,) = dep.rows("SELECT COUNT(*) AS n FROM run_metrics")
+    assert metrics["n"] == 1000 + 1   # and the template's own run
+    assert_sample_results(dep, run_ids[0])
+    assert_sample_results(dep, run_ids[-1])
+    # the triggers of runs saw every change (the OUTPUT INTO form keeps them working)
+    (events,) = dep.rows("SELECT COUNT(*) AS n FROM document_events")
+    assert events["n"] > 0
+    done = jobs_done(Path(supervisor.log_path).read_text())
+    assert len(done) == 4 and sum(done) == 1000 and all(n > 0 for n in done), done
+
+
+def test_killed_sessions_under_load(deploy, tmp_path, ms_server):
+    """The server ends every session of the workers while engines run (as a
+    restart or failover does): the workers reconnect, and every run ends
+    succeeded, none executed twice at once."""
+    command, ledger = ledger_engine(tmp_path, seconds=1)
+    dep = deploy(engine_command=command, lease_seconds=15, backoff_base_seconds=1,
+                 backoff_max_seconds=2, cleanup_interval=1, **{"supervisor.workers": 3})
+    runs = enqueue_bulk(dep, 12)
+    supervisor = dep.start_worker()
+    log_text = Path(supervisor.log_path).read_text
+
+    def busy():
+        counts = status_counts(dep, runs)
+        return counts.get("running", 0) >= 2 and counts.get("queued", 0) >= 3
+    wait_until(busy, 60, "runs to be under way")
+    admin = ms_server.connect()
+    try:
+        cur = admin.cursor()
+        cur.execute("SELECT session_id FROM sys.dm_exec_sessions"
+                    " WHERE program_name = 'ade-superd' AND database_id = DB_ID(%s)",
+                    (dep.db_name,))
+        sessions = [r[0] for r in cur.fetchall()]
+        assert sessions, "no session of the workers found"
+        for session in sessions:
+            cur.execute(f"KILL {int(session)}")
+    finally:
+        admin.close()
+
+    def settled():
+        return status_counts(dep, runs).get("succeeded", 0) == len(runs)
+    wait_until(settled, 120, "every run to succeed after the sessions were killed",
+               interval=0.2)
+    assert supervisor.poll() is None, dep.worker_logs()
+    assert "mssql: reconnected" in log_text(), dep.worker_logs()
+    entries = read_ledger(ledger)
+    for run in runs:
+        intervals = executions(entries[run])
+        (row,) = dep.rows("SELECT attempt_count FROM runs WHERE id = ?", run)
+        assert 1 <= len(intervals) <= row["attempt_count"], (run, intervals, row)
+    supervisor.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(supervisor, timeout=60) == 0
+
+
+@pytest.mark.parametrize("lock", [
+    "SELECT id FROM runs WITH (UPDLOCK, ROWLOCK) WHERE id = %s",
+    "UPDATE runs SET max_attempts = max_attempts WHERE id = %s",
+], ids=["updlock", "exclusive"])
+def test_a_row_lock_on_one_run_does_not_block_claims_of_others(deploy, tmp_path, ms_server,
+                                                               lock):
+    command, ledger = ledger_engine(tmp_path)
+    dep = deploy(engine_command=command)
+    (run_a,) = enqueue_bulk(dep, 1)
+
+    # another session locks run A and keeps its transaction open
+    locker = ms_server.connect(dep.db_name, autocommit=False)
+    try:
+        cur = locker.cursor()
+        cur.execute(lock, (run_a,))
+        if cur.description:
+            cur.fetchall()
+        worker = dep.start_worker()
+        run_b = dep.enqueue(write_input(tmp_path / "b.csv"))["run_id"]
+        started = time.monotonic()
+        row = dep.wait_run(run_b, timeout=30)
+        assert row["status"] == "succeeded", (row, dep.worker_logs())
+        assert row["attempt_count"] == 1
+        # well within the query timeout: the claim skipped the locked row
+        assert time.monotonic() - started < 20, dep.worker_logs()
+        assert run_a not in read_ledger(ledger)
+        assert worker.poll() is None
+    finally:
+        locker.rollback()  # releases the lock
+        locker.close()
+    # once free, run A is claimed too, exactly once
+    row_a = dep.wait_run(run_a, timeout=30)
+    assert row_a["status"] == "succeeded" and row_a["attempt_count"] == 1, row_a
+    assert len(executions(read_ledger(ledger)[run_a])) == 1
+    assert not re.search(r"error 1205", dep.worker_logs())
