@@ -46,7 +46,6 @@
 
 #define MAXPARAMS	32
 /* SQL Server takes at most 2100 parameters; stay well below. */
-#define INSERT_PARAMS	1000
 #define MAX_TTL_DAYS	365000L
 
 /*
@@ -765,6 +764,44 @@ mssql_stmt_text(const char *sql, const struct mssql_param *p, size_t n,
 		if (p[i].type == 's' && p[i].s != NULL && p[i].len == 0)
 			buf_printf(out, "SET @p%zu = N''; ", i + 1);
 	buf_addstr(out, sql);
+}
+
+/*
+ * How many rows of ncols values one INSERT carries: the run id is one
+ * shared parameter, and a statement stays well under the 2100
+ * parameters an RPC call may have.
+ */
+size_t
+mssql_insert_rows_per_batch(size_t ncols)
+{
+	size_t per = ncols > 0 ? (MSSQL_INSERT_PARAMS - 1) / ncols : 0;
+
+	return per > 0 ? per : 1;
+}
+
+/*
+ * The INSERT of nrows result rows into table: @p1 is the run id, the
+ * values of row i (0-based) are @p(2 + i * ncols) onwards.
+ */
+void
+mssql_insert_sql(const char *table, const char *const *cols, size_t nrows,
+    struct buf *out)
+{
+	size_t ncols, i, k, np = 1;
+
+	for (ncols = 0; cols[ncols] != NULL; ncols++)
+		;
+	buf_printf(out, "SET NOCOUNT ON; INSERT INTO %s (run_id", table);
+	for (k = 0; k < ncols; k++)
+		buf_printf(out, ", %s", cols[k]);
+	buf_addstr(out, ") VALUES ");
+	for (i = 0; i < nrows; i++) {
+		buf_printf(out, "%s(CAST(@p1 AS UNIQUEIDENTIFIER)",
+		    i > 0 ? ", " : "");
+		for (k = 0; k < ncols; k++)
+			buf_printf(out, ", @p%zu", ++np);
+		buf_addstr(out, ")");
+	}
 }
 
 /*
@@ -2170,31 +2207,22 @@ insert_rows(struct mq *m, const char *table, const char *const *cols,
 	total = json_array_size(rows);
 	if (total == 0)
 		return 0;
-	per = (INSERT_PARAMS - 1) / ncols;
+	per = mssql_insert_rows_per_batch(ncols);
 	p = xcalloc(1 + per * ncols, sizeof(*p));
 	buf_init(&sql);
 	for (first = 0; first < total && rc == 0; first += per) {
 		size_t count = total - first < per ? total - first : per;
 
 		buf_reset(&sql);
-		buf_printf(&sql, "SET NOCOUNT ON; INSERT INTO %s (run_id",
-		    table);
-		for (k = 0; k < ncols; k++)
-			buf_printf(&sql, ", %s", cols[k]);
-		buf_addstr(&sql, ") VALUES ");
+		mssql_insert_sql(table, cols, count, &sql);
 		mssql_params(p, 1, "s", run_id);
 		np = 1;
 		for (i = 0; i < count; i++) {
 			json_t *row = json_array_get(rows, first + i);
 
-			buf_printf(&sql, "%s(" UUID("@p1"), i > 0 ? ", " : "");
-			for (k = 0; k < ncols; k++) {
-				param_json(&p[np], json_object_get(row,
+			for (k = 0; k < ncols; k++)
+				param_json(&p[np++], json_object_get(row,
 				    cols[k]));
-				np++;
-				buf_printf(&sql, ", @p%zu", np);
-			}
-			buf_addstr(&sql, ")");
 		}
 		rc = mq_exec(m, table, buf_str(&sql), p, np, NULL);
 	}

@@ -64,6 +64,12 @@ void	mssql_param_decl(const struct mssql_param *, size_t n,
 	    struct buf *out);
 void	mssql_stmt_text(const char *sql, const struct mssql_param *,
 	    size_t n, struct buf *out);
+/* Parameters of one multi-row INSERT of result rows, at most. */
+#define MSSQL_INSERT_PARAMS	1000
+
+size_t	mssql_insert_rows_per_batch(size_t ncols);
+void	mssql_insert_sql(const char *table, const char *const *cols,
+	    size_t nrows, struct buf *out);
 int	mssql_tds_version(const char *);
 int	mssql_is_guid(const char *);
 void	mssql_format_ms(long long ms, char *out, size_t len);

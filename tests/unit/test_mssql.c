@@ -352,6 +352,39 @@ test_stmt_text(void **state)
 	buf_free(&b);
 }
 
+/* The multi-row INSERT of result rows and its parameter budget. */
+static void
+test_insert_sql(void **state)
+{
+	static const char *const cols[] = { "field", "label", NULL };
+	struct buf b;
+	size_t per;
+
+	(void)state;
+	buf_init(&b);
+	mssql_insert_sql("run_fields", cols, 2, &b);
+	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO "
+	    "run_fields (run_id, field, label) VALUES "
+	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3), "
+	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p4, @p5)");
+	buf_reset(&b);
+	mssql_insert_sql("t", cols, 1, &b);
+	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO t "
+	    "(run_id, field, label) VALUES "
+	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3)");
+	buf_free(&b);
+
+	/* run id + rows x columns stays within the budget (2100 at most) */
+	for (per = 1; per <= 40; per++)
+		assert_true(1 + mssql_insert_rows_per_batch(per) * per <=
+		    MSSQL_INSERT_PARAMS);
+	assert_int_equal(mssql_insert_rows_per_batch(15), 66);
+	assert_int_equal(mssql_insert_rows_per_batch(24), 41);
+	/* a row always fits, even a wide one */
+	assert_int_equal(mssql_insert_rows_per_batch(5000), 1);
+	assert_true(MSSQL_INSERT_PARAMS < 2100);
+}
+
 static void
 test_tds_version(void **state)
 {
@@ -612,6 +645,7 @@ main(void)
 		cmocka_unit_test(test_params_json),
 		cmocka_unit_test(test_params_max),
 		cmocka_unit_test(test_stmt_text),
+		cmocka_unit_test(test_insert_sql),
 		cmocka_unit_test(test_tds_version),
 		cmocka_unit_test(test_is_guid),
 		cmocka_unit_test(test_format_ms),
