@@ -153,6 +153,7 @@ struct mq {
 };
 
 static const struct store_ops mssql_ops;
+static int	mq_rollback(struct mq *, int);
 
 /* The store being opened, for handler calls before dbopen returns. */
 static struct mq	*mq_opening;
@@ -472,7 +473,7 @@ static const char session_sql[] =
  * same.  Unknown numbers are "other": report and try later.
  */
 int
-mssql_classify(int msgno, int severity, int dead)
+mssql_classify(int msgno, int severity, int dead, const char *text)
 {
 	if (dead || severity >= 20)
 		return MSSQL_DEAD;
@@ -490,8 +491,18 @@ mssql_classify(int msgno, int severity, int dead)
 	case 1205:
 		return MSSQL_DEADLOCK;
 	case 1222:
-	case 33557097:
 		return MSSQL_LOCK_TIMEOUT;
+	case 33557097:
+		/*
+		 * Babelfish sends every error it does not map under this
+		 * number: only its PostgreSQL text tells them apart.
+		 */
+		if (text != NULL && strcasestr(text, "lock timeout") != NULL)
+			return MSSQL_LOCK_TIMEOUT;
+		if (text != NULL && (strcasestr(text, "deadlock") != NULL ||
+		    strcasestr(text, "could not serialize") != NULL))
+			return MSSQL_DEADLOCK;
+		return MSSQL_OTHER;
 	case 2627:
 	case 2601:
 		return MSSQL_DUPLICATE;
@@ -1248,7 +1259,7 @@ mq_fail(struct mq *m, const char *what)
 {
 	int dead = m->dbp == NULL || DBDEAD(m->dbp);
 
-	m->cls = mssql_classify(m->msgno, m->severity, dead);
+	m->cls = mssql_classify(m->msgno, m->severity, dead, m->msgtext);
 	if (m->msgtext[0] != '\0')
 		snprintf(m->base.err, sizeof(m->base.err),
 		    "mssql: %s: %s (error %d)", what, m->msgtext, m->msgno);
@@ -1524,7 +1535,15 @@ mq_exec_once(struct mq *m, const char *what, const char *sql,
 		dbrpcinit(m->dbp, "", DBRPCRESET);
 		return mq_fail(m, what);
 	}
-	return mq_drain(m, what, res, dbsqlok(m->dbp) == FAIL);
+	rc = mq_drain(m, what, res, dbsqlok(m->dbp) == FAIL);
+	/*
+	 * A batch with its own BEGIN ... COMMIT that failed may leave its
+	 * transaction open: XACT_ABORT does not cover compile errors (a
+	 * missing table) nor a cancel.  The next call must not run in it.
+	 */
+	if (rc != 0 && !m->in_tx)
+		mq_rollback(m, rc);
+	return rc;
 }
 
 /*
@@ -1630,7 +1649,7 @@ mq_begin(struct mq *m)
 		return rc;
 	if ((rc = mq_plain(m, "begin", "SET XACT_ABORT ON; "
 	    "BEGIN TRANSACTION")) != 0)
-		return rc;
+		return mq_rollback(m, rc);
 	m->in_tx = 1;
 	return 0;
 }
@@ -1855,6 +1874,12 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
 
 	mq_interruptible = 1;
 	a = mq_count(m, "ensure environments", ins, "");
+	/*
+	 * A duplicate rolled the whole INSERT back: once more inserts the
+	 * other keys, now that the winner's row is there to be skipped.
+	 */
+	if (a == -1 && m->cls == MSSQL_DUPLICATE)
+		a = mq_count(m, "ensure environments", ins, "");
 	if (a == -1 && m->cls == MSSQL_DUPLICATE)
 		a = 0;
 	if (a >= 0)
@@ -1873,7 +1898,10 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
  * Claims the oldest queued environment.  "0 rows" is not "none queued"
  * (another claimer may have won the row, and on Babelfish READPAST is
  * ignored), so the batch tries again while a cheap check still sees
- * one, three times at most.
+ * one, three times at most.  The check skips locked rows too (READPAST
+ * on SQL Server): a row another session holds, a claimer's or an
+ * application's open transaction, must not hold up the claim; such a
+ * row is simply not claimable now.
  */
 static int
 mq_claim_environment(struct store *st, const char *token, double lease,
@@ -1899,7 +1927,8 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    "  WHERE q.status = 'queued' ORDER BY q.created_at)"
 	    " AND status = 'queued';"
 	    " IF EXISTS (SELECT 1 FROM @c) OR NOT EXISTS (SELECT 1"
-	    "  FROM environments p WHERE p.status = 'queued') BREAK;"
+	    "  FROM environments p WITH (READPAST, ROWLOCK, READCOMMITTEDLOCK)"
+	    "  WHERE p.status = 'queued') BREAK;"
 	    " SET @try = @try + 1;"
 	    "END;"
 	    "COMMIT TRANSACTION;"
@@ -2064,7 +2093,7 @@ mq_environment_touch(struct store *st, const char *id)
  * Server), and the UPDATE's own WHERE repeats status, attempts and due
  * time (Babelfish waits instead of skipping, then must not claim the
  * row again).  As with environments, an empty claim is tried again while
- * a cheap check still sees claimable work.
+ * a cheap check, which skips locked rows, still sees claimable work.
  */
 static int
 mq_claim_run(struct store *st, const char *token, double lease,
@@ -2101,6 +2130,7 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " AND status = 'queued' AND attempt_count < max_attempts"
 	    " AND available_at <= " NOW ";"
 	    " IF EXISTS (SELECT 1 FROM @c) OR NOT EXISTS (SELECT 1 FROM runs p"
+	    "  WITH (READPAST, ROWLOCK, READCOMMITTEDLOCK)"
 	    "  JOIN environments e ON " ENV_KEY("e", "p")
 	    "  WHERE p.status = 'queued' AND p.available_at <= " NOW
 	    "  AND p.attempt_count < p.max_attempts AND e.status = 'ready')"
@@ -2295,6 +2325,7 @@ mq_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
 	struct mq *m = (struct mq *)st;
+	struct timespec ts;
 	int rc, tries;
 
 	for (tries = 0;; tries++) {
@@ -2303,6 +2334,10 @@ mq_run_succeeded(struct store *st, const char *id, const char *token,
 		    worker_quit)
 			return rc;
 		log_debug("%s; trying again", m->base.err);
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)((50 << (2 * tries)) + jitter(50)) *
+		    1000000L;
+		nanosleep(&ts, NULL);
 	}
 }
 

@@ -27,7 +27,7 @@ enum mssql_class {
 	MSSQL_CONSTRAINT	/* NOT NULL (515), CHECK or foreign key (547) */
 };
 
-int	mssql_classify(int msgno, int severity, int dead);
+int	mssql_classify(int msgno, int severity, int dead, const char *text);
 int	mssql_transient(int cls);
 
 /* The parts of a url_override; absent parts are empty (port 0). */

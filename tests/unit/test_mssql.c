@@ -26,38 +26,47 @@ static void
 test_classify_dead(void **state)
 {
 	(void)state;
-	assert_int_equal(mssql_classify(0, 0, 1), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(2627, 14, 1), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(1205, 13, 1), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(0, 0, 1, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(2627, 14, 1, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(1205, 13, 1, NULL), MSSQL_DEAD);
 	/* db-lib's network errors. */
-	assert_int_equal(mssql_classify(20002, 9, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(20004, 9, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(20006, 9, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(20009, 9, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(20017, 9, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(20047, 1, 0), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20002, 9, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20004, 9, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20006, 9, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20009, 9, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20017, 9, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(20047, 1, 0, NULL), MSSQL_DEAD);
 	/* Severity 20 and above ends the session. */
-	assert_int_equal(mssql_classify(4060, 20, 0), MSSQL_DEAD);
-	assert_int_equal(mssql_classify(0, 25, 0), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(4060, 20, 0, NULL), MSSQL_DEAD);
+	assert_int_equal(mssql_classify(0, 25, 0, NULL), MSSQL_DEAD);
 }
 
 static void
 test_classify_statement_errors(void **state)
 {
 	(void)state;
-	assert_int_equal(mssql_classify(1205, 13, 0), MSSQL_DEADLOCK);
-	assert_int_equal(mssql_classify(2627, 14, 0), MSSQL_DUPLICATE);
-	assert_int_equal(mssql_classify(2601, 14, 0), MSSQL_DUPLICATE);
-	assert_int_equal(mssql_classify(515, 16, 0), MSSQL_CONSTRAINT);
-	assert_int_equal(mssql_classify(547, 16, 0), MSSQL_CONSTRAINT);
-	assert_int_equal(mssql_classify(1222, 16, 0), MSSQL_LOCK_TIMEOUT);
-	assert_int_equal(mssql_classify(33557097, 16, 0), MSSQL_LOCK_TIMEOUT);
-	assert_int_equal(mssql_classify(20003, 6, 0), MSSQL_TIMEOUT);
+	assert_int_equal(mssql_classify(1205, 13, 0, NULL), MSSQL_DEADLOCK);
+	assert_int_equal(mssql_classify(2627, 14, 0, NULL), MSSQL_DUPLICATE);
+	assert_int_equal(mssql_classify(2601, 14, 0, NULL), MSSQL_DUPLICATE);
+	assert_int_equal(mssql_classify(515, 16, 0, NULL), MSSQL_CONSTRAINT);
+	assert_int_equal(mssql_classify(547, 16, 0, NULL), MSSQL_CONSTRAINT);
+	assert_int_equal(mssql_classify(1222, 16, 0, NULL), MSSQL_LOCK_TIMEOUT);
+	/* Babelfish's catch-all number: told apart by its text */
+	assert_int_equal(mssql_classify(33557097, 16, 0,
+	    "canceling statement due to lock timeout"), MSSQL_LOCK_TIMEOUT);
+	assert_int_equal(mssql_classify(33557097, 16, 0, "deadlock detected"),
+	    MSSQL_DEADLOCK);
+	assert_int_equal(mssql_classify(33557097, 16, 0, "could not serialize "
+	    "access due to concurrent update"), MSSQL_DEADLOCK);
+	assert_int_equal(mssql_classify(33557097, 16, 0,
+	    "relation \"worker_leases\" does not exist"), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(33557097, 16, 0, NULL), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(20003, 6, 0, NULL), MSSQL_TIMEOUT);
 	/* Anything else: report, try later. */
-	assert_int_equal(mssql_classify(8152, 16, 0), MSSQL_OTHER);
-	assert_int_equal(mssql_classify(18456, 14, 0), MSSQL_OTHER);
-	assert_int_equal(mssql_classify(0, 0, 0), MSSQL_OTHER);
-	assert_int_equal(mssql_classify(266, 16, 0), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(8152, 16, 0, NULL), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(18456, 14, 0, NULL), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(0, 0, 0, NULL), MSSQL_OTHER);
+	assert_int_equal(mssql_classify(266, 16, 0, NULL), MSSQL_OTHER);
 }
 
 /* Only deadlock victims and lock timeouts are sent again at once. */
