@@ -279,19 +279,27 @@ class Result:
         return iter(self.fetchall())
 
 
-def pg_placeholders(sql: str) -> str:
-    """SQLite-style SQL for psycopg2: ? outside quotes becomes %s, every % is doubled."""
-    out, quote = [], None
-    for ch in sql:
+def server_sql(sql: str, backend: str) -> str:
+    """SQLite-style SQL for the servers' drivers: ? outside quotes becomes %s;
+    for psycopg2 every % is doubled, for pymssql (which leaves other % alone)
+    || becomes +."""
+    out, quote, i = [], None, 0
+    while i < len(sql):
+        ch = sql[i]
+        i += 1
         if quote:
             if ch == quote:
                 quote = None
         elif ch in ("'", '"'):
             quote = ch
         elif ch == "?":
-            out.append("%s")
-            continue
-        out.append("%%" if ch == "%" else ch)
+            ch = "%s"
+        elif ch == "|" and backend == "mssql" and sql.startswith("|", i):
+            ch = "+"
+            i += 1
+        if ch == "%" and backend == "pgsql":
+            ch = "%%"
+        out.append(ch)
     return "".join(out)
 
 
@@ -311,30 +319,6 @@ if psycopg2 is not None:
     # json and jsonb as the text the server prints (SQLite stores JSON as text).
     JSON_AS_TEXT = psycopg2.extensions.new_type((114, 3802), "JSON_AS_TEXT",
                                                 lambda value, cursor: value)
-
-
-def mssql_sql(sql: str) -> str:
-    """SQLite-style SQL for pymssql: ? outside quotes becomes %s and || becomes +
-    (pymssql leaves every other % alone)."""
-    out, quote, i = [], None, 0
-    while i < len(sql):
-        ch = sql[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"'):
-            quote = ch
-        elif ch == "?":
-            out.append("%s")
-            i += 1
-            continue
-        elif sql.startswith("||", i):
-            out.append("+")
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
 
 
 # DATETIMEOFFSET as text, should the driver hand it over that way
@@ -387,16 +371,16 @@ class Database:
             cur = self.conn.cursor()
             try:
                 if params:
-                    cur.execute(mssql_sql(sql), tuple(params))
+                    cur.execute(server_sql(sql, "mssql"), tuple(params))
                 else:
-                    cur.execute(mssql_sql(sql))
+                    cur.execute(server_sql(sql, "mssql"))
                 names = [d[0] for d in cur.description] if cur.description else []
                 return Result(names, cur.fetchall() if names else [], cur.rowcount,
                               mssql_value)
             finally:
                 cur.close()
         with self.conn.cursor() as cur:
-            cur.execute(pg_placeholders(sql), tuple(params))
+            cur.execute(server_sql(sql, "pgsql"), tuple(params))
             names = [d[0] for d in cur.description] if cur.description else []
             return Result(names, cur.fetchall() if names else [], cur.rowcount, pg_value)
 
