@@ -680,9 +680,11 @@ cmd_runs(int argc, char **argv)
 			printf("last events:\n");
 			json_array_foreach(json_object_get(rows, "events"), i,
 			    r) {
-				printf("  %-24.24s %-7s %-28s ",
-				    sval(r, "timestamp"), sval(r, "level"),
-				    sval(r, "event"));
+				/* UTC, to the millisecond: "Z" or "+00:00" */
+				printf("  %.23s%s %-7s %-28s ",
+				    sval(r, "timestamp"),
+				    strlen(sval(r, "timestamp")) > 23 ? "Z" : "",
+				    sval(r, "level"), sval(r, "event"));
 				print_clean(sval(r, "message"), 80);
 				putchar('\n');
 			}
