@@ -1895,6 +1895,28 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
 }
 
 /*
+ * After a claim batch was cancelled (a stop signal, the query timeout),
+ * puts back whatever it may still have committed under its token: the
+ * cancel can land between COMMIT and the final SELECT, and the claim
+ * would then wait for its lease to run out.
+ */
+static void
+claim_undo(struct mq *m, const char *sql, const char *token)
+{
+	char keep[sizeof(m->base.err)];
+	int cls = m->cls, n;
+
+	if (cls != MSSQL_TIMEOUT || m->dbp == NULL || DBDEAD(m->dbp))
+		return;
+	memcpy(keep, m->base.err, sizeof(keep));
+	n = mq_count(m, "claim undo", sql, "s", token);
+	if (n > 0)
+		log_notice("put back a claim whose answer was cancelled");
+	memcpy(m->base.err, keep, sizeof(keep));
+	m->cls = cls;
+}
+
+/*
  * Claims the oldest queued environment.  "0 rows" is not "none queued"
  * (another claimer may have won the row, and on Babelfish READPAST is
  * ignored), so the batch tries again while a cheap check still sees
@@ -1936,6 +1958,13 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    " " GUID("c.workspace_id") " AS workspace_id,"
 	    " " GUID("c.configuration_id") " AS configuration_id,"
 	    " c.engine_spec, c.deps_digest FROM @c c;";
+	static const char undo[] =
+	    BATCH OUT_DECL
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = " NOW
+	    OUT_INTO
+	    " WHERE claimed_by = @p1 AND status = 'building';"
+	    OUT_COUNT;
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -1944,6 +1973,8 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	mq_interruptible = 1;
 	rc = mq_call(m, "claim environment", &r, sql, "sd", token, lease);
 	mq_interruptible = 0;
+	if (rc == -1)
+		claim_undo(m, undo, token);
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
@@ -2146,6 +2177,15 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
 	    " c.input_sheet_names, " GUID("e.id") " AS env_id"
 	    " FROM @c c LEFT JOIN environments e ON " ENV_KEY("e", "c") ";";
+	static const char undo[] =
+	    BATCH OUT_DECL
+	    "UPDATE runs SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL,"
+	    "  attempt_count = CASE WHEN attempt_count > 0"
+	    "   THEN attempt_count - 1 ELSE 0 END"
+	    OUT_INTO
+	    " WHERE claimed_by = @p1 AND status = 'running';"
+	    OUT_COUNT;
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -2154,6 +2194,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	mq_interruptible = 1;
 	rc = mq_call(m, "claim run", &r, sql, "sd", token, lease);
 	mq_interruptible = 0;
+	if (rc == -1)
+		claim_undo(m, undo, token);
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
