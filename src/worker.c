@@ -133,6 +133,11 @@ worker_connect(const struct conf *c)
 			    "attempts: %s", tries, buf_str(&err));
 			break;
 		}
+		if (worker_stop) {
+			log_warnx("cannot connect to the database: %s; "
+			    "stopping", buf_str(&err));
+			break;
+		}
 		log_warnx("cannot connect to the database (attempt %d): %s; "
 		    "next attempt in %.0f s", tries, buf_str(&err), delay);
 		nap(delay + jitter(delay / 4));
