@@ -1917,6 +1917,24 @@ claim_undo(struct mq *m, const char *sql, const char *token)
 }
 
 /*
+ * Runs a claim batch (parameters: token, lease), which a stop signal may
+ * cancel; a cancelled one is undone by undo.
+ */
+static int
+mq_claim(struct mq *m, const char *what, struct mres *r, const char *sql,
+    const char *undo, const char *token, double lease)
+{
+	int rc;
+
+	mq_interruptible = 1;
+	rc = mq_call(m, what, r, sql, "sd", token, lease);
+	mq_interruptible = 0;
+	if (rc == -1)
+		claim_undo(m, undo, token);
+	return rc;
+}
+
+/*
  * Claims the oldest queued environment.  "0 rows" is not "none queued"
  * (another claimer may have won the row, and on Babelfish READPAST is
  * ignored), so the batch tries again while a cheap check still sees
@@ -1970,11 +1988,7 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "claim environment", &r, sql, "sd", token, lease);
-	mq_interruptible = 0;
-	if (rc == -1)
-		claim_undo(m, undo, token);
+	rc = mq_claim(m, "claim environment", &r, sql, undo, token, lease);
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
@@ -2191,11 +2205,7 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "claim run", &r, sql, "sd", token, lease);
-	mq_interruptible = 0;
-	if (rc == -1)
-		claim_undo(m, undo, token);
+	rc = mq_claim(m, "claim run", &r, sql, undo, token, lease);
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
