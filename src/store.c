@@ -2,7 +2,6 @@
  * Chooses the backend named by the configuration and forwards each
  * operation to it.
  */
-#include <stdio.h>
 #include <strings.h>
 #include <string.h>
 #include <time.h>
@@ -14,9 +13,9 @@
 
 /*
  * The tables the daemon cannot run without, and the columns of each
- * that it reads or writes.  A NULL column list stands for the result
- * columns of results.c.  The ADE migrations create more columns than
- * these; the daemon leaves the others to their defaults.
+ * that it reads or writes (for the result tables, those results.c
+ * fills).  The ADE migrations create more columns than these; the
+ * daemon leaves the others to their defaults.
  */
 static const char *const workspaces_cols[] = {
 	"id", "name", "slug", "created_at", "updated_at", NULL
