@@ -92,10 +92,18 @@
  * instead of leaving half of it.  Both end with the batch.
  */
 #define BATCH		"SET NOCOUNT ON; SET XACT_ABORT ON; "
-/* Counting changed rows through OUTPUT, which triggers cannot disturb. */
-#define OUT_DECL	"DECLARE @o TABLE (id UNIQUEIDENTIFIER); "
-#define OUT_INTO	" OUTPUT inserted.id INTO @o"
-#define OUT_COUNT	" SELECT COUNT(*) AS n FROM @o;"
+/*
+ * How many rows the statement just before changed.  No batch declares a
+ * table variable: on Babelfish 4.2 a batch that has one makes the
+ * foreign key checks of a trigger it fires look for the referenced table
+ * under a doubly prefixed schema ("relation db_db_dbo.workspaces does
+ * not exist", about every second time), and OUTPUT ... INTO a table
+ * variable on a table with triggers fails with "portal snapshots (1) did
+ * not account for all active snapshots (2)".  @@ROWCOUNT is read right
+ * after the statement, before anything else can reset it; a trigger's
+ * own statements run in the trigger's scope and leave it alone.
+ */
+#define ROWCOUNT	" SELECT @@ROWCOUNT AS n;"
 /*
  * A running run whose claim ended without a result (a lease that
  * expired, a worker that died): failed when its attempts are used up,
@@ -1506,9 +1514,15 @@ mq_exec_once(struct mq *m, const char *what, const char *sql,
 		buf_free(&decl);
 		return mq_fail(m, what);
 	}
-	ok = rpc_string(m, NULL, buf_str(&text), text.len);
+	/*
+	 * The statement and the declarations go by the names SQL Server
+	 * documents for them.  Sent unnamed, Babelfish gives them positional
+	 * names of its own ("@p1", "@p2"), which collide with ours; and once
+	 * one parameter is named, every later one must be too.
+	 */
+	ok = rpc_string(m, "@stmt", buf_str(&text), text.len);
 	if (ok == SUCCEED && n > 0)
-		ok = rpc_string(m, NULL, buf_str(&decl), decl.len);
+		ok = rpc_string(m, "@params", buf_str(&decl), decl.len);
 	for (i = 0; i < n && ok == SUCCEED; i++) {
 		snprintf(name, sizeof(name), "@p%zu", i + 1);
 		switch (p[i].type) {
@@ -1846,10 +1860,9 @@ static int
 mq_ensure_environments(struct store *st, long *inserted, long *requeued)
 {
 	static const char ins[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "INSERT INTO environments (id, workspace_id, configuration_id,"
 	    "  engine_spec, deps_digest, status, created_at, updated_at)"
-	    OUT_INTO
 	    " SELECT NEWID(), k.workspace_id, k.configuration_id,"
 	    "  k.engine_spec, k.deps_digest, 'queued', " NOW ", " NOW
 	    " FROM (SELECT DISTINCT q.workspace_id, q.configuration_id,"
@@ -1858,17 +1871,16 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
 	    "  AND q.attempt_count < q.max_attempts) k"
 	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WITH (UPDLOCK,"
 	    "  HOLDLOCK) WHERE " ENV_KEY("e", "k") ");"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	static const char req[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, updated_at = " NOW
-	    OUT_INTO
 	    " WHERE environments.status = 'failed' AND EXISTS (SELECT 1"
 	    "  FROM runs r WHERE " ENV_KEY("r", "environments")
 	    "  AND r.status = 'queued' AND r.available_at <= " NOW
 	    "  AND r.attempt_count < r.max_attempts);"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	struct mq *m = (struct mq *)st;
 	int a, b = 0;
 
@@ -1935,13 +1947,14 @@ mq_claim(struct mq *m, const char *what, struct mres *r, const char *sql,
 }
 
 /*
- * Claims the oldest queued environment.  "0 rows" is not "none queued"
- * (another claimer may have won the row, and on Babelfish READPAST is
- * ignored), so the batch tries again while a cheap check still sees
- * one, three times at most.  The check skips locked rows too (READPAST
- * on SQL Server): a row another session holds, a claimer's or an
- * application's open transaction, must not hold up the claim; such a
- * row is simply not claimable now.
+ * Claims the oldest queued environment.  The row is picked and changed
+ * in one short transaction: on SQL Server the UPDLOCK of the pick holds
+ * the row until the UPDATE, and READPAST lets concurrent claimers (and
+ * rows an application's open transaction holds) be skipped instead of
+ * waited for.  Babelfish ignores the hints, so the UPDATE repeats the
+ * state check, and "0 rows" there means another claimer won the row:
+ * the batch picks again, three times at most, until the pick finds
+ * nothing.  The claimed row is read back by its id.
  */
 static int
 mq_claim_environment(struct store *st, const char *token, double lease,
@@ -1949,40 +1962,36 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 {
 	static const char sql[] =
 	    BATCH
-	    "DECLARE @c TABLE (id UNIQUEIDENTIFIER,"
-	    "  workspace_id UNIQUEIDENTIFIER,"
-	    "  configuration_id UNIQUEIDENTIFIER, engine_spec VARCHAR(255),"
-	    "  deps_digest VARCHAR(128));"
-	    "DECLARE @try INT = 0;"
-	    "BEGIN TRANSACTION;"
+	    "DECLARE @try INT = 0, @n INT = 0, @id UNIQUEIDENTIFIER;"
 	    "WHILE @try < 3 BEGIN"
-	    " UPDATE environments SET status = 'building', claimed_by = @p1,"
-	    "  claim_expires_at = " PLUS("@p2") ", error_message = NULL,"
-	    "  updated_at = " NOW
-	    " OUTPUT inserted.id, inserted.workspace_id,"
-	    "  inserted.configuration_id, inserted.engine_spec,"
-	    "  inserted.deps_digest INTO @c"
-	    " WHERE id = (SELECT TOP (1) q.id FROM environments q"
+	    " SET @id = NULL;"
+	    " SET @n = 0;"
+	    " BEGIN TRANSACTION;"
+	    " SELECT TOP (1) @id = q.id FROM environments q"
 	    "  WITH (UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK)"
-	    "  WHERE q.status = 'queued' ORDER BY q.created_at)"
-	    " AND status = 'queued';"
-	    " IF EXISTS (SELECT 1 FROM @c) OR NOT EXISTS (SELECT 1"
-	    "  FROM environments p WITH (READPAST, ROWLOCK, READCOMMITTEDLOCK)"
-	    "  WHERE p.status = 'queued') BREAK;"
+	    "  WHERE q.status = 'queued' ORDER BY q.created_at;"
+	    " IF @id IS NOT NULL BEGIN"
+	    "  UPDATE environments SET status = 'building', claimed_by = @p1,"
+	    "   claim_expires_at = " PLUS("@p2") ", error_message = NULL,"
+	    "   updated_at = " NOW
+	    "  WHERE id = @id AND status = 'queued';"
+	    "  SET @n = @@ROWCOUNT;"
+	    " END;"
+	    " COMMIT TRANSACTION;"
+	    " IF @n > 0 OR @id IS NULL BREAK;"
 	    " SET @try = @try + 1;"
 	    "END;"
-	    "COMMIT TRANSACTION;"
 	    "SELECT " GUID("c.id") " AS id,"
 	    " " GUID("c.workspace_id") " AS workspace_id,"
 	    " " GUID("c.configuration_id") " AS configuration_id,"
-	    " c.engine_spec, c.deps_digest FROM @c c;";
+	    " c.engine_spec, c.deps_digest FROM environments c"
+	    " WHERE @n > 0 AND c.id = @id;";
 	static const char undo[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, updated_at = " NOW
-	    OUT_INTO
 	    " WHERE claimed_by = @p1 AND status = 'building';"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -2010,12 +2019,11 @@ mq_heartbeat_environment(struct store *st, const char *id, const char *token,
     double lease)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET claim_expires_at = " PLUS("@p3")
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'building'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "heartbeat environment", sql, "ssd",
 	    id, token, lease);
@@ -2026,15 +2034,14 @@ mq_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, error_message = NULL,"
 	    "  updated_at = " NOW ", python_interpreter = @p3,"
 	    "  python_version = @p4, engine_version = @p5"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'building'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "environment ready", sql, "sssss",
 	    id, token, python, pyver, engver);
@@ -2053,17 +2060,16 @@ mq_environment_failed(struct store *st, const char *id, const char *token,
 {
 	static const char sql[] =
 	    BATCH
-	    "DECLARE @e TABLE (id UNIQUEIDENTIFIER);"
-	    "DECLARE @r TABLE (id UNIQUEIDENTIFIER);"
+	    "DECLARE @e INT = 0, @r INT = 0;"
 	    "BEGIN TRANSACTION;"
 	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, error_message = @p5,"
 	    "  updated_at = " NOW ", python_interpreter = NULL,"
 	    "  python_version = NULL, engine_version = NULL"
-	    " OUTPUT inserted.id INTO @e"
 	    " WHERE id = " UUID("@p3") " AND status = 'building'"
 	    " AND claimed_by = @p4;"
-	    "IF EXISTS (SELECT 1 FROM @e)"
+	    "SET @e = @@ROWCOUNT;"
+	    "IF @e > 0 BEGIN"
 	    " UPDATE runs SET"
 	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
 	    "    THEN 'failed' ELSE 'queued' END,"
@@ -2076,14 +2082,14 @@ mq_environment_failed(struct store *st, const char *id, const char *token,
 	    "    END,"
 	    "  error_message = 'Environment build failed: ' + @p5,"
 	    "  attempt_count = attempt_count + 1"
-	    " OUTPUT inserted.id INTO @r"
 	    " WHERE runs.status = 'queued' AND runs.available_at <= " NOW
 	    "  AND runs.attempt_count < runs.max_attempts"
 	    "  AND EXISTS (SELECT 1 FROM environments e"
 	    "  WHERE e.id = " UUID("@p3") " AND " ENV_KEY("e", "runs") ");"
+	    " SET @r = @@ROWCOUNT;"
+	    "END;"
 	    "COMMIT TRANSACTION;"
-	    "SELECT (SELECT COUNT(*) FROM @e) AS env,"
-	    " (SELECT COUNT(*) FROM @r) AS charged;";
+	    "SELECT @e AS env, @r AS charged;";
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -2106,12 +2112,11 @@ static int
 mq_environment_requeue(struct store *st, const char *id, const char *error)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'queued', error_message = @p2,"
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'ready';"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "requeue environment", sql, "ss", id,
 	    error);
@@ -2121,24 +2126,21 @@ static int
 mq_environment_touch(struct store *st, const char *id)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET last_used_at = " NOW ","
 	    "  updated_at = " NOW
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") ";"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "touch environment", sql, "s", id);
 }
 
 /*
- * Claims the oldest due run whose environment is ready, in the scalar
- * form of the portability notes: the subquery picks the row with
- * UPDLOCK, READPAST (concurrent claimers skip each other's rows on SQL
- * Server), and the UPDATE's own WHERE repeats status, attempts and due
- * time (Babelfish waits instead of skipping, then must not claim the
- * row again).  As with environments, an empty claim is tried again while
- * a cheap check, which skips locked rows, still sees claimable work.
+ * Claims the oldest due run whose environment is ready, the way
+ * environments are claimed: pick with UPDLOCK, READPAST (concurrent
+ * claimers skip each other's rows on SQL Server), and an UPDATE whose
+ * own WHERE repeats status, attempts and due time, because Babelfish
+ * waits instead of skipping and must then not claim the row again.
  */
 static int
 mq_claim_run(struct store *st, const char *token, double lease,
@@ -2146,43 +2148,31 @@ mq_claim_run(struct store *st, const char *token, double lease,
 {
 	static const char sql[] =
 	    BATCH
-	    "DECLARE @c TABLE (id UNIQUEIDENTIFIER,"
-	    "  workspace_id UNIQUEIDENTIFIER,"
-	    "  configuration_id UNIQUEIDENTIFIER,"
-	    "  input_document_id UNIQUEIDENTIFIER, engine_spec VARCHAR(255),"
-	    "  deps_digest VARCHAR(128), started_at DATETIMEOFFSET,"
-	    "  attempt_count INT, max_attempts INT, run_options NVARCHAR(MAX),"
-	    "  input_sheet_names NVARCHAR(MAX));"
-	    "DECLARE @try INT = 0;"
-	    "BEGIN TRANSACTION;"
+	    "DECLARE @try INT = 0, @n INT = 0, @id UNIQUEIDENTIFIER;"
 	    "WHILE @try < 3 BEGIN"
-	    " UPDATE runs SET status = 'running', claimed_by = @p1,"
-	    "  claim_expires_at = " PLUS("@p2") ","
-	    "  started_at = COALESCE(started_at, " NOW "),"
-	    "  attempt_count = attempt_count + 1, error_message = NULL,"
-	    "  exit_code = NULL, completed_at = NULL"
-	    " OUTPUT inserted.id, inserted.workspace_id,"
-	    "  inserted.configuration_id, inserted.input_document_id,"
-	    "  inserted.engine_spec, inserted.deps_digest, inserted.started_at,"
-	    "  inserted.attempt_count, inserted.max_attempts,"
-	    "  inserted.run_options, inserted.input_sheet_names INTO @c"
-	    " WHERE id = (SELECT TOP (1) q.id FROM runs q"
+	    " SET @id = NULL;"
+	    " SET @n = 0;"
+	    " BEGIN TRANSACTION;"
+	    " SELECT TOP (1) @id = q.id FROM runs q"
 	    "  WITH (UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK)"
 	    "  JOIN environments e ON " ENV_KEY("e", "q")
 	    "  WHERE q.status = 'queued' AND q.available_at <= " NOW
 	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
-	    "  ORDER BY q.available_at, q.created_at)"
-	    " AND status = 'queued' AND attempt_count < max_attempts"
-	    " AND available_at <= " NOW ";"
-	    " IF EXISTS (SELECT 1 FROM @c) OR NOT EXISTS (SELECT 1 FROM runs p"
-	    "  WITH (READPAST, ROWLOCK, READCOMMITTEDLOCK)"
-	    "  JOIN environments e ON " ENV_KEY("e", "p")
-	    "  WHERE p.status = 'queued' AND p.available_at <= " NOW
-	    "  AND p.attempt_count < p.max_attempts AND e.status = 'ready')"
-	    "  BREAK;"
+	    "  ORDER BY q.available_at, q.created_at;"
+	    " IF @id IS NOT NULL BEGIN"
+	    "  UPDATE runs SET status = 'running', claimed_by = @p1,"
+	    "   claim_expires_at = " PLUS("@p2") ","
+	    "   started_at = COALESCE(started_at, " NOW "),"
+	    "   attempt_count = attempt_count + 1, error_message = NULL,"
+	    "   exit_code = NULL, completed_at = NULL"
+	    "  WHERE id = @id AND status = 'queued'"
+	    "  AND attempt_count < max_attempts AND available_at <= " NOW ";"
+	    "  SET @n = @@ROWCOUNT;"
+	    " END;"
+	    " COMMIT TRANSACTION;"
+	    " IF @n > 0 OR @id IS NULL BREAK;"
 	    " SET @try = @try + 1;"
 	    "END;"
-	    "COMMIT TRANSACTION;"
 	    "SELECT " GUID("c.id") " AS id,"
 	    " " GUID("c.workspace_id") " AS workspace_id,"
 	    " " GUID("c.configuration_id") " AS configuration_id,"
@@ -2190,16 +2180,16 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " c.engine_spec, c.deps_digest, " TS("c.started_at", "started_at")
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
 	    " c.input_sheet_names, " GUID("e.id") " AS env_id"
-	    " FROM @c c LEFT JOIN environments e ON " ENV_KEY("e", "c") ";";
+	    " FROM runs c LEFT JOIN environments e ON " ENV_KEY("e", "c")
+	    " WHERE @n > 0 AND c.id = @id;";
 	static const char undo[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'queued', claimed_by = NULL,"
 	    "  claim_expires_at = NULL,"
 	    "  attempt_count = CASE WHEN attempt_count > 0"
 	    "   THEN attempt_count - 1 ELSE 0 END"
-	    OUT_INTO
 	    " WHERE claimed_by = @p1 AND status = 'running';"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -2237,12 +2227,11 @@ mq_heartbeat_run(struct store *st, const char *id, const char *token,
     double lease)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET claim_expires_at = " PLUS("@p3")
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "heartbeat run", sql, "ssd", id,
 	    token, lease);
@@ -2318,14 +2307,13 @@ run_succeeded_once(struct mq *m, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
 	static const char upd[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
 	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
 	    "  output_path = @p3, error_message = NULL"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	static const char del[] =
 	    BATCH
 	    "DELETE FROM run_metrics WHERE run_id = " UUID("@p1") ";"
@@ -2398,18 +2386,17 @@ mq_run_finish(struct store *st, const char *id, const char *token,
     enum run_finish how, int exit_code, const char *error, double delay)
 {
 	static const char retry[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'queued',"
 	    "  available_at = " PLUS("@p3") ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = @p4, completed_at = NULL, exit_code = NULL,"
 	    "  output_path = NULL"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	static const char release[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'queued',"
 	    "  available_at = " PLUS("@p3") ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
@@ -2417,19 +2404,17 @@ mq_run_finish(struct store *st, const char *id, const char *token,
 	    "  output_path = NULL,"
 	    "  attempt_count = CASE WHEN attempt_count > 0"
 	    "    THEN attempt_count - 1 ELSE 0 END"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	static const char failed[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = @p3, exit_code = @p4, output_path = NULL"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 	struct mq *m = (struct mq *)st;
 
 	switch (how) {
@@ -2455,24 +2440,28 @@ mq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 {
 	static const char sql[] =
 	    BATCH
-	    "DECLARE @r TABLE (status VARCHAR(20));"
-	    "DECLARE @e TABLE (id UNIQUEIDENTIFIER);"
+	    "DECLARE @f INT, @q INT, @e INT;"
 	    "BEGIN TRANSACTION;"
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'lease expired'"
-	    " OUTPUT inserted.status INTO @r"
-	    " WHERE status = 'running' AND claim_expires_at < " NOW ";"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " AND attempt_count >= max_attempts;"
+	    "SET @f = @@ROWCOUNT;"
+	    "UPDATE runs SET status = 'queued', completed_at = NULL,"
+	    "  available_at = " PLUS(BACKOFF("attempt_count - 1")) ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " AND attempt_count < max_attempts;"
+	    "SET @q = @@ROWCOUNT;"
 	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, error_message = 'lease expired',"
 	    "  updated_at = " NOW
-	    " OUTPUT inserted.id INTO @e"
 	    " WHERE status = 'building' AND claim_expires_at < " NOW ";"
+	    "SET @e = @@ROWCOUNT;"
 	    "COMMIT TRANSACTION;"
-	    "SELECT (SELECT COUNT(*) FROM @r WHERE status = 'failed')"
-	    "  AS failed,"
-	    " (SELECT COUNT(*) FROM @r WHERE status <> 'failed') AS requeued,"
-	    " (SELECT COUNT(*) FROM @e) AS envs;";
+	    "SELECT @f AS failed, @q AS requeued, @e AS envs;";
 	struct mq *m = (struct mq *)st;
 	struct mres r;
 	int rc;
@@ -2497,14 +2486,13 @@ mq_run_abandon(struct store *st, const char *id, const char *token,
     const char *error, double base, double max)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = @p4, exit_code = NULL, output_path = NULL"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p3") " AND status = 'running'"
 	    " AND claimed_by = @p5;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "abandon run", sql, "ddsss", base,
 	    max, id, error, token);
@@ -2515,14 +2503,13 @@ mq_environment_abandon(struct store *st, const char *id, const char *token,
     const char *error)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, error_message = @p3,"
 	    "  updated_at = " NOW
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status = 'building'"
 	    " AND claimed_by = @p2;"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	return mq_count((struct mq *)st, "abandon environment", sql, "sss",
 	    id, token, error);
@@ -2540,19 +2527,20 @@ mq_singleton(struct store *st, const char *name, const char *holder,
 {
 	static const char sql[] =
 	    BATCH
-	    "DECLARE @o TABLE (name VARCHAR(64));"
+	    "DECLARE @n INT;"
 	    "BEGIN TRANSACTION;"
 	    "UPDATE worker_leases SET holder = @p2,"
 	    "  expires_at = " PLUS("@p3")
-	    " OUTPUT inserted.name INTO @o"
 	    " WHERE name = @p1 AND (holder = @p2 OR expires_at < " NOW ");"
-	    "IF NOT EXISTS (SELECT 1 FROM @o) AND NOT EXISTS (SELECT 1"
-	    "  FROM worker_leases w WHERE w.name = @p1)"
+	    "SET @n = @@ROWCOUNT;"
+	    "IF @n = 0 AND NOT EXISTS (SELECT 1"
+	    "  FROM worker_leases w WHERE w.name = @p1) BEGIN"
 	    " INSERT INTO worker_leases (name, holder, expires_at)"
-	    "  OUTPUT inserted.name INTO @o"
 	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
+	    " SET @n = @@ROWCOUNT;"
+	    "END;"
 	    "COMMIT TRANSACTION;"
-	    "SELECT COUNT(*) AS n FROM @o;";
+	    "SELECT @n AS n;";
 	struct mq *m = (struct mq *)st;
 	int n;
 
@@ -2581,34 +2569,44 @@ mq_gc_environments(struct store *st, long ttl_days, int dry_run)
 	    " " GUID("e.configuration_id") " AS configuration_id,"
 	    " e.deps_digest FROM environments e WHERE" GC_ENV_COND;
 	/*
-	 * One statement decides and deletes, so a run queued meanwhile
-	 * keeps its environment.
+	 * Each candidate is deleted by a statement that decides again, so
+	 * a run queued meanwhile keeps its environment.
 	 */
 	static const char del[] =
 	    BATCH
-	    "DECLARE @g TABLE (id UNIQUEIDENTIFIER,"
-	    "  workspace_id UNIQUEIDENTIFIER,"
-	    "  configuration_id UNIQUEIDENTIFIER, deps_digest VARCHAR(128));"
-	    "DELETE FROM environments"
-	    " OUTPUT deleted.id, deleted.workspace_id,"
-	    "  deleted.configuration_id,"
-	    "  deleted.deps_digest INTO @g"
-	    " WHERE environments.id IN (SELECT e.id FROM environments e"
-	    "  WHERE" GC_ENV_COND ");"
-	    "SELECT " GUID("g.id") " AS id,"
-	    " " GUID("g.workspace_id") " AS workspace_id,"
-	    " " GUID("g.configuration_id") " AS configuration_id,"
-	    " g.deps_digest FROM @g g;";
+	    "DELETE FROM environments WHERE environments.id = " UUID("@p2")
+	    " AND environments.id IN (SELECT e.id FROM environments e"
+	    "  WHERE e.id = " UUID("@p2") " AND" GC_ENV_COND ");"
+	    ROWCOUNT;
 	struct mq *m = (struct mq *)st;
-	json_t *rows;
+	json_t *rows, *gone, *row;
+	size_t i;
+	int n;
 
 	if (ttl_days > MAX_TTL_DAYS)
 		ttl_days = MAX_TTL_DAYS;
 	mq_interruptible = 1;
-	rows = mq_rows(m, "gc environments", dry_run ? list : del, "i",
-	    (long long)ttl_days);
+	rows = mq_rows(m, "gc environments", list, "i", (long long)ttl_days);
+	if (rows == NULL || dry_run) {
+		mq_interruptible = 0;
+		return rows;
+	}
+	gone = json_array();
+	json_array_foreach(rows, i, row) {
+		n = mq_count(m, "gc environments", del, "is",
+		    (long long)ttl_days,
+		    json_string_value(json_object_get(row, "id")));
+		if (n < 0) {
+			json_decref(gone);
+			gone = NULL;
+			break;
+		}
+		if (n > 0)
+			json_array_append(gone, row);
+	}
 	mq_interruptible = 0;
-	return rows;
+	json_decref(rows);
+	return gone;
 }
 
 static int
@@ -2798,15 +2796,14 @@ static int
 mq_run_requeue(struct store *st, const char *id)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
 	    "  available_at = " NOW ", completed_at = NULL, exit_code = NULL,"
 	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
 	    "  claim_expires_at = NULL"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status IN ('succeeded', 'failed',"
 	    "  'cancelled');"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	if (!mssql_is_guid(id))
 		return 0;
@@ -2817,13 +2814,12 @@ static int
 mq_run_cancel(struct store *st, const char *id)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'Run cancelled by an operator'"
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1") " AND status IN ('queued', 'running');"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	if (!mssql_is_guid(id))
 		return 0;
@@ -2851,13 +2847,12 @@ static int
 mq_environment_rebuild(struct store *st, const char *id)
 {
 	static const char sql[] =
-	    BATCH OUT_DECL
+	    BATCH
 	    "UPDATE environments SET status = 'queued', error_message = NULL,"
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
-	    OUT_INTO
 	    " WHERE id = " UUID("@p1")
 	    "  AND status IN ('ready', 'failed', 'queued');"
-	    OUT_COUNT;
+	    ROWCOUNT;
 
 	if (!mssql_is_guid(id))
 		return 0;

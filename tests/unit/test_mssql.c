@@ -468,6 +468,18 @@ live_uuid(char *out)
  * the fenced heartbeat and finish with result rows, then the operator
  * commands.  Runs left behind are finished, so the test can run again.
  */
+/*
+ * A store call that must return want; otherwise the test fails with the
+ * store's own error.
+ */
+#define LIVE(call, want) do {						\
+	long got_ = (long)(call);					\
+									\
+	if (got_ != (long)(want))					\
+		fail_msg("%s = %ld, not %ld: %s", #call, got_,		\
+		    (long)(want), store_error(st));			\
+} while (0)
+
 static void
 test_live(void **state)
 {
@@ -512,11 +524,11 @@ test_live(void **state)
 	if (st == NULL)
 		fail_msg("open: %s", buf_str(&err));
 	assert_int_equal(store_init_schema(st), 0);
-	assert_int_equal(store_check_schema(st, &missing, NULL), 0);
+	LIVE(store_check_schema(st, &missing, NULL), 0);
 
 	live_uuid(doc);
 	snprintf(ws_name, sizeof(ws_name), "Unit Test %.8s", doc);
-	assert_int_equal(store_register(st, ws_name, "cfg", ws, cfg), 0);
+	LIVE(store_register(st, ws_name, "cfg", ws, cfg), 0);
 	assert_true(mssql_is_guid(ws) && mssql_is_guid(cfg));
 	live_uuid(run);
 	memset(&q, 0, sizeof(q));
@@ -538,26 +550,26 @@ test_live(void **state)
 	if (store_enqueue(st, &q) != 0)
 		fail_msg("enqueue: %s", store_error(st));
 
-	assert_int_equal(store_ensure_environments(st, &ins, &req), 0);
+	LIVE(store_ensure_environments(st, &ins, &req), 0);
 	assert_true(ins >= 1);
 	snprintf(tok, sizeof(tok), "unit#%.8s", run);
-	assert_int_equal(store_claim_environment(st, tok, 60, &ec), 1);
-	assert_int_equal(store_heartbeat_environment(st, ec.id, tok, 60), 1);
-	assert_int_equal(store_heartbeat_environment(st, ec.id, "other", 60),
+	LIVE(store_claim_environment(st, tok, 60, &ec), 1);
+	LIVE(store_heartbeat_environment(st, ec.id, tok, 60), 1);
+	LIVE(store_heartbeat_environment(st, ec.id, "other", 60),
 	    0);
-	assert_int_equal(store_environment_ready(st, ec.id, tok, "/py", "",
+	LIVE(store_environment_ready(st, ec.id, tok, "/py", "",
 	    NULL), 1);
 
-	assert_int_equal(store_claim_run(st, tok, 60, &rc), 1);
+	LIVE(store_claim_run(st, tok, 60, &rc), 1);
 	assert_string_equal(rc.id, run);
 	assert_string_equal(rc.env_id, ec.id);
 	assert_int_equal(rc.attempt_count, 1);
 	assert_string_equal(rc.run_options, q.run_options);
 	assert_null(rc.input_sheet_names);
 	assert_int_equal(strlen(rc.started_at), 24);
-	assert_int_equal(store_heartbeat_run(st, run, tok, 60), 1);
-	assert_int_equal(store_heartbeat_run(st, run, "other", 60), 0);
-	assert_int_equal(store_get_document(st, rc.input_document_id, &d), 1);
+	LIVE(store_heartbeat_run(st, run, tok, 60), 1);
+	LIVE(store_heartbeat_run(st, run, "other", 60), 0);
+	LIVE(store_get_document(st, rc.input_document_id, &d), 1);
 	assert_string_equal(d.original_filename, q.original_filename);
 	store_document_free(&d);
 
@@ -580,7 +592,7 @@ test_live(void **state)
 	assert_non_null(res);
 	if (store_run_succeeded(st, run, tok, "out/x.xlsx", res) != 1)
 		fail_msg("succeeded: %s", store_error(st));
-	assert_int_equal(store_run_succeeded(st, run, tok, NULL, res), 0);
+	LIVE(store_run_succeeded(st, run, tok, NULL, res), 0);
 	json_decref(res);
 	store_run_claim_free(&rc);
 
@@ -613,22 +625,22 @@ test_live(void **state)
 	list = store_gc_environments(st, 1, 1);
 	assert_non_null(list);
 	json_decref(list);
-	assert_int_equal(store_sweep(st, 5, 300, &sc), 0);
-	assert_int_equal(store_pending(st, &n), 0);
-	assert_int_equal(store_next_due(st, &due), 0);
-	assert_int_equal(store_run_finished_before(st, run, 1), 0);
-	assert_int_equal(store_run_finished_before(st, "not-a-guid", 1), 2);
-	assert_int_equal(store_singleton(st, doc, "a", 60), 1);
-	assert_int_equal(store_singleton(st, doc, "b", 60), 0);
-	assert_int_equal(store_singleton(st, doc, "a", 60), 1);
-	assert_int_equal(store_run_requeue(st, run), 1);
-	assert_int_equal(store_run_cancel(st, run), 1);
-	assert_int_equal(store_run_cancel(st, run), 0);
+	LIVE(store_sweep(st, 5, 300, &sc), 0);
+	LIVE(store_pending(st, &n), 0);
+	LIVE(store_next_due(st, &due), 0);
+	LIVE(store_run_finished_before(st, run, 1), 0);
+	LIVE(store_run_finished_before(st, "not-a-guid", 1), 2);
+	LIVE(store_singleton(st, doc, "a", 60), 1);
+	LIVE(store_singleton(st, doc, "b", 60), 0);
+	LIVE(store_singleton(st, doc, "a", 60), 1);
+	LIVE(store_run_requeue(st, run), 1);
+	LIVE(store_run_cancel(st, run), 1);
+	LIVE(store_run_cancel(st, run), 0);
 	/* The environment is built again, and that build fails. */
-	assert_int_equal(store_environment_rebuild(st, ec.id), 1);
-	assert_int_equal(store_environment_rebuild(st, "x"), 0);
-	assert_int_equal(store_claim_environment(st, tok, 60, &ec), 1);
-	assert_int_equal(store_environment_failed(st, ec.id, tok, "boom", 5,
+	LIVE(store_environment_rebuild(st, ec.id), 1);
+	LIVE(store_environment_rebuild(st, "x"), 0);
+	LIVE(store_claim_environment(st, tok, 60, &ec), 1);
+	LIVE(store_environment_failed(st, ec.id, tok, "boom", 5,
 	    300, &n), 1);
 	assert_int_equal(n, 0);
 
