@@ -83,6 +83,7 @@ static struct {
 
 static void	spawn(int);
 static void	maybe_done(void);
+static int	workers_left(void);
 
 static const char *
 describe(int status, char *buf, size_t len)
@@ -283,7 +284,14 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		if (!WIFEXITED(w->rstatus) || WEXITSTATUS(w->rstatus) != 0)
 			log_warnx("maintenance %s",
 			    describe(w->rstatus, how, sizeof(how)));
-		if (S.maint_again || sb_orphans_pending() > 0)
+		/*
+		 * A pass that the timer asked for meanwhile runs now, unless
+		 * --exit-when-idle has nothing left to wait for: a pass that
+		 * takes longer than cleanup_interval would otherwise keep the
+		 * supervisor from ever finishing.
+		 */
+		if (sb_orphans_pending() > 0 || (S.maint_again &&
+		    !(S.exit_when_idle && workers_left() == 0)))
 			maint_spawn();
 		maybe_done();
 		return;
@@ -296,18 +304,26 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	maybe_done();
 }
 
+/* How many workers run or are about to be started again. */
+static int
+workers_left(void)
+{
+	int i, n = 0;
+
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		n += S.slots[i].pid != 0 || ev_is_active(&S.slots[i].respawn);
+	return n;
+}
+
 /* Leaves the loop once nothing is left to wait for. */
 static void
 maybe_done(void)
 {
-	int i, running = 0, pending = 0, failed = 0;
+	int i, failed = 0;
 
-	for (i = 0; i < SB_MAX_SLOTS; i++) {
-		running += S.slots[i].pid != 0;
-		pending += ev_is_active(&S.slots[i].respawn);
+	for (i = 0; i < SB_MAX_SLOTS; i++)
 		failed += i < S.wanted && S.slots[i].failed;
-	}
-	if (running > 0 || pending > 0)
+	if (workers_left() > 0)
 		return;
 	/*
 	 * Every worker stopped on a configuration or schema error: nothing

@@ -92,7 +92,11 @@ class MssqlServer:
     def copy_rows(self, source, dest):
         """Copies every row of a deployment's tables from database source to
         dest (whose schema ade-ctl db init made), keeping ids and identity
-        values, with dest's triggers and foreign keys off meanwhile."""
+        values, with dest's triggers off meanwhile.  Tables are copied
+        parents first, so foreign keys stay on: Babelfish cannot switch
+        them off (ALTER TABLE ... NOCHECK is not supported there, and
+        DISABLE TRIGGER ALL reaches its internal foreign key triggers),
+        so triggers are switched off one by one, by name."""
         conn = self.connect(dest)
         try:
             cur = conn.cursor()
@@ -103,19 +107,20 @@ class MssqlServer:
                 cols = cur.fetchall()
                 if not cols:
                     continue
+                cur.execute("SELECT name FROM sys.triggers WHERE parent_id = OBJECT_ID(%s)",
+                            (table,))
+                triggers = [quote(r[0]) for r in cur.fetchall()]
                 names = ", ".join(quote(c[0]) for c in cols)
                 identity = any(c[1] for c in cols)
                 t = quote(table)
-                batch = [f"ALTER TABLE {t} NOCHECK CONSTRAINT ALL;",
-                         f"ALTER TABLE {t} DISABLE TRIGGER ALL;"]
+                batch = [f"DISABLE TRIGGER {name} ON {t};" for name in triggers]
                 if identity:
                     batch.append(f"SET IDENTITY_INSERT {t} ON;")
                 batch.append(f"INSERT INTO {t} ({names}) SELECT {names}"
                              f" FROM {quote(source)}.dbo.{t};")
                 if identity:
                     batch.append(f"SET IDENTITY_INSERT {t} OFF;")
-                batch += [f"ALTER TABLE {t} ENABLE TRIGGER ALL;",
-                          f"ALTER TABLE {t} CHECK CONSTRAINT ALL;"]
+                batch += [f"ENABLE TRIGGER {name} ON {t};" for name in triggers]
                 cur.execute(" ".join(batch))
         finally:
             conn.close()

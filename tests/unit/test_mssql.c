@@ -6,9 +6,10 @@
  * string workaround, the TDS version names, the GUID check and the
  * formatting of times read as milliseconds.
  *
- * With ADE_TEST_MSSQL_HOST set (and _PORT, _USER, _PASSWORD, _DATABASE
- * naming a scratch database), test_live also runs the store operations
- * against that server; without it, it is skipped.
+ * With ADE_TEST_MSSQL_HOST set (and _PORT, _USER, _PASSWORD), test_live
+ * also runs the store operations against that server, in a database it
+ * creates and drops (or in the scratch database _DATABASE names); without
+ * a host it is skipped.
  */
 #include "unit.h"
 
@@ -480,11 +481,75 @@ live_uuid(char *out)
 		    (long)(want), store_error(st));			\
 } while (0)
 
+static int
+live_err(DBPROCESS *dbp, int severity, int dberr, int oserr, char *text,
+    char *ostext)
+{
+	print_error("db-lib: %s\n", text != NULL ? text : "?");
+	return INT_CANCEL;
+}
+
+static int
+live_msg(DBPROCESS *dbp, DBINT no, int state, int severity, char *text,
+    char *srv, char *proc, int line)
+{
+	if (severity > 10)
+		print_error("server: %s (error %d)\n", text != NULL ? text :
+		    "?", (int)no);
+	return 0;
+}
+
+/*
+ * Runs one statement in the login's default database, on a connection
+ * of its own: creating and dropping the live test's scratch database.
+ */
+static int
+live_admin(const char *host, const char *port, const char *user,
+    const char *password, const char *sql)
+{
+	LOGINREC *login;
+	DBPROCESS *dbp;
+	char server[300];
+	int ok = -1;
+
+	if (dbinit() == FAIL)
+		return -1;
+	dberrhandle(live_err);
+	dbmsghandle(live_msg);
+	snprintf(server, sizeof(server), "%s:%s", host, port != NULL &&
+	    *port != '\0' ? port : "1433");
+	if ((login = dblogin()) == NULL)
+		goto out;
+	DBSETLUSER(login, user != NULL ? user : "");
+	if (password != NULL)
+		DBSETLPWD(login, password);
+	DBSETLCHARSET(login, "UTF-8");
+	DBSETLVERSION(login, DBVERSION_74);
+	dbp = dbopen(login, server);
+	dbloginfree(login);
+	if (dbp == NULL)
+		goto out;
+	if (dbcmd(dbp, sql) == SUCCEED && dbsqlexec(dbp) == SUCCEED) {
+		while (dbresults(dbp) == SUCCEED)
+			while (dbnextrow(dbp) != NO_MORE_ROWS)
+				;
+		ok = 0;
+	}
+	dbclose(dbp);
+out:
+	dbexit();
+	return ok;
+}
+
 static void
 test_live(void **state)
 {
 	const char *host = getenv("ADE_TEST_MSSQL_HOST"), *v;
+	const char *port = getenv("ADE_TEST_MSSQL_PORT");
+	const char *user = getenv("ADE_TEST_MSSQL_USER");
+	const char *password = getenv("ADE_TEST_MSSQL_PASSWORD");
 	char ws[64], cfg[64], ws_name[64], doc[37], run[37], tok[80];
+	char scratch[64], sql[128];
 	char *longtext;
 	struct enqueue_req q;
 	struct env_claim ec;
@@ -501,12 +566,22 @@ test_live(void **state)
 	(void)state;
 	/*
 	 * It works in the scratch database ADE_TEST_MSSQL_DATABASE names
-	 * (never master), creating the schema there.
+	 * (never master), or else in one it creates and drops itself.
 	 */
-	v = getenv("ADE_TEST_MSSQL_DATABASE");
-	if (host == NULL || *host == '\0' || v == NULL || *v == '\0' ||
-	    strcasecmp(v, "master") == 0)
+	if (host == NULL || *host == '\0')
 		skip();
+	scratch[0] = '\0';
+	v = getenv("ADE_TEST_MSSQL_DATABASE");
+	if (v != NULL && strcasecmp(v, "master") == 0)
+		fail_msg("ADE_TEST_MSSQL_DATABASE must not be master");
+	if (v == NULL || *v == '\0') {
+		live_uuid(doc);
+		snprintf(scratch, sizeof(scratch), "ade_unit_%.8s", doc);
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", scratch);
+		if (live_admin(host, port, user, password, sql) != 0)
+			fail_msg("cannot create the scratch database %s",
+			    scratch);
+	}
 	c = conf_new();
 	set_str(&c->db_backend, "mssql");
 	set_str(&c->db_host, host);
@@ -514,8 +589,10 @@ test_live(void **state)
 		c->db_port = atoll(v);
 	if ((v = getenv("ADE_TEST_MSSQL_USER")) != NULL)
 		set_str(&c->db_user, v);
-	if ((v = getenv("ADE_TEST_MSSQL_DATABASE")) != NULL && *v != '\0')
-		set_str(&c->db_name, v);
+	if (scratch[0] != '\0')
+		set_str(&c->db_name, scratch);
+	else
+		set_str(&c->db_name, getenv("ADE_TEST_MSSQL_DATABASE"));
 	if ((v = getenv("ADE_TEST_MSSQL_PASSWORD")) != NULL && *v != '\0')
 		c->password = xstrdup(v);
 	buf_init(&err);
@@ -648,6 +725,11 @@ test_live(void **state)
 	conf_free(c);
 	buf_free(&err);
 	buf_free(&missing);
+	if (scratch[0] != '\0') {
+		snprintf(sql, sizeof(sql), "DROP DATABASE %s", scratch);
+		assert_int_equal(live_admin(host, port, user, password, sql),
+		    0);
+	}
 }
 
 int
