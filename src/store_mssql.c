@@ -82,6 +82,19 @@
  */
 #define BACKOFF(n)	"(CASE WHEN " RAW_BACKOFF(n) " > @p2 THEN @p2 ELSE " \
 			RAW_BACKOFF(n) " END)"
+/*
+ * What the claims pick from: a queued environment; a due run with
+ * attempts left whose environment is ready.  On SQL Server UPDLOCK holds
+ * the picked row until the UPDATE, and READPAST skips rows that other
+ * claimers (or an application's open transaction) hold.
+ */
+#define PICK_HINTS	" WITH (UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK)"
+#define ENV_PICK	PICK_HINTS " WHERE q.status = 'queued'"
+#define RUN_PICK	PICK_HINTS					\
+			" JOIN environments e ON " ENV_KEY("e", "q")	\
+			" WHERE q.status = 'queued' AND q.available_at <= "	\
+			NOW " AND q.attempt_count < q.max_attempts"	\
+			" AND e.status = 'ready'"
 #define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "\
 			e ".configuration_id = " r ".configuration_id AND " \
 			e ".engine_spec = " r ".engine_spec AND "	\
@@ -175,15 +188,20 @@ static int		 mq_open_count;
 static int		 mq_interruptible;
 
 /*
- * The schema of reference sections 1.2 to 1.9, one batch per table so
+ * The schema of the ADE tables the daemon uses, one batch per table so
  * that a table that exists (created by the ADE migrations, say) is left
- * alone together with its indexes.
+ * alone together with its indexes.  Columns that hold people's text
+ * (names, file names, error messages, the sheets' headers and labels) are
+ * NVARCHAR here, where the ADE migrations make them VARCHAR: a VARCHAR
+ * column keeps only the characters of the database collation's code page
+ * (unless the collation is a UTF-8 one), and any other character is
+ * stored as "?", on SQL Server and on Babelfish alike.
  */
 static const char *const schema_batches[] = {
 "IF OBJECT_ID(N'workspaces', N'U') IS NULL"
 " CREATE TABLE workspaces ("
 "  id UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,"
-"  name VARCHAR(255) NOT NULL,"
+"  name NVARCHAR(255) NOT NULL,"
 "  slug VARCHAR(100) NOT NULL CONSTRAINT ux_workspaces_slug UNIQUE,"
 "  settings NVARCHAR(MAX) NOT NULL DEFAULT '{}',"
 "  created_at DATETIMEOFFSET NOT NULL DEFAULT SYSDATETIMEOFFSET(),"
@@ -193,7 +211,7 @@ static const char *const schema_batches[] = {
 " CREATE TABLE configurations ("
 "  id UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,"
 "  workspace_id UNIQUEIDENTIFIER NOT NULL REFERENCES workspaces (id),"
-"  display_name VARCHAR(255) NOT NULL,"
+"  display_name NVARCHAR(255) NOT NULL,"
 "  status VARCHAR(20) NOT NULL DEFAULT 'draft'"
 "    CHECK (status IN ('draft', 'active', 'archived')),"
 "  content_digest VARCHAR(80),"
@@ -211,7 +229,7 @@ static const char *const schema_batches[] = {
 " CREATE TABLE documents ("
 "  id UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,"
 "  workspace_id UNIQUEIDENTIFIER NOT NULL REFERENCES workspaces (id),"
-"  original_filename VARCHAR(255) NOT NULL,"
+"  original_filename NVARCHAR(255) NOT NULL,"
 "  content_type VARCHAR(255),"
 "  byte_size BIGINT NOT NULL,"
 "  version INT NOT NULL DEFAULT 1,"
@@ -269,7 +287,7 @@ static const char *const schema_batches[] = {
 "  created_at DATETIMEOFFSET NOT NULL DEFAULT SYSDATETIMEOFFSET(),"
 "  started_at DATETIMEOFFSET,"
 "  completed_at DATETIMEOFFSET,"
-"  error_message VARCHAR(MAX),"
+"  error_message NVARCHAR(MAX),"
 "  available_at DATETIMEOFFSET NOT NULL DEFAULT SYSDATETIMEOFFSET(),"
 "  run_options NVARCHAR(MAX),"
 "  attempt_count INT NOT NULL DEFAULT 0,"
@@ -301,7 +319,7 @@ static const char *const schema_batches[] = {
 "  deps_digest VARCHAR(128) NOT NULL,"
 "  status VARCHAR(20) NOT NULL DEFAULT 'queued'"
 "    CHECK (status IN ('queued', 'building', 'ready', 'failed')),"
-"  error_message VARCHAR(MAX),"
+"  error_message NVARCHAR(MAX),"
 "  claimed_by VARCHAR(255),"
 "  claim_expires_at DATETIMEOFFSET,"
 "  created_at DATETIMEOFFSET NOT NULL,"
@@ -356,8 +374,8 @@ static const char *const schema_batches[] = {
 "IF OBJECT_ID(N'run_fields', N'U') IS NULL BEGIN"
 " CREATE TABLE run_fields ("
 "  run_id UNIQUEIDENTIFIER NOT NULL REFERENCES runs (id),"
-"  field VARCHAR(128) NOT NULL,"
-"  label VARCHAR(255),"
+"  field NVARCHAR(128) NOT NULL,"
+"  label NVARCHAR(255),"
 "  detected BIT NOT NULL,"
 "  best_mapping_score FLOAT,"
 "  valid_cells INT NOT NULL DEFAULT 0,"
@@ -372,17 +390,17 @@ static const char *const schema_batches[] = {
 " CREATE TABLE run_table_columns ("
 "  run_id UNIQUEIDENTIFIER NOT NULL REFERENCES runs (id),"
 "  workbook_index INT NOT NULL,"
-"  workbook_name VARCHAR(255) NOT NULL,"
+"  workbook_name NVARCHAR(255) NOT NULL,"
 "  sheet_index INT NOT NULL,"
-"  sheet_name VARCHAR(255) NOT NULL,"
+"  sheet_name NVARCHAR(255) NOT NULL,"
 "  table_index INT NOT NULL,"
 "  column_index INT NOT NULL,"
-"  header_raw VARCHAR(MAX),"
-"  header_normalized VARCHAR(MAX),"
+"  header_raw NVARCHAR(MAX),"
+"  header_normalized NVARCHAR(MAX),"
 "  non_empty_cells INT NOT NULL,"
 "  valid_cells INT NOT NULL DEFAULT 0,"
 "  mapping_status VARCHAR(32) NOT NULL,"
-"  mapped_field VARCHAR(128),"
+"  mapped_field NVARCHAR(128),"
 "  mapping_score FLOAT,"
 "  mapping_method VARCHAR(32),"
 "  unmapped_reason VARCHAR(64),"
@@ -1828,6 +1846,58 @@ mq_init_schema(struct store *st)
 	return mq_commit(m) == 0 ? 0 : -1;
 }
 
+/*
+ * Warns when the database keeps VARCHAR text in a code page other than
+ * UTF-8 and runs.error_message is VARCHAR, as the ADE migrations make it
+ * and most text columns: any
+ * character outside that code page (a Japanese sheet header in a Latin-1
+ * database, say) is stored as "?" without an error.
+ */
+static void
+mq_check_collation(struct mq *m)
+{
+	static const char sql[] =
+	    BATCH "DECLARE @c NVARCHAR(128) = CAST(DATABASEPROPERTYEX(DB_NAME(),"
+	    " 'Collation') AS NVARCHAR(128));"
+	    " SELECT @c AS collation,"
+	    " CAST(COLLATIONPROPERTY(@c, 'CodePage') AS INT) AS code_page,"
+	    /*
+	     * By name: Babelfish's sys.columns numbers types its own way
+	     * (VARCHAR(MAX) is 17028 there, 167 on SQL Server).
+	     */
+	    " (SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS c"
+	    "  WHERE c.TABLE_NAME = N'runs' AND c.COLUMN_NAME = N'error_message'"
+	    "  AND c.DATA_TYPE = N'varchar') AS varchar_text;";
+	struct mres r;
+	long long cp;
+
+	memset(&r, 0, sizeof(r));
+	if (mq_call(m, "collation", &r, sql, "") != 0 || r.nrows == 0) {
+		mres_clear(&r);
+		return;
+	}
+	cp = mres_int(&r, 0, 1);
+	if (!mres_isnull(&r, 0, 1) && cp != 65001 && cp != 0 &&
+	    mres_int(&r, 0, 2) > 0)
+		log_warnx("mssql: database %s has collation %s (code page %lld):"
+		    " its VARCHAR columns store characters outside that code page"
+		    " as \"?\"; a UTF-8 collation (*_UTF8) or NVARCHAR columns keep"
+		    " all text", m->database, mres_str(&r, 0, 0) != NULL ?
+		    mres_str(&r, 0, 0) : "?", cp);
+	mres_clear(&r);
+}
+
+/*
+ * The columns of a table.  The catalog views show a login only the
+ * objects it has permissions on, so when sys.columns knows no such table
+ * an empty SELECT of it tells why: a table that does not exist is error
+ * 208 on SQL Server ("relation ... does not exist" under Babelfish's
+ * catch-all number) and is missing; a permission error is reported as it
+ * is, instead of as missing tables.  A SELECT that works there found
+ * something other than a table of ours (Babelfish also looks in sys, where
+ * a view is called configurations).  The table name is one of the
+ * store's own, never a value from outside.
+ */
 static int
 mq_table_columns(struct store *st, const char *table, struct buf *out)
 {
@@ -1835,6 +1905,7 @@ mq_table_columns(struct store *st, const char *table, struct buf *out)
 	    BATCH "SELECT name FROM sys.columns"
 	    " WHERE object_id = OBJECT_ID(@p1, N'U')";
 	struct mq *m = (struct mq *)st;
+	struct buf probe;
 	struct mres r;
 	size_t i;
 	int rc;
@@ -1846,7 +1917,20 @@ mq_table_columns(struct store *st, const char *table, struct buf *out)
 		buf_printf(out, "%s%s", i > 0 ? " " : "", mres_str(&r, i, 0));
 	rc = r.nrows > 0;
 	mres_clear(&r);
-	return rc;
+	/* Once per check: runs is the table every check reads. */
+	if (rc > 0 && strcmp(table, "runs") == 0)
+		mq_check_collation(m);
+	if (rc > 0)
+		return rc;
+	buf_init(&probe);
+	buf_printf(&probe, BATCH "SELECT TOP (0) * FROM [%s]", table);
+	rc = mq_exec(m, "schema check", buf_str(&probe), NULL, 0, NULL);
+	buf_free(&probe);
+	if (rc == 0 || (rc == -1 && (strstr(m->base.err, "(error 208)") !=
+	    NULL || (strstr(m->base.err, "(error 33557097)") != NULL &&
+	    strstr(m->base.err, "does not exist") != NULL))))
+		return 0;
+	return rc < 0 ? -1 : rc;
 }
 
 /*
@@ -1929,17 +2013,41 @@ claim_undo(struct mq *m, const char *sql, const char *token)
 }
 
 /*
- * Runs a claim batch (parameters: token, lease), which a stop signal may
- * cancel; a cancelled one is undone by undo.
+ * Runs a claim batch (parameters: token, lease, spread), which a stop
+ * signal may cancel; a cancelled one is undone by undo.
+ *
+ * A claim waits at most CLAIM_LOCK_MS for a row lock.  SQL Server never
+ * waits here (READPAST skips locked rows), but Babelfish ignores the
+ * hint: a row that another session keeps locked in an open transaction
+ * would hold every claimer up until its query timeout, and then again on
+ * every poll.  After a lock timeout (which ends the batch and its
+ * transaction) the claim is tried again with a spread: the row is picked
+ * at random among the oldest due ones, so one locked row cannot keep the
+ * others waiting.
  */
+#define CLAIM_LOCK_MS	"1000"
+#define CLAIM_SPREAD	"32"
+
 static int
 mq_claim(struct mq *m, const char *what, struct mres *r, const char *sql,
     const char *undo, const char *token, double lease)
 {
+	struct mssql_param p[3];
+	long long spread;
 	int rc;
 
 	mq_interruptible = 1;
-	rc = mq_call(m, what, r, sql, "sd", token, lease);
+	for (spread = 0;; spread++) {
+		mssql_params(p, NELEM(p), "sdi", token, lease, spread);
+		rc = mq_exec_once(m, what, sql, p, NELEM(p), r);
+		if (rc != -1 || !mssql_transient(m->cls) || spread >= 2 ||
+		    worker_quit || worker_stop)
+			break;
+		/* The batch ended before it could put the lock timeout back. */
+		if (m->cls == MSSQL_LOCK_TIMEOUT)
+			mq_plain(m, "claim", "SET LOCK_TIMEOUT -1");
+		log_debug("%s; claiming again", m->base.err);
+	}
 	mq_interruptible = 0;
 	if (rc == -1)
 		claim_undo(m, undo, token);
@@ -1962,14 +2070,19 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 {
 	static const char sql[] =
 	    BATCH
+	    "SET LOCK_TIMEOUT " CLAIM_LOCK_MS ";"
 	    "DECLARE @try INT = 0, @n INT = 0, @id UNIQUEIDENTIFIER;"
 	    "WHILE @try < 3 BEGIN"
 	    " SET @id = NULL;"
 	    " SET @n = 0;"
 	    " BEGIN TRANSACTION;"
-	    " SELECT TOP (1) @id = q.id FROM environments q"
-	    "  WITH (UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK)"
-	    "  WHERE q.status = 'queued' ORDER BY q.created_at;"
+	    " IF @p3 = 0"
+	    "  SELECT TOP (1) @id = q.id FROM environments q" ENV_PICK
+	    "   ORDER BY q.created_at;"
+	    " ELSE"
+	    "  SELECT TOP (1) @id = w.id FROM (SELECT TOP (" CLAIM_SPREAD ")"
+	    "   q.id FROM environments q" ENV_PICK " ORDER BY q.created_at) w"
+	    "   ORDER BY NEWID();"
 	    " IF @id IS NOT NULL BEGIN"
 	    "  UPDATE environments SET status = 'building', claimed_by = @p1,"
 	    "   claim_expires_at = " PLUS("@p2") ", error_message = NULL,"
@@ -1981,6 +2094,7 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    " IF @n > 0 OR @id IS NULL BREAK;"
 	    " SET @try = @try + 1;"
 	    "END;"
+	    "SET LOCK_TIMEOUT -1;"
 	    "SELECT " GUID("c.id") " AS id,"
 	    " " GUID("c.workspace_id") " AS workspace_id,"
 	    " " GUID("c.configuration_id") " AS configuration_id,"
@@ -2148,17 +2262,19 @@ mq_claim_run(struct store *st, const char *token, double lease,
 {
 	static const char sql[] =
 	    BATCH
+	    "SET LOCK_TIMEOUT " CLAIM_LOCK_MS ";"
 	    "DECLARE @try INT = 0, @n INT = 0, @id UNIQUEIDENTIFIER;"
 	    "WHILE @try < 3 BEGIN"
 	    " SET @id = NULL;"
 	    " SET @n = 0;"
 	    " BEGIN TRANSACTION;"
-	    " SELECT TOP (1) @id = q.id FROM runs q"
-	    "  WITH (UPDLOCK, READPAST, ROWLOCK, READCOMMITTEDLOCK)"
-	    "  JOIN environments e ON " ENV_KEY("e", "q")
-	    "  WHERE q.status = 'queued' AND q.available_at <= " NOW
-	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
-	    "  ORDER BY q.available_at, q.created_at;"
+	    " IF @p3 = 0"
+	    "  SELECT TOP (1) @id = q.id FROM runs q" RUN_PICK
+	    "   ORDER BY q.available_at, q.created_at;"
+	    " ELSE"
+	    "  SELECT TOP (1) @id = w.id FROM (SELECT TOP (" CLAIM_SPREAD ")"
+	    "   q.id FROM runs q" RUN_PICK
+	    "   ORDER BY q.available_at, q.created_at) w ORDER BY NEWID();"
 	    " IF @id IS NOT NULL BEGIN"
 	    "  UPDATE runs SET status = 'running', claimed_by = @p1,"
 	    "   claim_expires_at = " PLUS("@p2") ","
@@ -2173,6 +2289,7 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " IF @n > 0 OR @id IS NULL BREAK;"
 	    " SET @try = @try + 1;"
 	    "END;"
+	    "SET LOCK_TIMEOUT -1;"
 	    "SELECT " GUID("c.id") " AS id,"
 	    " " GUID("c.workspace_id") " AS workspace_id,"
 	    " " GUID("c.configuration_id") " AS configuration_id,"

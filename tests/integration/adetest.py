@@ -279,11 +279,16 @@ class Result:
         return iter(self.fetchall())
 
 
-def server_sql(sql: str, backend: str) -> str:
+_ISO_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def server_sql(sql: str, backend: str, params=()) -> str:
     """SQLite-style SQL for the servers' drivers: ? outside quotes becomes %s;
     for psycopg2 every % is doubled, for pymssql (which leaves other % alone)
-    || becomes +."""
-    out, quote, i = [], None, 0
+    || becomes +, and a parameter that is an ISO 8601 time is cast to
+    DATETIMEOFFSET (pymssql sends it as text, which Babelfish does not
+    convert by itself)."""
+    out, quote, i, n = [], None, 0, 0
     while i < len(sql):
         ch = sql[i]
         i += 1
@@ -294,6 +299,10 @@ def server_sql(sql: str, backend: str) -> str:
             quote = ch
         elif ch == "?":
             ch = "%s"
+            if backend == "mssql" and n < len(params) and isinstance(params[n], str) \
+                    and _ISO_TS.match(params[n]):
+                ch = "CAST(%s AS DATETIMEOFFSET)"
+            n += 1
         elif ch == "|" and backend == "mssql" and sql.startswith("|", i):
             ch = "+"
             i += 1
@@ -371,7 +380,7 @@ class Database:
             cur = self.conn.cursor()
             try:
                 if params:
-                    cur.execute(server_sql(sql, "mssql"), tuple(params))
+                    cur.execute(server_sql(sql, "mssql", tuple(params)), tuple(params))
                 else:
                     cur.execute(server_sql(sql, "mssql"))
                 names = [d[0] for d in cur.description] if cur.description else []
@@ -403,14 +412,13 @@ class Database:
             yield self
             return
         if self.backend == "mssql":
-            tables = [t for t in mssqlserver.TABLES if self.columns(t)]
-            for t in tables:
-                self.execute(f"ALTER TABLE {t} NOCHECK CONSTRAINT ALL")
-            try:
-                yield self
-            finally:
-                for t in tables:
-                    self.execute(f"ALTER TABLE {t} CHECK CONSTRAINT ALL")
+            # Babelfish cannot switch a constraint off (ALTER TABLE ... NOCHECK),
+            # so the foreign keys of this throw-away database are dropped for good.
+            for r in self.execute(
+                    "SELECT OBJECT_NAME(parent_object_id) AS t, name FROM sys.foreign_keys"):
+                self.execute(f"ALTER TABLE {mssqlserver.quote(r['t'])}"
+                             f" DROP CONSTRAINT {mssqlserver.quote(r['name'])}")
+            yield self
             return
         self.execute("SET session_replication_role = replica")  # no FK triggers
         try:

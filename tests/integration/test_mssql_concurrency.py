@@ -8,6 +8,7 @@ ledger.py.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from adetest import assert_sample_results, wait_until, write_input
 from ledger import executions, jobs_done, ledger_engine, max_concurrent, read_ledger
+import tdsserver  # tests/lib, on the path through adetest
 
 pytestmark = pytest.mark.backends("mssql")
 
@@ -132,6 +134,82 @@ def test_killed_sessions_under_load(deploy, tmp_path, ms_server):
         assert 1 <= len(intervals) <= row["attempt_count"], (run, intervals, row)
     supervisor.send_signal(signal.SIGTERM)
     assert dep.wait_worker(supervisor, timeout=60) == 0
+
+
+@pytest.fixture
+def tds_server(ms_server):
+    """The test suite's own Babelfish, which a test may stop and start; skipped
+    for a server that the suite did not start (ADE_TEST_MSSQL_SERVER_DIR)."""
+    directory = os.environ.get("ADE_TEST_MSSQL_SERVER_DIR")
+    if not directory:
+        pytest.skip("the TDS server was not started by the suite "
+                    "(tests/with-tds-server.sh sets ADE_TEST_MSSQL_SERVER_DIR)")
+    server = tdsserver.TdsServer(directory)
+    yield server
+    if not server.running():
+        server.start_server()
+
+
+def test_server_restart_under_load(deploy, tmp_path, tds_server):
+    """The TDS server stops while engines run and runs wait in the queue, and
+    comes back a few seconds later: the workers reconnect with backoff, every
+    run ends succeeded, none executed twice at once, none lost."""
+    command, ledger = ledger_engine(tmp_path, seconds=1)
+    dep = deploy(engine_command=command, lease_seconds=20, backoff_base_seconds=1,
+                 backoff_max_seconds=2, cleanup_interval=1, **{"supervisor.workers": 3})
+    first = enqueue_bulk(dep, 12)
+    supervisor = dep.start_worker()
+    log_text = Path(supervisor.log_path).read_text
+    wait_until(lambda: len(re.findall(r"worker \d started", log_text())) == 3, 30,
+               "three workers")
+    pids = set(re.findall(r"worker \d started \(pid (\d+)\)", log_text()))
+
+    def busy():
+        counts = status_counts(dep, first)
+        return counts.get("running", 0) >= 2 and counts.get("queued", 0) >= 3
+    wait_until(busy, 60, "runs to be under way")
+    dep.close_db()
+    tds_server.stop_server()
+    # down long enough for every worker to notice and back off at least once
+    wait_until(lambda: log_text().count("connection lost") + log_text().count(
+        "cannot connect") >= 1, 60, "a worker to notice the server is gone")
+    time.sleep(2)
+    tds_server.start_server()
+    restarted = time.monotonic()
+
+    def settled():
+        counts = status_counts(dep, first)
+        return counts if counts.get("succeeded", 0) == len(first) else None
+    try:
+        wait_until(settled, 180, "every run to succeed after the restart", interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {status_counts(dep, first)}\n{dep.worker_logs()}") \
+            from None
+    assert supervisor.poll() is None, dep.worker_logs()
+    wait_until(lambda: "mssql: reconnected" in log_text(), 60, "a worker to reconnect")
+
+    # no run executed twice at once; each execution within the attempts it used
+    entries = read_ledger(ledger)
+    assert set(entries) == set(first)
+    for run in first:
+        intervals = executions(entries[run])
+        (row,) = dep.rows("SELECT attempt_count, status FROM runs WHERE id = ?", run)
+        assert 1 <= len(intervals) <= row["attempt_count"], (run, intervals, row)
+    assert dep.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')") == []
+
+    # the same processes go on working
+    second = enqueue_bulk(dep, 6)
+    wait_until(lambda: status_counts(dep, second) == {"succeeded": 6}, 90,
+               "the second batch to succeed")
+    entries = read_ledger(ledger)
+    for run in second:
+        assert len(executions(entries[run])) == 1, entries[run]
+    # no worker died on the way: the same three processes
+    assert set(re.findall(r"worker \d started \(pid (\d+)\)", log_text())) == pids, \
+        dep.worker_logs()
+    supervisor.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(supervisor, timeout=60) == 0
+    assert time.monotonic() - restarted < 300
 
 
 @pytest.mark.parametrize("lock", [
