@@ -427,8 +427,9 @@ class Database:
             self.execute("SET session_replication_role = DEFAULT")
 
     def drop_column(self, table: str, column: str) -> None:
-        """ALTER TABLE ... DROP COLUMN, on SQL Server with its default first."""
-        if self.backend == "mssql":
+        """ALTER TABLE ... DROP COLUMN, on SQL Server with its default first
+        (Babelfish lists defaults there but drops them with the column)."""
+        if self.backend == "mssql" and not self._babelfish():
             for r in self.execute(
                     "SELECT d.name FROM sys.default_constraints d JOIN sys.columns c"
                     " ON c.object_id = d.parent_object_id AND c.column_id = d.parent_column_id"
@@ -436,6 +437,10 @@ class Database:
                     (table, column)):
                 self.execute(f"ALTER TABLE {table} DROP CONSTRAINT {r['name']}")
         self.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+
+    def _babelfish(self) -> bool:
+        (row,) = self.execute("SELECT @@VERSION AS v").fetchall()
+        return "Babelfish" in row["v"]
 
     def close(self) -> None:
         self.conn.close()

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,31 +26,33 @@ pytestmark = pytest.mark.backends("mssql")
 
 
 def enqueue_bulk(dep, n: int, max_attempts: int = 3) -> list[str]:
-    """n queued runs of the template's configuration, inserted in one batch
-    (each with a document row of its own, as the API creates them).  runs
-    carries triggers, so its OUTPUT goes INTO a table variable."""
+    """n queued runs of the template's configuration, each with a document row
+    of its own (as the API creates them), inserted in batches of 500.  The ids
+    are made here: no table variable or OUTPUT clause, which Babelfish 4.2
+    gets wrong on tables with triggers."""
     (first,) = dep.rows("SELECT TOP 1 input_document_id, configuration_id, engine_spec,"
                         " deps_digest FROM runs ORDER BY created_at")
-    rows = dep.rows(
-        "SET NOCOUNT ON;"
-        " DECLARE @d TABLE (id UNIQUEIDENTIFIER, workspace_id UNIQUEIDENTIFIER);"
-        " DECLARE @r TABLE (id UNIQUEIDENTIFIER);"
-        " INSERT INTO documents (id, workspace_id, original_filename, byte_size, sha256,"
-        "  stored_uri, expires_at)"
-        " OUTPUT inserted.id, inserted.workspace_id INTO @d"
-        " SELECT NEWID(), workspace_id, original_filename, byte_size, sha256, stored_uri,"
-        "  expires_at FROM documents CROSS JOIN (SELECT TOP (?) 1 AS x FROM sys.all_columns a"
-        "  CROSS JOIN sys.all_columns b) AS n WHERE documents.id = ?;"
-        " INSERT INTO runs (id, configuration_id, workspace_id, input_document_id,"
-        "  engine_spec, deps_digest, max_attempts)"
-        " OUTPUT inserted.id INTO @r"
-        " SELECT NEWID(), ?, workspace_id, id, ?, ?, ? FROM @d;"
-        " SELECT id FROM @r",
-        n, first["input_document_id"], first["configuration_id"], first["engine_spec"],
-        first["deps_digest"], max_attempts)
-    ids = [r["id"] for r in rows]
-    assert len(set(ids)) == n
-    return ids
+    ids = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(n)]
+    for start in range(0, n, 500):
+        chunk = ids[start:start + 500]
+        docs = ", ".join(f"('{d}')" for _, d in chunk)
+        pairs = ", ".join(f"('{r}', '{d}')" for r, d in chunk)
+        dep.db().execute(
+            "INSERT INTO documents (id, workspace_id, original_filename, byte_size, sha256,"
+            " stored_uri, expires_at)"
+            " SELECT CAST(v.id AS UNIQUEIDENTIFIER), d.workspace_id, d.original_filename,"
+            " d.byte_size, d.sha256, d.stored_uri, d.expires_at"
+            f" FROM documents d CROSS JOIN (VALUES {docs}) AS v (id) WHERE d.id = ?",
+            (first["input_document_id"],))
+        dep.db().execute(
+            "INSERT INTO runs (id, configuration_id, workspace_id, input_document_id,"
+            " engine_spec, deps_digest, max_attempts)"
+            " SELECT CAST(v.rid AS UNIQUEIDENTIFIER), ?, d.workspace_id,"
+            " CAST(v.did AS UNIQUEIDENTIFIER), ?, ?, ?"
+            f" FROM documents d CROSS JOIN (VALUES {pairs}) AS v (rid, did) WHERE d.id = ?",
+            (first["configuration_id"], first["engine_spec"], first["deps_digest"],
+             max_attempts, first["input_document_id"]))
+    return [r for r, _ in ids]
 
 
 def status_counts(dep, run_ids) -> dict[str, int]:
@@ -82,11 +85,13 @@ def test_four_workers_execute_1000_runs_exactly_once(deploy, tmp_path):
     assert dep.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')") == []
     attempts = {r["id"]: r["attempt_count"] for r in dep.rows("SELECT id, attempt_count FROM runs")}
     assert {attempts[r] for r in run_ids} == {1}
-    (metrics,) = dep.rows("SELECT COUNT(*) AS n FROM run_metrics")
-    assert metrics["n"] == 1000 + 1   # and the template's own run
+    # every bulk run has its metrics (they have no run_options; the template's has)
+    (metrics,) = dep.rows("SELECT COUNT(*) AS n FROM run_metrics m JOIN runs r"
+                          " ON r.id = m.run_id WHERE r.run_options IS NULL")
+    assert metrics["n"] == 1000
     assert_sample_results(dep, run_ids[0])
     assert_sample_results(dep, run_ids[-1])
-    # the triggers of runs saw every change (the OUTPUT INTO form keeps them working)
+    # the triggers of runs saw the changes
     (events,) = dep.rows("SELECT COUNT(*) AS n FROM document_events")
     assert events["n"] > 0
     done = jobs_done(Path(supervisor.log_path).read_text())
@@ -218,6 +223,8 @@ def test_server_restart_under_load(deploy, tmp_path, tds_server):
 ], ids=["updlock", "exclusive"])
 def test_a_row_lock_on_one_run_does_not_block_claims_of_others(deploy, tmp_path, ms_server,
                                                                lock):
+    if "UPDLOCK" in lock and ms_server.is_babelfish():
+        pytest.skip("Babelfish ignores UPDLOCK: that SELECT locks nothing")
     command, ledger = ledger_engine(tmp_path)
     dep = deploy(engine_command=command)
     (run_a,) = enqueue_bulk(dep, 1)

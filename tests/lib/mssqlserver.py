@@ -70,6 +70,17 @@ class MssqlServer:
         finally:
             conn.close()
 
+    def is_babelfish(self) -> bool:
+        """Whether the server is Babelfish for PostgreSQL, which ignores table
+        hints (UPDLOCK, READPAST) among other differences."""
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT @@VERSION")
+            return "Babelfish" in cur.fetchone()[0]
+        finally:
+            conn.close()
+
     def check(self):
         """Logs in once, so that a wrong setting fails with the server's words."""
         conn = self.connect()
