@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import sys
@@ -334,10 +335,21 @@ if psycopg2 is not None:
 _DTO_TEXT = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d+)? ?([+-]\d\d:\d\d)$")
 
 
+def _dbdatetimeall(raw: bytes) -> datetime:
+    """A DATETIMEOFFSET as pymssql 2.2 hands it over: FreeTDS's 16-byte
+    TDS_DATETIMEALL (the UTC time in 100 ns units since midnight, days since
+    1900-01-01, then the offset and flags), little-endian."""
+    ticks, days = struct.unpack("<Qi", raw[:12])
+    moment = datetime(1900, 1, 1) + timedelta(days=days, microseconds=ticks // 10)
+    return moment.replace(tzinfo=timezone.utc)
+
+
 def mssql_value(value):
     """A SQL Server value in the form SQLite gives it back."""
     if isinstance(value, uuid.UUID):
         return str(value)
+    if isinstance(value, bytes) and len(value) == 16:
+        return iso_ts(_dbdatetimeall(value))
     if isinstance(value, str):
         m = _DTO_TEXT.match(value)
         if m:

@@ -176,7 +176,8 @@ def test_deterministic_failures_fail_at_once_with_exit_2(deploy, tmp_path):
     for where in (run_dir, run_dir / "input", run_dir.parent, run_dir.parent.parent):
         assert not (where / "evil.csv").exists(), where
     for entry in dep.root.iterdir():
-        assert entry.name in ("data", "worker.conf") or entry.name.startswith("worker-"), entry
+        assert entry.name in ("data", "worker.conf", "mssql-password") \
+            or entry.name.startswith("worker-"), entry
     assert not list(dep.data_dir.rglob("evil.csv"))
     assert not list(tmp_path.glob("evil.csv")) and not list(tmp_path.glob("*/evil.csv"))
 
