@@ -3,6 +3,12 @@
  * The payload is hostile input: every value is coerced leniently, a row
  * that lacks its key parts is skipped, and a key seen twice keeps its
  * first row, so that one odd payload can never make storing fail.
+ * Every value is also fitted to its column (results_limits below) before
+ * any backend sees it: a string too long is cut on a character boundary,
+ * a number out of range is dropped (or, where the column cannot be NULL,
+ * held at the column's bound), and a row whose key does not fit is left
+ * out.  Every backend therefore stores the same rows, and nothing the
+ * engine says can make the transaction fail and the run be retried.
  *
  * The result is a JSON object with one member per table:
  *   run_metrics        an object keyed by column, or null when empty
@@ -11,6 +17,9 @@
  * Store backends bind the members by the column lists below.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +52,72 @@ const char *const results_column_columns[] = {
 	"non_empty_cells", "valid_cells", "mapping_status", "mapped_field",
 	"mapping_score", "mapping_method", "unmapped_reason", NULL
 };
+
+#define T(table, col, type, max, flags) { table, col, type, max, flags }
+#define M "run_metrics"
+#define F "run_fields"
+#define C "run_table_columns"
+
+/*
+ * The result columns as the ADE schema declares them, on every backend:
+ * text limits in bytes of UTF-8, integers 32 bits wide.  PostgreSQL's
+ * varchar(n) holds n characters and SQL Server's VARCHAR(n) n bytes (of
+ * UTF-8 under a UTF-8 collation, of its code page otherwise); SQLite
+ * holds anything.  n bytes of UTF-8 are never more than n characters nor
+ * more than n bytes of any code page, so a value cut to n bytes of UTF-8
+ * is stored whole, and alike, everywhere.
+ */
+const struct results_limit results_limits[] = {
+	T(M, "evaluation_outcome", RESULTS_TEXT, 20, 0),
+	T(M, "validation_max_severity", RESULTS_TEXT, 10, 0),
+	T(F, "field", RESULTS_TEXT, 128, RESULTS_KEY),
+	T(F, "label", RESULTS_TEXT, 255, 0),
+	T(F, "detected", RESULTS_BOOL, 0, RESULTS_NOT_NULL),
+	T(F, "best_mapping_score", RESULTS_REAL, 0, 0),
+	T(F, "valid_cells", RESULTS_INT, 0, RESULTS_NOT_NULL),
+	T(F, "occurrences_tables", RESULTS_INT, 0, RESULTS_NOT_NULL),
+	T(F, "occurrences_columns", RESULTS_INT, 0, RESULTS_NOT_NULL),
+	T(C, "workbook_index", RESULTS_INT, 0, RESULTS_KEY),
+	T(C, "workbook_name", RESULTS_TEXT, 255, RESULTS_NOT_NULL),
+	T(C, "sheet_index", RESULTS_INT, 0, RESULTS_KEY),
+	T(C, "sheet_name", RESULTS_TEXT, 255, RESULTS_NOT_NULL),
+	T(C, "table_index", RESULTS_INT, 0, RESULTS_KEY),
+	T(C, "column_index", RESULTS_INT, 0, RESULTS_KEY),
+	T(C, "header_raw", RESULTS_TEXT, 0, 0),
+	T(C, "header_normalized", RESULTS_TEXT, 0, 0),
+	T(C, "non_empty_cells", RESULTS_INT, 0, RESULTS_NOT_NULL),
+	T(C, "valid_cells", RESULTS_INT, 0, RESULTS_NOT_NULL),
+	T(C, "mapping_status", RESULTS_TEXT, 32, RESULTS_NOT_NULL),
+	T(C, "mapped_field", RESULTS_TEXT, 128, 0),
+	T(C, "mapping_score", RESULTS_REAL, 0, 0),
+	T(C, "mapping_method", RESULTS_TEXT, 32, 0),
+	T(C, "unmapped_reason", RESULTS_TEXT, 64, 0),
+	{ NULL, NULL, 0, 0, 0 }
+};
+
+#undef T
+#undef M
+#undef F
+#undef C
+
+/* Every other column of run_metrics is a nullable 32-bit integer. */
+static const struct results_limit metric_int = {
+	"run_metrics", NULL, RESULTS_INT, 0, 0
+};
+
+const struct results_limit *
+results_limit(const char *table, const char *column)
+{
+	const struct results_limit *l;
+
+	for (l = results_limits; l->table != NULL; l++)
+		if (strcmp(l->table, table) == 0 &&
+		    strcmp(l->column, column) == 0)
+			return l;
+	if (strcmp(table, "run_metrics") == 0)
+		return &metric_int;
+	return NULL;
+}
 
 static const char *const truthy[] = { "1", "true", "yes", "y", "on" };
 static const char *const falsy[] = { "0", "false", "no", "n", "off" };
@@ -84,6 +159,11 @@ numeric_string(const char *s, int allow_point)
 	return digits > 0;
 }
 
+/*
+ * A whole number.  One beyond what 64 bits hold (a real such as 1e300, a
+ * string of many digits) is held at the 64-bit bound, so that fitting
+ * sees it as out of range like any other; a fraction is not a count.
+ */
 static json_t *
 c_int(json_t *v)
 {
@@ -93,8 +173,13 @@ c_int(json_t *v)
 		return json_integer(json_integer_value(v));
 	if (json_is_real(v)) {
 		d = json_real_value(v);
-		if (d == (double)(json_int_t)d)
-			return json_integer((json_int_t)d);
+		if (!isfinite(d) || d != floor(d))
+			return json_null();
+		if (d >= 9223372036854775807.0)
+			return json_integer(INT64_MAX);
+		if (d < -9223372036854775807.0)
+			return json_integer(INT64_MIN);
+		return json_integer((json_int_t)d);
 	}
 	if (json_is_string(v) && numeric_string(json_string_value(v), 0))
 		return json_integer(strtoll(json_string_value(v), NULL, 10));
@@ -104,11 +189,92 @@ c_int(json_t *v)
 static json_t *
 c_float(json_t *v)
 {
+	double d;
+
 	if (json_is_number(v))
 		return json_real(json_number_value(v));
-	if (json_is_string(v) && numeric_string(json_string_value(v), 1))
-		return json_real(strtod(json_string_value(v), NULL));
+	if (json_is_string(v) && numeric_string(json_string_value(v), 1)) {
+		d = strtod(json_string_value(v), NULL);
+		if (isfinite(d))
+			return json_real(d);
+	}
 	return json_null();
+}
+
+/* The length of the longest prefix of s within max bytes that ends on a
+ * character boundary (s is valid UTF-8: jansson checked it). */
+static size_t
+utf8_prefix(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return max;
+}
+
+static void
+note(struct results_report *rep, const char *table, const char *column,
+    const char *what)
+{
+	char key[96];
+	json_t *o, *n;
+
+	if (rep->adjusted == NULL)
+		rep->adjusted = json_object();
+	snprintf(key, sizeof(key), "%s.%s", table, column);
+	if ((o = json_object_get(rep->adjusted, key)) == NULL) {
+		o = json_object();
+		json_object_set_new(rep->adjusted, key, o);
+	}
+	n = json_object_get(o, what);
+	json_object_set_new(o, what, json_integer(n != NULL ?
+	    json_integer_value(n) + 1 : 1));
+}
+
+/*
+ * Fits a row's values to the columns of table: returns 0, or -1 when a
+ * key part does not fit and the row must be left out.
+ */
+static int
+fit_row(const char *table, json_t *row, struct results_report *rep)
+{
+	const struct results_limit *l;
+	const char *col;
+	json_t *v;
+	json_int_t i;
+	size_t n;
+	void *tmp;
+
+	json_object_foreach_safe(row, tmp, col, v) {
+		if ((l = results_limit(table, col)) == NULL)
+			continue;
+		if (l->type == RESULTS_TEXT && json_is_string(v) &&
+		    l->max > 0 && json_string_length(v) > (size_t)l->max) {
+			n = utf8_prefix(json_string_value(v),
+			    json_string_length(v), (size_t)l->max);
+			json_object_set_new(row, col, json_stringn(
+			    json_string_value(v), n));
+			note(rep, table, col, "cut");
+		} else if (l->type == RESULTS_INT && json_is_integer(v)) {
+			i = json_integer_value(v);
+			if (i >= INT32_MIN && i <= INT32_MAX)
+				continue;
+			if (l->flags & RESULTS_KEY) {
+				note(rep, table, col, "row_left_out");
+				return -1;
+			}
+			if (l->flags & RESULTS_NOT_NULL) {
+				json_object_set_new(row, col, json_integer(
+				    i < 0 ? INT32_MIN : INT32_MAX));
+				note(rep, table, col, "clamped");
+			} else {
+				json_object_set_new(row, col, json_null());
+				note(rep, table, col, "dropped");
+			}
+		}
+	}
+	return 0;
 }
 
 /* Returns 1, 0, or -1 when the value says neither. */
@@ -168,7 +334,7 @@ dig(json_t *o, const char *path)
 }
 
 static json_t *
-metrics_row(json_t *p)
+metrics_row(json_t *p, struct results_report *rep)
 {
 	static const struct {
 		const char	*column;
@@ -243,6 +409,7 @@ metrics_row(json_t *p)
 		json_decref(row);
 		return json_null();
 	}
+	fit_row("run_metrics", row, rep);
 	return row;
 }
 
@@ -256,8 +423,35 @@ int_or(json_t *v, json_int_t def)
 	return r;
 }
 
+/*
+ * Whether one more row may be added: rows beyond the run's limit are
+ * counted, not kept, so that a payload with a million fields cannot make
+ * the worker's memory or the transaction grow without bound.
+ */
+static int
+room(struct results_report *rep)
+{
+	if (rep->max_rows > 0 && rep->rows >= rep->max_rows) {
+		rep->capped++;
+		return 0;
+	}
+	return 1;
+}
+
+static void
+left_out(struct results_report *rep, const char *table)
+{
+	json_t *n;
+
+	if (rep->rows_left_out == NULL)
+		rep->rows_left_out = json_object();
+	n = json_object_get(rep->rows_left_out, table);
+	json_object_set_new(rep->rows_left_out, table, json_integer(
+	    n != NULL ? json_integer_value(n) + 1 : 1));
+}
+
 static json_t *
-fields_rows(json_t *p, int *dropped)
+fields_rows(json_t *p, struct results_report *rep)
 {
 	json_t *rows = json_array(), *seen = json_object(), *f, *name, *row;
 	size_t i;
@@ -270,12 +464,10 @@ fields_rows(json_t *p, int *dropped)
 			json_decref(name);
 			continue;
 		}
-		if (json_object_get(seen, json_string_value(name)) != NULL) {
-			(*dropped)++;
+		if (!room(rep)) {
 			json_decref(name);
 			continue;
 		}
-		json_object_set_new(seen, json_string_value(name), json_true());
 		row = json_object();
 		json_object_set_new(row, "field", name);
 		json_object_set_new(row, "label",
@@ -289,7 +481,17 @@ fields_rows(json_t *p, int *dropped)
 		    int_or(dig(f, "occurrences.tables"), 0)));
 		json_object_set_new(row, "occurrences_columns", json_integer(
 		    int_or(dig(f, "occurrences.columns"), 0)));
+		/* The key is the name as stored, that is, once cut. */
+		fit_row("run_fields", row, rep);
+		name = json_object_get(row, "field");
+		if (json_object_get(seen, json_string_value(name)) != NULL) {
+			rep->duplicates++;
+			json_decref(row);
+			continue;
+		}
+		json_object_set_new(seen, json_string_value(name), json_true());
 		json_array_append_new(rows, row);
+		rep->rows++;
 	}
 	json_decref(seen);
 	return rows;
@@ -372,7 +574,7 @@ column_row(json_t *col, json_int_t wi, json_t *wn, json_int_t si,
 }
 
 static json_t *
-columns_rows(json_t *p, int *dropped)
+columns_rows(json_t *p, struct results_report *rep)
 {
 	json_t *rows = json_array(), *seen = json_object();
 	json_t *wb, *sh, *tb, *col, *wn, *sn, *tn, *row;
@@ -392,10 +594,19 @@ columns_rows(json_t *p, int *dropped)
 					continue;
 				json_array_foreach(dig(tb, "structure.columns"),
 				    d, col) {
+					if (!room(rep))
+						continue;
 					row = column_row(col, wi, wn, si, sn,
 					    ti);
 					if (row == NULL)
 						continue;
+					if (fit_row("run_table_columns", row,
+					    rep) == -1) {
+						left_out(rep,
+						    "run_table_columns");
+						json_decref(row);
+						continue;
+					}
 					snprintf(key, sizeof(key),
 					    "%lld/%lld/%lld/%lld",
 					    (long long)wi, (long long)si,
@@ -403,13 +614,14 @@ columns_rows(json_t *p, int *dropped)
 					    json_integer_value(json_object_get(
 					    row, "column_index")));
 					if (json_object_get(seen, key)) {
-						(*dropped)++;
+						rep->duplicates++;
 						json_decref(row);
 						continue;
 					}
 					json_object_set_new(seen, key,
 					    json_true());
 					json_array_append_new(rows, row);
+					rep->rows++;
 				}
 			}
 			json_decref(sn);
@@ -422,15 +634,18 @@ columns_rows(json_t *p, int *dropped)
 
 /*
  * Maps a payload.  A payload whose scope is present and is not "run"
- * yields NULL: it describes something else and nothing is stored.
- * dropped counts rows left out because their key was already taken.
+ * yields NULL: it describes something else and nothing is stored.  The
+ * report says which values were fitted to their columns, how many rows
+ * were left out because their key was already taken (duplicates) or did
+ * not fit, and how many were beyond max_rows (0: no limit).
  */
 json_t *
-results_from_payload(json_t *p, int *dropped)
+results_map(json_t *p, long max_rows, struct results_report *rep)
 {
 	json_t *scope, *out;
 
-	*dropped = 0;
+	memset(rep, 0, sizeof(*rep));
+	rep->max_rows = max_rows;
 	if (!json_is_object(p))
 		return NULL;
 	scope = json_object_get(p, "scope");
@@ -438,10 +653,30 @@ results_from_payload(json_t *p, int *dropped)
 	    strcmp(json_string_value(scope), "run") == 0))
 		return NULL;
 	out = json_object();
-	json_object_set_new(out, "run_metrics", metrics_row(p));
-	json_object_set_new(out, "run_fields", fields_rows(p, dropped));
-	json_object_set_new(out, "run_table_columns",
-	    columns_rows(p, dropped));
+	json_object_set_new(out, "run_metrics", metrics_row(p, rep));
+	json_object_set_new(out, "run_fields", fields_rows(p, rep));
+	json_object_set_new(out, "run_table_columns", columns_rows(p, rep));
+	return out;
+}
+
+void
+results_report_free(struct results_report *rep)
+{
+	json_decref(rep->adjusted);
+	json_decref(rep->rows_left_out);
+	rep->adjusted = rep->rows_left_out = NULL;
+}
+
+/* results_map without a row limit; dropped counts the duplicates. */
+json_t *
+results_from_payload(json_t *p, int *dropped)
+{
+	struct results_report rep;
+	json_t *out;
+
+	out = results_map(p, 0, &rep);
+	*dropped = rep.duplicates;
+	results_report_free(&rep);
 	return out;
 }
 

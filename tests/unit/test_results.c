@@ -532,6 +532,78 @@ test_fields_duplicates(void **state)
 	json_decref(got);
 }
 
+/*
+ * Values are fitted to their columns: text cut to the column's bytes on
+ * a character boundary, numbers beyond 32 bits dropped or held at the
+ * bound, and the key compared once cut.
+ */
+static void
+test_fields_fitted(void **state)
+{
+	struct results_report rep;
+	json_t *p, *got, *row;
+	char name[300];
+	size_t i;
+
+	(void)state;
+	/* "f" and 100 two-byte characters: 201 bytes. */
+	snprintf(name, sizeof(name), "f");
+	for (i = 0; i < 100; i++)
+		strcat(name, "\xc3\xa9");
+	p = json_pack("{s:[{s:s, s:b, s:I, s:f, s:{s:f}},"
+	    " {s:s+, s:b}], s:{s:{s:I}}}", "fields", "field", name,
+	    "detected", 1, "valid_cells", (json_int_t)1 << 40,
+	    "best_mapping_score", 0.5, "occurrences", "tables", 1e300,
+	    "field", name, "x", "detected", 0, "counts", "rows", "total",
+	    -((json_int_t)1 << 35));
+	got = results_map(p, 0, &rep);
+	row = json_array_get(json_object_get(got, "run_fields"), 0);
+	assert_int_equal(json_array_size(json_object_get(got,
+	    "run_fields")), 1);
+	/* 127 bytes: the 64th character would end at byte 129. */
+	assert_int_equal(json_string_length(json_object_get(row, "field")),
+	    127);
+	assert_int_equal(json_integer_value(json_object_get(row,
+	    "valid_cells")), 2147483647);
+	assert_int_equal(json_integer_value(json_object_get(row,
+	    "occurrences_tables")), 2147483647);
+	assert_true(json_is_null(json_object_get(json_object_get(got,
+	    "run_metrics"), "row_count_total")));
+	assert_int_equal(rep.duplicates, 1);
+	assert_json_text(rep.adjusted, "{"
+	    "\"run_fields.field\": {\"cut\": 2},"
+	    "\"run_fields.valid_cells\": {\"clamped\": 1},"
+	    "\"run_fields.occurrences_tables\": {\"clamped\": 1},"
+	    "\"run_metrics.row_count_total\": {\"dropped\": 1}}");
+	results_report_free(&rep);
+	json_decref(got);
+	json_decref(p);
+}
+
+/* Rows beyond the limit are counted, not kept. */
+static void
+test_rows_capped(void **state)
+{
+	struct results_report rep;
+	json_t *p, *got;
+	int i;
+
+	(void)state;
+	p = json_pack("{s:[]}", "fields");
+	for (i = 0; i < 10; i++)
+		json_array_append_new(json_object_get(p, "fields"),
+		    json_pack("{s:s+, s:b}", "field", "f", i == 0 ? "0" :
+		    i == 1 ? "1" : i == 2 ? "2" : "n", "detected", 1));
+	got = results_map(p, 3, &rep);
+	assert_int_equal(json_array_size(json_object_get(got,
+	    "run_fields")), 3);
+	assert_int_equal(rep.capped, 7);
+	assert_int_equal(rep.rows, 3);
+	results_report_free(&rep);
+	json_decref(got);
+	json_decref(p);
+}
+
 /* One workbook and sheet wrapped around the tables given. */
 #define WB(tables) \
 	"{\"workbooks\": [{\"locator\": {\"workbook\": {\"index\": 0," \
@@ -932,6 +1004,8 @@ main(void)
 		cmocka_unit_test(test_fields_skipped),
 		cmocka_unit_test(test_fields_coerced),
 		cmocka_unit_test(test_fields_duplicates),
+		cmocka_unit_test(test_fields_fitted),
+		cmocka_unit_test(test_rows_capped),
 		cmocka_unit_test(test_columns_mapping),
 		cmocka_unit_test(test_columns_duplicates),
 		cmocka_unit_test(test_columns_locators),
