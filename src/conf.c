@@ -166,7 +166,20 @@ static const struct conf_key keys[] = {
 	    "Longest engine output line kept whole; longer ones are cut." },
 	{ "worker", "max_log_size", CONF_SIZE, O(max_log_size), "64M", R,
 	    "ADE_WORKER_MAX_LOG_SIZE", 65536, 1LL << 40, NULL,
-	    "Engine output written to a run's event log per attempt." },
+	    "Bytes of event log records written for engine output per "
+	    "attempt (the records as written, context included); output "
+	    "beyond it is counted, not written." },
+	{ "worker", "max_completion_size", CONF_SIZE,
+	    O(max_completion_size), "16M", R,
+	    "ADE_WORKER_MAX_COMPLETION_SIZE", 4096, 1LL << 32, NULL,
+	    "Longest engine.run.completed line read (it may be longer than "
+	    "max_event_line); reading one takes about ten times its size in "
+	    "memory.  A longer one fails the run, saying so." },
+	{ "worker", "max_result_rows", CONF_INT, O(max_result_rows),
+	    "20000", R, "ADE_WORKER_MAX_RESULT_ROWS", 0, 100000000, NULL,
+	    "Rows of run_fields and run_table_columns stored per run; the "
+	    "rest are left out with a run.results.capped warning.  0 means "
+	    "no limit." },
 
 	{ "worker", "notify", CONF_BOOL, O(notify), "yes", 0,
 	    "ADE_WORKER_NOTIFY", 0, 0, NULL,

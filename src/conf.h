@@ -88,6 +88,8 @@ struct conf {
 	char		*engine_command;
 	long long	 max_event_line;
 	long long	 max_log_size;
+	long long	 max_completion_size;
+	long long	 max_result_rows;
 	int		 notify;
 	double		 listen_timeout;
 	long long	 notify_jitter_ms;

@@ -70,6 +70,14 @@ job_line(void *arg, int stream, const char *line, size_t len, size_t full)
 	evlog_child_line(&j->log, j->scope, stream, line, len, full);
 }
 
+static size_t
+job_line_limit(void *arg, const char *head, size_t len)
+{
+	struct job *j = arg;
+
+	return evlog_line_limit(&j->log, head, len);
+}
+
 static void
 emit_complete(struct job *j, const char *status, int exit_code,
     const char *error, const char *output_path)
@@ -86,6 +94,8 @@ emit_complete(struct job *j, const char *status, int exit_code,
 		json_object_set_new(d, "error_message", json_string(error));
 	if (output_path != NULL)
 		json_object_set_new(d, "output_path", json_string(output_path));
+	/* Before run.complete: readers of the log stop there. */
+	evlog_note_loss(&j->log);
 	evlog_emit(&j->log, strcmp(status, "succeeded") == 0 ? "info" :
 	    "error", "run.complete", strcmp(status, "succeeded") == 0 ?
 	    "Run succeeded" : "Run failed", d);
@@ -267,6 +277,42 @@ append_failure(const char *base, json_t *payload)
 	return s;
 }
 
+/*
+ * The result rows of the completion payload, fitted to their columns and
+ * to max_result_rows; what was left out or changed is written to the
+ * event log.
+ */
+static json_t *
+map_results(struct job *j)
+{
+	struct results_report rep;
+	json_t *results;
+
+	results = results_map(j->log.completed,
+	    (long)j->w->conf->max_result_rows, &rep);
+	if (rep.duplicates > 0)
+		evlog_emit(&j->log, "warning", "run.results.duplicates",
+		    "Result rows with a key seen before were left out",
+		    json_pack("{s:i}", "dropped", rep.duplicates));
+	if (rep.adjusted != NULL)
+		evlog_emit(&j->log, "warning", "run.results.adjusted",
+		    "Result values that do not fit their columns were cut or "
+		    "dropped", json_pack("{s:O, s:O}", "columns",
+		    rep.adjusted, "rows_dropped", rep.rows_left_out != NULL ?
+		    rep.rows_left_out : json_object()));
+	if (rep.capped > 0) {
+		log_warnx("run %s: %ld result rows beyond max_result_rows "
+		    "(%ld) left out", j->claim->id, rep.capped, rep.max_rows);
+		evlog_emit(&j->log, "warning", "run.results.capped",
+		    "Result rows beyond max_result_rows were left out",
+		    json_pack("{s:I, s:I, s:I}", "max_result_rows",
+		    (json_int_t)rep.max_rows, "stored", (json_int_t)rep.rows,
+		    "left_out", (json_int_t)rep.capped));
+	}
+	results_report_free(&rep);
+	return results;
+}
+
 /* Runs the engine (or its validator) and returns its result. */
 static void
 run_child(struct job *j, const char *scope, char **argv,
@@ -309,6 +355,7 @@ run_child(struct job *j, const char *scope, char **argv,
 	ps.lost_after = cf->lease_seconds * 0.9;
 	ps.heartbeat = job_heartbeat;
 	ps.on_line = job_line;
+	ps.line_limit = job_line_limit;
 	ps.arg = j;
 	ps.max_line = (size_t)cf->max_event_line;
 	ps.stop = &worker_quit;
@@ -416,7 +463,7 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	struct document doc;
 	json_t *results = NULL, *v;
 	size_t i;
-	int rc, dropped;
+	int rc;
 
 	rc = STORE_RETRY(j, store_get_document(j->w->store,
 	    c->input_document_id, &doc));
@@ -524,12 +571,21 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		free(err);
 		goto out;
 	}
+	if (j->log.completed == NULL && j->log.completed_error[0] != '\0') {
+		/*
+		 * The engine reported its results, but they cannot be read:
+		 * the same engine and input would report them the same way,
+		 * so the run fails at once, and says why.
+		 */
+		snprintf(msg, sizeof(msg), "Results not stored: %s",
+		    j->log.completed_error);
+		evlog_emit(&j->log, "error", "run.results.unreadable", msg,
+		    NULL);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		goto out;
+	}
 	if (j->log.completed != NULL) {
-		results = results_from_payload(j->log.completed, &dropped);
-		if (dropped > 0)
-			evlog_emit(&j->log, "warning", "run.results.duplicates",
-			    "Result rows with a key seen before were left out",
-			    json_pack("{s:i}", "dropped", dropped));
+		results = map_results(j);
 	} else {
 		log_warnx("run %s: the engine succeeded without an "
 		    "engine.run.completed event; no result rows", c->id);
@@ -589,6 +645,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	    "configuration_id", c->configuration_id, "environment_id",
 	    c->env_id, "attempt", (int)c->attempt_count),
 	    (size_t)cf->max_log_size);
+	j.log.max_completed = (size_t)(cf->max_completion_size >
+	    cf->max_event_line ? cf->max_completion_size : cf->max_event_line);
 	evlog_emit(&j.log, "info", "run.start", "Run started",
 	    json_pack("{s:i, s:i, s:s}", "attempt", (int)c->attempt_count,
 	    "max_attempts", (int)c->max_attempts, "worker", token));

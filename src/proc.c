@@ -32,6 +32,8 @@ struct linebuf {
 	char	*buf;
 	size_t	 len;
 	size_t	 full;		/* bytes of the line, kept or not */
+	size_t	 limit;		/* of this line: max_line, or more */
+	int	 asked;		/* line_limit was asked for this line */
 };
 
 static void
@@ -40,26 +42,57 @@ line_flush(const struct proc_spec *ps, struct linebuf *lb)
 	if (lb->full > 0 && ps->on_line != NULL)
 		ps->on_line(ps->arg, lb->stream, lb->buf, lb->len, lb->full);
 	lb->len = lb->full = 0;
+	lb->asked = 0;
+	/* A buffer grown for one long line is not kept for the next. */
+	if (lb->limit != ps->max_line) {
+		free(lb->buf);
+		lb->buf = xmalloc(ps->max_line + 1);
+		lb->limit = ps->max_line;
+	}
 }
 
-/* Splits a chunk into lines; a line longer than max_line is cut. */
+/*
+ * Adds part of a line.  What goes beyond the line's limit is counted,
+ * not kept; the first time a line reaches max_line, line_limit may allow
+ * it more, judging by its head.
+ */
+static void
+line_add(const struct proc_spec *ps, struct linebuf *lb, const char *p,
+    size_t n)
+{
+	size_t take, lim;
+
+	lb->full += n;
+	take = lb->len + n <= lb->limit ? n : lb->limit - lb->len;
+	memcpy(lb->buf + lb->len, p, take);
+	lb->len += take;
+	if (take == n || lb->asked || ps->line_limit == NULL)
+		return;
+	lb->asked = 1;
+	lim = ps->line_limit(ps->arg, lb->buf, lb->len);
+	if (lim <= lb->limit)
+		return;
+	lb->buf = xrealloc(lb->buf, lim + 1);
+	lb->limit = lim;
+	p += take;
+	n -= take;
+	take = lb->len + n <= lim ? n : lim - lb->len;
+	memcpy(lb->buf + lb->len, p, take);
+	lb->len += take;
+}
+
+/* Splits a chunk into lines; a line longer than its limit is cut. */
 static void
 line_feed(const struct proc_spec *ps, struct linebuf *lb, const char *p,
     size_t n)
 {
 	const char *nl;
-	size_t take, seg;
+	size_t seg;
 
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		seg = nl != NULL ? (size_t)(nl - p) : n;
-		take = seg;
-		if (lb->len + take > ps->max_line)
-			take = ps->max_line > lb->len ?
-			    ps->max_line - lb->len : 0;
-		memcpy(lb->buf + lb->len, p, take);
-		lb->len += take;
-		lb->full += seg;
+		line_add(ps, lb, p, seg);
 		if (nl == NULL)
 			return;
 		if (lb->len > 0 && lb->buf[lb->len - 1] == '\r' &&
@@ -142,7 +175,9 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		lb[i].fd = i == 0 ? outp[0] : errp[0];
 		lb[i].stream = i + 1;
 		lb[i].buf = xmalloc(ps->max_line + 1);
+		lb[i].limit = ps->max_line;
 		lb[i].len = lb[i].full = 0;
+		lb[i].asked = 0;
 		fcntl(lb[i].fd, F_SETFL, O_NONBLOCK);
 	}
 	start = last_ok = now_mono();

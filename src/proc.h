@@ -25,6 +25,9 @@ struct proc_spec {
 	int			(*heartbeat)(void *);	/* 1, 0 lost, -1 */
 	void			(*on_line)(void *, int fd, const char *,
 				    size_t len, size_t full_len);
+	/* A longer limit for a line whose first max_line bytes are given,
+	   or 0; NULL: every line is cut at max_line. */
+	size_t			(*line_limit)(void *, const char *, size_t);
 	void			 *arg;
 	size_t			  max_line;
 	volatile sig_atomic_t	 *stop;		/* set: stop the child */

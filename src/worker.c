@@ -59,6 +59,8 @@ worker_signals(void)
 	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
+	/* A file size limit makes a write fail (EFBIG), not the worker die. */
+	sigaction(SIGXFSZ, &sa, NULL);
 	/* Reloading is the supervisor's business; it replaces workers. */
 	sigaction(SIGHUP, &sa, NULL);
 }

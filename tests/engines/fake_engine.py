@@ -14,6 +14,11 @@ the --input file that look like ``key=value``.  ``mode`` picks what it does:
   garbage   non-JSON lines, invalid UTF-8, a 10 MB line, JSON that is not an
             object, objects without a usable "event", then success
   flood     writes ``mb`` MB (default 200) of text to stdout, then success
+  lines     writes ``count`` lines of one character each to stdout, then
+            success
+  stall     writes ``mb`` MB of lines to stdout, creates the file
+            ``flooded``, waits until the file ``go`` exists, writes
+            ``after`` (default ``mb``) MB more, then success
   slow      writes pidfile, sleeps ``seconds``, then success
   ledger    appends "<run dir name> <pid> start" and "... end" lines to the
             file ``ledger`` (O_APPEND), sleeping ``seconds`` in between, then
@@ -33,7 +38,15 @@ Other keys:
                   "table"; ``outside``: the sample's output path (outside the
                   run directory) kept, output/normalized.xlsx written;
                   ``symlink:/some/file``: output/normalized.xlsx is a symbolic
-                  link to that file and the reported path does not exist
+                  link to that file and the reported path does not exist;
+                  ``unfit``: values too long or too large for their columns
+                  (see UNFIT below); ``bigint``: an integer beyond int64 in
+                  the counts; ``many``: ``fields`` (default 1000) fields and
+                  as many table columns, on one line of the size it takes;
+                  ``cut``: the completion line ends in the middle
+  fields=         (payload=many) how many fields and columns
+  pad=            (payload=many) bytes of label per field, to make the
+                  line large without many values
   argv_file=      the command line is written there as JSON
   env_file=       the environment, open descriptors, session and process
                   group are written there as JSON
@@ -162,10 +175,56 @@ def succeed(opts: dict, variant: str = "sample") -> None:
         columns.append(dict(columns[0], header={"raw": "Again", "normalized": "again"}))
     elif variant == "scope":
         payload["scope"] = "table"
+    elif variant == "unfit":
+        unfit(payload)
+    elif variant == "many":
+        many(payload, int(opts.get("fields", 1000)), int(opts.get("pad", 0)))
+    line = json.dumps(completed, separators=(",", ":"))
+    if variant == "bigint":
+        line = line.replace('"total":2,', '"total":123456789012345678901234567890,', 1)
+    elif variant == "cut":
+        line = line[:len(line) // 2]
     if variant != "none":
-        sys.stderr.write(json.dumps(completed) + "\n")
+        sys.stderr.write(line + "\n")
     sys.stderr.flush()
     sys.exit(0)
+
+
+# Field names, labels and counts that do not fit the result columns:
+# run_fields.field is VARCHAR(128), label VARCHAR(255), the counts are
+# 32-bit integers.
+UNFIT_FIELD = "f" + "\u00e9" * 150          # 151 characters, 301 bytes
+UNFIT_LABEL = "L" * 300
+UNFIT_SHEET = "S" * 254 + "\u20ac" * 2      # 256 characters, 260 bytes
+
+
+def unfit(payload: dict) -> None:
+    payload["counts"]["rows"]["total"] = 2 ** 40
+    payload["counts"]["cells"]["total"] = 1e300
+    payload["evaluation"]["outcome"] = "x" * 30
+    first = payload["fields"][0]
+    first.update(field=UNFIT_FIELD, label=UNFIT_LABEL, valid_cells=2 ** 31 + 5)
+    first["occurrences"]["tables"] = 1e300
+    # a second field whose name is the same once cut: kept out as a duplicate
+    payload["fields"].append(dict(first, field=UNFIT_FIELD + "tail", label="second"))
+    sheet = payload["workbooks"][0]["sheets"][0]
+    sheet["locator"]["sheet"]["name"] = UNFIT_SHEET
+    columns = sheet["tables"][0]["structure"]["columns"]
+    columns[0]["mapping"]["method"] = "m" * 40
+    columns[0]["non_empty_cells"] = -(2 ** 33)
+    # a column index that no 32-bit column holds: the row is left out
+    columns.append(dict(columns[1], index=2 ** 32))
+
+
+def many(payload: dict, count: int, pad: int) -> None:
+    label = "p" * pad if pad else None
+    payload["fields"] = [
+        {"field": f"f{i}", "label": label, "detected": True, "derived": False,
+         "valid_cells": i, "best_mapping_score": 1.0, "source_headers": [],
+         "occurrences": {"tables": 1, "columns": 1}} for i in range(count)]
+    table = payload["workbooks"][0]["sheets"][0]["tables"][0]
+    template = table["structure"]["columns"][0]
+    table["structure"]["columns"] = [dict(template, index=i) for i in range(count)]
 
 
 def fail_exit1(opts: dict) -> None:
@@ -255,6 +314,33 @@ def flood(opts: dict, megabytes: int) -> None:
     succeed(opts)
 
 
+def lines(opts: dict, count: int) -> None:
+    out = sys.stdout.buffer
+    block = b"x\n" * 65536
+    while count > 0:
+        n = min(count, 65536)
+        out.write(block[:2 * n])
+        count -= n
+    out.flush()
+    succeed(opts)
+
+
+def stall(opts: dict, todo: dict) -> None:
+    out = sys.stdout.buffer
+    block = (b"stall " + b"z" * 1017 + b"\n") * 1024
+    megabytes = int(todo.get("mb", "4"))
+    for _ in range(megabytes):
+        out.write(block)
+    out.flush()
+    Path(todo["flooded"]).write_text("1")
+    while not os.path.exists(todo["go"]):
+        time.sleep(0.02)
+    for _ in range(int(todo.get("after", megabytes))):
+        out.write(block)
+    out.flush()
+    succeed(opts)
+
+
 def ledger(opts: dict, path: str, seconds: float) -> None:
     run = Path(opts["input"][0]).parent.parent.name
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -287,6 +373,7 @@ def main(argv: list[str]) -> None:
     mode = todo.get("mode", "success")
     emit("engine.run.started", "Run started", {"input_file": str(input_file), "mode": mode})
     if mode == "success":
+        opts.update({k: todo[k] for k in ("fields", "pad") if k in todo})
         succeed(opts, todo.get("payload", "sample"))
     elif mode == "exit1":
         fail_exit1(opts)
@@ -298,6 +385,10 @@ def main(argv: list[str]) -> None:
         garbage(opts)
     elif mode == "flood":
         flood(opts, int(todo.get("mb", "200")))
+    elif mode == "lines":
+        lines(opts, int(todo.get("count", "1000")))
+    elif mode == "stall":
+        stall(opts, todo)
     elif mode == "slow":
         write_pid(todo.get("pidfile"), os.getpid())
         time.sleep(float(todo.get("seconds", "5")))

@@ -134,7 +134,8 @@ WORKER_KEYS = {
     "lease_seconds", "backoff_base_seconds", "backoff_max_seconds", "max_attempts_default",
     "engine_spec", "env_build_timeout", "run_timeout", "python", "venv_args", "pip_args",
     "engine_command", "max_event_line", "max_log_size", "notify", "listen_timeout",
-    "notify_jitter_ms",
+    "notify_jitter_ms", "max_completion_size", "max_result_rows", "max_jobs_per_child",
+    "max_rss",
 }
 
 
