@@ -31,7 +31,7 @@ LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 
 UNIT_TESTS = test_arch test_backoff test_conf test_digest test_mssql \
-	test_paths test_results
+	test_paths test_proc test_results
 UNIT_BINS = $(UNIT_TESTS:%=$(B)/tests/%)
 
 PYTEST = $(PYTHON) -m pytest

@@ -50,6 +50,7 @@ struct build {
 	struct evlog		 log;
 	const char		*scope;
 	double			 deadline;
+	double			 last_good;	/* last heartbeat through */
 	char			**env;
 	struct buf		 out;	/* a probe's stdout */
 	int			 capture;
@@ -114,6 +115,7 @@ build_step(struct build *b, const char *scope, char **argv, double limit,
 	if (ps.hb_interval < 1)
 		ps.hb_interval = 1;
 	ps.lost_after = b->w->conf->lease_seconds * 0.9;
+	ps.last_good = &b->last_good;
 	ps.heartbeat = build_heartbeat;
 	ps.on_line = build_line;
 	ps.arg = b;
@@ -313,6 +315,8 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	b.claim = c;
 	b.token = token;
 	b.deadline = now_mono() + cf->env_build_timeout;
+	/* The claim renewed the lease: it counts as a heartbeat. */
+	b.last_good = now_mono();
 	buf_init(&b.out);
 	b.log.fd = -1;
 	log_info("environment %s: building (deps %s)", c->id, c->deps_digest);

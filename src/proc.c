@@ -7,6 +7,7 @@
  * between, renews the claim and watches the deadline and the stop flag.
  */
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -106,6 +107,31 @@ line_feed(const struct proc_spec *ps, struct linebuf *lb, const char *p,
 	}
 }
 
+/*
+ * Closes every descriptor from low up.  close_range(2) does it in one
+ * call; where the kernel lacks it (ENOSYS before Linux 5.9, or a seccomp
+ * filter that refuses it), each possible descriptor is closed in turn,
+ * because an inherited one (the database connection) must never reach
+ * the engine.
+ */
+static void
+close_from(int low)
+{
+	struct rlimit rl;
+	long max, fd;
+
+	if (close_range((unsigned int)low, ~0U, 0) == 0)
+		return;
+	max = sysconf(_SC_OPEN_MAX);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (long)rl.rlim_cur > max)
+		max = (long)rl.rlim_cur;
+	if (max <= 0 || max > 1L << 20)
+		max = 1L << 20;
+	for (fd = low; fd < max; fd++)
+		(void)close((int)fd);
+}
+
 static void
 child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
 {
@@ -123,7 +149,7 @@ child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
 	if ((null = open("/dev/null", O_RDONLY)) == -1 ||
 	    dup2(null, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
 		_exit(127);
-	close_range(3, ~0U, 0);
+	close_from(3);
 	if (ps->cwd != NULL && chdir(ps->cwd) == -1) {
 		dprintf(2, "chdir %s: %s\n", ps->cwd, strerror(errno));
 		_exit(127);
@@ -181,6 +207,9 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		fcntl(lb[i].fd, F_SETFL, O_NONBLOCK);
 	}
 	start = last_ok = now_mono();
+	/* Counted from the last heartbeat that got through, in any step. */
+	if (ps->last_good != NULL && *ps->last_good > 0)
+		last_ok = *ps->last_good;
 	deadline = ps->timeout > 0 ? start + ps->timeout : 0;
 	next_hb = ps->hb_interval > 0 ? start + ps->hb_interval : 0;
 
@@ -258,6 +287,8 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			rc = ps->heartbeat(ps->arg);
 			if (rc == 1) {
 				last_ok = now;
+				if (ps->last_good != NULL)
+					*ps->last_good = now;
 				next_hb = now + ps->hb_interval;
 			} else if (rc == 0) {
 				res->lost = 1;

@@ -22,6 +22,10 @@ struct proc_spec {
 	double			  hb_interval;	/* seconds; 0 means none */
 	double			  lost_after;	/* no good heartbeat for so
 						   long: the claim is lost */
+	double			 *last_good;	/* when the last heartbeat got
+						   through, kept across the
+						   children of one job; NULL or
+						   0: from this child's start */
 	int			(*heartbeat)(void *);	/* 1, 0 lost, -1 */
 	void			(*on_line)(void *, int fd, const char *,
 				    size_t len, size_t full_len);

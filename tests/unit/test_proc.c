@@ -1,0 +1,149 @@
+/*
+ * Tests the child runner: the claim is given up when no heartbeat has
+ * got through for lost_after seconds, counted across the children of one
+ * job; and no descriptor reaches the child even where close_range(2) is
+ * refused.
+ */
+#include "unit.h"
+
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "proc.h"
+
+static int
+hb_fails(void *arg)
+{
+	(void)arg;
+	return -1;	/* the database does not answer */
+}
+
+static void
+collect(void *arg, int stream, const char *line, size_t len, size_t full)
+{
+	struct buf *b = arg;
+
+	(void)full;
+	if (stream == 1) {
+		buf_add(b, line, len);
+		buf_add(b, "\n", 1);
+	}
+}
+
+static void
+spec(struct proc_spec *ps, char **argv, struct buf *out)
+{
+	static char *env[] = { "PATH=/usr/bin:/bin", NULL };
+
+	memset(ps, 0, sizeof(*ps));
+	ps->argv = argv;
+	ps->envp = env;
+	ps->on_line = collect;
+	ps->arg = out;
+	ps->max_line = 4096;
+}
+
+/*
+ * Two steps of one second each, heartbeats failing throughout, and a
+ * claim given up after 1.6 s without one: the first step is not enough,
+ * the second is, because the count starts at the last good heartbeat
+ * and not at each step's start.
+ */
+static void
+test_heartbeat_loss_spans_steps(void **state)
+{
+	char *argv[] = { "sleep", "1", NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+	double last_good;
+
+	(void)state;
+	buf_init(&out);
+	spec(&ps, argv, &out);
+	ps.hb_interval = 0.1;
+	ps.lost_after = 1.6;
+	ps.heartbeat = hb_fails;
+	last_good = now_mono();
+	ps.last_good = &last_good;
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_false(res.lost);
+	assert_int_equal(res.exit_code, 0);
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_true(res.lost);
+	assert_true(res.duration < 1.0);
+	buf_free(&out);
+}
+
+/* Makes close_range(2) fail with ENOSYS, as on kernels before 5.9. */
+static int
+refuse_close_range(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+		    offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close_range, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { NELEM(f), f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+/*
+ * In a process of its own (the seccomp filter stays with it): a
+ * descriptor without close-on-exec must not be among the child's.
+ */
+static void
+test_descriptors_closed_without_close_range(void **state)
+{
+	char *argv[] = { "ls", "/proc/self/fd", NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+	int status, fd;
+	pid_t pid;
+
+	(void)state;
+	if ((pid = fork()) == 0) {
+		fd = open("/dev/null", O_RDONLY);
+		if (fd == -1 || dup2(fd, 77) == -1)
+			_exit(2);
+		if (refuse_close_range() == -1)
+			_exit(3);
+		if (syscall(__NR_close_range, 100, 100, 0) != -1 ||
+		    errno != ENOSYS)
+			_exit(4);
+		buf_init(&out);
+		spec(&ps, argv, &out);
+		if (proc_run(&ps, &res) == -1 || res.exit_code != 0)
+			_exit(5);
+		/* ls shows 0, 1, 2 and the directory it reads. */
+		_exit(strstr(buf_str(&out), "77\n") != NULL ? 1 : 0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 3)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_heartbeat_loss_spans_steps),
+		cmocka_unit_test(test_descriptors_closed_without_close_range),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
