@@ -135,6 +135,44 @@ evlog_write_child(struct evlog *ev, json_t *rec)
 	return 0;
 }
 
+/*
+ * Writes an engine's JSON line as it came, with our context added as its
+ * last member, so that a long line (a completion event of megabytes) is
+ * not serialized again.  The line is a valid JSON object without a
+ * context member and without carriage returns (which a reader might take
+ * for line ends).
+ */
+static void
+evlog_write_spliced(struct evlog *ev, const char *line, size_t len)
+{
+	struct buf b;
+	char *ctx;
+	size_t end = len;
+
+	if (ev->written >= ev->cap) {
+		ev->dropped++;
+		return;
+	}
+	while (end > 0 && line[end - 1] != '}')
+		end--;
+	ctx = ev->context != NULL ? json_dumps(ev->context, JSON_COMPACT) :
+	    xstrdup("{}");
+	if (ctx == NULL || end == 0)
+		goto out;
+	buf_init(&b);
+	buf_add(&b, line, end - 1);
+	buf_addstr(&b, ",\"context\":");
+	buf_addstr(&b, ctx);
+	buf_addstr(&b, "}\n");
+	if (ev->written + b.len > ev->cap)
+		ev->dropped++;
+	else
+		evlog_append(ev, b.data, b.len);
+	buf_free(&b);
+out:
+	free(ctx);
+}
+
 /* Writes, once, that records of this log were lost. */
 void
 evlog_note_loss(struct evlog *ev)
@@ -327,7 +365,12 @@ evlog_child_line(struct evlog *ev, const char *scope, int stream,
 	if (json_is_object(obj) && json_is_string(evname)) {
 		if (strcmp(json_string_value(evname), COMPLETED) == 0)
 			completed_seen(ev, obj);
-		/* Not the data: completed holds its own reference. */
+		if (json_object_get(obj, "context") == NULL &&
+		    memchr(line, '\r', len) == NULL) {
+			json_decref(obj);
+			evlog_write_spliced(ev, line, len);
+			return;
+		}
 		if (ev->context != NULL)
 			json_object_set(obj, "context", ev->context);
 		else

@@ -45,6 +45,7 @@ struct job {
 	char			 run_dir[PATH_MAX];
 	char			 started_at[40];
 	double			 t0;
+	double			 last_good;	/* last heartbeat through */
 	const char		*scope;
 };
 
@@ -133,12 +134,22 @@ lost_claim(struct job *j)
  * the failure may pass, otherwise for good.
  */
 static void
-job_fail(struct job *j, int exit_code, const char *error, int deterministic)
+job_fail(struct job *j, int exit_code, const char *raw, int deterministic)
 {
 	const struct conf *cf = j->w->conf;
 	struct run_claim *c = j->claim;
+	struct buf text;
+	const char *error;
 	double delay;
 	int rc, retry;
+
+	/*
+	 * Messages quote paths and names from the database and the engine:
+	 * invalid UTF-8 in them would make the text column refuse the row.
+	 */
+	buf_init(&text);
+	utf8_repair(raw, strlen(raw), &text);
+	error = buf_str(&text);
 
 	retry = !deterministic && c->attempt_count < c->max_attempts;
 	delay = backoff_delay(cf->backoff_base, cf->backoff_max,
@@ -149,13 +160,13 @@ job_fail(struct job *j, int exit_code, const char *error, int deterministic)
 	    error, delay));
 	if (rc == 0) {
 		lost_claim(j);
-		return;
+		goto out;
 	}
 	if (rc < 0) {
 		log_warnx("run %s: cannot record the failure (%s); the lease "
 		    "sweep will recover the run", c->id,
 		    store_error(j->w->store));
-		return;
+		goto out;
 	}
 	if (retry) {
 		char msg[96];
@@ -172,6 +183,8 @@ job_fail(struct job *j, int exit_code, const char *error, int deterministic)
 		emit_complete(j, "failed", exit_code, error, NULL);
 		log_info("run %s: failed (%s)", c->id, error);
 	}
+out:
+	buf_free(&text);
 }
 
 /* Puts the run back without using up its attempt. */
@@ -196,6 +209,56 @@ is_regular(const char *p)
 	struct stat st;
 
 	return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static const char *
+file_kind(mode_t m)
+{
+	if (S_ISDIR(m))
+		return "a directory";
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISCHR(m) || S_ISBLK(m))
+		return "a device";
+	return "not a regular file";
+}
+
+/*
+ * Whether the document is a regular file inside the data directory; if
+ * not, msg says what it is instead (a missing file is not the same as a
+ * directory or a FIFO where the file should be), and transient whether
+ * trying again may help.
+ */
+static int
+document_check(const char *path, const char *base, char *msg, size_t len,
+    int *transient)
+{
+	struct stat st;
+
+	*transient = 0;
+	if (stat(path, &st) == -1) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			snprintf(msg, len, "Document file missing: %s", path);
+		else {
+			*transient = 1;
+			snprintf(msg, len, "Document file %s cannot be read: "
+			    "%s", path, strerror(errno));
+		}
+		return -1;
+	}
+	if (!path_within(base, path)) {
+		snprintf(msg, len, "Document file %s lies outside the data "
+		    "directory", path);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(msg, len, "Document %s is %s, not a regular file",
+		    path, file_kind(st.st_mode));
+		return -1;
+	}
+	return 0;
 }
 
 /* A regular file itself, not a link to one: engine output is hostile. */
@@ -353,6 +416,7 @@ run_child(struct job *j, const char *scope, char **argv,
 	if (ps.hb_interval > HEARTBEAT_MAX)
 		ps.hb_interval = HEARTBEAT_MAX;
 	ps.lost_after = cf->lease_seconds * 0.9;
+	ps.last_good = &j->last_good;
 	ps.heartbeat = job_heartbeat;
 	ps.on_line = job_line;
 	ps.line_limit = job_line_limit;
@@ -446,8 +510,13 @@ run_validate(struct job *j, const char *python, const char *cfgdir,
 	}
 	snprintf(msg, sizeof(msg), "Validation failed (exit %d)",
 	    res.exit_code);
-	/* An invalid package stays invalid; a timeout may not. */
-	job_fail(j, res.exit_code, msg, !res.timed_out);
+	/*
+	 * An invalid package (exit 1) and a usage error (exit 2) stay what
+	 * they are; a timeout, a signal or an engine that could not be
+	 * started (127) may not.
+	 */
+	job_fail(j, res.exit_code, msg, !res.timed_out && !res.spawn_failed &&
+	    (res.exit_code == 1 || res.exit_code == EXIT_DETERMINISTIC));
 }
 
 static void
@@ -463,7 +532,7 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	struct document doc;
 	json_t *results = NULL, *v;
 	size_t i;
-	int rc;
+	int rc, transient;
 
 	rc = STORE_RETRY(j, store_get_document(j->w->store,
 	    c->input_document_id, &doc));
@@ -486,10 +555,10 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		goto out;
 	}
 	snprintf(docbase, sizeof(docbase), "%s/workspaces", cf->data_dir);
-	if (!is_regular(docpath) || !path_within(docbase, docpath)) {
-		snprintf(msg, sizeof(msg), "Document file missing: %s",
-		    docpath);
-		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+	if (document_check(docpath, docbase, msg, sizeof(msg), &transient) ==
+	    -1) {
+		job_fail(j, transient ? 1 : EXIT_DETERMINISTIC, msg,
+		    !transient);
 		goto out;
 	}
 	if (doc.original_filename == NULL || doc.original_filename[0] == '\0')
@@ -625,6 +694,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	j.claim = c;
 	j.token = token;
 	j.t0 = now_mono();
+	/* The claim set the lease: it counts as a heartbeat. */
+	j.last_good = j.t0;
 	j.log.fd = -1;
 	snprintf(j.started_at, sizeof(j.started_at), "%s", c->started_at);
 	log_info("run %s: attempt %ld/%ld", c->id, c->attempt_count,

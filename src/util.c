@@ -299,7 +299,8 @@ rm_rf(const char *path)
 
 /*
  * Copies a regular file.  The source is opened without following a final
- * symbolic link; the destination is created fresh.
+ * symbolic link and without waiting (O_NONBLOCK has no effect on regular
+ * files, and anything else is refused); the destination is created fresh.
  */
 int
 copy_file(const char *src, const char *dst)
@@ -309,7 +310,9 @@ copy_file(const char *src, const char *dst)
 	ssize_t n, w, off;
 	int in, out, rc = -1;
 
-	if ((in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+	/* A FIFO put where the file was must not block the caller. */
+	if ((in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) ==
+	    -1)
 		return -1;
 	if (fstat(in, &st) == -1 || !S_ISREG(st.st_mode)) {
 		close(in);

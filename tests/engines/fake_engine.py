@@ -44,14 +44,17 @@ Other keys:
                   the counts; ``many``: ``fields`` (default 1000) fields and
                   as many table columns, on one line of the size it takes;
                   ``cut``: the completion line ends in the middle
-  fields=         (payload=many) how many fields and columns
+  fields=         (payload=many) how many fields (and columns)
+  columns=        (payload=many) how many table columns, if not as many
   pad=            (payload=many) bytes of label per field, to make the
                   line large without many values
   argv_file=      the command line is written there as JSON
   env_file=       the environment, open descriptors, session and process
                   group are written there as JSON
 
-Standard library only.  Also answers ``config validate`` (exit 0).
+Standard library only.  Also answers ``config validate``: exit 0, or what
+``--validate=MODE`` before the command asks for (written into the
+deployment's engine_command): exit1, exit127, signal9.
 """
 
 from __future__ import annotations
@@ -96,10 +99,25 @@ def emit(event: str, message: str, data=None, level: str = "info", **extra) -> N
     sys.stderr.flush()
 
 
+def validate(mode: str) -> None:
+    """config validate: ok, exit1 (invalid package), exit127, or signal9."""
+    if mode == "exit1":
+        print("Config package INVALID")
+        sys.exit(1)
+    if mode == "exit127":
+        sys.exit(127)
+    if mode == "signal9":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("Config package OK")
+    sys.exit(0)
+
+
 def parse_command(argv: list[str]) -> dict:
+    mode = "ok"
+    while argv and argv[0].startswith("--validate="):
+        mode = argv.pop(0).split("=", 1)[1]
     if argv[:2] == ["config", "validate"]:
-        print("Config package OK")
-        sys.exit(0)
+        validate(mode)
     if argv[:2] != ["process", "file"]:
         usage(f"unknown command {' '.join(argv[:2])!r}")
     opts: dict[str, list[str]] = {}
@@ -178,7 +196,8 @@ def succeed(opts: dict, variant: str = "sample") -> None:
     elif variant == "unfit":
         unfit(payload)
     elif variant == "many":
-        many(payload, int(opts.get("fields", 1000)), int(opts.get("pad", 0)))
+        many(payload, int(opts.get("fields", 1000)), int(opts.get("pad", 0)),
+             int(opts["columns"]) if "columns" in opts else None)
     line = json.dumps(completed, separators=(",", ":"))
     if variant == "bigint":
         line = line.replace('"total":2,', '"total":123456789012345678901234567890,', 1)
@@ -216,7 +235,7 @@ def unfit(payload: dict) -> None:
     columns.append(dict(columns[1], index=2 ** 32))
 
 
-def many(payload: dict, count: int, pad: int) -> None:
+def many(payload: dict, count: int, pad: int, columns: int | None = None) -> None:
     label = "p" * pad if pad else None
     payload["fields"] = [
         {"field": f"f{i}", "label": label, "detected": True, "derived": False,
@@ -224,7 +243,8 @@ def many(payload: dict, count: int, pad: int) -> None:
          "occurrences": {"tables": 1, "columns": 1}} for i in range(count)]
     table = payload["workbooks"][0]["sheets"][0]["tables"][0]
     template = table["structure"]["columns"][0]
-    table["structure"]["columns"] = [dict(template, index=i) for i in range(count)]
+    table["structure"]["columns"] = [dict(template, index=i)
+                                     for i in range(count if columns is None else columns)]
 
 
 def fail_exit1(opts: dict) -> None:
@@ -373,7 +393,7 @@ def main(argv: list[str]) -> None:
     mode = todo.get("mode", "success")
     emit("engine.run.started", "Run started", {"input_file": str(input_file), "mode": mode})
     if mode == "success":
-        opts.update({k: todo[k] for k in ("fields", "pad") if k in todo})
+        opts.update({k: todo[k] for k in ("fields", "pad", "columns") if k in todo})
         succeed(opts, todo.get("payload", "sample"))
     elif mode == "exit1":
         fail_exit1(opts)
