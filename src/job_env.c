@@ -3,7 +3,9 @@
  * engine spec, deps digest), shared by every worker on every host that
  * mounts the same data directory.  The build happens in a temporary
  * directory next to its final place and is renamed into place only when
- * every step succeeded, so a half-built venv is never used.  One deadline
+ * every step succeeded and the claim is still held, so a half-built venv
+ * is never used, and a rebuild that fails or loses its claim leaves the
+ * venv that runs are using alone.  One deadline
  * covers all steps.  A failure is recorded with its reason; the store
  * then charges the waiting runs one attempt each, so a broken
  * configuration ends its runs instead of holding them forever.
@@ -20,6 +22,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,12 +282,26 @@ fail:
 	return -1;
 }
 
-/* Moves the finished tree into place; an older tree is removed. */
+/*
+ * Moves the finished tree into place.  An older tree is exchanged with it
+ * in one step (renameat2 RENAME_EXCHANGE), so that the environment's
+ * path never lacks a venv, and then removed: engines that run from the
+ * path find the new tree's files from then on.
+ */
 static int
 swap_into_place(const char *tmp, const char *root)
 {
 	char trash[PATH_MAX], rnd[9];
 
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, root, RENAME_EXCHANGE) == 0) {
+		rm_rf(tmp);
+		return 0;
+	}
+	if (errno == ENOENT)
+		return rename(tmp, root);
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	/* A file system that cannot exchange: two renames. */
 	random_hex(rnd, sizeof(rnd));
 	snprintf(trash, sizeof(trash), "%s.old-%s", root, rnd);
 	if (rename(root, trash) == -1 && errno != ENOENT)
@@ -293,6 +310,41 @@ swap_into_place(const char *tmp, const char *root)
 		return -1;
 	rm_rf(trash);
 	return 0;
+}
+
+/*
+ * Keeps the log of a failed build where an operator looks, the
+ * environment's logs/events.ndjson, without touching a venv that is
+ * there: a ready environment whose rebuild failed keeps serving the runs
+ * that use it.  Where there is no venv, the log-only tree takes the
+ * environment's place, as a first build that failed leaves it.
+ */
+static void
+keep_failed_log(const char *tmp, const char *root)
+{
+	char venv[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+
+	/* The venv and any extracted package of a failed build go. */
+	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
+	rm_rf(venv);
+	snprintf(venv, sizeof(venv), "%s/config", tmp);
+	rm_rf(venv);
+	snprintf(venv, sizeof(venv), "%s/.venv", root);
+	if (!is_dir(venv)) {
+		if (swap_into_place(tmp, root) == -1)
+			log_warn("environment: cannot keep the build log in %s",
+			    root);
+		return;
+	}
+	snprintf(from, sizeof(from), "%s/logs/events.ndjson", tmp);
+	snprintf(to, sizeof(to), "%s/logs", root);
+	if (mkdir_p(to, 0750) == -1) {
+		log_warn("mkdir %s", to);
+		return;
+	}
+	strcat(to, "/events.ndjson");
+	if (rename(from, to) == -1)
+		log_warn("environment: cannot keep the build log as %s", to);
 }
 
 void
@@ -307,7 +359,7 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	char *pip_cache, **argv;
 	struct build b;
 	long charged;
-	int rc, editable = 1, failed = 1;
+	int rc, editable = 1, failed = 1, lost = 0;
 
 	tmp[0] = '\0';
 	memset(&b, 0, sizeof(b));
@@ -452,22 +504,25 @@ finish:
 	if (failed)
 		evlog_emit(&b.log, "error", "environment.failed", err, NULL);
 	evlog_close(&b.log);
-	if (failed && tmp[0] != '\0') {
-		/*
-		 * Keep the log of the failed build where an operator looks;
-		 * the venv and any extracted package go.
-		 */
-		snprintf(venv, sizeof(venv), "%s/.venv", tmp);
-		rm_rf(venv);
-		snprintf(venv, sizeof(venv), "%s/config", tmp);
-		rm_rf(venv);
-	}
-	if (tmp[0] != '\0' && is_dir(tmp) && swap_into_place(tmp, root) == -1) {
-		if (!failed)
+	/*
+	 * A finished build replaces the environment only while the claim
+	 * is still ours: one renewed here holds for lease_seconds, far
+	 * longer than the rename takes, so nobody else can be building it.
+	 */
+	if (!failed) {
+		rc = store_heartbeat_environment(w->store, c->id, token,
+		    cf->lease_seconds);
+		if (rc != 1) {
+			failed = 1;
+			lost = rc == 0;
+			snprintf(err, sizeof(err), "cannot confirm the claim "
+			    "before putting the build in place: %s", rc == 0 ?
+			    "it was lost" : store_error(w->store));
+		} else if (swap_into_place(tmp, root) == -1) {
+			failed = 1;
 			snprintf(err, sizeof(err), "cannot move the build "
 			    "into place: %s", strerror(errno));
-		failed = 1;
-		rm_rf(tmp);
+		}
 	}
 	if (!failed) {
 		rc = store_environment_ready(w->store, c->id, token, python,
@@ -475,7 +530,9 @@ finish:
 		if (rc == 1)
 			log_info("environment %s: ready (%s, engine %s)",
 			    c->id, pyver, engver ? engver : "unknown");
-	} else if (worker_quit) {
+	} else if (lost)
+		rc = 0;
+	else if (worker_quit) {
 		/* Not the environment's fault: another worker may build it. */
 		log_notice("environment %s: build interrupted", c->id);
 		rc = store_environment_abandon(w->store, c->id, token,
@@ -484,10 +541,13 @@ finish:
 	} else {
 		rc = store_environment_failed(w->store, c->id, token, err,
 		    cf->backoff_base, cf->backoff_max, &charged);
-		if (rc == 1)
+		if (rc == 1) {
 			log_warnx("environment %s: build failed: %s (%ld "
 			    "waiting runs charged an attempt)", c->id, err,
 			    charged);
+			if (tmp[0] != '\0' && is_dir(tmp))
+				keep_failed_log(tmp, root);
+		}
 	}
 	if (rc == 0)
 		log_warnx("environment %s: lost the claim; result dropped",
@@ -495,6 +555,9 @@ finish:
 	else if (rc < 0)
 		log_warnx("environment %s: cannot record the result: %s",
 		    c->id, store_error(w->store));
+	/* Whatever was not put in place, including a lost claim's build. */
+	if (tmp[0] != '\0' && is_dir(tmp))
+		rm_rf(tmp);
 	argv_free(b.env);
 	buf_free(&b.out);
 	free(pyver);
