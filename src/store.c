@@ -71,9 +71,30 @@ static const struct {
 /* The result columns of results.c without the optional one. */
 static const char *fields_old[16], *table_columns_old[24];
 
+/* Set by a backend whose open failed in a way no retry can mend. */
+static int open_failed_for_good;
+
+void
+store_open_permanent(void)
+{
+	open_failed_for_good = 1;
+}
+
+/*
+ * Whether the last store_open failed for a reason that waiting cannot
+ * mend (a file that is not a database, one that cannot be written), as
+ * opposed to a server that is away for now.
+ */
+int
+store_open_failed_for_good(void)
+{
+	return open_failed_for_good;
+}
+
 struct store *
 store_open(const struct conf *c, struct buf *err)
 {
+	open_failed_for_good = 0;
 	if (strcmp(c->db_backend, "sqlite") == 0)
 		return store_sqlite_open(c, err);
 	if (strcmp(c->db_backend, "pgsql") == 0)

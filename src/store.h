@@ -92,6 +92,7 @@ struct enqueue_req {
 };
 
 struct store	*store_open(const struct conf *, struct buf *err);
+int		 store_open_failed_for_good(void);
 void		 store_close(struct store *);
 const char	*store_error(struct store *);
 int		 store_dead(struct store *);

@@ -73,6 +73,9 @@ struct store {
  */
 const char *const *store_result_columns(struct store *, int which);
 
+/* A backend's open says so when its failure is a configuration error. */
+void		 store_open_permanent(void);
+
 struct store	*store_sqlite_open(const struct conf *, struct buf *);
 struct store	*store_pgsql_open(const struct conf *, struct buf *);
 struct store	*store_mssql_open(const struct conf *, struct buf *);

@@ -9,11 +9,13 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -502,39 +504,97 @@ rows_json(struct sq *s, sqlite3_stmt *st)
 	return a;
 }
 
+/*
+ * Whether an SQLite error can only be mended by someone changing files or
+ * settings: not a database, read-only, no permission, cannot be opened
+ * for a reason other than running out of descriptors or memory.
+ */
+static int
+sq_permanent(sqlite3 *db, int rc)
+{
+	int e = db != NULL ? sqlite3_system_errno(db) : 0;
+
+	switch (rc & 0xff) {
+	case SQLITE_NOTADB:
+	case SQLITE_CORRUPT:
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return 1;
+	case SQLITE_CANTOPEN:
+		return e != EMFILE && e != ENFILE && e != ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Fails the open: the message, and whether it is a configuration error
+ * that a restart cannot mend.
+ */
+static struct store *
+sq_open_fail(struct sq *s, struct buf *err, int permanent, const char *msg)
+{
+	buf_addstr(err, msg);
+	if (permanent)
+		store_open_permanent();
+	if (s != NULL) {
+		sqlite3_close(s->db);
+		free(s);
+	}
+	return NULL;
+}
+
 struct store *
 store_sqlite_open(const struct conf *c, struct buf *err)
 {
 	struct sq *s;
-	char *dir;
+	char *dir, msg[1024];
+	int rc;
 
 	dir = xstrdup(c->sqlite_file);
 	if (mkdir_p(dirname(dir), 0750) == -1) {
-		buf_printf(err, "sqlite: cannot create the directory of %s: "
-		    "%s", c->sqlite_file, strerror(errno));
+		rc = errno;
 		free(dir);
-		return NULL;
+		snprintf(msg, sizeof(msg), "sqlite: cannot create the "
+		    "directory of %s: %s", c->sqlite_file, strerror(rc));
+		return sq_open_fail(NULL, err, rc == EACCES || rc == EROFS ||
+		    rc == ENOTDIR || rc == EEXIST || rc == EPERM, msg);
+	}
+	/* WAL mode creates the -wal and -shm files next to the database. */
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == -1) {
+		snprintf(msg, sizeof(msg), "sqlite: the directory %s must be "
+		    "writable (the database's -wal and -shm files are made "
+		    "there): %s", dir, strerror(errno));
+		free(dir);
+		return sq_open_fail(NULL, err, 1, msg);
 	}
 	free(dir);
 	s = xcalloc(1, sizeof(*s));
 	s->base.ops = &sqlite_ops;
 	s->echo = c->db_echo;
-	if (sqlite3_open_v2(c->sqlite_file, &s->db, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-		buf_printf(err, "sqlite: cannot open %s: %s", c->sqlite_file,
-		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
-		sqlite3_close(s->db);
-		free(s);
-		return NULL;
+	if ((rc = sqlite3_open_v2(c->sqlite_file, &s->db,
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	    NULL)) != SQLITE_OK) {
+		snprintf(msg, sizeof(msg), "sqlite: cannot open %s: %s",
+		    c->sqlite_file, s->db ? sqlite3_errmsg(s->db) :
+		    "out of memory");
+		return sq_open_fail(s, err, sq_permanent(s->db, rc), msg);
 	}
 	sqlite3_busy_timeout(s->db, 30000);
 	if (sq_plain(s, "PRAGMA journal_mode = WAL;"
 	    "PRAGMA synchronous = NORMAL;"
 	    "PRAGMA foreign_keys = ON;") == -1) {
-		buf_printf(err, "%s", s->base.err);
-		sqlite3_close(s->db);
-		free(s);
-		return NULL;
+		snprintf(msg, sizeof(msg), "%s (%s)", s->base.err,
+		    c->sqlite_file);
+		return sq_open_fail(s, err, sq_permanent(s->db,
+		    sqlite3_extended_errcode(s->db)), msg);
+	}
+	/* A file the worker may not write is opened read-only, silently. */
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		snprintf(msg, sizeof(msg), "sqlite: %s is read-only for this "
+		    "user; the worker must be able to write it",
+		    c->sqlite_file);
+		return sq_open_fail(s, err, 1, msg);
 	}
 	return &s->base;
 }

@@ -108,10 +108,13 @@ worker_dirs(const struct conf *c)
  * Opens the connection, trying a few times with growing delays.  A
  * worker that still cannot connect exits; the supervisor starts it again
  * with its own, longer backoff, so a database that stays away costs a
- * handful of attempts a minute and the slot shows the error.
+ * handful of attempts a minute and the slot shows the error.  A failure
+ * that waiting cannot mend (a file that is not a database, or that may
+ * not be written) is a configuration error: the worker exits with
+ * EX_CONFIG and is not started again.
  */
 static struct store *
-worker_connect(const struct conf *c)
+worker_connect(const struct conf *c, int *permanent)
 {
 	struct store *st;
 	struct buf err;
@@ -130,6 +133,13 @@ worker_connect(const struct conf *c)
 		}
 		tries++;
 		sb_set_error(buf_str(&err));
+		if (store_open_failed_for_good()) {
+			/* No retry or restart can mend it: say so once. */
+			log_error("%s; not retrying (a configuration error)",
+			    buf_str(&err));
+			*permanent = 1;
+			break;
+		}
 		if (tries >= CONNECT_TRIES) {
 			log_error("cannot connect to the database after %d "
 			    "attempts: %s", tries, buf_str(&err));
@@ -284,7 +294,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 	double now, next_check, next_ensure, poll_s;
 	char host[128];
 	long pending, job_limit = 0;
-	int r, rc = WORKER_EXIT_OK;
+	int r, rc = WORKER_EXIT_OK, permanent = 0;
 
 	memset(&w, 0, sizeof(w));
 	w.conf = c;
@@ -298,8 +308,9 @@ worker_main(const struct conf *c, int exit_when_idle)
 	worker_signals();
 	worker_dirs(c);
 
-	if ((w.store = worker_connect(c)) == NULL)
-		return worker_stop ? WORKER_EXIT_OK : WORKER_EXIT_ERROR;
+	if ((w.store = worker_connect(c, &permanent)) == NULL)
+		return permanent ? WORKER_EXIT_CONFIG : worker_stop ?
+		    WORKER_EXIT_OK : WORKER_EXIT_ERROR;
 	buf_init(&missing);
 	r = store_check_schema(w.store, &missing, NULL);
 	if (r != 0) {
