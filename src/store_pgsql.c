@@ -10,7 +10,11 @@
  *
  * A connection that breaks is reset before the next operation, with a
  * growing delay between attempts; the operation that saw the break
- * reports an error, and its caller decides whether to try again.
+ * reports an error, and its caller decides whether to try again.  Every
+ * statement has a time limit (statement_timeout), and TCP keepalives and
+ * tcp_user_timeout find a server that went silent, so that no call waits
+ * much longer than query_timeout.  Ids given as text are checked to be
+ * UUIDs and compared as such, which uses the primary key.
  */
 #include <errno.h>
 #include <poll.h>
@@ -55,11 +59,13 @@
 struct pg {
 	struct store	 base;
 	PGconn		*conn;
-	const char	*keys[16];
-	const char	*vals[16];
+	const char	*keys[24];
+	const char	*vals[24];
 	char		*dsn;
 	char		 port[16];
 	char		 timeout[16];
+	char		 ka_idle[16];
+	char		 user_timeout[24];
 	long		 stmt_timeout_ms;
 	int		 echo;
 	int		 listen;
@@ -301,6 +307,18 @@ static const char schema_sql[] =
 "CREATE TRIGGER trg_environments_notify_ready AFTER UPDATE OF status"
 "  ON environments FOR EACH ROW"
 "  EXECUTE FUNCTION fn_environments_notify_ready();";
+
+/*
+ * An id from an operator or a directory name as the uuid parameter of a
+ * lookup: its canonical form, or NULL (which matches no row) when it is
+ * not a UUID.  Comparing "id = $1::uuid" uses the primary key; comparing
+ * the id as text would read the whole table.
+ */
+static const char *
+uuid_param(const char *id, char *buf)
+{
+	return util_uuid_canon(id, buf) == 0 ? buf : NULL;
+}
 
 static int
 pg_fail(struct pg *p, const char *what, const PGresult *r)
@@ -601,6 +619,7 @@ struct store *
 store_pgsql_open(const struct conf *c, struct buf *err)
 {
 	struct pg *p = xcalloc(1, sizeof(*p));
+	double keep;
 	int n = 0;
 
 	p->base.ops = &pgsql_ops;
@@ -609,6 +628,28 @@ store_pgsql_open(const struct conf *c, struct buf *err)
 	snprintf(p->port, sizeof(p->port), "%lld", conf_port_is_default(c) ?
 	    5432LL : c->db_port);
 	snprintf(p->timeout, sizeof(p->timeout), "%.0f", c->db_login_timeout);
+	/*
+	 * A connection whose server went away without a word (a host that
+	 * died, a dropped route) must not hold a heartbeat past the lease:
+	 * statement_timeout cannot help when no answer comes at all.  TCP
+	 * keepalives find a silent peer, and tcp_user_timeout a peer that
+	 * stopped acknowledging, each within about query_timeout.  They come
+	 * before the DSN, whose own settings win.
+	 */
+	keep = c->db_query_timeout / 4 < 1 ? 1 : c->db_query_timeout / 4;
+	snprintf(p->ka_idle, sizeof(p->ka_idle), "%.0f", keep);
+	snprintf(p->user_timeout, sizeof(p->user_timeout), "%.0f",
+	    c->db_query_timeout * 1000);
+	p->keys[n] = "keepalives";
+	p->vals[n++] = "1";
+	p->keys[n] = "keepalives_idle";
+	p->vals[n++] = p->ka_idle;
+	p->keys[n] = "keepalives_interval";
+	p->vals[n++] = p->ka_idle;
+	p->keys[n] = "keepalives_count";
+	p->vals[n++] = "3";
+	p->keys[n] = "tcp_user_timeout";
+	p->vals[n++] = p->user_timeout;
 	if (c->db_dsn[0] != '\0') {
 		p->dsn = dsn_for_libpq(c->db_dsn);
 		p->keys[n] = "dbname";
@@ -1184,11 +1225,14 @@ pg_run_finished_before(struct store *st, const char *id, long ttl_days)
 	static const char sql[] =
 	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
 	    " completed_at < now() - make_interval(days => $2::int)"
-	    " FROM runs WHERE id::text = lower($1)";
+	    " FROM runs WHERE id = $1::uuid";
 	PGresult *r;
+	char u[37];
 	int v = 2;
 
-	if ((r = pg_query((struct pg *)st, sql, "si", id,
+	if (uuid_param(id, u) == NULL)
+		return 2;
+	if ((r = pg_query((struct pg *)st, sql, "si", u,
 	    (long long)ttl_days)) == NULL)
 		return -1;
 	if (PQntuples(r) > 0)
@@ -1296,12 +1340,12 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
     char *cfg_id)
 {
 	static const char find_ws[] =
-	    "SELECT id FROM workspaces WHERE slug = $1 OR id::text = lower($2)";
+	    "SELECT id FROM workspaces WHERE slug = $1 OR id = $2::uuid";
 	static const char add_ws[] =
 	    "INSERT INTO workspaces (id, name, slug) VALUES ($1, $2, $3)";
 	static const char find_cfg[] =
 	    "SELECT id FROM configurations WHERE workspace_id = $1 AND"
-	    " (display_name = $2 OR id::text = lower($2))";
+	    " (display_name = $2 OR id = $3::uuid)";
 	static const char add_cfg[] =
 	    "INSERT INTO configurations (id, workspace_id, display_name,"
 	    "  status, activated_at) SELECT $1, $2, $3,"
@@ -1309,7 +1353,7 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	    "   workspace_id = $2 AND status = 'active') THEN 'draft'"
 	    "   ELSE 'active' END, now()";
 	struct pg *p = (struct pg *)st;
-	char slug[101];
+	char slug[101], wu[37], cu[37];
 	int rc;
 
 	util_slug(ws, slug, sizeof(slug));
@@ -1318,14 +1362,16 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	if (pg_plain(p, "LOCK TABLE workspaces, configurations IN SHARE ROW "
 	    "EXCLUSIVE MODE") == -1)
 		return pg_rollback(p, -1);
-	rc = lookup_one(pg_query(p, find_ws, "ss", slug, ws), ws_id);
+	rc = lookup_one(pg_query(p, find_ws, "ss", slug, uuid_param(ws, wu)),
+	    ws_id);
 	if (rc == 0) {
 		util_uuid(ws_id);
 		rc = pg_exec(pg_query(p, add_ws, "sss", ws_id, ws, slug));
 	}
 	if (rc < 0)
 		return pg_rollback(p, -1);
-	rc = lookup_one(pg_query(p, find_cfg, "ss", ws_id, cfg), cfg_id);
+	rc = lookup_one(pg_query(p, find_cfg, "sss", ws_id, cfg,
+	    uuid_param(cfg, cu)), cfg_id);
 	if (rc == 0) {
 		util_uuid(cfg_id);
 		rc = pg_exec(pg_query(p, add_cfg, "sss", cfg_id, ws_id, cfg));
@@ -1395,10 +1441,13 @@ pg_run_requeue(struct store *st, const char *id)
 	    "  available_at = now(), completed_at = NULL, exit_code = NULL,"
 	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
 	    "  claim_expires_at = NULL"
-	    " WHERE id::text = lower($1) AND status IN ('succeeded', 'failed',"
+	    " WHERE id = $1::uuid AND status IN ('succeeded', 'failed',"
 	    "  'cancelled')";
 
-	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+	char u[37];
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
+	    u)));
 }
 
 static int
@@ -1408,9 +1457,12 @@ pg_run_cancel(struct store *st, const char *id)
 	    "UPDATE runs SET status = 'cancelled', completed_at = now(),"
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'Run cancelled by an operator'"
-	    " WHERE id::text = lower($1) AND status IN ('queued', 'running')";
+	    " WHERE id = $1::uuid AND status IN ('queued', 'running')";
 
-	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+	char u[37];
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
+	    u)));
 }
 
 static json_t *
@@ -1435,10 +1487,13 @@ pg_environment_rebuild(struct store *st, const char *id)
 	static const char sql[] =
 	    "UPDATE environments SET status = 'queued', error_message = NULL,"
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
-	    " WHERE id::text = lower($1)"
+	    " WHERE id = $1::uuid"
 	    "  AND status IN ('ready', 'failed', 'queued')";
 
-	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
+	char u[37];
+
+	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
+	    u)));
 }
 
 static json_t *
@@ -1457,36 +1512,38 @@ pg_show_run(struct store *st, const char *id)
 	    UTC_TEXT("available_at") " AS available_at,"
 	    "  run_options::text AS run_options, attempt_count, max_attempts,"
 	    "  claimed_by, " UTC_TEXT("claim_expires_at") " AS claim_expires_at"
-	    " FROM runs WHERE id::text = lower($1)";
+	    " FROM runs WHERE id = $1::uuid";
 	static const char met[] =
-	    "SELECT * FROM run_metrics WHERE run_id::text = lower($1)";
+	    "SELECT * FROM run_metrics WHERE run_id = $1::uuid";
 	/* every column the table has: valid_cells came later */
 	static const char fld[] =
-	    "SELECT * FROM run_fields WHERE run_id::text = lower($1)"
+	    "SELECT * FROM run_fields WHERE run_id = $1::uuid"
 	    " ORDER BY field";
 	static const char col[] =
-	    "SELECT * FROM run_table_columns WHERE run_id::text = lower($1)"
+	    "SELECT * FROM run_table_columns WHERE run_id = $1::uuid"
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
 	struct pg *p = (struct pg *)st;
 	json_t *out, *a;
+	char u[37];
+	const char *uid = uuid_param(id, u);
 
-	if ((a = rows_json(pg_query(p, run, "s", id))) == NULL)
+	if ((a = rows_json(pg_query(p, run, "s", uid))) == NULL)
 		return NULL;
 	out = json_object();
 	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
 	    : json_null());
 	json_decref(a);
-	if ((a = rows_json(pg_query(p, met, "s", id))) == NULL)
+	if ((a = rows_json(pg_query(p, met, "s", uid))) == NULL)
 		goto fail;
 	if (json_array_size(a) > 0)
 		json_object_del(json_array_get(a, 0), "run_id");
 	json_object_set(out, "metrics", json_array_size(a) ?
 	    json_array_get(a, 0) : json_null());
 	json_decref(a);
-	if ((a = rows_json(pg_query(p, fld, "s", id))) == NULL)
+	if ((a = rows_json(pg_query(p, fld, "s", uid))) == NULL)
 		goto fail;
 	json_object_set_new(out, "fields", a);
-	if ((a = rows_json(pg_query(p, col, "s", id))) == NULL)
+	if ((a = rows_json(pg_query(p, col, "s", uid))) == NULL)
 		goto fail;
 	json_object_set_new(out, "table_columns", a);
 	return out;

@@ -430,6 +430,21 @@ utf8_repair(const char *s, size_t len, struct buf *out)
 	return bad;
 }
 
+/*
+ * Writes the canonical lower-case form of a UUID given in any letter case
+ * to out; -1 when the text is not a UUID.
+ */
+int
+util_uuid_canon(const char *in, char *out)
+{
+	uuid_t u;
+
+	if (in == NULL || strlen(in) != 36 || uuid_parse(in, u) != 0)
+		return -1;
+	uuid_unparse_lower(u, out);
+	return 0;
+}
+
 /* A new random (version 4) UUID in its canonical lower-case form. */
 void
 util_uuid(char *out)

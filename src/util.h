@@ -48,6 +48,7 @@ int	 read_file(const char *, struct buf *, size_t max);
 size_t	 utf8_repair(const char *, size_t, struct buf *);
 
 void	 util_uuid(char *out37);
+int	 util_uuid_canon(const char *in, char *out37);
 void	 util_slug(const char *, char *, size_t);
 
 char	**argv_split(const char *);
