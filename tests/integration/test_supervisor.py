@@ -66,12 +66,15 @@ def test_killed_worker_is_replaced_and_its_run_executed_again_once(deploy):
     assert sup.poll() is None
 
 
-@pytest.mark.backends("sqlite")      # the unreachable database is a SQLite path
+@pytest.mark.backends("sqlite")      # the database is set below, whatever the case
 def test_worker_that_cannot_connect_crash_loops_with_growing_delays(deploy, tmp_path):
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_text("a file where a directory is needed\n")
-    dep = deploy(**{"database.sqlite_path": str(blocked / "db.sqlite"),
-                    "supervisor.workers": 1})
+    # A PostgreSQL server that is not (yet) there: waiting may mend that.
+    # (An SQLite path that can never be created is a configuration error
+    # instead: test_db_faults.py.)
+    nowhere = tmp_path / "no-server"
+    nowhere.mkdir()
+    dep = deploy(**{"database.backend": "pgsql", "database.host": str(nowhere),
+                    "database.database": "ade", "supervisor.workers": 1})
     sup = dep.start_worker()
     time.sleep(30)
     assert sup.poll() is None
