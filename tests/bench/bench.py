@@ -5,7 +5,10 @@ Figures are printed next to what they compare with, from the same run;
 nothing here asserts a timing.  The engine is build/noop-engine, which
 prints a valid engine.run.completed and exits, so the figures measure the
 worker and not Python's start-up.  PostgreSQL runs on a private server
-started for the benchmark.
+started for the benchmark.  SQL Server (backend mssql) is measured too
+when ADE_TEST_MSSQL_* name one (see tests/lib/mssqlserver.py); its idle
+load only when it is the suite's own Babelfish (ADE_TEST_MSSQL_SERVER_DIR,
+tests/lib/tdsserver.py), whose PostgreSQL side counts the transactions.
 """
 
 import argparse
@@ -23,7 +26,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+import mssqlserver  # noqa: E402
 import pgserver  # noqa: E402
+import tdsserver  # noqa: E402
 
 BUILD = os.environ.get("ADE_BUILD_DIR", os.path.join(TOP, "build"))
 SUPERD = os.path.join(BUILD, "ade-superd")
@@ -34,9 +39,40 @@ PYTHON = "/usr/bin/python3"
 
 ROOT = os.geteuid() == 0
 
+# Rows per multi-row INSERT on SQL Server (whose VALUES takes 1000 at most).
+MSSQL_CHUNK = 900
+
+# Seconds from the first claim to the last completion of the bulk runs
+# (those without run_options), on the database's clock.
+BUSY_SQL = {
+    "sqlite": "SELECT (julianday(max(completed_at)) -"
+              " julianday(min(started_at))) * 86400 FROM runs"
+              " WHERE run_options IS NULL",
+    "pgsql": "SELECT extract(epoch FROM max(completed_at)"
+             " - min(started_at)) FROM runs WHERE run_options IS NULL",
+    "mssql": "SELECT DATEDIFF_BIG(millisecond, MIN(started_at),"
+             " MAX(completed_at)) / 1000.0 FROM runs"
+             " WHERE run_options IS NULL",
+}
+
+# Milliseconds from each bulk run's insertion to its claim.
+PICKUP_SQL = {
+    "sqlite": "SELECT (julianday(started_at) - julianday(created_at))"
+              " * 86400000 FROM runs WHERE run_options IS NULL",
+    "pgsql": "SELECT extract(epoch FROM started_at - created_at) * 1000"
+             " FROM runs WHERE run_options IS NULL",
+    "mssql": "SELECT DATEDIFF_BIG(millisecond, created_at, started_at)"
+             " FROM runs WHERE run_options IS NULL",
+}
+
 
 class Deployment:
-    def __init__(self, root, backend, pg=None, extra=""):
+    """A data directory, worker.conf and database with one built run.
+
+    server is the PgServer for pgsql, the MssqlServer for mssql, None for
+    sqlite; close() drops a SQL Server database."""
+
+    def __init__(self, root, backend, server=None, extra=""):
         self.root = root
         self.extra = extra
         if ROOT:
@@ -52,16 +88,30 @@ class Deployment:
             subprocess.run(["chown", "-R", "nobody:nogroup", engine],
                            check=True)
         self.backend = backend
-        self.pg = pg
+        self.pg = server if backend == "pgsql" else None
+        self.ms = server if backend == "mssql" else None
         self.data = os.path.join(root, "data")
         self.conf = os.path.join(root, "worker.conf")
+        self.dbname = None
         db = ""
         if backend == "pgsql":
             self.dbname = "bench_" + uuid.uuid4().hex[:8]
-            pg.create_database(self.dbname)
-            db = pg.conf_lines(self.dbname)
+            server.create_database(self.dbname)
+            db = server.conf_lines(self.dbname)
+        elif backend == "mssql":
+            self.dbname = "bench_" + uuid.uuid4().hex[:8]
+            db = self.mssql_conf_lines()
+            server.create_database(self.dbname)
         else:
             db = "backend = sqlite\n"
+        try:
+            self.prepare(engine, db, extra)
+        except BaseException:
+            self.close()
+            raise
+
+    def prepare(self, engine, db, extra):
+        """worker.conf, the schema, one enqueued run and its environment."""
         self.base = ("[database]\n%s\n[worker]\ndata_dir = %s\n"
                      "engine_spec = %s\npython = %s\n"
                      "venv_args = --system-site-packages\n"
@@ -80,6 +130,28 @@ class Deployment:
         self.first = __import__("json").loads(out)
         # Build the environment once; every run below reuses it.
         self.workers(1, exit_when_idle=True).wait()
+
+    def mssql_conf_lines(self):
+        """The [database] lines for this deployment's SQL Server database,
+        with the password in a file only the service user can read."""
+        secret = os.path.join(self.root, "mssql-password")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.ms.password + "\n")
+        if ROOT:
+            subprocess.run(["chown", "nobody:nogroup", secret], check=True)
+        return "".join("%s = %s\n" % kv for kv in
+                       self.ms.settings(self.dbname, secret).items())
+
+    def close(self):
+        """Drops the SQL Server database (the workers must be gone)."""
+        if self.ms is None or self.dbname is None:
+            return
+        try:
+            self.ms.drop_database(self.dbname)
+        except mssqlserver.pymssql.Error as exc:
+            print("  warning: cannot drop database %s: %s"
+                  % (self.dbname, exc))
 
     def ctl(self, *args):
         return subprocess.run([CTL, "-c", self.conf] + list(args),
@@ -102,6 +174,9 @@ class Deployment:
                                        stderr=subprocess.DEVNULL)])
 
     def sql(self, statement, params=()):
+        """The rows of one statement (or, on SQL Server, one batch)."""
+        if self.backend == "mssql":
+            return self.mssql(statement, params)
         if self.backend == "sqlite":
             con = sqlite3.connect(os.path.join(self.data, "db",
                                                "ade.sqlite"), timeout=30)
@@ -114,6 +189,19 @@ class Deployment:
                 con.close()
         out = self.pg.psql(statement, self.dbname)
         return [tuple(line.split("|")) for line in out.splitlines()]
+
+    def mssql(self, batch, params=()):
+        """The rows of a T-SQL batch's last result set, through pymssql."""
+        con = self.ms.connect(self.dbname)
+        try:
+            cur = con.cursor()
+            if params:
+                cur.execute(batch, params)
+            else:
+                cur.execute(batch)
+            return cur.fetchall() if cur.description else []
+        finally:
+            con.close()
 
     def enqueue_bulk(self, n):
         """n queued runs for the configuration that is already built."""
@@ -133,6 +221,9 @@ class Deployment:
                 " WHERE r.id = '%s'" % (n, f["document_id"],
                                         f["configuration_id"],
                                         f["run_id"]))
+            return
+        if self.backend == "mssql":
+            self.enqueue_bulk_mssql(n)
             return
         con = sqlite3.connect(os.path.join(self.data, "db", "ade.sqlite"))
         doc = con.execute("SELECT workspace_id, original_filename,"
@@ -155,6 +246,38 @@ class Deployment:
                             (str(uuid.uuid4()), f["configuration_id"],
                              doc[0], d) + run)
         con.close()
+
+    def enqueue_bulk_mssql(self, n):
+        """enqueue_bulk on SQL Server: one batch, one transaction, of
+        multi-row INSERTs whose ids are made here.  No table variable or
+        OUTPUT clause: Babelfish 4.2 mishandles them in a batch whose
+        statements fire triggers (runs has one)."""
+        f = self.first
+        ids = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(n)]
+        batch = ["SET XACT_ABORT ON; BEGIN TRANSACTION;"]
+        for i in range(0, n, MSSQL_CHUNK):
+            chunk = ids[i:i + MSSQL_CHUNK]
+            batch.append(
+                "INSERT INTO documents (id, workspace_id, original_filename,"
+                " byte_size, sha256, stored_uri, expires_at)"
+                " SELECT v.id, d.workspace_id, d.original_filename,"
+                " d.byte_size, d.sha256, d.stored_uri, d.expires_at"
+                " FROM (VALUES %s) AS v (id) CROSS JOIN documents d"
+                " WHERE d.id = '%s';"
+                % (", ".join("('%s')" % d for d, _ in chunk),
+                   f["document_id"]))
+            batch.append(
+                "INSERT INTO runs (id, configuration_id, workspace_id,"
+                " input_document_id, engine_spec, deps_digest)"
+                " SELECT v.id, '%s', r.workspace_id, v.document_id,"
+                " r.engine_spec, r.deps_digest"
+                " FROM (VALUES %s) AS v (document_id, id) CROSS JOIN runs r"
+                " WHERE r.id = '%s';"
+                % (f["configuration_id"],
+                   ", ".join("('%s', '%s')" % pair for pair in chunk),
+                   f["run_id"]))
+        batch.append("COMMIT TRANSACTION;")
+        self.sql(" ".join(batch))
 
     def count(self, status):
         return int(self.sql("SELECT count(*) FROM runs WHERE status = '%s'"
@@ -185,36 +308,41 @@ def spawn_floor(n):
     return time.monotonic() - start
 
 
-def throughput(backend, pg, n, workers):
-    root = tempfile.mkdtemp(prefix="ade-bench-")
+def discard(dep, root):
+    """Drops a deployment's SQL Server database and removes its tree."""
     try:
-        dep = Deployment(root, backend, pg)
-        dep.enqueue_bulk(n)
-        dep.workers(workers, exit_when_idle=True).wait()
-        done = dep.count("succeeded") - 1
-        if done != n:
-            print("  warning: %d of %d runs succeeded" % (done, n))
-        # From the first claim to the last completion, on the database's
-        # clock: the processes' start-up and idle exit are not counted.
-        if backend == "pgsql":
-            took = float(dep.sql("SELECT extract(epoch FROM max(completed_at)"
-                                 " - min(started_at)) FROM runs"
-                                 " WHERE run_options IS NULL")[0][0])
-        else:
-            took = dep.sql("SELECT (julianday(max(completed_at)) -"
-                           " julianday(min(started_at))) * 86400 FROM runs"
-                           " WHERE run_options IS NULL")[0][0]
-        return n / took
+        if dep is not None:
+            dep.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def pickup(backend, pg, samples, notify):
+def throughput(backend, server, n, workers):
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    dep = None
+    try:
+        dep = Deployment(root, backend, server)
+        dep.enqueue_bulk(n)
+        dep.workers(workers, exit_when_idle=True).wait()
+        done = dep.count("succeeded") - 1
+        if done != n:
+            print("  warning: %d of %d runs succeeded (%s)"
+                  % (done, n, backend))
+        # From the first claim to the last completion, on the database's
+        # clock: the processes' start-up and idle exit are not counted.
+        took = float(dep.sql(BUSY_SQL[backend])[0][0])
+        return n / took
+    finally:
+        discard(dep, root)
+
+
+def pickup(backend, server, samples, notify):
     """Milliseconds from a run's insertion to its claim (database clock)."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
     extra = "notify = %s\n" % ("yes" if notify else "no")
+    dep = None
     try:
-        dep = Deployment(root, backend, pg, extra)
+        dep = Deployment(root, backend, server, extra)
         group = dep.workers(1, exit_when_idle=False)
         time.sleep(3)   # let it become idle and its poll interval grow
         for _ in range(samples):
@@ -225,44 +353,43 @@ def pickup(backend, pg, samples, notify):
                 time.monotonic() < deadline:
             time.sleep(0.2)
         group.stop()
-        if backend == "pgsql":
-            rows = dep.sql("SELECT extract(epoch FROM started_at -"
-                           " created_at) * 1000 FROM runs"
-                           " WHERE run_options IS NULL")
-            lat = [float(r[0]) for r in rows]
-        else:
-            rows = dep.sql("SELECT (julianday(started_at) -"
-                           " julianday(created_at)) * 86400000 FROM runs"
-                           " WHERE run_options IS NULL")
-            lat = [r[0] for r in rows]
-        lat.sort()
+        lat = sorted(float(r[0]) for r in dep.sql(PICKUP_SQL[backend])
+                     if r[0] not in (None, ""))
         return (statistics.median(lat),
                 lat[min(len(lat) - 1, int(len(lat) * 0.99))])
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        discard(dep, root)
 
 
-def idle_statements(pg, n, seconds, notify):
-    """Transactions per second that n idle workers cause on PostgreSQL."""
+def pg_transactions(pg, dbname):
+    """Transactions committed or rolled back in one PostgreSQL database,
+    as its statistics say (pg is a PgServer or a TdsServer)."""
+    return int(pg.psql("SELECT xact_commit + xact_rollback"
+                       " FROM pg_stat_database WHERE datname = '%s'"
+                       % dbname))
+
+
+def idle_statements(backend, server, n, seconds, notify, transactions):
+    """Transactions per second that n idle workers cause on the server;
+    transactions(dep) reads the server's count for the deployment."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
     extra = "notify = %s\n" % ("yes" if notify else "no")
+    dep = None
     try:
-        dep = Deployment(root, "pgsql", pg, extra)
-        q = ("SELECT xact_commit + xact_rollback FROM pg_stat_database"
-             " WHERE datname = '%s'" % dep.dbname)
+        dep = Deployment(root, backend, server, extra)
         group = dep.workers(n, exit_when_idle=False)
         # An idle backend reports its counters only after ten idle
         # seconds, so start-up statements are flushed before the window
         # opens; stopping the workers flushes the window's.
         time.sleep(12)
-        before = int(pg.psql(q))
+        before = transactions(dep)
         time.sleep(seconds)
         group.stop()
         time.sleep(1.5)
-        after = int(pg.psql(q))
+        after = transactions(dep)
         return (after - before) / seconds
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        discard(dep, root)
 
 
 def rss_kib(pid, field="Rss"):
@@ -347,6 +474,39 @@ def supervisor_figures():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def mssql_server():
+    """The SQL Server that ADE_TEST_MSSQL_* name and the first line of its
+    @@VERSION, or None and why there is none."""
+    why = mssqlserver.unavailable()
+    if why:
+        return None, why
+    ms = mssqlserver.MssqlServer()
+    con = ms.connect()     # a wrong setting fails here, in the server's words
+    try:
+        cur = con.cursor()
+        cur.execute("SELECT @@VERSION")
+        return ms, cur.fetchone()[0].strip().splitlines()[0]
+    finally:
+        con.close()
+
+
+def babelfish_transactions():
+    """transactions(dep) for idle_statements on the suite's own Babelfish
+    (ADE_TEST_MSSQL_SERVER_DIR), or None.  Its T-SQL databases all live in
+    one PostgreSQL database, whose statistics are read from another (the
+    reading is not counted)."""
+    directory = os.environ.get("ADE_TEST_MSSQL_SERVER_DIR")
+    if not directory:
+        return None
+    tds = tdsserver.TdsServer(directory)
+    return lambda dep: pg_transactions(tds, tdsserver.PG_DATABASE)
+
+
+def fmt(spec, value):
+    """value formatted by spec, or n/a when there is none."""
+    return "n/a" if value is None else spec % value
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000)
@@ -355,6 +515,7 @@ def main():
     for exe in (SUPERD, CTL, NOOP):
         if not os.access(exe, os.X_OK):
             sys.exit("missing %s: run make first" % exe)
+    ms, version = mssql_server()
     sup_rss, worker_rss, replaced = supervisor_figures()
     print("== supervisor (SQLite, 2 workers)")
     print("%-34s %6d KiB (PSS %d)   target: under 4096" % (
@@ -365,35 +526,57 @@ def main():
         "worker death to its next claim",
         "%.2f s" % replaced if replaced is not None else "n/a"))
     print()
+    if ms is not None:
+        print("== mssql: %s at %s:%d" % (version, ms.host, ms.port))
+    else:
+        print("== mssql: n/a (%s)" % version)
+    print()
     pg = pgserver.PgServer().start()
+    servers = {"sqlite": None, "pgsql": pg, "mssql": ms}
     try:
         floor = args.runs / spawn_floor(args.runs)
         print("== throughput: %d runs with the no-op engine (runs/s)"
               % args.runs)
-        print("%-10s %10s %10s   %s" % ("workers", "sqlite", "pgsql",
-                                        "spawn floor"))
+        print("%-10s %10s %10s %10s   %s" % ("workers", "sqlite", "pgsql",
+                                             "mssql", "spawn floor"))
         for w in (1, 2, 4):
             s = throughput("sqlite", None, args.runs, w)
             p = throughput("pgsql", pg, args.runs, w)
-            print("%-10d %10.0f %10.0f   %.0f spawns/s" % (w, s, p, floor))
+            m = throughput("mssql", ms, args.runs, w) if ms else None
+            print("%-10d %10.0f %10.0f %10s   %.0f spawns/s"
+                  % (w, s, p, fmt("%.0f", m), floor))
         print()
         print("== pickup latency of a new run on an idle worker (ms)")
         print("%-22s %10s %10s" % ("", "p50", "p99"))
         for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
                                        ("pgsql polling", "pgsql", False),
+                                       ("mssql polling", "mssql", False),
                                        ("sqlite polling", "sqlite",
                                         False)):
-            p50, p99 = pickup(backend, pg if backend == "pgsql" else None,
-                              args.samples, notify)
-            print("%-22s %10.1f %10.1f" % (label, p50, p99))
+            p50 = p99 = None
+            if backend != "mssql" or ms is not None:
+                p50, p99 = pickup(backend, servers[backend], args.samples,
+                                  notify)
+            print("%-22s %10s %10s" % (label, fmt("%.1f", p50),
+                                       fmt("%.1f", p99)))
         print()
-        print("== statements per second sent by 4 idle workers (pgsql)")
-        n = idle_statements(pg, 4, 20, True)
-        m = idle_statements(pg, 4, 20, False)
-        print("%-22s %10.1f" % ("NOTIFY", n))
-        print("%-22s %10.1f" % ("polling", m))
+        print("== statements per second sent by 4 idle workers")
+        pg_count = lambda dep: pg_transactions(pg, dep.dbname)  # noqa: E731
+        n = idle_statements("pgsql", pg, 4, 20, True, pg_count)
+        m = idle_statements("pgsql", pg, 4, 20, False, pg_count)
+        print("%-22s %10.1f" % ("pgsql NOTIFY", n))
+        print("%-22s %10.1f" % ("pgsql polling", m))
+        bbf = babelfish_transactions() if ms is not None else None
+        if bbf is not None:
+            b = idle_statements("mssql", ms, 4, 20, False, bbf)
+            print("%-22s %10.1f" % ("mssql polling", b))
+        else:
+            print("%-22s %10s" % ("mssql polling", "n/a (needs the suite's"
+                                  " Babelfish)" if ms else "n/a"))
     finally:
         pg.stop()
+        if ms is not None:
+            ms.drop_all()
 
 
 if __name__ == "__main__":
