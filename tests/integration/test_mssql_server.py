@@ -118,13 +118,15 @@ def test_login_without_permissions_is_named_not_taken_for_missing_tables(deploy,
 
 def test_non_ascii_text_round_trips(deploy, tmp_path):
     """Names, file names, document text and result rows that are not ASCII,
-    some longer than 4000 bytes, are stored and read back intact."""
+    some longer than 4000 bytes, are stored and read back intact; a sheet of
+    300 columns makes statements far longer than 4000 bytes."""
     dep = deploy()
     long_header = "Évaluation-" + "é日" * 1500            # 6,000+ bytes in UTF-8
-    headers = ["Courriel", "Prénom", "名前", long_header]
+    headers = ["Courriel", "Prénom", "名前", long_header] + [
+        f"Colonne {i} – ü" for i in range(300)]
     document = tmp_path / "données-été.csv"
     document.write_text(",".join(headers) + "\n" +
-                        "a@example.com,Zoë,山田,x\n", encoding="utf-8")
+                        "a@example.com,Zoë,山田,x" + ",v" * 300 + "\n", encoding="utf-8")
     answer = dep.enqueue(document, workspace="Équipe Ünïcode 日本",
                          configuration="Réglages")
     result = dep.run_worker(timeout=180)
