@@ -54,6 +54,10 @@ def test_killed_worker_is_replaced_and_its_run_executed_again_once(deploy):
     run = dep.enqueue(doc)["run_id"]
     sup = dep.start_worker()
     slot = slot_holding(dep, run)
+    # The claim is on the scoreboard before the engine runs: kill the worker
+    # only once its engine has begun the run, which the test counts below.
+    wait_until(lambda: ledger.exists() and ledger.read_text().endswith(" start\n"), 30,
+               "the engine to begin the run")
     os.kill(slot["pid"], signal.SIGKILL)
     # The dead worker's claim is released at once, not after the lease.
     row = dep.wait_run(run, timeout=60)
