@@ -164,14 +164,27 @@ class Deployment:
                     % (workers, "user = nobody\ngroup = nogroup\n"
                        if ROOT else ""))
 
-    def workers(self, n, exit_when_idle):
-        """One supervisor with n worker processes."""
+    def workers(self, n, exit_when_idle, log=None):
+        """One supervisor with n worker processes; its log goes to the
+        file log when one is named."""
         self.write_conf(n)
         argv = [SUPERD, "-c", self.conf, "-f", "-d"]
         if exit_when_idle:
             argv.append("--exit-when-idle")
-        return Group([subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)])
+        err = open(log, "w") if log else subprocess.DEVNULL
+        try:
+            return Group([subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                           stderr=err)])
+        finally:
+            if log:
+                err.close()
+
+    def echo_statements(self):
+        """From now on, workers log every statement they send (debug)."""
+        self.base = self.base.replace("log_level = info",
+                                      "log_level = debug")
+        self.base = self.base.replace("[database]\n",
+                                      "[database]\necho = yes\n", 1)
 
     def sql(self, statement, params=()):
         """The rows of one statement (or, on SQL Server, one batch)."""
@@ -369,25 +382,55 @@ def pg_transactions(pg, dbname):
                        % dbname))
 
 
+def sent_statements(log, since, until):
+    """Statements (batches or RPCs) the workers sent between two wall-clock
+    times, counted from their echo lines in the supervisor's log."""
+    n = 0
+    with open(log) as f:
+        for line in f:
+            parts = line.split(" ", 4)
+            if len(parts) < 5 or " sql: " not in line or \
+                    "] worker " not in line:
+                continue
+            if since <= parts[0] < until:
+                n += 1
+    return n
+
+
+def utc_stamp():
+    """Now as the log writes it (ISO 8601, UTC, milliseconds)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
+        ".%03dZ" % int((t % 1) * 1000)
+
+
 def idle_statements(backend, server, n, seconds, notify, transactions):
-    """Transactions per second that n idle workers cause on the server;
-    transactions(dep) reads the server's count for the deployment."""
+    """Per second, the statements n idle workers send (counted from their
+    own echo of each one) and, when transactions(dep) can read the
+    server's count for the deployment, the transactions the server
+    records; None where there is no such count."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
     extra = "notify = %s\n" % ("yes" if notify else "no")
     dep = None
     try:
         dep = Deployment(root, backend, server, extra)
-        group = dep.workers(n, exit_when_idle=False)
+        dep.echo_statements()
+        log = os.path.join(root, "superd.log")
+        group = dep.workers(n, exit_when_idle=False, log=log)
         # An idle backend reports its counters only after ten idle
         # seconds, so start-up statements are flushed before the window
         # opens; stopping the workers flushes the window's.
         time.sleep(12)
-        before = transactions(dep)
+        before = transactions(dep) if transactions else None
+        since = utc_stamp()
         time.sleep(seconds)
+        until = utc_stamp()
         group.stop()
         time.sleep(1.5)
-        after = transactions(dep)
-        return (after - before) / seconds
+        sent = sent_statements(log, since, until) / seconds
+        if before is None:
+            return sent, None
+        return sent, (transactions(dep) - before) / seconds
     finally:
         discard(dep, root)
 
@@ -560,19 +603,25 @@ def main():
             print("%-22s %10s %10s" % (label, fmt("%.1f", p50),
                                        fmt("%.1f", p99)))
         print()
-        print("== statements per second sent by 4 idle workers")
+        print("== statements per second of 4 idle workers")
+        print("%-22s %10s %12s" % ("", "sent", "server xacts"))
         pg_count = lambda dep: pg_transactions(pg, dep.dbname)  # noqa: E731
-        n = idle_statements("pgsql", pg, 4, 20, True, pg_count)
-        m = idle_statements("pgsql", pg, 4, 20, False, pg_count)
-        print("%-22s %10.1f" % ("pgsql NOTIFY", n))
-        print("%-22s %10.1f" % ("pgsql polling", m))
-        bbf = babelfish_transactions() if ms is not None else None
-        if bbf is not None:
-            b = idle_statements("mssql", ms, 4, 20, False, bbf)
-            print("%-22s %10.1f" % ("mssql polling", b))
+        rows = [("pgsql NOTIFY", "pgsql", pg, True, pg_count),
+                ("pgsql polling", "pgsql", pg, False, pg_count)]
+        if ms is not None:
+            rows.append(("mssql polling", "mssql", ms, False,
+                         babelfish_transactions()))
+        rows.append(("sqlite polling", "sqlite", None, False, None))
+        for label, backend, server, notify, count in rows:
+            sent, xacts = idle_statements(backend, server, 4, 20, notify,
+                                          count)
+            print("%-22s %10.1f %12s" % (label, sent, fmt("%.1f", xacts)))
+        if ms is not None:
+            print("(sent: statements the workers send, from their echo;"
+                  " server xacts on Babelfish:\n one sp_executesql call"
+                  " counts as about six PostgreSQL transactions)")
         else:
-            print("%-22s %10s" % ("mssql polling", "n/a (needs the suite's"
-                                  " Babelfish)" if ms else "n/a"))
+            print("mssql polling: n/a (%s)" % version)
     finally:
         pg.stop()
         if ms is not None:
