@@ -24,9 +24,9 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
 LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c job_env.c \
-	job_run.c log.c maint.c paths.c priv.c proc.c results.c scoreboard.c \
-	store.c store_mssql.c store_pgsql.c store_sqlite.c super.c util.c \
-	worker.c
+	job_run.c log.c maint.c paths.c priv.c proc.c results.c sandbox.c \
+	scoreboard.c store.c store_mssql.c store_pgsql.c store_sqlite.c \
+	super.c util.c worker.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "sandbox.h"
 #include "util.h"
 
 #ifndef ADE_LOCALSTATEDIR
@@ -161,6 +162,10 @@ static const struct conf_key keys[] = {
 	    "ADE_WORKER_ENGINE_COMMAND", 0, 0, NULL,
 	    "Engine invocation prefix; {python} stands for the venv's "
 	    "interpreter; empty means \"{python} -m ade_engine\"." },
+	{ "worker", "engine_sandbox", CONF_ENUM, O(engine_sandbox), "auto", R,
+	    "ADE_WORKER_ENGINE_SANDBOX", 0, 0, "auto|required|off",
+	    "Confine engines and build steps with Landlock: auto where the "
+	    "kernel has it, required refuses to start without it, off never." },
 	{ "worker", "max_event_line", CONF_SIZE, O(max_event_line), "4M", R,
 	    "ADE_WORKER_MAX_EVENT_LINE", 4096, 1LL << 30, NULL,
 	    "Longest engine output line kept whole; longer ones are cut." },
@@ -714,6 +719,12 @@ conf_validate(struct conf *c, struct buf *errs, const struct stat *st)
 		conf_key_error(c, errs, "python", "must name an interpreter");
 	if (c->engine_spec[0] == '\0')
 		conf_key_error(c, errs, "engine_spec", "must not be empty");
+	{
+		char why[160];
+
+		if (sandbox_check(c, why, sizeof(why)) == -1)
+			conf_key_error(c, errs, "engine_sandbox", why);
+	}
 	{
 		char *end;
 		unsigned long m = strtoul(c->control_socket_mode, &end, 8);

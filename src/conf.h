@@ -86,6 +86,7 @@ struct conf {
 	char		*venv_args;
 	char		*pip_args;
 	char		*engine_command;
+	char		*engine_sandbox;
 	long long	 max_event_line;
 	long long	 max_log_size;
 	long long	 max_completion_size;

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "paths.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -57,6 +58,7 @@ struct build {
 	char			**env;
 	struct buf		 out;	/* a probe's stdout */
 	int			 capture;
+	struct sandbox		 sb;
 };
 
 static int
@@ -124,6 +126,7 @@ build_step(struct build *b, const char *scope, char **argv, double limit,
 	ps.arg = b;
 	ps.max_line = (size_t)b->w->conf->max_event_line;
 	ps.stop = &worker_quit;
+	ps.sandbox = &b->sb;
 	b->scope = scope;
 	proc_run(&ps, &res);
 	snprintf(name, sizeof(name), "%s.complete", scope);
@@ -165,14 +168,6 @@ build_argv(const char *const *head, const char *setting,
 	v[n] = NULL;
 	argv_free(extra);
 	return v;
-}
-
-static int
-is_dir(const char *p)
-{
-	struct stat st;
-
-	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static char *
@@ -347,6 +342,46 @@ keep_failed_log(const char *tmp, const char *root)
 		log_warn("environment: cannot keep the build log as %s", to);
 }
 
+/*
+ * What the build steps may reach besides the system (sandbox.c): they
+ * read the engine's source when it is a local path and the configuration
+ * package, and write only the build directory and their workspace's pip
+ * cache (one per workspace, so that one configuration's build cannot
+ * plant wheels for another's).  Returns -1 with a reason in err.
+ */
+static int
+build_sandbox(struct build *b, const char *tmp, const char *pkg,
+    const char *spec, const char *cache, char *err, size_t errlen)
+{
+	struct stat st;
+	const char *fail = NULL;
+
+	if (sandbox_begin(&b->sb) == -1) {
+		snprintf(err, errlen, "cannot make the build's sandbox: %s",
+		    strerror(errno));
+		return -1;
+	}
+	if (b->sb.fd == -1)
+		return 0;
+	if (sandbox_allow(&b->sb, tmp, SANDBOX_WRITE) == -1)
+		fail = tmp;
+	else if (sandbox_allow(&b->sb, cache, SANDBOX_WRITE) == -1)
+		fail = cache;
+	else if (sandbox_allow(&b->sb, pkg, SANDBOX_READ) == -1)
+		fail = pkg;
+	else if (spec[0] == '/' && stat(spec, &st) == 0 &&
+	    sandbox_allow(&b->sb, spec, SANDBOX_READ) == -1)
+		fail = spec;
+	if (fail != NULL) {
+		snprintf(err, errlen, "cannot open %s to the build's sandbox: "
+		    "%s", fail, errno == EPERM ? "it holds the daemon's own "
+		    "files" : strerror(errno));
+		sandbox_end(&b->sb);
+		return -1;
+	}
+	return 0;
+}
+
 void
 job_build_environment(struct worker *w, const struct env_claim *c,
     const char *token)
@@ -356,13 +391,16 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	char python[PATH_MAX], cfgdir[PATH_MAX], logdir[PATH_MAX], rnd[9];
 	char archive[PATH_MAX], pkg[PATH_MAX];
 	char err[1024] = "", *pyver = NULL, *engver = NULL;
-	char *pip_cache, **argv;
+	char home[PATH_MAX], cache[PATH_MAX];
+	char *pip_cache, *tmpdir, *homedir, **argv;
+	const char *spec;
 	struct build b;
 	long charged;
 	int rc, editable = 1, failed = 1, lost = 0;
 
 	tmp[0] = '\0';
 	memset(&b, 0, sizeof(b));
+	b.sb.fd = -1;
 	b.w = w;
 	b.claim = c;
 	b.token = token;
@@ -423,15 +461,31 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 		    "(and no .zip or .tar.gz of it)", cfgdir);
 		goto finish;
 	}
-	pip_cache = xasprintf("PIP_CACHE_DIR=%s/cache/pip", cf->data_dir);
+	/* The steps' temporary directory and home, removed before the swap. */
+	snprintf(home, sizeof(home), "%s/tmp", tmp);
+	snprintf(cache, sizeof(cache), "%s/cache/pip/%s", cf->data_dir,
+	    c->workspace_id);
+	if (mkdir_p(home, 0750) == -1 || mkdir_p(cache, 0750) == -1) {
+		snprintf(err, sizeof(err), "cannot create %s: %s",
+		    is_dir(home) ? cache : home, strerror(errno));
+		goto finish;
+	}
+	spec = c->engine_spec[0] != '\0' ? c->engine_spec : cf->engine_spec;
+	if (build_sandbox(&b, tmp, pkg, spec, cache, err, sizeof(err)) == -1)
+		goto finish;
+	pip_cache = xasprintf("PIP_CACHE_DIR=%s", cache);
+	tmpdir = xasprintf("TMPDIR=%s", home);
+	homedir = xasprintf("HOME=%s", home);
 	{
 		char *extra[] = { "PIP_DISABLE_PIP_VERSION_CHECK=1",
 		    "PIP_NO_INPUT=1", "PIP_PROGRESS_BAR=off",
-		    "PYTHONUNBUFFERED=1", pip_cache, NULL };
+		    "PYTHONUNBUFFERED=1", pip_cache, tmpdir, homedir, NULL };
 
 		b.env = proc_env(NULL, 1, extra);
 	}
 	free(pip_cache);
+	free(tmpdir);
+	free(homedir);
 
 	{
 		const char *head[] = { cf->python, "-m", "venv", NULL };
@@ -450,8 +504,6 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 		goto finish;
 	}
 	{
-		const char *spec = c->engine_spec[0] != '\0' ? c->engine_spec :
-		    cf->engine_spec;
 		const char *head[] = { venv, "-m", "pip", "install", NULL };
 		const char *local[] = { "-e", spec, NULL };
 		const char *remote[] = { spec, NULL };
@@ -499,6 +551,11 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	failed = 0;
 
 finish:
+	sandbox_end(&b.sb);
+	if (tmp[0] != '\0') {
+		snprintf(home, sizeof(home), "%s/tmp", tmp);
+		rm_rf(home);
+	}
 	if (failed && err[0] == '\0')
 		snprintf(err, sizeof(err), "environment build failed");
 	if (failed)

@@ -29,6 +29,7 @@
 #include "paths.h"
 #include "proc.h"
 #include "results.h"
+#include "sandbox.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -47,6 +48,8 @@ struct job {
 	double			 t0;
 	double			 last_good;	/* last heartbeat through */
 	const char		*scope;
+	const char		*envroot;
+	const char		*cfgdir;
 };
 
 static int
@@ -376,6 +379,84 @@ map_results(struct job *j)
 	return results;
 }
 
+
+static int
+prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s", run_dir, sub);
+	/* Nothing from an earlier attempt may be taken for this one's. */
+	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * What the engine may reach besides the system (sandbox.c): it reads its
+ * environment, its configuration package, the engine's source when that
+ * is a local directory (an editable install imports from there), the
+ * paths named in engine_command, and the run's input; it
+ * writes only the run's output and temporary directories.  Returns -1
+ * with a reason in msg.
+ */
+static int
+run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
+{
+	const struct conf *cf = j->w->conf;
+	const char *spec = j->claim->engine_spec[0] != '\0' ?
+	    j->claim->engine_spec : cf->engine_spec;
+	char path[PATH_MAX], **words;
+	const char *fail = NULL;
+	size_t i;
+
+	if (sandbox_begin(sb) == -1) {
+		snprintf(msg, len, "cannot make the engine's sandbox: %s",
+		    strerror(errno));
+		return -1;
+	}
+	if (sb->fd == -1)
+		return 0;
+	if (sandbox_allow(sb, j->envroot, SANDBOX_READ) == -1)
+		fail = j->envroot;
+	else if (sandbox_allow(sb, j->cfgdir, SANDBOX_READ) == -1)
+		fail = j->cfgdir;
+	if (fail == NULL && spec[0] == '/' && is_dir(spec) &&
+	    sandbox_allow(sb, spec, SANDBOX_READ) == -1)
+		fail = spec;
+	/* The operator's engine_command may name a program or a script. */
+	words = argv_split(cf->engine_command);
+	for (i = 0; fail == NULL && words[i] != NULL; i++) {
+		if (words[i][0] != '/')
+			continue;
+		snprintf(path, sizeof(path), "%s", words[i]);
+		if (!is_dir(path))
+			*strrchr(path, '/') = '\0';
+		if (sandbox_allow(sb, path[0] != '\0' ? path : "/",
+		    SANDBOX_READ) == -1)
+			fail = words[i];
+	}
+	argv_free(words);
+	/* A validation has neither input nor output. */
+	snprintf(path, sizeof(path), "%s/input", j->run_dir);
+	if (fail == NULL && is_dir(path) &&
+	    sandbox_allow(sb, path, SANDBOX_READ) == -1)
+		fail = "the input directory";
+	snprintf(path, sizeof(path), "%s/output", j->run_dir);
+	if (fail == NULL && is_dir(path) &&
+	    sandbox_allow(sb, path, SANDBOX_WRITE) == -1)
+		fail = "the output directory";
+	snprintf(path, sizeof(path), "%s/tmp", j->run_dir);
+	if (fail == NULL && sandbox_allow(sb, path, SANDBOX_WRITE) == -1)
+		fail = "the temporary directory";
+	if (fail != NULL) {
+		snprintf(msg, len, "cannot open %s to the engine's sandbox: "
+		    "%s", fail, errno == EPERM ? "it holds the daemon's own "
+		    "files" : strerror(errno));
+		sandbox_end(sb);
+		return -1;
+	}
+	return 0;
+}
+
 /* Runs the engine (or its validator) and returns its result. */
 static void
 run_child(struct job *j, const char *scope, char **argv,
@@ -383,13 +464,38 @@ run_child(struct job *j, const char *scope, char **argv,
 {
 	const struct conf *cf = j->w->conf;
 	struct proc_spec ps;
+	struct sandbox sb;
 	json_t *cmd = json_array();
 	char bindir[PATH_MAX], start[64], done[64], cwd[PATH_MAX];
+	char tmp[PATH_MAX], msg[PATH_MAX + 128], *tmpdir, *home;
 	char *extra[] = { "PYTHONUNBUFFERED=1",
 	    "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_INPUT=1",
-	    "PIP_PROGRESS_BAR=off", NULL };
+	    "PIP_PROGRESS_BAR=off", NULL, NULL, NULL };
 	char **env;
 	size_t i;
+
+	/* Its own temporary directory, which is also its home. */
+	if (prepare_dir(j->run_dir, "tmp", tmp, sizeof(tmp)) == -1) {
+		memset(res, 0, sizeof(*res));
+		res->spawn_failed = 1;
+		res->exit_code = 127;
+		evlog_emit(&j->log, "error", "run.sandbox", "Engine not "
+		    "started", json_pack("{s:s}", "error", strerror(errno)));
+		return;
+	}
+	if (run_sandbox(j, &sb, msg, sizeof(msg)) == -1) {
+		memset(res, 0, sizeof(*res));
+		res->spawn_failed = 1;
+		res->exit_code = 127;
+		log_warnx("run %s: %s", j->claim->id, msg);
+		evlog_emit(&j->log, "error", "run.sandbox", "Engine not "
+		    "started", json_pack("{s:s}", "error", msg));
+		return;
+	}
+	tmpdir = xasprintf("TMPDIR=%s", tmp);
+	home = xasprintf("HOME=%s", tmp);
+	extra[4] = tmpdir;
+	extra[5] = home;
 
 	for (i = 0; argv[i] != NULL; i++)
 		json_array_append_new(cmd, json_string(argv[i]));
@@ -423,8 +529,12 @@ run_child(struct job *j, const char *scope, char **argv,
 	ps.arg = j;
 	ps.max_line = (size_t)cf->max_event_line;
 	ps.stop = &worker_quit;
+	ps.sandbox = &sb;
 	j->scope = scope;
 	proc_run(&ps, res);
+	sandbox_end(&sb);
+	free(tmpdir);
+	free(home);
 	evlog_emit(&j->log, res->exit_code == 0 ? "info" : "error", done,
 	    "Engine finished", json_pack("{s:O, s:i, s:b, s:f}", "cmd", cmd,
 	    "exit_code", res->exit_code, "timed_out", res->timed_out,
@@ -460,16 +570,6 @@ push(char **v, const char *s)
 
 	v[n] = xstrdup(s);
 	v[n + 1] = NULL;
-}
-
-static int
-prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
-{
-	snprintf(out, len, "%s/%s", run_dir, sub);
-	/* Nothing from an earlier attempt may be taken for this one's. */
-	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1)
-		return -1;
-	return 0;
 }
 
 static void
@@ -757,6 +857,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		job_fail(&j, EXIT_DETERMINISTIC, msg, 1);
 		goto out;
 	}
+	j.envroot = envroot;
+	j.cfgdir = cfgdir;
 	if (store_environment_touch(w->store, c->env_id) < 0)
 		log_warnx("run %s: cannot touch environment: %s", c->id,
 		    store_error(w->store));

@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "scoreboard.h"
 #include "util.h"
 
@@ -149,6 +150,10 @@ child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
 	if ((null = open("/dev/null", O_RDONLY)) == -1 ||
 	    dup2(null, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
 		_exit(127);
+	if (ps->sandbox != NULL && sandbox_enter(ps->sandbox->fd) == -1) {
+		dprintf(2, "cannot enter the sandbox: %s\n", strerror(errno));
+		_exit(127);
+	}
 	close_from(3);
 	if (ps->cwd != NULL && chdir(ps->cwd) == -1) {
 		dprintf(2, "chdir %s: %s\n", ps->cwd, strerror(errno));
@@ -349,6 +354,18 @@ spawn_fail:
 	return -1;
 }
 
+/* Whether extra sets the variable name. */
+static int
+env_given(char *const *extra, const char *name)
+{
+	size_t k, n = strlen(name);
+
+	for (k = 0; extra != NULL && extra[k] != NULL; k++)
+		if (strncmp(extra[k], name, n) == 0 && extra[k][n] == '=')
+			return 1;
+	return 0;
+}
+
 /*
  * The environment of a child: only what a Python program needs to run,
  * never the worker's own settings (ADE_*) or database credentials.  Build
@@ -378,7 +395,8 @@ proc_env(const char *path_prefix, int keep_pip, char *const *extra)
 	for (i = 0; i < NELEM(keep); i++) {
 		const char *v = getenv(keep[i]);
 
-		if (v != NULL && (i >= 6 ? keep_pip : 1))
+		if (v != NULL && (i >= 6 ? keep_pip : 1) &&
+		    !env_given(extra, keep[i]))
 			env[n++] = xasprintf("%s=%s", keep[i], v);
 	}
 	for (e = environ; keep_pip && *e != NULL && n < NELEM(keep) + 40;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct sandbox;
+
 #define PROC_EXIT_TIMEOUT	124
 #define PROC_KILL_GRACE		5.0
 
@@ -35,6 +37,7 @@ struct proc_spec {
 	void			 *arg;
 	size_t			  max_line;
 	volatile sig_atomic_t	 *stop;		/* set: stop the child */
+	const struct sandbox	 *sandbox;	/* NULL: unconfined */
 };
 
 struct proc_result {

@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "log.h"
 #include "priv.h"
+#include "sandbox.h"
 #include "super.h"
 #include "util.h"
 #include "worker.h"
@@ -175,9 +176,15 @@ main(int argc, char *argv[])
 		conf_free(conf);
 		return 0;
 	}
-	/* HUP reads the file again after chdir("/"). */
-	if (realpath(path, abs) != NULL)
+	/*
+	 * HUP reads the file again after chdir("/"), and the workers keep it
+	 * out of the engines' sandbox by its real path.
+	 */
+	if (realpath(path, abs) != NULL) {
 		path = abs;
+		free(conf->path);
+		conf->path = xstrdup(abs);
+	}
 
 	if (debug)
 		log_init(LOG_DEST_STDERR, NULL, "ade-superd");
@@ -193,6 +200,9 @@ main(int argc, char *argv[])
 	if (log_parse_level(conf->log_level, &level) == 0)
 		log_setlevel(level);
 	log_setrole("supervisor");
+	if (strcmp(conf->engine_sandbox, "auto") == 0 && sandbox_abi() == 0)
+		log_warnx("engine_sandbox = auto: this kernel offers no "
+		    "Landlock, so engines and builds run unconfined");
 
 	if (conf->pidfile[0] != '\0' && pidfile_check(conf->pidfile) == -1)
 		return WORKER_EXIT_CONFIG;

@@ -228,6 +228,15 @@ jitter(double max)
 	return max * ((double)random_u32() / 4294967296.0);
 }
 
+/* Whether p is a directory (or a link to one). */
+int
+is_dir(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int
 mkdir_p(const char *path, mode_t mode)
 {

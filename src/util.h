@@ -40,6 +40,7 @@ uint32_t random_u32(void);
 void	 random_hex(char *, size_t);
 double	 jitter(double max);
 
+int	 is_dir(const char *);
 int	 mkdir_p(const char *, mode_t);
 int	 rm_rf(const char *);
 int	 copy_file(const char *, const char *);

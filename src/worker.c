@@ -6,6 +6,7 @@
  * current job finish, QUIT (or a second TERM) stops it at once and puts
  * its run back in the queue.
  */
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "backoff.h"
 #include "conf.h"
 #include "log.h"
+#include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
 #include "util.h"
@@ -307,6 +309,13 @@ worker_main(const struct conf *c, int exit_when_idle)
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
 	worker_signals();
 	worker_dirs(c);
+	/*
+	 * Engines run with this uid: without this, one could read the
+	 * worker's memory (the database password) through /proc or ptrace.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+		log_warn("prctl PR_SET_DUMPABLE");
+	sandbox_setup(c);
 
 	if ((w.store = worker_connect(c, &permanent)) == NULL)
 		return permanent ? WORKER_EXIT_CONFIG : worker_stop ?
@@ -326,8 +335,9 @@ worker_main(const struct conf *c, int exit_when_idle)
 		return WORKER_EXIT_CONFIG;
 	}
 	buf_free(&missing);
-	log_info("worker %s started (%s backend, data in %s)", w.id,
-	    store_backend(w.store), c->data_dir);
+	log_info("worker %s started (%s backend, data in %s, engine "
+	    "sandbox %s)", w.id, store_backend(w.store), c->data_dir,
+	    sandbox_describe());
 
 	sb_set_state(SB_IDLE);
 	if (c->max_jobs_per_child > 0)
