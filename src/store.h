@@ -144,6 +144,7 @@ int	store_pending(struct store *, long *count);
 int	store_next_due(struct store *, double *seconds);
 int	store_wait(struct store *, double timeout);
 int	store_listens(struct store *);
+void	store_wake_on(struct store *, int fd);
 
 int	store_register(struct store *, const char *workspace,
 	    const char *configuration, char *workspace_id,

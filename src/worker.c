@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +34,20 @@ volatile sig_atomic_t worker_stop;
 volatile sig_atomic_t worker_quit;
 static volatile sig_atomic_t worker_reopen;
 
+/*
+ * The stop pipe: a stop signal writes a byte into it and nobody reads
+ * it, so from then on it stays readable and every wait that polls it
+ * ends at once, also one that begins after the signal was handled (a
+ * signal that arrives during a database call only sets the flag, and
+ * the wait that follows would otherwise sleep its full length).
+ */
+static int stop_pipe[2] = { -1, -1 };
+
 static void
 on_signal(int sig)
 {
+	int saved = errno;
+
 	if (sig == SIGUSR1) {
 		worker_reopen = 1;
 		return;
@@ -42,6 +55,9 @@ on_signal(int sig)
 	if (sig == SIGQUIT || worker_stop)
 		worker_quit = 1;
 	worker_stop = 1;
+	if (stop_pipe[1] != -1)
+		(void)write(stop_pipe[1], "", 1);
+	errno = saved;
 }
 
 static void
@@ -49,6 +65,10 @@ worker_signals(void)
 {
 	struct sigaction sa;
 
+	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warn("pipe");
+		stop_pipe[0] = stop_pipe[1] = -1;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -65,17 +85,39 @@ worker_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* Sleeps up to secs; a signal ends the sleep early. */
+/* Sleeps up to secs; a stop signal, before or during it, ends it. */
 static void
 nap(double secs)
 {
-	struct timespec ts;
+	struct pollfd pfd;
 
 	if (secs <= 0 || worker_stop)
 		return;
-	ts.tv_sec = (time_t)secs;
-	ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
-	nanosleep(&ts, NULL);
+	pfd.fd = stop_pipe[0];
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	(void)poll(&pfd, 1, (int)(secs * 1000) + 1);
+}
+
+/*
+ * Sleeps up to secs, in steps of at most a second, and ends once *flag
+ * is set: a job that waits to try the database again keeps waiting
+ * through a graceful stop (it finishes its job), but not through a fast
+ * one.
+ */
+void
+worker_pause(double secs, volatile sig_atomic_t *flag)
+{
+	struct timespec ts;
+	double end = now_mono() + secs, left;
+
+	while (!*flag && (left = end - now_mono()) > 0) {
+		if (left > 1)
+			left = 1;
+		ts.tv_sec = (time_t)left;
+		ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+		nanosleep(&ts, NULL);
+	}
 }
 
 /* A fresh fencing token for one claim: "<worker id>#<random>". */
@@ -125,6 +167,7 @@ worker_connect(const struct conf *c, int *permanent)
 	while (!worker_stop) {
 		buf_reset(&err);
 		if ((st = store_open(c, &err)) != NULL) {
+			store_wake_on(st, stop_pipe[0]);
 			if (tries > 0)
 				log_notice("database reachable again after %d "
 				    "attempts", tries + 1);
