@@ -21,6 +21,7 @@
 #include "backoff.h"
 #include "conf.h"
 #include "log.h"
+#include "proc.h"
 #include "scoreboard.h"
 #include "store.h"
 #include "util.h"
@@ -350,6 +351,9 @@ worker_main(const struct conf *c, int exit_when_idle)
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
 	worker_signals();
 	worker_dirs(c);
+	/* What an engine or a build step detaches must stay within reach. */
+	if (proc_adopt_orphans() == -1)
+		log_warn("prctl(PR_SET_CHILD_SUBREAPER)");
 
 	if ((w.store = worker_connect(c, &permanent)) == NULL)
 		return permanent ? WORKER_EXIT_CONFIG : worker_stop ?

@@ -1,13 +1,21 @@
-"""How a worker's waits and processes end."""
+"""How a worker's waits and processes end: stop signals, crashes between a
+claim and its record, and what an engine leaves behind."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
-from adetest import psycopg2, wait_until
+import pytest
+
+from adetest import (
+    FAKE_ENGINE_COMMAND, PYTHON, SAMPLES, iso_now, pid_alive, psycopg2, wait_until,
+    write_input,
+)
 
 # Every wait of an idle worker (the notification wait, the idle poll and
 # the lease sweep timer) lasts five minutes in these deployments.
@@ -77,4 +85,84 @@ def test_term_stops_an_idle_supervisor_at_once(deploy, backend):
     superd.send_signal(signal.SIGTERM)
     assert dep.wait_worker(superd, timeout=150) == 0
     assert time.monotonic() - started < 20, dep.worker_logs()
+
+
+# -- what an engine leaves behind -------------------------------------------------------
+
+@contextlib.contextmanager
+def escaped_sleeper(pidfile: Path):
+    """The pid of the process an engine detaches (once it is written); the
+    process is killed at the end whatever the test found."""
+    holder = {}
+    try:
+        def pid():
+            if not pidfile.exists():
+                return None
+            holder["pid"] = int(pidfile.read_text())
+            return holder["pid"]
+        yield pid
+    finally:
+        if "pid" in holder and pid_alive(holder["pid"]):
+            os.kill(holder["pid"], signal.SIGKILL)
+
+
+CANCEL = ("UPDATE runs SET status = 'cancelled', claimed_by = NULL, claim_expires_at = NULL,"
+          " completed_at = ? WHERE id = ?")
+
+
+@pytest.mark.parametrize("ending", ["succeeded", "failed", "timed-out", "cancelled",
+                                    "stopped"])
+def test_nothing_an_engine_detaches_outlives_its_run(deploy, tmp_path, ending):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, run_timeout=4, lease_seconds=6)
+    escape = tmp_path / "escaped.pid"
+    pidfile = tmp_path / "engine.pid"
+    mode = {"succeeded": "success", "failed": "exit1", "timed-out": "hang"}.get(ending, "slow")
+    run_id = dep.enqueue(write_input(tmp_path / "doc.csv", mode=mode, seconds=600,
+                                     pidfile=pidfile, escape=escape),
+                         max_attempts=1)["run_id"]
+    superd = dep.start_worker()
+    with escaped_sleeper(escape) as sleeper:
+        pid = wait_until(sleeper, 60, "the engine to detach a process")
+        if ending in ("succeeded", "failed", "timed-out"):
+            row = dep.wait_run(run_id, timeout=60)
+            expected = {"succeeded": ("succeeded", 0), "failed": ("failed", 1),
+                        "timed-out": ("failed", 124)}[ending]
+            assert (row["status"], row["exit_code"]) == expected, row
+        else:
+            wait_until(pidfile.exists, 60, "the engine to start")
+            assert pid_alive(pid)
+            if ending == "cancelled":
+                dep.db().execute(CANCEL, (iso_now(), run_id))
+                wait_until(lambda: "run.lost_claim" in dep.event_names(run_id), 30,
+                           "the worker to stop the engine of the cancelled run")
+            else:
+                superd.send_signal(signal.SIGQUIT)
+                assert dep.wait_worker(superd, timeout=60) == 0
+                assert dep.run_row(run_id)["status"] == "queued"
+        # the detached process ended with the run, before the row said so
+        assert not pid_alive(pid), f"process {pid} outlived run {run_id} ({ending})"
+        assert superd.poll() is None or ending == "stopped"
+
+
+def test_nothing_a_build_step_detaches_outlives_the_build(deploy, tmp_path):
+    # The interpreter that creates the venv leaves a detached process behind.
+    escape = tmp_path / "escaped.pid"
+    python = tmp_path / "python-that-escapes"
+    python.write_text(
+        "#!/bin/sh\n"
+        f"setsid sh -c 'echo $$ > \"{escape}.tmp\" && mv \"{escape}.tmp\" \"{escape}\";"
+        " exec sleep 3600' </dev/null >/dev/null 2>&1 &\n"
+        f"while [ ! -s \"{escape}\" ]; do sleep 0.01; done\n"
+        f"exec {PYTHON} \"$@\"\n")
+    python.chmod(0o755)
+    dep = deploy(fresh=True, python=python)
+    run_id = dep.enqueue(SAMPLES / "contacts.csv")["run_id"]
+    with escaped_sleeper(escape) as sleeper:
+        assert dep.run_worker(timeout=240).returncode == 0, dep.worker_logs()
+        (env,) = dep.environments()
+        assert env["status"] == "ready", env
+        assert dep.run_row(run_id)["status"] == "succeeded"
+        pid = sleeper()
+        assert pid, "the build step did not run the interpreter"
+        assert not pid_alive(pid), f"process {pid} outlived the environment build"
 
