@@ -415,6 +415,28 @@ store_environment_abandon(struct store *st, const char *id, const char *token,
 }
 
 /*
+ * Releases the claim a worker made with token and died before it had
+ * recorded which row it got.  It cannot have begun to work on it, so a
+ * run gets back the attempt the claim counted and is due at once, and
+ * an environment is queued again.  Returns 1 with the row's id in id
+ * (64 bytes), or 0 when no row is held with the token: the claim never
+ * committed, or has been released since.
+ */
+int
+store_release_claim(struct store *st, int env, const char *token,
+    const char *error, char *id)
+{
+	int rc;
+
+	id[0] = '\0';
+	if ((rc = st->ops->claimed_with(st, env, token, id)) <= 0)
+		return rc;
+	if (env)
+		return st->ops->environment_abandon(st, id, token, error);
+	return st->ops->run_finish(st, id, token, FINISH_RELEASE, 0, error, 0);
+}
+
+/*
  * Takes or renews the lease called name for holder.  Returns 1 when the
  * caller holds it, 0 when someone else does.
  */

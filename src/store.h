@@ -135,6 +135,8 @@ int	store_run_abandon(struct store *, const char *id, const char *token,
 	    const char *error, double backoff_base, double backoff_max);
 int	store_environment_abandon(struct store *, const char *id,
 	    const char *token, const char *error);
+int	store_release_claim(struct store *, int env, const char *token,
+	    const char *error, char *id);
 int	store_singleton(struct store *, const char *name, const char *holder,
 	    double lease);
 json_t	*store_gc_environments(struct store *, long ttl_days, int dry_run);

@@ -41,6 +41,9 @@ struct store_ops {
 		    const char *, double, double);
 	int	(*environment_abandon)(struct store *, const char *,
 		    const char *, const char *);
+	/* 1 with the id of the run (or environment) held with a token */
+	int	(*claimed_with)(struct store *, int env, const char *,
+		    char *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
 	json_t	*(*gc_environments)(struct store *, long, int);
 	int	(*run_finished_before)(struct store *, const char *, long);

@@ -1176,6 +1176,26 @@ pg_environment_abandon(struct store *st, const char *id, const char *token,
 }
 
 static int
+pg_claimed_with(struct store *st, int env, const char *token, char *id)
+{
+	static const char runs[] =
+	    "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running'";
+	static const char envs[] =
+	    "SELECT id FROM environments WHERE claimed_by = $1"
+	    " AND status = 'building'";
+	PGresult *r;
+	int got;
+
+	if ((r = pg_query((struct pg *)st, env ? envs : runs, "s", token)) ==
+	    NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0))
+		val_copy(r, 0, 0, id, 64);
+	PQclear(r);
+	return got;
+}
+
+static int
 pg_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1576,6 +1596,7 @@ static const struct store_ops pgsql_ops = {
 	.sweep = pg_sweep,
 	.run_abandon = pg_run_abandon,
 	.environment_abandon = pg_environment_abandon,
+	.claimed_with = pg_claimed_with,
 	.singleton = pg_singleton,
 	.gc_environments = pg_gc_environments,
 	.run_finished_before = pg_run_finished_before,

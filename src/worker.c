@@ -265,6 +265,21 @@ worker_recycle(const struct worker *w, long limit)
 	return 0;
 }
 
+/*
+ * For the tests only: ADE_TEST_DIE_AFTER_CLAIM names a file, and the
+ * first worker that finds it there right after a claim committed
+ * removes it and dies by SIGKILL before it records the claim, the way a
+ * crash at that moment would leave things.
+ */
+static const char *die_after_claim;
+
+static void
+worker_claimed(int r)
+{
+	if (r == 1 && die_after_claim != NULL && unlink(die_after_claim) == 0)
+		raise(SIGKILL);
+}
+
 /* Returns 1 if a job was done, 0 if there was nothing, -1 on error. */
 static int
 worker_round(struct worker *w)
@@ -274,9 +289,15 @@ worker_round(struct worker *w)
 	char token[256];
 	int r;
 
+	/*
+	 * The scoreboard learns each token before the claim commits, so a
+	 * worker that dies in between has its claim released at once.
+	 */
 	worker_token(w, token, sizeof(token));
+	sb_set_claiming(SB_CLAIM_ENV, token);
 	r = store_claim_environment(w->store, token, w->conf->lease_seconds,
 	    &ec);
+	worker_claimed(r);
 	if (r == 1) {
 		sb_set_claim(SB_CLAIM_ENV, ec.id, token);
 		sb_set_state(SB_BUILDING);
@@ -284,12 +305,15 @@ worker_round(struct worker *w)
 		worker_job_done(w);
 		return 1;
 	}
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
 	if (r < 0) {
 		log_warnx("claim environment: %s", store_error(w->store));
 		return r;
 	}
 	worker_token(w, token, sizeof(token));
+	sb_set_claiming(SB_CLAIM_RUN, token);
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
+	worker_claimed(r);
 	if (r == 1) {
 		sb_set_claim(SB_CLAIM_RUN, rc.id, token);
 		sb_set_state(SB_RUNNING);
@@ -298,6 +322,7 @@ worker_round(struct worker *w)
 		worker_job_done(w);
 		return 1;
 	}
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
 	if (r < 0)
 		log_warnx("claim run: %s", store_error(w->store));
 	return r;
@@ -349,6 +374,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 		snprintf(host, sizeof(host), "worker");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
+	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
 	worker_signals();
 	worker_dirs(c);
 	/* What an engine or a build step detaches must stay within reach. */

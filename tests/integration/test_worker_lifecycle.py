@@ -166,3 +166,29 @@ def test_nothing_a_build_step_detaches_outlives_the_build(deploy, tmp_path):
         assert pid, "the build step did not run the interpreter"
         assert not pid_alive(pid), f"process {pid} outlived the environment build"
 
+
+# -- a worker that dies between its claim and its scoreboard record ------------------
+
+@pytest.mark.parametrize("claim", ["run", "environment"])
+def test_claim_of_a_worker_dead_before_recording_it_is_released_at_once(deploy, tmp_path,
+                                                                        claim):
+    # The lease is the default fifteen minutes: only an immediate release
+    # lets the run finish within the test's deadline.
+    fresh = claim == "environment"
+    dep = deploy(fresh=fresh, lease_seconds=900)
+    die = tmp_path / "die-after-claim"
+    die.write_text("")
+    run_id = dep.enqueue(SAMPLES / "contacts.csv")["run_id"]
+    superd = dep.start_worker(exit_when_idle=True,
+                              env={"ADE_TEST_DIE_AFTER_CLAIM": str(die)})
+    assert dep.wait_worker(superd, timeout=240) == 0, dep.worker_logs()
+    assert not die.exists(), "no worker died after its claim"
+
+    row = dep.run_row(run_id)
+    assert row["status"] == "succeeded", (row, dep.worker_logs())
+    # a claim that was never acted on costs the run no attempt
+    assert row["attempt_count"] == 1, row
+    starts = [r for r in dep.events(run_id) if r["event"] == "run.start"]
+    assert [r["data"]["attempt"] for r in starts] == [1]
+    (env,) = dep.environments()
+    assert env["status"] == "ready" and env["claimed_by"] is None, env
