@@ -126,7 +126,8 @@ lost_claim(struct job *j)
 	    !worker_quit && now_mono() < _end) {			\
 		log_warnx("run %s: %s; retrying", (j)->claim->id,	\
 		    store_error((j)->w->store));			\
-		sleep(_tries < 5 ? 1 << _tries : 30);			\
+		worker_pause(_tries < 5 ? 1 << _tries : 30,		\
+		    &worker_quit);					\
 		_tries++;						\
 	}								\
 	_rc;								\

@@ -26,6 +26,7 @@ static void
 release_orphans(const struct conf *c, struct store *st)
 {
 	struct sb_orphan *o;
+	char id[64];
 	size_t i;
 	int rc;
 
@@ -33,7 +34,11 @@ release_orphans(const struct conf *c, struct store *st)
 		o = &scoreboard->orphans[i];
 		if (!o->pending)
 			continue;
-		if (o->kind == SB_CLAIM_RUN)
+		/* No id: the worker died making the claim (scoreboard.h). */
+		if (o->id[0] == '\0')
+			rc = store_release_claim(st, o->kind == SB_CLAIM_ENV,
+			    o->token, o->why, id);
+		else if (o->kind == SB_CLAIM_RUN)
 			rc = store_run_abandon(st, o->id, o->token, o->why,
 			    c->backoff_base, c->backoff_max);
 		else
@@ -48,7 +53,7 @@ release_orphans(const struct conf *c, struct store *st)
 		if (rc > 0)
 			log_notice("released %s %s of a dead worker (%s)",
 			    o->kind == SB_CLAIM_RUN ? "run" : "environment",
-			    o->id, o->why);
+			    o->id[0] != '\0' ? o->id : id, o->why);
 		o->pending = 0;
 	}
 }

@@ -5,11 +5,19 @@
  * beyond stdout and stderr: the database connection must never reach
  * engine code.  The parent multiplexes the two pipes with poll and, in
  * between, renews the claim and watches the deadline and the stop flag.
+ *
+ * A process group does not hold everything a child starts: a descendant
+ * that calls setsid(), or forks twice, leaves it.  So the worker is a
+ * child subreaper (proc_adopt_orphans): orphans below it become its
+ * children instead of init's, and when a child ends, whatever it left
+ * behind is killed and reaped (proc_end_descendants) before the step
+ * counts as over.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -171,6 +179,114 @@ group_kill(pid_t pgid, int sig)
 		log_warn("kill process group %ld", (long)pgid);
 }
 
+/*
+ * Makes this process the reaper of its orphaned descendants, so that
+ * none of them can leave its reach by detaching from its parent.
+ */
+int
+proc_adopt_orphans(void)
+{
+	return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
+/*
+ * Sends sig to every child of this process, found in /proc by their
+ * parent pid.  Signalling a child cannot hit a stranger: its pid is not
+ * reused before we reap it.  Returns the number of children, or -1.
+ */
+static int
+kill_children(int sig)
+{
+	char path[64], stat[512], *p, *end;
+	struct dirent *de;
+	pid_t self = getpid();
+	long pid, ppid;
+	ssize_t len;
+	int fd, n = 0;
+	DIR *d;
+
+	if ((d = opendir("/proc")) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL) {
+		pid = strtol(de->d_name, &end, 10);
+		if (*end != '\0' || pid <= 0 || pid == (long)self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		len = read(fd, stat, sizeof(stat) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		stat[len] = '\0';
+		/* "pid (comm) state ppid ...": comm may hold anything. */
+		if ((p = strrchr(stat, ')')) == NULL ||
+		    sscanf(p + 1, " %*c %ld", &ppid) != 1 ||
+		    ppid != (long)self)
+			continue;
+		n++;
+		if (kill((pid_t)pid, sig) == -1 && errno != ESRCH)
+			log_warn("kill %ld", pid);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Kills and reaps every process below this one.  Killing the children
+ * makes their own children ours, so it goes on layer by layer until
+ * none is left; a process stuck in the kernel may hold it up, but not
+ * for long: what is left then is reaped the next time.
+ */
+void
+proc_end_descendants(void)
+{
+	struct timespec pause = { 0, 10 * 1000 * 1000 };
+	double end = now_mono() + PROC_KILL_GRACE;
+	int status, n, killed = 0;
+	pid_t r;
+
+	for (;;) {
+		while ((r = waitpid(-1, &status, WNOHANG)) > 0)
+			;
+		if (r == -1 && errno == ECHILD)
+			break;
+		if ((n = kill_children(SIGKILL)) == -1) {
+			log_warn("/proc");
+			break;
+		}
+		killed += n;
+		if (now_mono() >= end) {
+			log_warnx("descendants of a finished child still "
+			    "alive after %.0f s", PROC_KILL_GRACE);
+			break;
+		}
+		nanosleep(&pause, NULL);
+	}
+	if (killed > 0)
+		log_info("killed %d process%s a finished child left behind",
+		    killed, killed == 1 ? "" : "es");
+}
+
+/*
+ * Reaps whatever child has ended without waiting; returns 1 when one of
+ * them was pid (its status in *status).  The others are orphans that
+ * were adopted, not the child being watched.
+ */
+static int
+reap_all(pid_t pid, int *status)
+{
+	int st, found = 0;
+	pid_t r;
+
+	while ((r = waitpid(-1, &st, WNOHANG)) > 0)
+		if (r == pid) {
+			*status = st;
+			found = 1;
+		}
+	return found;
+}
+
 int
 proc_run(const struct proc_spec *ps, struct proc_result *res)
 {
@@ -269,11 +385,12 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			}
 		}
 		now = now_mono();
-		if (!exited && waitpid(pid, &status, WNOHANG) == pid) {
+		if (!exited && reap_all(pid, &status)) {
 			exited = 1;
 			exit_at = now;
 			/* Nothing the child started may outlive it. */
 			group_kill(pid, SIGKILL);
+			proc_end_descendants();
 		}
 		if (exited) {
 			if (now - exit_at > 2.0)
@@ -330,6 +447,7 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 			;
 	}
+	proc_end_descendants();
 	proc_current_pgid = 0;
 	if (sb_self != NULL)
 		sb_self->engine_pgid = 0;

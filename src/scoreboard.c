@@ -58,6 +58,18 @@ sb_set_claim(enum sb_claim kind, const char *id, const char *token)
 	sb_self->claim_kind = kind;
 }
 
+/*
+ * Records the token of a claim about to be made, before the database
+ * commits it: a worker that dies before sb_set_claim names the row
+ * leaves its token behind, and the claim is released by it at once
+ * instead of when its lease expires.
+ */
+void
+sb_set_claiming(enum sb_claim kind, const char *token)
+{
+	sb_set_claim(kind, "", token);
+}
+
 void
 sb_set_error(const char *msg)
 {

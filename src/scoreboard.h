@@ -30,6 +30,11 @@ enum sb_claim {
 	SB_CLAIM_ENV
 };
 
+/*
+ * A claim with a token but no id is one being made: the worker may die
+ * after the database committed it and before it learnt the row's id,
+ * and the token is all it takes to find and release that row.
+ */
 struct sb_slot {
 	volatile pid_t		pid;
 	volatile pid_t		engine_pgid;
@@ -67,6 +72,7 @@ extern struct sb_slot		*sb_self;	/* a worker's own slot */
 int		 sb_create(void);
 void		 sb_set_state(enum sb_state);
 void		 sb_set_claim(enum sb_claim, const char *id, const char *token);
+void		 sb_set_claiming(enum sb_claim, const char *token);
 void		 sb_set_error(const char *);
 const char	*sb_state_name(int);
 int		 sb_orphan_add(const struct sb_slot *, const char *why);

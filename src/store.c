@@ -2,6 +2,7 @@
  * Chooses the backend named by the configuration and forwards each
  * operation to it.
  */
+#include <poll.h>
 #include <strings.h>
 #include <string.h>
 #include <time.h>
@@ -94,16 +95,23 @@ store_open_failed_for_good(void)
 struct store *
 store_open(const struct conf *c, struct buf *err)
 {
+	struct store *st;
+
 	open_failed_for_good = 0;
 	if (strcmp(c->db_backend, "sqlite") == 0)
-		return store_sqlite_open(c, err);
-	if (strcmp(c->db_backend, "pgsql") == 0)
-		return store_pgsql_open(c, err);
-	if (strcmp(c->db_backend, "mssql") == 0)
-		return store_mssql_open(c, err);
-	buf_printf(err, "the %s backend is not part of this build yet",
-	    c->db_backend);
-	return NULL;
+		st = store_sqlite_open(c, err);
+	else if (strcmp(c->db_backend, "pgsql") == 0)
+		st = store_pgsql_open(c, err);
+	else if (strcmp(c->db_backend, "mssql") == 0)
+		st = store_mssql_open(c, err);
+	else {
+		buf_printf(err, "the %s backend is not part of this build yet",
+		    c->db_backend);
+		return NULL;
+	}
+	if (st != NULL)
+		st->wake_fd = -1;
+	return st;
 }
 
 void
@@ -407,6 +415,28 @@ store_environment_abandon(struct store *st, const char *id, const char *token,
 }
 
 /*
+ * Releases the claim a worker made with token and died before it had
+ * recorded which row it got.  It cannot have begun to work on it, so a
+ * run gets back the attempt the claim counted and is due at once, and
+ * an environment is queued again.  Returns 1 with the row's id in id
+ * (64 bytes), or 0 when no row is held with the token: the claim never
+ * committed, or has been released since.
+ */
+int
+store_release_claim(struct store *st, int env, const char *token,
+    const char *error, char *id)
+{
+	int rc;
+
+	id[0] = '\0';
+	if ((rc = st->ops->claimed_with(st, env, token, id)) <= 0)
+		return rc;
+	if (env)
+		return st->ops->environment_abandon(st, id, token, error);
+	return st->ops->run_finish(st, id, token, FINISH_RELEASE, 0, error, 0);
+}
+
+/*
  * Takes or renews the lease called name for holder.  Returns 1 when the
  * caller holds it, 0 when someone else does.
  */
@@ -458,21 +488,44 @@ store_next_due(struct store *st, double *seconds)
 /*
  * Waits up to timeout seconds for a sign of new work.  Backends that can
  * be told (PostgreSQL's NOTIFY) return 1 when they were; the others just
- * sleep and return 0.  A signal ends the wait early.
+ * sleep and return 0.  A signal, or the descriptor of store_wake_on
+ * becoming readable, ends the wait early.
  */
 int
 store_wait(struct store *st, double timeout)
 {
-	struct timespec ts;
-
 	if (st->ops->wait != NULL)
 		return st->ops->wait(st, timeout);
-	if (timeout <= 0)
-		return 0;
-	ts.tv_sec = (time_t)timeout;
-	ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
-	nanosleep(&ts, NULL);
+	store_pause(st, timeout);
 	return 0;
+}
+
+/*
+ * Names a descriptor that becomes readable when the caller wants every
+ * wait of the store to end (the worker's stop pipe), or -1.  A signal
+ * cuts a sleep short only when it arrives during the sleep; a readable
+ * descriptor also ends the waits that begin after it.
+ */
+void
+store_wake_on(struct store *st, int fd)
+{
+	st->wake_fd = fd;
+}
+
+/* Sleeps up to secs, or until the wake descriptor is readable. */
+void
+store_pause(struct store *st, double secs)
+{
+	struct pollfd pfd;
+
+	if (secs <= 0)
+		return;
+	if (secs > 86400)
+		secs = 86400;
+	pfd.fd = st->wake_fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	(void)poll(&pfd, 1, (int)(secs * 1000) + 1);
 }
 
 /* Whether the backend is told of new work, so that polling can be rare. */

@@ -135,6 +135,8 @@ int	store_run_abandon(struct store *, const char *id, const char *token,
 	    const char *error, double backoff_base, double backoff_max);
 int	store_environment_abandon(struct store *, const char *id,
 	    const char *token, const char *error);
+int	store_release_claim(struct store *, int env, const char *token,
+	    const char *error, char *id);
 int	store_singleton(struct store *, const char *name, const char *holder,
 	    double lease);
 json_t	*store_gc_environments(struct store *, long ttl_days, int dry_run);
@@ -144,6 +146,7 @@ int	store_pending(struct store *, long *count);
 int	store_next_due(struct store *, double *seconds);
 int	store_wait(struct store *, double timeout);
 int	store_listens(struct store *);
+void	store_wake_on(struct store *, int fd);
 
 int	store_register(struct store *, const char *workspace,
 	    const char *configuration, char *workspace_id,

@@ -41,6 +41,9 @@ struct store_ops {
 		    const char *, double, double);
 	int	(*environment_abandon)(struct store *, const char *,
 		    const char *, const char *);
+	/* 1 with the id of the run (or environment) held with a token */
+	int	(*claimed_with)(struct store *, int env, const char *,
+		    char *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
 	json_t	*(*gc_environments)(struct store *, long, int);
 	int	(*run_finished_before)(struct store *, const char *, long);
@@ -62,6 +65,7 @@ struct store {
 	const struct store_ops	*ops;
 	char			 err[1024];
 	int			 dead;	/* the last error lost the connection */
+	int			 wake_fd;	/* readable: end waits now */
 	/* The result columns the tables have (store_result_columns). */
 	const char *const	*cols[3];
 	int			 probed;
@@ -72,6 +76,9 @@ struct store {
  * run_table_columns (2): those of results.c the tables have.
  */
 const char *const *store_result_columns(struct store *, int which);
+
+/* Sleeps up to secs, or until the wake descriptor is readable. */
+void		 store_pause(struct store *, double secs);
 
 /* A backend's open says so when its failure is a configuration error. */
 void		 store_open_permanent(void);

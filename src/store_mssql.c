@@ -2632,6 +2632,31 @@ mq_environment_abandon(struct store *st, const char *id, const char *token,
 	    id, token, error);
 }
 
+static int
+mq_claimed_with(struct store *st, int env, const char *token, char *id)
+{
+	static const char runs[] =
+	    BATCH "SELECT " GUID("id") " AS id FROM runs"
+	    " WHERE claimed_by = @p1 AND status = 'running';";
+	static const char envs[] =
+	    BATCH "SELECT " GUID("id") " AS id FROM environments"
+	    " WHERE claimed_by = @p1 AND status = 'building';";
+	struct mq *m = (struct mq *)st;
+	struct mres r;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	if ((rc = mq_call(m, "claim lookup", &r, env ? envs : runs, "s",
+	    token)) != 0)
+		return rc;
+	if (r.nrows > 0) {
+		mres_copy(&r, 0, 0, id, 64);
+		rc = 1;
+	}
+	mres_clear(&r);
+	return rc;
+}
+
 /*
  * Takes or renews a named lease.  There is no MERGE on Babelfish: the
  * UPDATE renews our own or an expired lease, and only when no row exists
@@ -3066,6 +3091,7 @@ static const struct store_ops mssql_ops = {
 	.sweep = mq_sweep,
 	.run_abandon = mq_run_abandon,
 	.environment_abandon = mq_environment_abandon,
+	.claimed_with = mq_claimed_with,
 	.singleton = mq_singleton,
 	.gc_environments = mq_gc_environments,
 	.run_finished_before = mq_run_finished_before,

@@ -1176,6 +1176,26 @@ pg_environment_abandon(struct store *st, const char *id, const char *token,
 }
 
 static int
+pg_claimed_with(struct store *st, int env, const char *token, char *id)
+{
+	static const char runs[] =
+	    "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running'";
+	static const char envs[] =
+	    "SELECT id FROM environments WHERE claimed_by = $1"
+	    " AND status = 'building'";
+	PGresult *r;
+	int got;
+
+	if ((r = pg_query((struct pg *)st, env ? envs : runs, "s", token)) ==
+	    NULL)
+		return -1;
+	if ((got = PQntuples(r) > 0))
+		val_copy(r, 0, 0, id, 64);
+	PQclear(r);
+	return got;
+}
+
+static int
 pg_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1293,25 +1313,29 @@ static int
 pg_wait(struct store *st, double timeout)
 {
 	struct pg *p = (struct pg *)st;
-	struct pollfd pfd;
+	struct pollfd pfd[2];
 	double end = now_mono() + timeout, left;
 
 	if (pg_ready(p) != 0) {
 		/* Sleep instead, so a dead server is not hammered. */
-		pfd.fd = -1;
-		poll(NULL, 0, (int)(timeout * 1000));
+		store_pause(st, timeout);
 		return 0;
 	}
 	if (drain_notifies(p) > 0)
 		return 1;
 	while ((left = end - now_mono()) > 0) {
-		pfd.fd = PQsocket(p->conn);
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		if (pfd.fd < 0)
+		pfd[0].fd = PQsocket(p->conn);
+		pfd[0].events = POLLIN;
+		pfd[0].revents = 0;
+		pfd[1].fd = st->wake_fd;
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		if (pfd[0].fd < 0)
 			return 0;
-		if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
+		if (poll(pfd, 2, (int)(left * 1000) + 1) <= 0)
 			return 0;	/* timeout, or a signal */
+		if (pfd[1].revents != 0)
+			return 0;	/* asked to stop waiting */
 		if (PQconsumeInput(p->conn) == 0) {
 			pg_fail(p, "listen", NULL);
 			return 0;
@@ -1572,6 +1596,7 @@ static const struct store_ops pgsql_ops = {
 	.sweep = pg_sweep,
 	.run_abandon = pg_run_abandon,
 	.environment_abandon = pg_environment_abandon,
+	.claimed_with = pg_claimed_with,
 	.singleton = pg_singleton,
 	.gc_environments = pg_gc_environments,
 	.run_finished_before = pg_run_finished_before,

@@ -1166,6 +1166,31 @@ sq_environment_abandon(struct store *st, const char *id, const char *token,
 }
 
 static int
+sq_claimed_with(struct store *st, int env, const char *token, char *id)
+{
+	static const char runs[] =
+	    "SELECT id FROM runs WHERE claimed_by = ?1 AND status = 'running'";
+	static const char envs[] =
+	    "SELECT id FROM environments WHERE claimed_by = ?1"
+	    " AND status = 'building'";
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc, got = 0;
+
+	if ((q = sq_query(s, env ? envs : runs, "s", token)) == NULL)
+		return -1;
+	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		col_copy(q, 0, id, 64);
+		got = 1;
+	} else if (rc != SQLITE_DONE) {
+		sq_fail(s, "claim lookup");
+		got = -1;
+	}
+	sq_done(s, q);
+	return got;
+}
+
+static int
 sq_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1523,6 +1548,7 @@ static const struct store_ops sqlite_ops = {
 	.sweep = sq_sweep,
 	.run_abandon = sq_run_abandon,
 	.environment_abandon = sq_environment_abandon,
+	.claimed_with = sq_claimed_with,
 	.singleton = sq_singleton,
 	.gc_environments = sq_gc_environments,
 	.run_finished_before = sq_run_finished_before,

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "backoff.h"
 #include "conf.h"
 #include "log.h"
+#include "proc.h"
 #include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
@@ -34,9 +37,20 @@ volatile sig_atomic_t worker_stop;
 volatile sig_atomic_t worker_quit;
 static volatile sig_atomic_t worker_reopen;
 
+/*
+ * The stop pipe: a stop signal writes a byte into it and nobody reads
+ * it, so from then on it stays readable and every wait that polls it
+ * ends at once, also one that begins after the signal was handled (a
+ * signal that arrives during a database call only sets the flag, and
+ * the wait that follows would otherwise sleep its full length).
+ */
+static int stop_pipe[2] = { -1, -1 };
+
 static void
 on_signal(int sig)
 {
+	int saved = errno;
+
 	if (sig == SIGUSR1) {
 		worker_reopen = 1;
 		return;
@@ -44,6 +58,9 @@ on_signal(int sig)
 	if (sig == SIGQUIT || worker_stop)
 		worker_quit = 1;
 	worker_stop = 1;
+	if (stop_pipe[1] != -1)
+		(void)write(stop_pipe[1], "", 1);
+	errno = saved;
 }
 
 static void
@@ -51,6 +68,10 @@ worker_signals(void)
 {
 	struct sigaction sa;
 
+	if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warn("pipe");
+		stop_pipe[0] = stop_pipe[1] = -1;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -67,17 +88,39 @@ worker_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-/* Sleeps up to secs; a signal ends the sleep early. */
+/* Sleeps up to secs; a stop signal, before or during it, ends it. */
 static void
 nap(double secs)
 {
-	struct timespec ts;
+	struct pollfd pfd;
 
 	if (secs <= 0 || worker_stop)
 		return;
-	ts.tv_sec = (time_t)secs;
-	ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
-	nanosleep(&ts, NULL);
+	pfd.fd = stop_pipe[0];
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	(void)poll(&pfd, 1, (int)(secs * 1000) + 1);
+}
+
+/*
+ * Sleeps up to secs, in steps of at most a second, and ends once *flag
+ * is set: a job that waits to try the database again keeps waiting
+ * through a graceful stop (it finishes its job), but not through a fast
+ * one.
+ */
+void
+worker_pause(double secs, volatile sig_atomic_t *flag)
+{
+	struct timespec ts;
+	double end = now_mono() + secs, left;
+
+	while (!*flag && (left = end - now_mono()) > 0) {
+		if (left > 1)
+			left = 1;
+		ts.tv_sec = (time_t)left;
+		ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+		nanosleep(&ts, NULL);
+	}
 }
 
 /* A fresh fencing token for one claim: "<worker id>#<random>". */
@@ -127,6 +170,7 @@ worker_connect(const struct conf *c, int *permanent)
 	while (!worker_stop) {
 		buf_reset(&err);
 		if ((st = store_open(c, &err)) != NULL) {
+			store_wake_on(st, stop_pipe[0]);
 			if (tries > 0)
 				log_notice("database reachable again after %d "
 				    "attempts", tries + 1);
@@ -223,6 +267,21 @@ worker_recycle(const struct worker *w, long limit)
 	return 0;
 }
 
+/*
+ * For the tests only: ADE_TEST_DIE_AFTER_CLAIM names a file, and the
+ * first worker that finds it there right after a claim committed
+ * removes it and dies by SIGKILL before it records the claim, the way a
+ * crash at that moment would leave things.
+ */
+static const char *die_after_claim;
+
+static void
+worker_claimed(int r)
+{
+	if (r == 1 && die_after_claim != NULL && unlink(die_after_claim) == 0)
+		raise(SIGKILL);
+}
+
 /* Returns 1 if a job was done, 0 if there was nothing, -1 on error. */
 static int
 worker_round(struct worker *w)
@@ -232,9 +291,15 @@ worker_round(struct worker *w)
 	char token[256];
 	int r;
 
+	/*
+	 * The scoreboard learns each token before the claim commits, so a
+	 * worker that dies in between has its claim released at once.
+	 */
 	worker_token(w, token, sizeof(token));
+	sb_set_claiming(SB_CLAIM_ENV, token);
 	r = store_claim_environment(w->store, token, w->conf->lease_seconds,
 	    &ec);
+	worker_claimed(r);
 	if (r == 1) {
 		sb_set_claim(SB_CLAIM_ENV, ec.id, token);
 		sb_set_state(SB_BUILDING);
@@ -242,12 +307,15 @@ worker_round(struct worker *w)
 		worker_job_done(w);
 		return 1;
 	}
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
 	if (r < 0) {
 		log_warnx("claim environment: %s", store_error(w->store));
 		return r;
 	}
 	worker_token(w, token, sizeof(token));
+	sb_set_claiming(SB_CLAIM_RUN, token);
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
+	worker_claimed(r);
 	if (r == 1) {
 		sb_set_claim(SB_CLAIM_RUN, rc.id, token);
 		sb_set_state(SB_RUNNING);
@@ -256,6 +324,7 @@ worker_round(struct worker *w)
 		worker_job_done(w);
 		return 1;
 	}
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
 	if (r < 0)
 		log_warnx("claim run: %s", store_error(w->store));
 	return r;
@@ -307,6 +376,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 		snprintf(host, sizeof(host), "worker");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
+	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
 	worker_signals();
 	worker_dirs(c);
 	/*
@@ -316,6 +386,9 @@ worker_main(const struct conf *c, int exit_when_idle)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warn("prctl PR_SET_DUMPABLE");
 	sandbox_setup(c);
+	/* What an engine or a build step detaches must stay within reach. */
+	if (proc_adopt_orphans() == -1)
+		log_warn("prctl(PR_SET_CHILD_SUBREAPER)");
 
 	if ((w.store = worker_connect(c, &permanent)) == NULL)
 		return permanent ? WORKER_EXIT_CONFIG : worker_stop ?

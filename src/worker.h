@@ -33,6 +33,7 @@ extern volatile sig_atomic_t worker_quit;	/* stop the job now */
 
 int	worker_main(const struct conf *, int exit_when_idle);
 void	worker_token(const struct worker *, char *, size_t);
+void	worker_pause(double, volatile sig_atomic_t *);
 
 void	job_build_environment(struct worker *, const struct env_claim *,
 	    const char *token);

@@ -31,6 +31,10 @@ the --input file that look like ``key=value``.  ``mode`` picks what it does:
 Other keys:
 
   ignore_term=1   (hang) the engine itself ignores SIGTERM too
+  escape=PATH     (any mode) first leaves behind a process that escapes the
+                  engine's process group and session the way a daemon does
+                  (fork, setsid, fork again; its parent exits), sleeps an hour
+                  with its output on /dev/null, and has its pid in PATH
   payload=        (success) ``sample`` by default; ``none``: no
                   engine.run.completed, output/other.bin written; ``bare``:
                   neither a completion nor an output file; ``dupes``:
@@ -268,6 +272,25 @@ def write_pid(path: str | None, pid: int) -> None:
     os.replace(tmp, path)
 
 
+def escape(path: str) -> None:
+    """Leaves a detached sleeper behind, as a careless engine plugin would."""
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            write_pid(path, os.getpid())
+            time.sleep(3600)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(first, 0)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def hang(todo: dict) -> None:
     if todo.get("ignore_term") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -390,6 +413,8 @@ def main(argv: list[str]) -> None:
         usage(f"file does not exist: {input_file}")
     todo = instructions(input_file)
     record_context(todo)
+    if todo.get("escape"):
+        escape(todo["escape"])
     mode = todo.get("mode", "success")
     emit("engine.run.started", "Run started", {"input_file": str(input_file), "mode": mode})
     if mode == "success":

@@ -1,8 +1,9 @@
 /*
  * Tests the child runner: the claim is given up when no heartbeat has
  * got through for lost_after seconds, counted across the children of one
- * job; and no descriptor reaches the child even where close_range(2) is
- * refused.
+ * job; no descriptor reaches the child even where close_range(2) is
+ * refused; and nothing a child detached from itself outlives it, while
+ * the orphans adopted meanwhile are not taken for the child.
  */
 #include "unit.h"
 
@@ -137,12 +138,101 @@ test_descriptors_closed_without_close_range(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/*
+ * A child that starts a process in a session of its own, out of reach of
+ * its process group, and exits: once proc_run returns, that process is
+ * gone too.  Runs in a process of its own, which becomes a subreaper.
+ */
+static void
+test_detached_descendant_ends_with_the_child(void **state)
+{
+	char pidfile[] = "/tmp/ade-test-proc-XXXXXX";
+	char *argv[] = { "sh", "-c", "setsid sh -c 'echo $$ > \"$0.tmp\" && "
+	    "mv \"$0.tmp\" \"$0\"; exec sleep 60' \"$0\" </dev/null "
+	    ">/dev/null 2>&1 & while [ ! -s \"$0\" ]; do sleep 0.01; done",
+	    pidfile, NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+	long sleeper = 0;
+	int status, fd;
+	FILE *f;
+	pid_t pid;
+
+	(void)state;
+	if ((fd = mkstemp(pidfile)) == -1)
+		fail();
+	close(fd);
+	unlink(pidfile);
+	if ((pid = fork()) == 0) {
+		if (proc_adopt_orphans() == -1)
+			_exit(2);
+		buf_init(&out);
+		spec(&ps, argv, &out);
+		if (proc_run(&ps, &res) == -1 || res.exit_code != 0)
+			_exit(3);
+		if ((f = fopen(pidfile, "r")) == NULL)
+			_exit(4);
+		if (fscanf(f, "%ld", &sleeper) != 1 || sleeper <= 0)
+			_exit(5);
+		fclose(f);
+		_exit(kill((pid_t)sleeper, 0) == -1 && errno == ESRCH ? 0 : 1);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if ((f = fopen(pidfile, "r")) != NULL) {
+		if (fscanf(f, "%ld", &sleeper) == 1 && sleeper > 0)
+			kill((pid_t)sleeper, SIGKILL);
+		fclose(f);
+	}
+	unlink(pidfile);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/*
+ * An orphan that the subreaper adopts and that exits while the child
+ * still runs is reaped along the way; the child's own exit status is
+ * the one reported.
+ */
+static void
+test_adopted_orphan_is_not_the_child(void **state)
+{
+	char *argv[] = { "sh", "-c", "(sh -c 'exit 7' &); sleep 0.5; exit 5",
+	    NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	if ((pid = fork()) == 0) {
+		if (proc_adopt_orphans() == -1)
+			_exit(2);
+		buf_init(&out);
+		spec(&ps, argv, &out);
+		if (proc_run(&ps, &res) == -1)
+			_exit(3);
+		/* No child of ours is left, zombie or not. */
+		if (waitpid(-1, &status, WNOHANG) != -1 || errno != ECHILD)
+			_exit(4);
+		_exit(res.exit_code == 5 ? 0 : 1);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_heartbeat_loss_spans_steps),
 		cmocka_unit_test(test_descriptors_closed_without_close_range),
+		cmocka_unit_test(test_detached_descendant_ends_with_the_child),
+		cmocka_unit_test(test_adopted_orphan_is_not_the_child),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
