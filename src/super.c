@@ -58,8 +58,9 @@ struct slot {
 
 static struct {
 	struct ev_loop	*loop;
-	struct conf	*conf;
+	struct conf	*conf;		/* ours: reload replaces it */
 	const char	*conf_path;
+	char		*pidfile;
 	int		 wanted;
 	struct slot	 slots[SB_MAX_SLOTS];
 	int		 draining;	/* 1 graceful, 2 quit */
@@ -676,6 +677,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 
 	memset(&S, 0, sizeof(S));
 	S.conf = c;
+	S.pidfile = pidfile != NULL ? xstrdup(pidfile) : NULL;
 	S.conf_path = conf_path;
 	S.exit_when_idle = exit_when_idle;
 	S.wanted = (int)c->workers;
@@ -688,13 +690,15 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	snprintf(S.holder, sizeof(S.holder), "%s:%ld", host, (long)getpid());
 	if (sb_create() == -1) {
 		log_error("cannot map the scoreboard: %s", strerror(errno));
-		return WORKER_EXIT_ERROR;
+		S.exit_code = WORKER_EXIT_ERROR;
+		goto out;
 	}
 	if ((S.ctl_fd = ctl_listen(c)) == -1) {
 		log_error("control socket %s: %s", c->socket_path,
 		    errno == EADDRINUSE ? "another ade-superd answers on it" :
 		    strerror(errno));
-		return WORKER_EXIT_CONFIG;
+		S.exit_code = WORKER_EXIT_CONFIG;
+		goto out;
 	}
 	S.loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
@@ -718,8 +722,8 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		spawn((int)i);
 	/* One pass at start: recover what a previous run left behind. */
 	maint_spawn();
-	if (pidfile != NULL && pidfile_write(pidfile) == -1) {
-		log_error("cannot write pidfile %s: %s", pidfile,
+	if (S.pidfile != NULL && pidfile_write(S.pidfile) == -1) {
+		log_error("cannot write pidfile %s: %s", S.pidfile,
 		    strerror(errno));
 		quit();
 	}
@@ -745,8 +749,12 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	ev_run(S.loop, 0);
 	close(S.ctl_fd);
 	unlink(S.conf->socket_path);
-	if (pidfile != NULL)
-		unlink(pidfile);
+	if (S.pidfile != NULL)
+		unlink(S.pidfile);
 	log_notice("supervisor stopped");
+out:
+	free(S.pidfile);
+	conf_free(S.conf);
+	S.conf = NULL;
 	return S.exit_code;
 }

@@ -3,6 +3,10 @@
  * maintenance process, restarts what dies, turns signals into drain,
  * reload, log reopening and scaling, and serves the control socket.  It
  * never touches the database.
+ *
+ * super_run() takes over the configuration it is given: a reload frees
+ * it and puts a new one in its place, and super_run() frees whichever is
+ * current when it returns.
  */
 #ifndef ADE_SUPER_H
 #define ADE_SUPER_H

@@ -200,8 +200,8 @@ main(int argc, char *argv[])
 		return WORKER_EXIT_CONFIG;
 	if (!fg)
 		ready = daemonize();
+	/* super_run frees conf (or the one a reload put in its place). */
 	rc = super_run(conf, path, idle, ready, conf->pidfile[0] != '\0' ?
 	    conf->pidfile : NULL);
-	conf_free(conf);
 	return rc;
 }

@@ -289,3 +289,24 @@ def test_killed_supervisor_stops_its_workers_and_a_new_one_recovers(deploy):
     dep.start_worker()
     for run in runs:
         assert dep.wait_run(run, timeout=90)["status"] == "succeeded"
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+@pytest.mark.parametrize("how", ["hup", "ctl"])
+def test_term_after_a_reload_exits_0_and_removes_the_pidfile(deploy, how):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    dep.configure(**{"supervisor.pidfile": str(pidfile)})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 20, "a worker")
+    assert int(pidfile.read_text()) == sup.pid
+    before = worker_pids(dep)
+    if how == "hup":
+        sup.send_signal(signal.SIGHUP)
+    else:
+        assert dep.ctl("reload").stdout.startswith("ok")
+    wait_until(lambda: worker_pids(dep) and worker_pids(dep) != before, 30,
+               "the worker to be replaced")
+    sup.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(sup, timeout=60) == 0, dep.worker_logs()
+    assert not pidfile.exists()
