@@ -47,12 +47,18 @@
 #define RESTART_CEILING		60.0
 #define KILL_GRACE		10.0
 
+/*
+ * A worker is sent TERM at most once (stopping): it takes a second TERM
+ * for QUIT.
+ */
 struct slot {
 	pid_t		 pid;
 	double		 started;
 	double		 delay;
 	int		 failed;
 	int		 replace;	/* stopped on purpose: start again */
+	int		 stopping;	/* sent TERM */
+	unsigned	 generation;	/* of the configuration it started with */
 	ev_timer	 respawn;
 };
 
@@ -80,6 +86,7 @@ static struct {
 	ev_timer	 kill_timer;
 	ev_child	 child;
 	ev_signal	 sigs[8];
+	unsigned	 generation;	/* counts reloads */
 } S;
 
 static void	spawn(int);
@@ -159,6 +166,8 @@ spawn(int i)
 	s->pid = pid;
 	s->started = ev_now(S.loop);
 	s->replace = 0;
+	s->stopping = 0;
+	s->generation = S.generation;
 	sb->pid = pid;
 	sb->started = time(NULL);
 	log_info("worker %d started (pid %ld)", i, (long)pid);
@@ -357,6 +366,21 @@ signal_workers(int sig)
 			kill(S.slots[i].pid, sig);
 }
 
+/*
+ * Asks a worker to finish its job and exit.  Only once: a worker takes a
+ * second TERM for QUIT, and the run it holds would be put back.
+ */
+static void
+stop_worker(int i)
+{
+	struct slot *s = &S.slots[i];
+
+	if (s->pid == 0 || s->stopping)
+		return;
+	s->stopping = 1;
+	kill(s->pid, SIGTERM);
+}
+
 static void
 kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -402,9 +426,10 @@ drain(void)
 	S.draining = 1;
 	log_notice("draining: no new claims; waiting up to %.0f s for "
 	    "running jobs", S.conf->drain_timeout);
-	for (i = 0; i < SB_MAX_SLOTS; i++)
+	for (i = 0; i < SB_MAX_SLOTS; i++) {
 		ev_timer_stop(S.loop, &S.slots[i].respawn);
-	signal_workers(SIGTERM);
+		stop_worker(i);
+	}
 	ev_timer_set(&S.drain_timer, S.conf->drain_timeout, 0);
 	ev_timer_start(S.loop, &S.drain_timer);
 	maybe_done();
@@ -430,8 +455,7 @@ scale(int n)
 				spawn(i);
 		} else {
 			ev_timer_stop(S.loop, &S.slots[i].respawn);
-			if (S.slots[i].pid != 0)
-				kill(S.slots[i].pid, SIGTERM);
+			stop_worker(i);
 		}
 	}
 }
@@ -474,19 +498,28 @@ reload(struct buf *out)
 	buf_free(&changed);
 	conf_free(S.conf);
 	S.conf = nc;
+	S.generation++;
+	/* New slots start with the new settings. */
+	if ((int)nc->workers != S.wanted)
+		scale((int)nc->workers);
 	if (log_parse_level(nc->log_level, &level) == 0)
 		log_setlevel(level);
 	ev_timer_set(&S.maint_timer, nc->cleanup_interval,
 	    nc->cleanup_interval);
 	ev_timer_again(S.loop, &S.maint_timer);
+	/*
+	 * Idle workers exit at once and busy ones after their job; each
+	 * slot's successor starts with the new configuration.  A worker
+	 * already stopping is not signalled again: its successor reads
+	 * the newest configuration anyway.
+	 */
 	log_notice("configuration reloaded; replacing workers");
-	for (i = 0; i < SB_MAX_SLOTS; i++)
-		if (S.slots[i].pid != 0) {
+	for (i = 0; i < S.wanted && i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].pid != 0 &&
+		    S.slots[i].generation != S.generation) {
 			S.slots[i].replace = 1;
-			kill(S.slots[i].pid, SIGTERM);
+			stop_worker(i);
 		}
-	if ((int)nc->workers != S.wanted)
-		scale((int)nc->workers);
 	return 0;
 }
 

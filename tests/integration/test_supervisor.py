@@ -310,3 +310,57 @@ def test_term_after_a_reload_exits_0_and_removes_the_pidfile(deploy, how):
     sup.send_signal(signal.SIGTERM)
     assert dep.wait_worker(sup, timeout=60) == 0, dep.worker_logs()
     assert not pidfile.exists()
+
+
+def ledger_run(dep, name: str, seconds: float):
+    """A run whose engine writes "start" and, seconds later, "end" to a ledger."""
+    ledger = dep.root / f"{name}.ledger"
+    doc = write_input(dep.root / f"{name}.csv", mode="ledger", ledger=ledger,
+                      seconds=seconds)
+    return dep.enqueue(doc)["run_id"], ledger
+
+
+def engine_started(ledger) -> bool:
+    return ledger.exists() and " start\n" in ledger.read_text()
+
+
+def test_term_after_a_reload_lets_the_busy_worker_finish_its_run(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 1, "supervisor.drain_timeout": 120})
+    run, ledger = ledger_run(dep, "busy", 8)
+    sup = dep.start_worker()
+    slot_holding(dep, run)
+    wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    assert dep.ctl("reload").stdout.startswith("ok")
+    sup.send_signal(signal.SIGTERM)
+    # The reload and the drain each asked the worker to stop after its job:
+    # neither may cut the job short.
+    assert dep.wait_worker(sup, timeout=120) == 0, dep.worker_logs()
+    row = dep.run_row(run)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    assert ledger.read_text().count(" end\n") == 1
+
+
+def test_two_reloads_replace_idle_workers_at_once_and_busy_ones_after_their_job(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    run, ledger = ledger_run(dep, "busy", 8)
+    sup = dep.start_worker()
+    busy = slot_holding(dep, run)
+    wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    wait_until(lambda: len(worker_pids(dep)) == 2, 30, "two workers")
+    idle = [p for p in worker_pids(dep) if p != busy["pid"]]
+    for _ in range(2):
+        assert dep.ctl("reload").stdout.startswith("ok")
+    # The idle worker is replaced at once, the busy one keeps its run.
+    wait_until(lambda: len(worker_pids(dep)) == 2 and idle[0] not in worker_pids(dep),
+               30, "the idle worker to be replaced")
+    assert pid_alive(busy["pid"])
+    assert slot_holding(dep, run)["pid"] == busy["pid"]
+    row = dep.wait_run(run, timeout=120)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    # ... and is replaced once it has finished.
+    wait_until(lambda: len(worker_pids(dep)) == 2 and busy["pid"] not in worker_pids(dep),
+               30, "the busy worker to be replaced after its run")
+    assert sup.poll() is None
