@@ -48,13 +48,15 @@
 #define KILL_GRACE		10.0
 
 /*
- * A worker is sent TERM at most once (stopping): it takes a second TERM
- * for QUIT.
+ * A slot is active while the supervisor wants a worker in it; scaling
+ * down makes a slot inactive and lets its worker finish.  A worker is
+ * sent TERM at most once (stopping): it takes a second TERM for QUIT.
  */
 struct slot {
 	pid_t		 pid;
 	double		 started;
 	double		 delay;
+	int		 active;
 	int		 failed;
 	int		 replace;	/* stopped on purpose: start again */
 	int		 stopping;	/* sent TERM */
@@ -86,8 +88,17 @@ static struct {
 	ev_timer	 kill_timer;
 	ev_child	 child;
 	ev_signal	 sigs[8];
+	ev_async	 scale_async;
 	unsigned	 generation;	/* counts reloads */
+	int		 ups_seen;
+	int		 downs_seen;
 } S;
+
+/*
+ * TTIN and TTOU are counted by a handler of our own: libev reports a
+ * signal that arrived twice before its watcher ran only once.
+ */
+static volatile sig_atomic_t scale_ups, scale_downs;
 
 static void	spawn(int);
 static void	maybe_done(void);
@@ -143,7 +154,7 @@ spawn(int i)
 	struct sb_slot *sb = &scoreboard->slots[i];
 	pid_t parent = getpid(), pid;
 
-	if (S.draining || i >= S.wanted || s->failed || s->pid != 0)
+	if (S.draining || !s->active || s->failed || s->pid != 0)
 		return;
 	memset((void *)sb, 0, sizeof(*sb));
 	sb->state = SB_STARTING;
@@ -256,7 +267,7 @@ reap_worker(int i, int status)
 		return;
 	}
 	sb->state = SB_EMPTY;
-	if (S.draining || i >= S.wanted)
+	if (S.draining || !s->active)
 		return;
 	if (S.exit_when_idle && code == WORKER_EXIT_OK && !s->replace) {
 		log_info("worker %d finished: the queue is drained", i);
@@ -332,7 +343,7 @@ maybe_done(void)
 	int i, failed = 0;
 
 	for (i = 0; i < SB_MAX_SLOTS; i++)
-		failed += i < S.wanted && S.slots[i].failed;
+		failed += S.slots[i].active && S.slots[i].failed;
 	if (workers_left() > 0)
 		return;
 	/*
@@ -435,10 +446,32 @@ drain(void)
 	maybe_done();
 }
 
+/*
+ * Which worker to retire first when scaling down: a slot without a
+ * worker, then one already on its way out, then an idle one; a busy one
+ * only when nothing else is left.
+ */
+static int
+retire_rank(int i)
+{
+	struct slot *s = &S.slots[i];
+	struct sb_slot *sb = &scoreboard->slots[i];
+
+	if (s->pid == 0)
+		return 0;
+	if (s->stopping)
+		return 1;
+	if (sb->claim_kind == SB_CLAIM_NONE && (sb->state == SB_IDLE ||
+	    sb->state == SB_STARTING || sb->state == SB_EMPTY))
+		return 2;
+	return 3;
+}
+
 static void
 scale(int n)
 {
-	int i;
+	struct slot *s;
+	int i, best, active = 0;
 
 	if (n < 0)
 		n = 0;
@@ -446,17 +479,39 @@ scale(int n)
 		n = SB_MAX_SLOTS;
 	log_notice("workers: %d -> %d", S.wanted, n);
 	S.wanted = n;
-	for (i = 0; i < SB_MAX_SLOTS; i++) {
-		if (i < n) {
-			S.slots[i].failed = S.slots[i].failed &&
-			    S.slots[i].pid == 0 ? S.slots[i].failed : 0;
-			if (S.slots[i].pid == 0 &&
-			    !ev_is_active(&S.slots[i].respawn))
-				spawn(i);
-		} else {
-			ev_timer_stop(S.loop, &S.slots[i].respawn);
-			stop_worker(i);
-		}
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		active += S.slots[i].active;
+	/* Free slots first; then slots whose retiring worker still runs. */
+	for (i = 0; i < SB_MAX_SLOTS && active < n; i++) {
+		s = &S.slots[i];
+		if (s->active || s->pid != 0)
+			continue;
+		s->active = 1;
+		s->failed = 0;
+		s->delay = 0;
+		active++;
+		spawn(i);
+	}
+	for (i = 0; i < SB_MAX_SLOTS && active < n; i++) {
+		s = &S.slots[i];
+		if (s->active)
+			continue;
+		s->active = 1;
+		s->replace = 1;
+		active++;
+	}
+	while (active > n) {
+		best = -1;
+		for (i = SB_MAX_SLOTS - 1; i >= 0; i--)
+			if (S.slots[i].active && (best == -1 ||
+			    retire_rank(i) < retire_rank(best)))
+				best = i;
+		s = &S.slots[best];
+		s->active = 0;
+		s->replace = 0;
+		ev_timer_stop(S.loop, &s->respawn);
+		stop_worker(best);
+		active--;
 	}
 }
 
@@ -499,7 +554,10 @@ reload(struct buf *out)
 	conf_free(S.conf);
 	S.conf = nc;
 	S.generation++;
-	/* New slots start with the new settings. */
+	/*
+	 * Retire the surplus before replacing the rest, so that idle workers
+	 * go rather than busy ones; new slots start with the new settings.
+	 */
 	if ((int)nc->workers != S.wanted)
 		scale((int)nc->workers);
 	if (log_parse_level(nc->log_level, &level) == 0)
@@ -514,8 +572,8 @@ reload(struct buf *out)
 	 * the newest configuration anyway.
 	 */
 	log_notice("configuration reloaded; replacing workers");
-	for (i = 0; i < S.wanted && i < SB_MAX_SLOTS; i++)
-		if (S.slots[i].pid != 0 &&
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].active && S.slots[i].pid != 0 &&
 		    S.slots[i].generation != S.generation) {
 			S.slots[i].replace = 1;
 			stop_worker(i);
@@ -543,15 +601,29 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_notice("log files reopened");
 		signal_workers(SIGUSR1);
 		break;
-	case SIGTTIN:
-		if (!S.draining)
-			scale(S.wanted + 1);
-		break;
-	case SIGTTOU:
-		if (!S.draining)
-			scale(S.wanted - 1);
-		break;
 	}
+}
+
+static void
+on_scale_signal(int sig)
+{
+	if (sig == SIGTTIN)
+		scale_ups++;
+	else
+		scale_downs++;
+	ev_async_send(S.loop, &S.scale_async);
+}
+
+static void
+scale_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	int ups = scale_ups, downs = scale_downs;
+	int n = (ups - S.ups_seen) - (downs - S.downs_seen);
+
+	S.ups_seen = ups;
+	S.downs_seen = downs;
+	if (n != 0 && !S.draining)
+		scale(S.wanted + n);
 }
 
 static json_t *
@@ -563,7 +635,7 @@ status_json(void)
 
 	for (i = 0; i < SB_MAX_SLOTS; i++) {
 		sb = &scoreboard->slots[i];
-		if (i >= S.wanted && sb->pid == 0 && !S.slots[i].failed)
+		if (!S.slots[i].active && sb->pid == 0 && !S.slots[i].failed)
 			continue;
 		o = json_pack("{s:i, s:I, s:s, s:I, s:I, s:I}", "slot", i,
 		    "pid", (json_int_t)sb->pid, "state",
@@ -703,8 +775,9 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
     int ready_fd, const char *pidfile)
 {
 	static const int sigs[] = {
-		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU
+		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1
 	};
+	struct sigaction sa;
 	char host[128];
 	size_t i;
 
@@ -739,6 +812,16 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		ev_signal_init(&S.sigs[i], signal_cb, sigs[i]);
 		ev_signal_start(S.loop, &S.sigs[i]);
 	}
+	ev_async_init(&S.scale_async, scale_cb);
+	ev_async_start(S.loop, &S.scale_async);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_scale_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGTTIN);
+	sigaddset(&sa.sa_mask, SIGTTOU);
+	sigaction(SIGTTIN, &sa, NULL);
+	sigaction(SIGTTOU, &sa, NULL);
 	ev_child_init(&S.child, child_cb, 0, 0);
 	ev_child_start(S.loop, &S.child);
 	ev_io_init(&S.ctl_io, ctl_cb, S.ctl_fd, EV_READ);
@@ -751,8 +834,10 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	S.next_gc = ev_now(S.loop) + c->gc_interval;
 	for (i = 0; i < SB_MAX_SLOTS; i++)
 		ev_timer_init(&S.slots[i].respawn, respawn_cb, 0, 0);
-	for (i = 0; i < (size_t)S.wanted; i++)
+	for (i = 0; i < (size_t)S.wanted; i++) {
+		S.slots[i].active = 1;
 		spawn((int)i);
+	}
 	/* One pass at start: recover what a previous run left behind. */
 	maint_spawn();
 	if (S.pidfile != NULL && pidfile_write(S.pidfile) == -1) {

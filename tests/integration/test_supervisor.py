@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,11 @@ def status(dep) -> dict:
         result = dep.ctl("status", json_out=True, check=False)
         return json.loads(result.stdout) if result.returncode == 0 else None
     return wait_until(ask, 20, "the supervisor's control socket")
+
+
+def control_socket(dep) -> Path:
+    return Path(dep.settings.get("supervisor", {}).get("control_socket")
+                or dep.data_dir / "run" / "control.sock")
 
 
 def worker_pids(dep) -> list[int]:
@@ -363,4 +370,62 @@ def test_two_reloads_replace_idle_workers_at_once_and_busy_ones_after_their_job(
     # ... and is replaced once it has finished.
     wait_until(lambda: len(worker_pids(dep)) == 2 and busy["pid"] not in worker_pids(dep),
                30, "the busy worker to be replaced after its run")
+    assert sup.poll() is None
+
+
+def test_scaling_down_retires_idle_workers_before_busy_ones(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 3})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 3 and
+               all(s["state"] == "idle" for s in status(dep)["slots"]), 30,
+               "three idle workers")
+    slots = sorted(status(dep)["slots"], key=lambda s: s["slot"])
+    # Only the worker of the last slot may claim: the others are paused.
+    paused = [s["pid"] for s in slots[:2]]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run, ledger = ledger_run(dep, "busy", 8)
+        busy = slot_holding(dep, run)
+        assert busy["slot"] == slots[2]["slot"]
+        wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    assert dep.ctl("scale", "1").stdout.startswith("ok")
+    wait_until(lambda: worker_pids(dep) == [busy["pid"]], 30, "the idle workers to go")
+    row = dep.wait_run(run, timeout=120)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    assert status(dep)["workers"] == 1
+    assert sup.poll() is None
+
+
+def signal_pending(pid: int, sig: int) -> bool:
+    """Whether a signal sent to pid waits to be delivered."""
+    bit = 1 << (sig - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value, 16) & bit:
+            return True
+    return False
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_two_quick_ttou_remove_two_workers(deploy):
+    dep = deploy(**{"supervisor.workers": 3})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 3, 30, "three workers")
+    # A control client that says nothing keeps the supervisor busy for a
+    # while (or not at all): the signals may arrive before its event loop
+    # looks at them.  The kernel merges a signal with one still pending,
+    # so the second is sent once the first has reached the supervisor.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quiet:
+        quiet.connect(str(status(dep) and control_socket(dep)))
+        for _ in range(2):
+            sup.send_signal(signal.SIGTTOU)
+            wait_until(lambda: not signal_pending(sup.pid, signal.SIGTTOU), 10,
+                       "the signal to be delivered", interval=0.001)
+    wait_until(lambda: status(dep)["workers"] == 1 and len(worker_pids(dep)) == 1, 30,
+               "one worker")
     assert sup.poll() is None
