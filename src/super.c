@@ -82,6 +82,7 @@ static struct {
 	time_t		 started;
 	int		 ctl_fd;
 	int		 client_fd;	/* the control connection being served */
+	int		*ready_fd;
 	ev_io		 ctl_io;
 	ev_timer	 maint_timer;
 	ev_timer	 drain_timer;
@@ -145,6 +146,9 @@ child_setup(pid_t parent)
 	 */
 	if (S.client_fd != -1)
 		close(S.client_fd);
+	if (S.ready_fd != NULL && *S.ready_fd != -1)
+		close(*S.ready_fd);
+	log_echo(-1);
 }
 
 static void
@@ -772,7 +776,7 @@ ctl_listen(const struct conf *c)
 
 int
 super_run(struct conf *c, const char *conf_path, int exit_when_idle,
-    int ready_fd, const char *pidfile)
+    int *ready_fd, const char *pidfile)
 {
 	static const int sigs[] = {
 		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1
@@ -784,6 +788,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	memset(&S, 0, sizeof(S));
 	S.conf = c;
 	S.pidfile = pidfile != NULL ? xstrdup(pidfile) : NULL;
+	S.ready_fd = ready_fd;
 	S.conf_path = conf_path;
 	S.exit_when_idle = exit_when_idle;
 	S.wanted = (int)c->workers;
@@ -843,6 +848,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	if (S.pidfile != NULL && pidfile_write(S.pidfile) == -1) {
 		log_error("cannot write pidfile %s: %s", S.pidfile,
 		    strerror(errno));
+		S.exit_code = WORKER_EXIT_CONFIG;
 		quit();
 	}
 	log_notice("supervisor started: %d workers, control socket %s",
@@ -859,10 +865,14 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		    "server's section sets \"encryption = require\" and a "
 		    "\"ca file\"", c->db_encrypt,
 		    c->db_trust_server_cert ? "yes" : "no");
-	if (ready_fd != -1) {
-		if (write(ready_fd, "ok", 2) == -1)
-			log_warn("ready pipe");
-		close(ready_fd);
+	if (S.exit_code == 0) {
+		log_echo(-1);
+		if (*ready_fd != -1) {
+			if (write(*ready_fd, "\0" "0", 2) == -1)
+				log_warn("ready pipe");
+			close(*ready_fd);
+			*ready_fd = -1;
+		}
 	}
 	ev_run(S.loop, 0);
 	close(S.ctl_fd);

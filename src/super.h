@@ -6,7 +6,9 @@
  *
  * super_run() takes over the configuration it is given: a reload frees
  * it and puts a new one in its place, and super_run() frees whichever is
- * current when it returns.
+ * current when it returns.  Once it is ready it writes a NUL byte and
+ * "0" to *ready_fd (unless that is -1), closes it and sets it to -1;
+ * until then, errors are logged to standard error (or *ready_fd) too.
  */
 #ifndef ADE_SUPER_H
 #define ADE_SUPER_H
@@ -14,6 +16,6 @@
 struct conf;
 
 int	super_run(struct conf *, const char *conf_path, int exit_when_idle,
-	    int ready_fd, const char *pidfile);
+	    int *ready_fd, const char *pidfile);
 
 #endif

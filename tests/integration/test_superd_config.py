@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 
 import pytest
 
-from adetest import CTL, SUPERD, clean_env
+from adetest import CTL, SUPERD, clean_env, pid_alive, wait_until
 
 REQUIRED_TABLES = ["workspaces", "configurations", "documents", "runs", "environments",
                    "run_metrics", "run_fields", "run_table_columns", "worker_leases"]
@@ -163,3 +164,64 @@ def test_environment_wins_over_the_file(tmp_path):
                               "ADE_WORKER_POLL_INTERVAL_MAX": "0.1"})
     assert result.returncode == 1
     assert result.stderr.startswith("environment: "), result.stderr
+
+
+def start_daemon(dep) -> subprocess.CompletedProcess:
+    """ade-superd as an init script starts it: a daemon, the command returning
+    once it is ready or has failed."""
+    return subprocess.run([str(SUPERD), "-c", str(dep.conf_path)], capture_output=True,
+                          text=True, env=clean_env(), timeout=120)
+
+
+def stop_daemon(pidfile) -> None:
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), 60, "the daemon to stop")
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_start_reports_ready_and_writes_its_pidfile(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    try:
+        result = start_daemon(dep)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert pid_alive(int(pidfile.read_text()))
+    finally:
+        stop_daemon(pidfile)
+    assert not pidfile.exists()
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_start_with_a_live_pidfile_fails_with_78_and_says_why(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")       # a live process: this one
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    result = start_daemon(dep)
+    assert result.returncode == 78, result.stderr
+    assert str(pidfile) in result.stderr and str(os.getpid()) in result.stderr
+    assert pidfile.read_text() == f"{os.getpid()}\n"
+    assert not (dep.data_dir / "run" / "control.sock").exists()
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_that_fails_after_forking_passes_its_error_and_status_back(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    first = dep.start_worker()
+    wait_until(lambda: dep.ctl("status", check=False).returncode == 0, 30,
+               "the first supervisor's control socket")
+    # A second one on the same control socket fails once it is a daemon.
+    pidfile = dep.root / "second.pid"
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    try:
+        result = start_daemon(dep)
+    finally:
+        stop_daemon(pidfile)
+    assert result.returncode == 78, result.stderr
+    assert "control.sock" in result.stderr
+    assert not pidfile.exists()
+    assert first.poll() is None
