@@ -214,13 +214,15 @@ main(int argc, char *argv[])
 	if (optind != argc)
 		usage();
 
+	/* -n and a real start check the same things and fail the same way. */
 	conf = conf_new();
 	buf_init(&errs);
-	if (conf_load(conf, path, &errs) == -1) {
+	if (conf_load(conf, path, &errs) == -1 ||
+	    conf_check_host(conf, &errs) == -1) {
 		fputs(buf_str(&errs), stderr);
 		buf_free(&errs);
 		conf_free(conf);
-		return check ? 1 : WORKER_EXIT_CONFIG;
+		return WORKER_EXIT_CONFIG;
 	}
 	buf_free(&errs);
 	if (check) {

@@ -490,6 +490,8 @@ class Deployment:
         self.data_dir = root / "data"
         if template is not None:
             copy_template(template.data_dir, self.data_dir)
+        else:
+            self.data_dir.mkdir()       # ade-superd never creates it
         share(self.root)
         self.conf_path = root / "worker.conf"
         self.db_path = self.data_dir / "db" / "ade.sqlite"
