@@ -46,6 +46,8 @@
 #define RESTART_FLOOR		1.0
 #define RESTART_CEILING		60.0
 #define KILL_GRACE		10.0
+#define MAINT_GRACE		10.0	/* for a maintenance pass at a stop */
+#define MAINT_STOP_PASSES	3	/* passes at a stop to release orphans */
 
 /*
  * A slot is active while the supervisor wants a worker in it; scaling
@@ -76,6 +78,8 @@ static struct {
 	int		 exit_when_idle;
 	pid_t		 maint_pid;
 	int		 maint_again;
+	int		 maint_signalled;	/* the signal sent to it, or 0 */
+	int		 maint_stop_passes;	/* started while stopping */
 	int		 gc_now;
 	double		 next_gc;
 	char		 holder[192];
@@ -87,6 +91,7 @@ static struct {
 	ev_timer	 maint_timer;
 	ev_timer	 drain_timer;
 	ev_timer	 kill_timer;
+	ev_timer	 maint_guard;
 	ev_child	 child;
 	ev_signal	 sigs[8];
 	ev_async	 scale_async;
@@ -197,7 +202,49 @@ respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	spawn((int)(s - S.slots));
 }
 
+/*
+ * While the supervisor stops, a maintenance pass gets MAINT_GRACE seconds
+ * (KILL_GRACE after QUIT), then QUIT, then, a few seconds later, KILL: a
+ * pass stuck on a database must not keep the supervisor from exiting.
+ */
 static void
+maint_guard(double after)
+{
+	if (S.maint_pid == 0 || ev_is_active(&S.maint_guard))
+		return;
+	ev_timer_set(&S.maint_guard, after, 0);
+	ev_timer_start(S.loop, &S.maint_guard);
+}
+
+static void
+maint_signal(int sig)
+{
+	if (S.maint_pid == 0 || S.maint_signalled == sig)
+		return;
+	kill(S.maint_pid, sig);
+	S.maint_signalled = sig;
+}
+
+static void
+maint_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	if (S.maint_pid == 0)
+		return;
+	if (S.maint_signalled == 0) {
+		log_warnx("maintenance pass still running %.0f s into the "
+		    "stop; stopping it", MAINT_GRACE);
+		maint_signal(SIGQUIT);
+		ev_timer_set(w, KILL_GRACE / 2, 0);
+		ev_timer_start(loop, w);
+		return;
+	}
+	log_warnx("maintenance pass (pid %ld) did not stop; killing it",
+	    (long)S.maint_pid);
+	maint_signal(SIGKILL);
+}
+
+/* Starts a maintenance pass; 0 when one runs, -1 when none can. */
+static int
 maint_spawn(void)
 {
 	pid_t parent = getpid(), pid;
@@ -205,7 +252,13 @@ maint_spawn(void)
 
 	if (S.maint_pid != 0) {
 		S.maint_again = 1;
-		return;
+		return 0;
+	}
+	if (S.draining && S.maint_stop_passes >= MAINT_STOP_PASSES) {
+		if (S.maint_stop_passes++ == MAINT_STOP_PASSES)
+			log_warnx("%d claims of dead workers are left for "
+			    "their leases to expire", sb_orphans_pending());
+		return -1;
 	}
 	if (S.gc_now || (S.conf->gc_enable && S.conf->gc_interval > 0 &&
 	    ev_now(S.loop) >= S.next_gc)) {
@@ -218,7 +271,7 @@ maint_spawn(void)
 	switch (pid = fork()) {
 	case -1:
 		log_warn("fork maintenance");
-		return;
+		return -1;
 	case 0:
 		child_setup(parent);
 		log_setrole("maintenance");
@@ -226,6 +279,12 @@ maint_spawn(void)
 	}
 	S.maint_pid = pid;
 	S.maint_again = 0;
+	S.maint_signalled = 0;
+	if (S.draining) {
+		S.maint_stop_passes++;
+		maint_guard(S.draining == 2 ? KILL_GRACE : MAINT_GRACE);
+	}
+	return 0;
 }
 
 static void
@@ -306,6 +365,8 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 	if (w->rpid == S.maint_pid) {
 		S.maint_pid = 0;
+		S.maint_signalled = 0;
+		ev_timer_stop(loop, &S.maint_guard);
 		if (!WIFEXITED(w->rstatus) || WEXITSTATUS(w->rstatus) != 0)
 			log_warnx("maintenance %s",
 			    describe(w->rstatus, how, sizeof(how)));
@@ -363,10 +424,8 @@ maybe_done(void)
 	if (S.draining || S.exit_when_idle) {
 		if (S.maint_pid != 0)
 			return;
-		if (sb_orphans_pending() > 0 && S.maint_pid == 0) {
-			maint_spawn();
+		if (sb_orphans_pending() > 0 && maint_spawn() == 0)
 			return;
-		}
 		ev_break(S.loop, EVBREAK_ALL);
 	}
 }
@@ -402,6 +461,7 @@ kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	log_warnx("workers still running %.0f s after QUIT; killing them",
 	    KILL_GRACE);
 	signal_workers(SIGKILL);
+	maint_signal(SIGKILL);
 }
 
 static void
@@ -417,6 +477,12 @@ quit(void)
 		ev_timer_stop(S.loop, &S.slots[i].respawn);
 	ev_timer_stop(S.loop, &S.drain_timer);
 	signal_workers(SIGQUIT);
+	/* A pass that is running stops too; a new one releases orphans. */
+	if (S.maint_pid != 0 && S.maint_signalled == 0) {
+		maint_signal(SIGQUIT);
+		ev_timer_stop(S.loop, &S.maint_guard);
+		maint_guard(KILL_GRACE);
+	}
 	ev_timer_set(&S.kill_timer, KILL_GRACE, 0);
 	ev_timer_start(S.loop, &S.kill_timer);
 	maybe_done();
@@ -447,6 +513,7 @@ drain(void)
 	}
 	ev_timer_set(&S.drain_timer, S.conf->drain_timeout, 0);
 	ev_timer_start(S.loop, &S.drain_timer);
+	maint_guard(MAINT_GRACE);
 	maybe_done();
 }
 
@@ -833,6 +900,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	ev_io_start(S.loop, &S.ctl_io);
 	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
 	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
+	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
 	ev_timer_init(&S.maint_timer, maint_cb, c->cleanup_interval,
 	    c->cleanup_interval);
 	ev_timer_start(S.loop, &S.maint_timer);

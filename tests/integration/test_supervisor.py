@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adetest import FAKE_ENGINE_COMMAND, pid_alive, wait_until, write_input
+from adetest import FAKE_ENGINE_COMMAND, pid_alive, psycopg2, wait_until, write_input
 
 
 def status(dep) -> dict:
@@ -429,3 +429,71 @@ def test_two_quick_ttou_remove_two_workers(deploy):
     wait_until(lambda: status(dep)["workers"] == 1 and len(worker_pids(dep)) == 1, 30,
                "one worker")
     assert sup.poll() is None
+
+
+def proc_state(pid: int) -> str | None:
+    """A process's state letter (R, S, T, Z...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def stop_a_maintenance_pass(dep) -> int:
+    """Catches a maintenance pass and stops it (SIGSTOP), as a pass stuck on
+    the database would be; returns its pid."""
+    def catch():
+        pid = status(dep)["maintenance_pid"]
+        if not pid:
+            return None
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            state = wait_until(lambda: proc_state(pid) in ("T", "Z", None) and
+                               (proc_state(pid) or "gone"), 10, "the pass to stop")
+        except ProcessLookupError:
+            return None
+        if state != "T":                                # it had ended
+            return None
+        return pid
+    return wait_until(catch, 60, "a maintenance pass", interval=0.01)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT], ids=["term", "quit"])
+def test_a_stuck_maintenance_pass_does_not_keep_the_supervisor_from_exiting(deploy, sig):
+    dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 30, "a worker")
+    worker = worker_pids(dep)[0]
+    maint = stop_a_maintenance_pass(dep)
+    sup.send_signal(sig)
+    assert dep.wait_worker(sup, timeout=90) == 0, dep.worker_logs()
+    assert not pid_alive(maint) and not pid_alive(worker)
+
+
+@pytest.mark.backends("pgsql")      # a pass waits on a PostgreSQL table lock
+def test_quit_stops_a_waiting_maintenance_pass_without_a_core_dump(deploy, pg_server):
+    # The pass would wait for the lock as long as a statement may take.
+    dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1,
+                                        "database.query_timeout": 600})
+    sup = dep.start_worker()
+    wait_until(lambda: [s["state"] for s in status(dep)["slots"]] == ["idle"], 30,
+               "an idle worker")
+    blocker = psycopg2.connect(host=pg_server.socket_dir, dbname=dep.db_name,
+                               user=pg_server.user)
+    blocker.autocommit = False
+    try:
+        blocker.cursor().execute("LOCK TABLE worker_leases IN ACCESS EXCLUSIVE MODE")
+        # The next pass waits for the lock, and keeps waiting.
+        wait_until(lambda: dep.rows("SELECT pid FROM pg_locks WHERE NOT granted"
+                                    " AND relation = 'worker_leases'::regclass"), 30,
+                   "a maintenance pass waiting for the lock")
+        maint = status(dep)["maintenance_pid"]
+        assert maint
+        sup.send_signal(signal.SIGQUIT)
+        assert dep.wait_worker(sup, timeout=60) == 0, dep.worker_logs()
+        assert not pid_alive(maint)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    log = open(sup.log_path, encoding="utf-8", errors="replace").read()
+    assert "maintenance killed" not in log and "core dumped" not in log, log
