@@ -48,6 +48,25 @@
 #define KILL_GRACE		10.0
 #define MAINT_GRACE		10.0	/* for a maintenance pass at a stop */
 #define MAINT_STOP_PASSES	3	/* passes at a stop to release orphans */
+#define CTL_CLIENTS		16	/* control connections served at once */
+#define CTL_REQUEST_MAX		256	/* bytes of one request line */
+#define CTL_TIMEOUT		10.0	/* for a client to ask and to read */
+
+/*
+ * A control connection: a request line in, an answer out, then close.
+ * Served from the event loop without blocking, so that a slow or silent
+ * client delays nobody; each gets CTL_TIMEOUT seconds for all of it.
+ */
+struct ctl_client {
+	int		 fd;		/* -1: free */
+	ev_io		 io;
+	ev_timer	 timeout;
+	char		 req[CTL_REQUEST_MAX];
+	size_t		 req_len;
+	int		 too_long;	/* the line is being skipped */
+	struct buf	 out;
+	size_t		 out_off;
+};
 
 /*
  * A slot is active while the supervisor wants a worker in it; scaling
@@ -85,7 +104,7 @@ static struct {
 	char		 holder[192];
 	time_t		 started;
 	int		 ctl_fd;
-	int		 client_fd;	/* the control connection being served */
+	struct ctl_client clients[CTL_CLIENTS];
 	int		*ready_fd;
 	ev_io		 ctl_io;
 	ev_timer	 maint_timer;
@@ -133,7 +152,7 @@ static void
 child_setup(pid_t parent)
 {
 	sigset_t none;
-	int sig;
+	int sig, i;
 
 	for (sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
@@ -146,11 +165,12 @@ child_setup(pid_t parent)
 	if (S.ctl_fd != -1)
 		close(S.ctl_fd);
 	/*
-	 * A worker forked while a control request is served (scale, reload)
-	 * must not keep the client's connection open after we answer.
+	 * A child must not keep a client's connection open after we answer
+	 * (nor see its requests).
 	 */
-	if (S.client_fd != -1)
-		close(S.client_fd);
+	for (i = 0; i < CTL_CLIENTS; i++)
+		if (S.clients[i].fd != -1)
+			close(S.clients[i].fd);
 	if (S.ready_fd != NULL && *S.ready_fd != -1)
 		close(*S.ready_fd);
 	log_echo(-1);
@@ -733,76 +753,163 @@ status_json(void)
 	    "orphans_pending", sb_orphans_pending(), "slots", slots);
 }
 
-/* One request per connection: a line in, an answer out. */
 static void
-ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
+ctl_close(struct ctl_client *cl)
 {
-	struct timeval tv = { 1, 0 };
-	struct buf out;
-	char req[256], *s;
-	ssize_t n;
-	int fd;
-	json_t *j;
+	ev_io_stop(S.loop, &cl->io);
+	ev_timer_stop(S.loop, &cl->timeout);
+	close(cl->fd);
+	cl->fd = -1;
+	buf_free(&cl->out);
+}
 
-	if ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC)) == -1)
-		return;
-	S.client_fd = fd;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	/*
-	 * With a receive timeout set, a signal (a child's SIGCHLD) makes
-	 * read fail with EINTR even under SA_RESTART.
-	 */
-	while ((n = read(fd, req, sizeof(req) - 1)) == -1 && errno == EINTR)
-		;
-	if (n <= 0) {
-		close(fd);
-		S.client_fd = -1;
-		return;
-	}
-	req[n] = '\0';
-	req[strcspn(req, "\r\n")] = '\0';
-	buf_init(&out);
+/* Carries out one request; the answer goes to out. */
+static void
+ctl_request(const char *req, struct buf *out)
+{
+	json_t *j;
+	char *s;
+
 	if (strcmp(req, "status") == 0) {
 		j = status_json();
 		s = json_dumps(j, JSON_COMPACT);
-		buf_printf(&out, "%s", s);
+		buf_printf(out, "%s", s);
 		free(s);
 		json_decref(j);
 	} else if (strcmp(req, "drain") == 0) {
-		buf_addstr(&out, "ok draining");
+		buf_addstr(out, "ok draining");
 		drain();
 	} else if (strcmp(req, "reload") == 0) {
 		if (S.draining)
-			buf_addstr(&out, "error: stopping");
-		else if (reload(&out) == 0)
-			buf_addstr(&out, "ok reloaded");
+			buf_addstr(out, "error: stopping");
+		else if (reload(out) == 0)
+			buf_addstr(out, "ok reloaded");
 	} else if (strncmp(req, "scale ", 6) == 0) {
 		char *end;
 		long v = strtol(req + 6, &end, 10);
 
 		if (*end != '\0' || v < 0 || v > SB_MAX_SLOTS)
-			buf_printf(&out, "error: scale wants 0 to %d",
+			buf_printf(out, "error: scale wants 0 to %d",
 			    SB_MAX_SLOTS);
 		else if (S.draining)
-			buf_addstr(&out, "error: stopping");
+			buf_addstr(out, "error: stopping");
 		else {
 			scale((int)v);
-			buf_printf(&out, "ok workers %ld", v);
+			buf_printf(out, "ok workers %ld", v);
 		}
 	} else if (strcmp(req, "gc") == 0) {
 		S.gc_now = 1;
 		maint_spawn();
-		buf_addstr(&out, "ok gc started");
+		buf_addstr(out, "ok gc started");
 	} else
-		buf_addstr(&out, "error: unknown command (status, drain, "
+		buf_addstr(out, "error: unknown command (status, drain, "
 		    "reload, scale N, gc)");
-	buf_addstr(&out, "\n");
-	while (write(fd, out.data, out.len) == -1 && errno == EINTR)
-		;
-	buf_free(&out);
-	close(fd);
-	S.client_fd = -1;
+	buf_addstr(out, "\n");
+}
+
+static void
+ctl_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl = w->data;
+	ssize_t n;
+
+	while (cl->out_off < cl->out.len) {
+		n = write(cl->fd, cl->out.data + cl->out_off,
+		    cl->out.len - cl->out_off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0)
+			break;
+		cl->out_off += (size_t)n;
+	}
+	ctl_close(cl);
+}
+
+static void
+ctl_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl = w->data;
+	char *nl;
+	ssize_t n;
+
+	n = read(cl->fd, cl->req + cl->req_len,
+	    sizeof(cl->req) - 1 - cl->req_len);
+	if (n == -1 && (errno == EINTR || errno == EAGAIN ||
+	    errno == EWOULDBLOCK))
+		return;
+	if (n == -1 || (n == 0 && cl->req_len == 0 && !cl->too_long)) {
+		ctl_close(cl);
+		return;
+	}
+	cl->req_len += (size_t)n;
+	cl->req[cl->req_len] = '\0';
+	if ((nl = strpbrk(cl->req, "\r\n")) != NULL)
+		*nl = '\0';
+	else if (n > 0) {
+		/*
+		 * The rest of the line is still to come.  A line longer than
+		 * any request is read to its end and thrown away, so that the
+		 * client can read the answer.
+		 */
+		if (cl->req_len == sizeof(cl->req) - 1) {
+			cl->too_long = 1;
+			cl->req_len = 0;
+		}
+		return;
+	}
+	/* A line, or the end of the input. */
+	cl->out_off = 0;
+	if (cl->too_long)
+		buf_addstr(&cl->out, "error: request too long\n");
+	else
+		ctl_request(cl->req, &cl->out);
+	ev_io_stop(loop, &cl->io);
+	ev_io_init(&cl->io, ctl_write_cb, cl->fd, EV_WRITE);
+	cl->io.data = cl;
+	ev_io_start(loop, &cl->io);
+	/*
+	 * Most answers fit in the socket at once; this one may also be the
+	 * last thing the loop does (a drain with nothing left to wait for).
+	 */
+	ctl_write_cb(loop, &cl->io, EV_WRITE);
+}
+
+static void
+ctl_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ctl_close(w->data);
+}
+
+static void
+ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl;
+	int fd, i;
+
+	while ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC |
+	    SOCK_NONBLOCK)) != -1) {
+		for (i = 0; i < CTL_CLIENTS && S.clients[i].fd != -1; i++)
+			;
+		if (i == CTL_CLIENTS) {
+			log_warnx("control socket: %d clients already; "
+			    "refusing another", CTL_CLIENTS);
+			close(fd);
+			continue;
+		}
+		cl = &S.clients[i];
+		cl->fd = fd;
+		cl->req_len = 0;
+		cl->too_long = 0;
+		buf_init(&cl->out);
+		ev_io_init(&cl->io, ctl_read_cb, fd, EV_READ);
+		cl->io.data = cl;
+		ev_io_start(loop, &cl->io);
+		ev_timer_init(&cl->timeout, ctl_timeout_cb, CTL_TIMEOUT, 0);
+		cl->timeout.data = cl;
+		ev_timer_start(loop, &cl->timeout);
+	}
 }
 
 static int
@@ -861,7 +968,8 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	S.wanted = (int)c->workers;
 	S.started = time(NULL);
 	S.ctl_fd = -1;
-	S.client_fd = -1;
+	for (i = 0; i < CTL_CLIENTS; i++)
+		S.clients[i].fd = -1;
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "host");
 	host[sizeof(host) - 1] = '\0';
@@ -896,7 +1004,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	sigaction(SIGTTOU, &sa, NULL);
 	ev_child_init(&S.child, child_cb, 0, 0);
 	ev_child_start(S.loop, &S.child);
-	ev_io_init(&S.ctl_io, ctl_cb, S.ctl_fd, EV_READ);
+	ev_io_init(&S.ctl_io, ctl_accept_cb, S.ctl_fd, EV_READ);
 	ev_io_start(S.loop, &S.ctl_io);
 	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
 	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
@@ -943,6 +1051,9 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		}
 	}
 	ev_run(S.loop, 0);
+	for (i = 0; i < CTL_CLIENTS; i++)
+		if (S.clients[i].fd != -1)
+			ctl_close(&S.clients[i]);
 	close(S.ctl_fd);
 	unlink(S.conf->socket_path);
 	if (S.pidfile != NULL)

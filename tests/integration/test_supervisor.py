@@ -497,3 +497,54 @@ def test_quit_stops_a_waiting_maintenance_pass_without_a_core_dump(deploy, pg_se
         blocker.close()
     log = open(sup.log_path, encoding="utf-8", errors="replace").read()
     assert "maintenance killed" not in log and "core dumped" not in log, log
+
+
+def ask_raw(path: Path, request: bytes) -> bytes:
+    """Sends request on the control socket; returns the answer up to the close."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(str(path))
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def connection_open(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1, socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionError:
+        return False
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_a_silent_control_client_delays_no_one_and_is_dropped_in_time(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 30, "a worker")
+    path = control_socket(dep)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as halfway:
+        silent.connect(str(path))               # says nothing
+        halfway.connect(str(path))
+        halfway.sendall(b"sta")                 # and never the rest
+        answer = json.loads(ask_raw(path, b"status\n"))
+        assert answer["pid"] == sup.pid
+        # The other client was answered while these two still wait.
+        assert connection_open(silent) and connection_open(halfway)
+        assert dep.ctl("scale", "2").stdout.startswith("ok")
+        assert connection_open(silent) and connection_open(halfway)
+        # ... until their time is up.
+        wait_until(lambda: not connection_open(silent) and not connection_open(halfway),
+                   60, "the silent clients to be dropped")
+    # A request that never ends is refused, not stored.
+    answer = ask_raw(path, b"x" * 200000)
+    assert answer.startswith(b"error:"), answer
+    wait_until(lambda: len(worker_pids(dep)) == 2, 30, "two workers")
+    assert sup.poll() is None
