@@ -677,8 +677,9 @@ conf_section_key_error(const struct conf *c, struct buf *errs,
 /*
  * What a start needs of this host beyond a valid file: a service user
  * that exists and is not root (required when started as root), the data
- * directory and the SQLite database's directory.  "ade-superd -n" and a real start both call this, so that
- * they agree.  Returns 0, or -1 with the errors in errs.
+ * directory and the SQLite database's directory.  "ade-superd -n" and
+ * a real start both call this, so that they agree.  Returns 0, or -1
+ * with the errors in errs.
  */
 int
 conf_check_host(const struct conf *c, struct buf *errs)
@@ -727,8 +728,8 @@ conf_check_host(const struct conf *c, struct buf *errs)
 			*slash = '\0';
 		if (stat(dir, &st) == -1)
 			conf_section_key_error(c, errs, "database",
-			    "sqlite_path", "%s: %s (ade-ctl db init creates it)",
-			    dir, strerror(errno));
+			    "sqlite_path", "%s: %s (ade-ctl db init creates "
+			    "it)", dir, strerror(errno));
 		else if (!S_ISDIR(st.st_mode))
 			conf_section_key_error(c, errs, "database",
 			    "sqlite_path", "%s is not a directory", dir);

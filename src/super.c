@@ -46,11 +46,13 @@
 #define RESTART_FLOOR		1.0
 #define RESTART_CEILING		60.0
 #define KILL_GRACE		10.0
-#define MAINT_GRACE		10.0	/* for a maintenance pass at a stop */
-#define MAINT_STOP_PASSES	3	/* passes at a stop to release orphans */
-#define CTL_CLIENTS		16	/* control connections served at once */
-#define CTL_REQUEST_MAX		256	/* bytes of one request line */
-#define CTL_TIMEOUT		10.0	/* for a client to ask and to read */
+/* A maintenance pass at a stop: its time, and passes to free orphans. */
+#define MAINT_GRACE		10.0
+#define MAINT_STOP_PASSES	3
+/* Control connections served at once, request bytes, seconds for all. */
+#define CTL_CLIENTS		16
+#define CTL_REQUEST_MAX		256
+#define CTL_TIMEOUT		10.0
 
 /*
  * A control connection: a request line in, an answer out, then close.
@@ -81,7 +83,7 @@ struct slot {
 	int		 failed;
 	int		 replace;	/* stopped on purpose: start again */
 	int		 stopping;	/* sent TERM */
-	unsigned	 generation;	/* of the configuration it started with */
+	unsigned	 generation;	/* of the configuration it had */
 	ev_timer	 respawn;
 };
 
@@ -97,8 +99,8 @@ static struct {
 	int		 exit_when_idle;
 	pid_t		 maint_pid;
 	int		 maint_again;
-	int		 maint_signalled;	/* the signal sent to it, or 0 */
-	int		 maint_stop_passes;	/* started while stopping */
+	int		 maint_signalled;	/* sent to it, or 0 */
+	int		 maint_stop_passes;	/* started at the stop */
 	int		 gc_now;
 	double		 next_gc;
 	char		 holder[192];
