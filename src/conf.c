@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -649,6 +651,96 @@ conf_key_error(const struct conf *c, struct buf *errs, const char *name,
 	else
 		conf_error(errs, c->path ? c->path : "configuration", 0,
 		    "%s: %s", name, msg);
+}
+
+/* The same for a key of one section, where a name is in several. */
+static void
+conf_section_key_error(const struct conf *c, struct buf *errs,
+    const char *section, const char *name, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	size_t i;
+	int line = 0;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (i = 0; i < NELEM(keys); i++)
+		if (strcmp(keys[i].section, section) == 0 &&
+		    strcmp(keys[i].name, name) == 0)
+			line = c->lines[i];
+	if (line > 0)
+		conf_error(errs, c->path, line, "%s: %s", name, msg);
+	else if (line < 0)
+		conf_error(errs, "environment", 0, "%s: %s", name, msg);
+	else
+		conf_error(errs, c->path ? c->path : "configuration", 0,
+		    "%s: %s", name, msg);
+}
+
+/*
+ * What a start needs of this host beyond a valid file: a service user
+ * that exists and is not root (required when started as root), the data
+ * directory and the SQLite database's directory.  "ade-superd -n" and
+ * a real start both call this, so that they agree.  Returns 0, or -1
+ * with the errors in errs.
+ */
+int
+conf_check_host(const struct conf *c, struct buf *errs)
+{
+	const struct passwd *pw = NULL;
+	struct stat st;
+	size_t before = errs->len;
+	char *dir, *slash;
+	int data_dir_ok = 0;
+
+	if (c->user[0] != '\0') {
+		if ((pw = getpwnam(c->user)) == NULL)
+			conf_section_key_error(c, errs, "supervisor", "user",
+			    "no user %s on this host", c->user);
+		else if (pw->pw_uid == 0)
+			conf_section_key_error(c, errs, "supervisor", "user",
+			    "%s is root; workers never run as root", c->user);
+	} else if (geteuid() == 0)
+		conf_section_key_error(c, errs, "supervisor", "user",
+		    "must name the user to run as when started as root; "
+		    "workers never run as root");
+	if (c->group[0] != '\0' && getgrnam(c->group) == NULL)
+		conf_section_key_error(c, errs, "supervisor", "group",
+		    "no group %s on this host", c->group);
+	if (c->data_dir[0] == '/') {
+		if (stat(c->data_dir, &st) == -1)
+			conf_section_key_error(c, errs, "worker", "data_dir",
+			    "%s: %s", c->data_dir, strerror(errno));
+		else if (!S_ISDIR(st.st_mode))
+			conf_section_key_error(c, errs, "worker", "data_dir",
+			    "%s is not a directory", c->data_dir);
+		else
+			data_dir_ok = 1;
+	}
+	/*
+	 * An SQLite database whose directory is missing cannot hold the
+	 * tables either; "ade-ctl db init" creates both.  (Not worth saying
+	 * when the data directory, its default home, is already wrong.)
+	 */
+	if (data_dir_ok && strcmp(c->db_backend, "sqlite") == 0 &&
+	    c->sqlite_file != NULL && c->sqlite_file[0] == '/') {
+		dir = xstrdup(c->sqlite_file);
+		if ((slash = strrchr(dir, '/')) == dir)
+			dir[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(dir, &st) == -1)
+			conf_section_key_error(c, errs, "database",
+			    "sqlite_path", "%s: %s (ade-ctl db init creates "
+			    "it)", dir, strerror(errno));
+		else if (!S_ISDIR(st.st_mode))
+			conf_section_key_error(c, errs, "database",
+			    "sqlite_path", "%s is not a directory", dir);
+		free(dir);
+	}
+	return errs->len > before ? -1 : 0;
 }
 
 /*

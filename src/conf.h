@@ -128,6 +128,7 @@ const struct conf_key	*conf_keys(size_t *);
 struct conf		*conf_new(void);
 void			 conf_free(struct conf *);
 int			 conf_load(struct conf *, const char *, struct buf *);
+int			 conf_check_host(const struct conf *, struct buf *);
 int			 conf_workers_auto(void);
 void			 conf_dump(FILE *, const struct conf *);
 void			 conf_keep_static(struct conf *, const struct conf *,

@@ -783,7 +783,7 @@ control(const struct conf *c, const char *req)
 	struct sockaddr_un sa;
 	struct timeval tv = { 30, 0 };
 	struct buf b;
-	char chunk[4096];
+	char chunk[4096], *ans;
 	ssize_t n;
 	int fd;
 
@@ -807,7 +807,9 @@ control(const struct conf *c, const char *req)
 	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
 		buf_add(&b, chunk, (size_t)n);
 	close(fd);
-	return xstrdup(buf_str(&b));
+	ans = xstrdup(buf_str(&b));
+	buf_free(&b);
+	return ans;
 }
 
 static int

@@ -20,6 +20,8 @@ static enum log_level	 log_level = LOG_LVL_INFO;
 static char		 log_role[64] = "ade";
 static char		*log_file;
 static int		 log_fd = -1;
+static int		 log_echo_fd = -1;
+static char		 log_ident[32] = "ade";
 
 static const char *const level_names[] = {
 	"error", "warning", "notice", "info", "debug"
@@ -36,6 +38,7 @@ int
 log_init(enum log_dest dest, const char *file, const char *ident)
 {
 	log_dest = dest;
+	snprintf(log_ident, sizeof(log_ident), "%s", ident);
 	if (dest == LOG_DEST_SYSLOG)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	if (dest == LOG_DEST_FILE) {
@@ -112,6 +115,37 @@ log_enabled(enum log_level level)
 }
 
 /*
+ * Until a daemon is ready, whoever started it must see why it failed:
+ * errors are written to fd as well ("ident: message"), unless the log
+ * goes there anyway.  -1 stops that.
+ */
+void
+log_echo(int fd)
+{
+	log_echo_fd = fd;
+}
+
+static void
+log_echo_write(const char *msg)
+{
+	char line[2304];
+	int n;
+
+	if (log_echo_fd == -1 || (log_echo_fd == 2 &&
+	    log_dest == LOG_DEST_STDERR))
+		return;
+	n = snprintf(line, sizeof(line), "%s: %s\n", log_ident, msg);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		n = sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	if (write(log_echo_fd, line, (size_t)n) == -1)
+		return;
+}
+
+/*
  * Formats one line and hands it to the destination in a single write, so
  * that lines from several processes sharing a file or stderr never
  * interleave.  Control characters are replaced: messages may quote strings
@@ -136,6 +170,8 @@ log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 		i = strlen(msg);
 		snprintf(msg + i, sizeof(msg) - i, ": %s", strerror(errnum));
 	}
+	if (level == LOG_LVL_ERROR)
+		log_echo_write(msg);
 	if (log_dest == LOG_DEST_SYSLOG) {
 		syslog(level_prio[level], "%s: %s", log_role, msg);
 		return;

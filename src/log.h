@@ -29,6 +29,7 @@ int	log_parse_level(const char *, enum log_level *);
 void	log_setrole(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2)));
 int	log_enabled(enum log_level);
+void	log_echo(int fd);
 
 void	log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

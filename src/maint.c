@@ -7,8 +7,10 @@
  * so the same supervisor keeps it while it lives and another host takes
  * over soon after it stops renewing it.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -58,15 +60,35 @@ release_orphans(const struct conf *c, struct store *st)
 	}
 }
 
+/*
+ * TERM, INT and QUIT (the supervisor stopping, or dying) end a pass at
+ * once and quietly, without a core dump: every step of a pass is a
+ * statement or transaction that the database undoes or that the next pass
+ * repeats; at worst, a directory whose removal was cut short stays on
+ * disk.
+ */
+static void
+maint_on_signal(int sig)
+{
+	_exit(WORKER_EXIT_OK);
+}
+
 int
 maint_main(const struct conf *c, int do_gc, const char *holder)
 {
 	struct sweep_counts n;
 	struct store *st;
 	struct buf err;
+	struct sigaction sa;
 	json_t *report;
 	int rc;
 
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = maint_on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGQUIT, &sa, NULL);
 	buf_init(&err);
 	if ((st = store_open(c, &err)) == NULL) {
 		log_error("cannot connect to the database: %s", buf_str(&err));

@@ -46,20 +46,52 @@
 #define RESTART_FLOOR		1.0
 #define RESTART_CEILING		60.0
 #define KILL_GRACE		10.0
+/* A maintenance pass at a stop: its time, and passes to free orphans. */
+#define MAINT_GRACE		10.0
+#define MAINT_STOP_PASSES	3
+/* Control connections served at once, request bytes, seconds for all. */
+#define CTL_CLIENTS		16
+#define CTL_REQUEST_MAX		256
+#define CTL_TIMEOUT		10.0
 
+/*
+ * A control connection: a request line in, an answer out, then close.
+ * Served from the event loop without blocking, so that a slow or silent
+ * client delays nobody; each gets CTL_TIMEOUT seconds for all of it.
+ */
+struct ctl_client {
+	int		 fd;		/* -1: free */
+	ev_io		 io;
+	ev_timer	 timeout;
+	char		 req[CTL_REQUEST_MAX];
+	size_t		 req_len;
+	int		 too_long;	/* the line is being skipped */
+	struct buf	 out;
+	size_t		 out_off;
+};
+
+/*
+ * A slot is active while the supervisor wants a worker in it; scaling
+ * down makes a slot inactive and lets its worker finish.  A worker is
+ * sent TERM at most once (stopping): it takes a second TERM for QUIT.
+ */
 struct slot {
 	pid_t		 pid;
 	double		 started;
 	double		 delay;
+	int		 active;
 	int		 failed;
 	int		 replace;	/* stopped on purpose: start again */
+	int		 stopping;	/* sent TERM */
+	unsigned	 generation;	/* of the configuration it had */
 	ev_timer	 respawn;
 };
 
 static struct {
 	struct ev_loop	*loop;
-	struct conf	*conf;
+	struct conf	*conf;		/* ours: reload replaces it */
 	const char	*conf_path;
+	char		*pidfile;
 	int		 wanted;
 	struct slot	 slots[SB_MAX_SLOTS];
 	int		 draining;	/* 1 graceful, 2 quit */
@@ -67,19 +99,33 @@ static struct {
 	int		 exit_when_idle;
 	pid_t		 maint_pid;
 	int		 maint_again;
+	int		 maint_signalled;	/* sent to it, or 0 */
+	int		 maint_stop_passes;	/* started at the stop */
 	int		 gc_now;
 	double		 next_gc;
 	char		 holder[192];
 	time_t		 started;
 	int		 ctl_fd;
-	int		 client_fd;	/* the control connection being served */
+	struct ctl_client clients[CTL_CLIENTS];
+	int		*ready_fd;
 	ev_io		 ctl_io;
 	ev_timer	 maint_timer;
 	ev_timer	 drain_timer;
 	ev_timer	 kill_timer;
+	ev_timer	 maint_guard;
 	ev_child	 child;
 	ev_signal	 sigs[8];
+	ev_async	 scale_async;
+	unsigned	 generation;	/* counts reloads */
+	int		 ups_seen;
+	int		 downs_seen;
 } S;
+
+/*
+ * TTIN and TTOU are counted by a handler of our own: libev reports a
+ * signal that arrived twice before its watcher ran only once.
+ */
+static volatile sig_atomic_t scale_ups, scale_downs;
 
 static void	spawn(int);
 static void	maybe_done(void);
@@ -108,7 +154,7 @@ static void
 child_setup(pid_t parent)
 {
 	sigset_t none;
-	int sig;
+	int sig, i;
 
 	for (sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
@@ -121,11 +167,15 @@ child_setup(pid_t parent)
 	if (S.ctl_fd != -1)
 		close(S.ctl_fd);
 	/*
-	 * A worker forked while a control request is served (scale, reload)
-	 * must not keep the client's connection open after we answer.
+	 * A child must not keep a client's connection open after we answer
+	 * (nor see its requests).
 	 */
-	if (S.client_fd != -1)
-		close(S.client_fd);
+	for (i = 0; i < CTL_CLIENTS; i++)
+		if (S.clients[i].fd != -1)
+			close(S.clients[i].fd);
+	if (S.ready_fd != NULL && *S.ready_fd != -1)
+		close(*S.ready_fd);
+	log_echo(-1);
 }
 
 static void
@@ -135,7 +185,7 @@ spawn(int i)
 	struct sb_slot *sb = &scoreboard->slots[i];
 	pid_t parent = getpid(), pid;
 
-	if (S.draining || i >= S.wanted || s->failed || s->pid != 0)
+	if (S.draining || !s->active || s->failed || s->pid != 0)
 		return;
 	memset((void *)sb, 0, sizeof(*sb));
 	sb->state = SB_STARTING;
@@ -158,6 +208,8 @@ spawn(int i)
 	s->pid = pid;
 	s->started = ev_now(S.loop);
 	s->replace = 0;
+	s->stopping = 0;
+	s->generation = S.generation;
 	sb->pid = pid;
 	sb->started = time(NULL);
 	log_info("worker %d started (pid %ld)", i, (long)pid);
@@ -172,7 +224,49 @@ respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	spawn((int)(s - S.slots));
 }
 
+/*
+ * While the supervisor stops, a maintenance pass gets MAINT_GRACE seconds
+ * (KILL_GRACE after QUIT), then QUIT, then, a few seconds later, KILL: a
+ * pass stuck on a database must not keep the supervisor from exiting.
+ */
 static void
+maint_guard(double after)
+{
+	if (S.maint_pid == 0 || ev_is_active(&S.maint_guard))
+		return;
+	ev_timer_set(&S.maint_guard, after, 0);
+	ev_timer_start(S.loop, &S.maint_guard);
+}
+
+static void
+maint_signal(int sig)
+{
+	if (S.maint_pid == 0 || S.maint_signalled == sig)
+		return;
+	kill(S.maint_pid, sig);
+	S.maint_signalled = sig;
+}
+
+static void
+maint_guard_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	if (S.maint_pid == 0)
+		return;
+	if (S.maint_signalled == 0) {
+		log_warnx("maintenance pass still running %.0f s into the "
+		    "stop; stopping it", MAINT_GRACE);
+		maint_signal(SIGQUIT);
+		ev_timer_set(w, KILL_GRACE / 2, 0);
+		ev_timer_start(loop, w);
+		return;
+	}
+	log_warnx("maintenance pass (pid %ld) did not stop; killing it",
+	    (long)S.maint_pid);
+	maint_signal(SIGKILL);
+}
+
+/* Starts a maintenance pass; 0 when one runs, -1 when none can. */
+static int
 maint_spawn(void)
 {
 	pid_t parent = getpid(), pid;
@@ -180,7 +274,13 @@ maint_spawn(void)
 
 	if (S.maint_pid != 0) {
 		S.maint_again = 1;
-		return;
+		return 0;
+	}
+	if (S.draining && S.maint_stop_passes >= MAINT_STOP_PASSES) {
+		if (S.maint_stop_passes++ == MAINT_STOP_PASSES)
+			log_warnx("%d claims of dead workers are left for "
+			    "their leases to expire", sb_orphans_pending());
+		return -1;
 	}
 	if (S.gc_now || (S.conf->gc_enable && S.conf->gc_interval > 0 &&
 	    ev_now(S.loop) >= S.next_gc)) {
@@ -193,7 +293,7 @@ maint_spawn(void)
 	switch (pid = fork()) {
 	case -1:
 		log_warn("fork maintenance");
-		return;
+		return -1;
 	case 0:
 		child_setup(parent);
 		log_setrole("maintenance");
@@ -201,6 +301,12 @@ maint_spawn(void)
 	}
 	S.maint_pid = pid;
 	S.maint_again = 0;
+	S.maint_signalled = 0;
+	if (S.draining) {
+		S.maint_stop_passes++;
+		maint_guard(S.draining == 2 ? KILL_GRACE : MAINT_GRACE);
+	}
+	return 0;
 }
 
 static void
@@ -246,7 +352,7 @@ reap_worker(int i, int status)
 		return;
 	}
 	sb->state = SB_EMPTY;
-	if (S.draining || i >= S.wanted)
+	if (S.draining || !s->active)
 		return;
 	if (S.exit_when_idle && code == WORKER_EXIT_OK && !s->replace) {
 		log_info("worker %d finished: the queue is drained", i);
@@ -281,6 +387,8 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 	if (w->rpid == S.maint_pid) {
 		S.maint_pid = 0;
+		S.maint_signalled = 0;
+		ev_timer_stop(loop, &S.maint_guard);
 		if (!WIFEXITED(w->rstatus) || WEXITSTATUS(w->rstatus) != 0)
 			log_warnx("maintenance %s",
 			    describe(w->rstatus, how, sizeof(how)));
@@ -322,7 +430,7 @@ maybe_done(void)
 	int i, failed = 0;
 
 	for (i = 0; i < SB_MAX_SLOTS; i++)
-		failed += i < S.wanted && S.slots[i].failed;
+		failed += S.slots[i].active && S.slots[i].failed;
 	if (workers_left() > 0)
 		return;
 	/*
@@ -338,10 +446,8 @@ maybe_done(void)
 	if (S.draining || S.exit_when_idle) {
 		if (S.maint_pid != 0)
 			return;
-		if (sb_orphans_pending() > 0 && S.maint_pid == 0) {
-			maint_spawn();
+		if (sb_orphans_pending() > 0 && maint_spawn() == 0)
 			return;
-		}
 		ev_break(S.loop, EVBREAK_ALL);
 	}
 }
@@ -356,12 +462,28 @@ signal_workers(int sig)
 			kill(S.slots[i].pid, sig);
 }
 
+/*
+ * Asks a worker to finish its job and exit.  Only once: a worker takes a
+ * second TERM for QUIT, and the run it holds would be put back.
+ */
+static void
+stop_worker(int i)
+{
+	struct slot *s = &S.slots[i];
+
+	if (s->pid == 0 || s->stopping)
+		return;
+	s->stopping = 1;
+	kill(s->pid, SIGTERM);
+}
+
 static void
 kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	log_warnx("workers still running %.0f s after QUIT; killing them",
 	    KILL_GRACE);
 	signal_workers(SIGKILL);
+	maint_signal(SIGKILL);
 }
 
 static void
@@ -377,6 +499,12 @@ quit(void)
 		ev_timer_stop(S.loop, &S.slots[i].respawn);
 	ev_timer_stop(S.loop, &S.drain_timer);
 	signal_workers(SIGQUIT);
+	/* A pass that is running stops too; a new one releases orphans. */
+	if (S.maint_pid != 0 && S.maint_signalled == 0) {
+		maint_signal(SIGQUIT);
+		ev_timer_stop(S.loop, &S.maint_guard);
+		maint_guard(KILL_GRACE);
+	}
 	ev_timer_set(&S.kill_timer, KILL_GRACE, 0);
 	ev_timer_start(S.loop, &S.kill_timer);
 	maybe_done();
@@ -401,18 +529,42 @@ drain(void)
 	S.draining = 1;
 	log_notice("draining: no new claims; waiting up to %.0f s for "
 	    "running jobs", S.conf->drain_timeout);
-	for (i = 0; i < SB_MAX_SLOTS; i++)
+	for (i = 0; i < SB_MAX_SLOTS; i++) {
 		ev_timer_stop(S.loop, &S.slots[i].respawn);
-	signal_workers(SIGTERM);
+		stop_worker(i);
+	}
 	ev_timer_set(&S.drain_timer, S.conf->drain_timeout, 0);
 	ev_timer_start(S.loop, &S.drain_timer);
+	maint_guard(MAINT_GRACE);
 	maybe_done();
+}
+
+/*
+ * Which worker to retire first when scaling down: a slot without a
+ * worker, then one already on its way out, then an idle one; a busy one
+ * only when nothing else is left.
+ */
+static int
+retire_rank(int i)
+{
+	struct slot *s = &S.slots[i];
+	struct sb_slot *sb = &scoreboard->slots[i];
+
+	if (s->pid == 0)
+		return 0;
+	if (s->stopping)
+		return 1;
+	if (sb->claim_kind == SB_CLAIM_NONE && (sb->state == SB_IDLE ||
+	    sb->state == SB_STARTING || sb->state == SB_EMPTY))
+		return 2;
+	return 3;
 }
 
 static void
 scale(int n)
 {
-	int i;
+	struct slot *s;
+	int i, best, active = 0;
 
 	if (n < 0)
 		n = 0;
@@ -420,18 +572,39 @@ scale(int n)
 		n = SB_MAX_SLOTS;
 	log_notice("workers: %d -> %d", S.wanted, n);
 	S.wanted = n;
-	for (i = 0; i < SB_MAX_SLOTS; i++) {
-		if (i < n) {
-			S.slots[i].failed = S.slots[i].failed &&
-			    S.slots[i].pid == 0 ? S.slots[i].failed : 0;
-			if (S.slots[i].pid == 0 &&
-			    !ev_is_active(&S.slots[i].respawn))
-				spawn(i);
-		} else {
-			ev_timer_stop(S.loop, &S.slots[i].respawn);
-			if (S.slots[i].pid != 0)
-				kill(S.slots[i].pid, SIGTERM);
-		}
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		active += S.slots[i].active;
+	/* Free slots first; then slots whose retiring worker still runs. */
+	for (i = 0; i < SB_MAX_SLOTS && active < n; i++) {
+		s = &S.slots[i];
+		if (s->active || s->pid != 0)
+			continue;
+		s->active = 1;
+		s->failed = 0;
+		s->delay = 0;
+		active++;
+		spawn(i);
+	}
+	for (i = 0; i < SB_MAX_SLOTS && active < n; i++) {
+		s = &S.slots[i];
+		if (s->active)
+			continue;
+		s->active = 1;
+		s->replace = 1;
+		active++;
+	}
+	while (active > n) {
+		best = -1;
+		for (i = SB_MAX_SLOTS - 1; i >= 0; i--)
+			if (S.slots[i].active && (best == -1 ||
+			    retire_rank(i) < retire_rank(best)))
+				best = i;
+		s = &S.slots[best];
+		s->active = 0;
+		s->replace = 0;
+		ev_timer_stop(S.loop, &s->respawn);
+		stop_worker(best);
+		active--;
 	}
 }
 
@@ -473,19 +646,31 @@ reload(struct buf *out)
 	buf_free(&changed);
 	conf_free(S.conf);
 	S.conf = nc;
+	S.generation++;
+	/*
+	 * Retire the surplus before replacing the rest, so that idle workers
+	 * go rather than busy ones; new slots start with the new settings.
+	 */
+	if ((int)nc->workers != S.wanted)
+		scale((int)nc->workers);
 	if (log_parse_level(nc->log_level, &level) == 0)
 		log_setlevel(level);
 	ev_timer_set(&S.maint_timer, nc->cleanup_interval,
 	    nc->cleanup_interval);
 	ev_timer_again(S.loop, &S.maint_timer);
+	/*
+	 * Idle workers exit at once and busy ones after their job; each
+	 * slot's successor starts with the new configuration.  A worker
+	 * already stopping is not signalled again: its successor reads
+	 * the newest configuration anyway.
+	 */
 	log_notice("configuration reloaded; replacing workers");
 	for (i = 0; i < SB_MAX_SLOTS; i++)
-		if (S.slots[i].pid != 0) {
+		if (S.slots[i].active && S.slots[i].pid != 0 &&
+		    S.slots[i].generation != S.generation) {
 			S.slots[i].replace = 1;
-			kill(S.slots[i].pid, SIGTERM);
+			stop_worker(i);
 		}
-	if ((int)nc->workers != S.wanted)
-		scale((int)nc->workers);
 	return 0;
 }
 
@@ -509,15 +694,29 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_notice("log files reopened");
 		signal_workers(SIGUSR1);
 		break;
-	case SIGTTIN:
-		if (!S.draining)
-			scale(S.wanted + 1);
-		break;
-	case SIGTTOU:
-		if (!S.draining)
-			scale(S.wanted - 1);
-		break;
 	}
+}
+
+static void
+on_scale_signal(int sig)
+{
+	if (sig == SIGTTIN)
+		scale_ups++;
+	else
+		scale_downs++;
+	ev_async_send(S.loop, &S.scale_async);
+}
+
+static void
+scale_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	int ups = scale_ups, downs = scale_downs;
+	int n = (ups - S.ups_seen) - (downs - S.downs_seen);
+
+	S.ups_seen = ups;
+	S.downs_seen = downs;
+	if (n != 0 && !S.draining)
+		scale(S.wanted + n);
 }
 
 static json_t *
@@ -529,7 +728,7 @@ status_json(void)
 
 	for (i = 0; i < SB_MAX_SLOTS; i++) {
 		sb = &scoreboard->slots[i];
-		if (i >= S.wanted && sb->pid == 0 && !S.slots[i].failed)
+		if (!S.slots[i].active && sb->pid == 0 && !S.slots[i].failed)
 			continue;
 		o = json_pack("{s:i, s:I, s:s, s:I, s:I, s:I}", "slot", i,
 		    "pid", (json_int_t)sb->pid, "state",
@@ -556,76 +755,163 @@ status_json(void)
 	    "orphans_pending", sb_orphans_pending(), "slots", slots);
 }
 
-/* One request per connection: a line in, an answer out. */
 static void
-ctl_cb(struct ev_loop *loop, ev_io *w, int revents)
+ctl_close(struct ctl_client *cl)
 {
-	struct timeval tv = { 1, 0 };
-	struct buf out;
-	char req[256], *s;
-	ssize_t n;
-	int fd;
-	json_t *j;
+	ev_io_stop(S.loop, &cl->io);
+	ev_timer_stop(S.loop, &cl->timeout);
+	close(cl->fd);
+	cl->fd = -1;
+	buf_free(&cl->out);
+}
 
-	if ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC)) == -1)
-		return;
-	S.client_fd = fd;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	/*
-	 * With a receive timeout set, a signal (a child's SIGCHLD) makes
-	 * read fail with EINTR even under SA_RESTART.
-	 */
-	while ((n = read(fd, req, sizeof(req) - 1)) == -1 && errno == EINTR)
-		;
-	if (n <= 0) {
-		close(fd);
-		S.client_fd = -1;
-		return;
-	}
-	req[n] = '\0';
-	req[strcspn(req, "\r\n")] = '\0';
-	buf_init(&out);
+/* Carries out one request; the answer goes to out. */
+static void
+ctl_request(const char *req, struct buf *out)
+{
+	json_t *j;
+	char *s;
+
 	if (strcmp(req, "status") == 0) {
 		j = status_json();
 		s = json_dumps(j, JSON_COMPACT);
-		buf_printf(&out, "%s", s);
+		buf_printf(out, "%s", s);
 		free(s);
 		json_decref(j);
 	} else if (strcmp(req, "drain") == 0) {
-		buf_addstr(&out, "ok draining");
+		buf_addstr(out, "ok draining");
 		drain();
 	} else if (strcmp(req, "reload") == 0) {
 		if (S.draining)
-			buf_addstr(&out, "error: stopping");
-		else if (reload(&out) == 0)
-			buf_addstr(&out, "ok reloaded");
+			buf_addstr(out, "error: stopping");
+		else if (reload(out) == 0)
+			buf_addstr(out, "ok reloaded");
 	} else if (strncmp(req, "scale ", 6) == 0) {
 		char *end;
 		long v = strtol(req + 6, &end, 10);
 
 		if (*end != '\0' || v < 0 || v > SB_MAX_SLOTS)
-			buf_printf(&out, "error: scale wants 0 to %d",
+			buf_printf(out, "error: scale wants 0 to %d",
 			    SB_MAX_SLOTS);
 		else if (S.draining)
-			buf_addstr(&out, "error: stopping");
+			buf_addstr(out, "error: stopping");
 		else {
 			scale((int)v);
-			buf_printf(&out, "ok workers %ld", v);
+			buf_printf(out, "ok workers %ld", v);
 		}
 	} else if (strcmp(req, "gc") == 0) {
 		S.gc_now = 1;
 		maint_spawn();
-		buf_addstr(&out, "ok gc started");
+		buf_addstr(out, "ok gc started");
 	} else
-		buf_addstr(&out, "error: unknown command (status, drain, "
+		buf_addstr(out, "error: unknown command (status, drain, "
 		    "reload, scale N, gc)");
-	buf_addstr(&out, "\n");
-	while (write(fd, out.data, out.len) == -1 && errno == EINTR)
-		;
-	buf_free(&out);
-	close(fd);
-	S.client_fd = -1;
+	buf_addstr(out, "\n");
+}
+
+static void
+ctl_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl = w->data;
+	ssize_t n;
+
+	while (cl->out_off < cl->out.len) {
+		n = write(cl->fd, cl->out.data + cl->out_off,
+		    cl->out.len - cl->out_off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0)
+			break;
+		cl->out_off += (size_t)n;
+	}
+	ctl_close(cl);
+}
+
+static void
+ctl_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl = w->data;
+	char *nl;
+	ssize_t n;
+
+	n = read(cl->fd, cl->req + cl->req_len,
+	    sizeof(cl->req) - 1 - cl->req_len);
+	if (n == -1 && (errno == EINTR || errno == EAGAIN ||
+	    errno == EWOULDBLOCK))
+		return;
+	if (n == -1 || (n == 0 && cl->req_len == 0 && !cl->too_long)) {
+		ctl_close(cl);
+		return;
+	}
+	cl->req_len += (size_t)n;
+	cl->req[cl->req_len] = '\0';
+	if ((nl = strpbrk(cl->req, "\r\n")) != NULL)
+		*nl = '\0';
+	else if (n > 0) {
+		/*
+		 * The rest of the line is still to come.  A line longer than
+		 * any request is read to its end and thrown away, so that the
+		 * client can read the answer.
+		 */
+		if (cl->req_len == sizeof(cl->req) - 1) {
+			cl->too_long = 1;
+			cl->req_len = 0;
+		}
+		return;
+	}
+	/* A line, or the end of the input. */
+	cl->out_off = 0;
+	if (cl->too_long)
+		buf_addstr(&cl->out, "error: request too long\n");
+	else
+		ctl_request(cl->req, &cl->out);
+	ev_io_stop(loop, &cl->io);
+	ev_io_init(&cl->io, ctl_write_cb, cl->fd, EV_WRITE);
+	cl->io.data = cl;
+	ev_io_start(loop, &cl->io);
+	/*
+	 * Most answers fit in the socket at once; this one may also be the
+	 * last thing the loop does (a drain with nothing left to wait for).
+	 */
+	ctl_write_cb(loop, &cl->io, EV_WRITE);
+}
+
+static void
+ctl_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ctl_close(w->data);
+}
+
+static void
+ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ctl_client *cl;
+	int fd, i;
+
+	while ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC |
+	    SOCK_NONBLOCK)) != -1) {
+		for (i = 0; i < CTL_CLIENTS && S.clients[i].fd != -1; i++)
+			;
+		if (i == CTL_CLIENTS) {
+			log_warnx("control socket: %d clients already; "
+			    "refusing another", CTL_CLIENTS);
+			close(fd);
+			continue;
+		}
+		cl = &S.clients[i];
+		cl->fd = fd;
+		cl->req_len = 0;
+		cl->too_long = 0;
+		buf_init(&cl->out);
+		ev_io_init(&cl->io, ctl_read_cb, fd, EV_READ);
+		cl->io.data = cl;
+		ev_io_start(loop, &cl->io);
+		ev_timer_init(&cl->timeout, ctl_timeout_cb, CTL_TIMEOUT, 0);
+		cl->timeout.data = cl;
+		ev_timer_start(loop, &cl->timeout);
+	}
 }
 
 static int
@@ -666,35 +952,41 @@ ctl_listen(const struct conf *c)
 
 int
 super_run(struct conf *c, const char *conf_path, int exit_when_idle,
-    int ready_fd, const char *pidfile)
+    int *ready_fd, const char *pidfile)
 {
 	static const int sigs[] = {
-		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU
+		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1
 	};
+	struct sigaction sa;
 	char host[128];
 	size_t i;
 
 	memset(&S, 0, sizeof(S));
 	S.conf = c;
+	S.pidfile = pidfile != NULL ? xstrdup(pidfile) : NULL;
+	S.ready_fd = ready_fd;
 	S.conf_path = conf_path;
 	S.exit_when_idle = exit_when_idle;
 	S.wanted = (int)c->workers;
 	S.started = time(NULL);
 	S.ctl_fd = -1;
-	S.client_fd = -1;
+	for (i = 0; i < CTL_CLIENTS; i++)
+		S.clients[i].fd = -1;
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "host");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(S.holder, sizeof(S.holder), "%s:%ld", host, (long)getpid());
 	if (sb_create() == -1) {
 		log_error("cannot map the scoreboard: %s", strerror(errno));
-		return WORKER_EXIT_ERROR;
+		S.exit_code = WORKER_EXIT_ERROR;
+		goto out;
 	}
 	if ((S.ctl_fd = ctl_listen(c)) == -1) {
 		log_error("control socket %s: %s", c->socket_path,
 		    errno == EADDRINUSE ? "another ade-superd answers on it" :
 		    strerror(errno));
-		return WORKER_EXIT_CONFIG;
+		S.exit_code = WORKER_EXIT_CONFIG;
+		goto out;
 	}
 	S.loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
@@ -702,25 +994,39 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		ev_signal_init(&S.sigs[i], signal_cb, sigs[i]);
 		ev_signal_start(S.loop, &S.sigs[i]);
 	}
+	ev_async_init(&S.scale_async, scale_cb);
+	ev_async_start(S.loop, &S.scale_async);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_scale_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGTTIN);
+	sigaddset(&sa.sa_mask, SIGTTOU);
+	sigaction(SIGTTIN, &sa, NULL);
+	sigaction(SIGTTOU, &sa, NULL);
 	ev_child_init(&S.child, child_cb, 0, 0);
 	ev_child_start(S.loop, &S.child);
-	ev_io_init(&S.ctl_io, ctl_cb, S.ctl_fd, EV_READ);
+	ev_io_init(&S.ctl_io, ctl_accept_cb, S.ctl_fd, EV_READ);
 	ev_io_start(S.loop, &S.ctl_io);
 	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
 	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
+	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
 	ev_timer_init(&S.maint_timer, maint_cb, c->cleanup_interval,
 	    c->cleanup_interval);
 	ev_timer_start(S.loop, &S.maint_timer);
 	S.next_gc = ev_now(S.loop) + c->gc_interval;
 	for (i = 0; i < SB_MAX_SLOTS; i++)
 		ev_timer_init(&S.slots[i].respawn, respawn_cb, 0, 0);
-	for (i = 0; i < (size_t)S.wanted; i++)
+	for (i = 0; i < (size_t)S.wanted; i++) {
+		S.slots[i].active = 1;
 		spawn((int)i);
+	}
 	/* One pass at start: recover what a previous run left behind. */
 	maint_spawn();
-	if (pidfile != NULL && pidfile_write(pidfile) == -1) {
-		log_error("cannot write pidfile %s: %s", pidfile,
+	if (S.pidfile != NULL && pidfile_write(S.pidfile) == -1) {
+		log_error("cannot write pidfile %s: %s", S.pidfile,
 		    strerror(errno));
+		S.exit_code = WORKER_EXIT_CONFIG;
 		quit();
 	}
 	log_notice("supervisor started: %d workers, control socket %s",
@@ -737,16 +1043,27 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		    "server's section sets \"encryption = require\" and a "
 		    "\"ca file\"", c->db_encrypt,
 		    c->db_trust_server_cert ? "yes" : "no");
-	if (ready_fd != -1) {
-		if (write(ready_fd, "ok", 2) == -1)
-			log_warn("ready pipe");
-		close(ready_fd);
+	if (S.exit_code == 0) {
+		log_echo(-1);
+		if (*ready_fd != -1) {
+			if (write(*ready_fd, "\0" "0", 2) == -1)
+				log_warn("ready pipe");
+			close(*ready_fd);
+			*ready_fd = -1;
+		}
 	}
 	ev_run(S.loop, 0);
+	for (i = 0; i < CTL_CLIENTS; i++)
+		if (S.clients[i].fd != -1)
+			ctl_close(&S.clients[i]);
 	close(S.ctl_fd);
 	unlink(S.conf->socket_path);
-	if (pidfile != NULL)
-		unlink(pidfile);
+	if (S.pidfile != NULL)
+		unlink(S.pidfile);
 	log_notice("supervisor stopped");
+out:
+	free(S.pidfile);
+	conf_free(S.conf);
+	S.conf = NULL;
 	return S.exit_code;
 }

@@ -69,17 +69,69 @@ pidfile_check(const char *path)
 }
 
 /*
- * Becomes a daemon.  The original process waits until the daemon says
- * it is ready (or dies), so that an init script learns whether the
- * start worked.  Returns the descriptor to report readiness on.
+ * The command that starts a daemon waits for its word on a pipe, so that
+ * an init script learns whether the start worked and why not: the
+ * daemon's error messages as text, then a NUL byte and the status to exit
+ * with ("0" once it is ready).  A daemon that dies without that word was
+ * killed or crashed.
+ */
+static void __attribute__((noreturn))
+daemon_wait(int fd)
+{
+	struct buf b;
+	char chunk[512], *nul;
+	ssize_t n;
+	long code;
+
+	buf_init(&b);
+	for (;;) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (b.len < 65536)
+			buf_add(&b, chunk, (size_t)n);
+	}
+	nul = b.len > 0 ? memchr(b.data, '\0', b.len) : NULL;
+	if (nul == NULL) {
+		if (b.len > 0)
+			fwrite(b.data, 1, b.len, stderr);
+		fprintf(stderr, "ade-superd: the daemon died before it was "
+		    "ready\n");
+		_exit(WORKER_EXIT_ERROR);
+	}
+	fwrite(b.data, 1, (size_t)(nul - b.data), stderr);
+	fflush(stderr);
+	code = strtol(nul + 1, NULL, 10);
+	_exit(code >= 0 && code < 256 ? (int)code : WORKER_EXIT_ERROR);
+}
+
+/* The daemon's last word to daemon_wait when it stops before it is ready. */
+static void
+daemon_failed(int fd, int code)
+{
+	char word[16];
+	int n;
+
+	n = snprintf(word, sizeof(word), "%c%d", '\0', code);
+	if (write(fd, word, (size_t)n) == -1)
+		return;
+	close(fd);
+}
+
+/*
+ * Becomes a daemon.  The original process stays in daemon_wait until the
+ * daemon is ready or has failed.  Returns the descriptor to report on;
+ * until then, errors are written there too.
  */
 static int
 daemonize(void)
 {
 	int fds[2], null;
-	char ok[2];
 	pid_t pid;
 
+	fflush(stderr);
 	if (pipe2(fds, O_CLOEXEC) == -1)
 		fatal("pipe");
 	switch (pid = fork()) {
@@ -89,9 +141,10 @@ daemonize(void)
 		break;
 	default:
 		close(fds[1]);
-		_exit(read(fds[0], ok, 2) == 2 ? 0 : WORKER_EXIT_CONFIG);
+		daemon_wait(fds[0]);
 	}
 	close(fds[0]);
+	log_echo(fds[1]);
 	if (setsid() == -1)
 		fatal("setsid");
 	switch (fork()) {
@@ -162,13 +215,15 @@ main(int argc, char *argv[])
 	if (optind != argc)
 		usage();
 
+	/* -n and a real start check the same things and fail the same way. */
 	conf = conf_new();
 	buf_init(&errs);
-	if (conf_load(conf, path, &errs) == -1) {
+	if (conf_load(conf, path, &errs) == -1 ||
+	    conf_check_host(conf, &errs) == -1) {
 		fputs(buf_str(&errs), stderr);
 		buf_free(&errs);
 		conf_free(conf);
-		return check ? 1 : WORKER_EXIT_CONFIG;
+		return WORKER_EXIT_CONFIG;
 	}
 	buf_free(&errs);
 	if (check) {
@@ -200,6 +255,8 @@ main(int argc, char *argv[])
 	if (log_parse_level(conf->log_level, &level) == 0)
 		log_setlevel(level);
 	log_setrole("supervisor");
+	/* Until it is ready, the terminal hears of errors too. */
+	log_echo(2);
 	if (strcmp(conf->engine_sandbox, "auto") == 0 && sandbox_abi() == 0)
 		log_warnx("engine_sandbox = auto: this kernel offers no "
 		    "Landlock, so engines and builds run unconfined");
@@ -210,8 +267,10 @@ main(int argc, char *argv[])
 		return WORKER_EXIT_CONFIG;
 	if (!fg)
 		ready = daemonize();
-	rc = super_run(conf, path, idle, ready, conf->pidfile[0] != '\0' ?
+	/* super_run frees conf (or the one a reload put in its place). */
+	rc = super_run(conf, path, idle, &ready, conf->pidfile[0] != '\0' ?
 	    conf->pidfile : NULL);
-	conf_free(conf);
+	if (ready != -1)
+		daemon_failed(ready, rc != 0 ? rc : WORKER_EXIT_ERROR);
 	return rc;
 }

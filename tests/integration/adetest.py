@@ -240,6 +240,21 @@ def crash(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print
+# (make sanitize-check builds with them): any of it in a process's output
+# fails the test, whether or not the process went on.
+SANITIZER_REPORT = re.compile(
+    r"ERROR: (AddressSanitizer|LeakSanitizer)|SUMMARY: (Address|UndefinedBehavior)Sanitizer"
+    r"|: runtime error: ")
+
+
+def assert_no_sanitizer_report(text: str, what: str) -> None:
+    match = SANITIZER_REPORT.search(text)
+    if match:
+        start = max(0, text.rfind("\n", 0, max(0, match.start() - 2000)))
+        raise AssertionError(f"sanitizer report in {what}:\n{text[start:start + 6000]}")
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Polls predicate until it returns a true value; fails after timeout."""
     deadline = time.monotonic() + timeout
@@ -504,6 +519,8 @@ class Deployment:
         self.data_dir = root / "data"
         if template is not None:
             copy_template(template.data_dir, self.data_dir)
+        else:
+            self.data_dir.mkdir()       # ade-superd never creates it
         share(self.root)
         self.conf_path = root / "worker.conf"
         self.db_path = self.data_dir / "db" / "ade.sqlite"
@@ -613,6 +630,7 @@ class Deployment:
         cmd = [str(CTL), "-c", str(self.conf_path)] + (["--json"] if json_out else [])
         result = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                                 env=clean_env(env), timeout=timeout)
+        assert_no_sanitizer_report(result.stderr, f"ade-ctl {' '.join(map(str, args))}")
         if check:
             assert result.returncode == 0, (cmd + list(args), result.stdout, result.stderr)
         return result
@@ -721,6 +739,9 @@ class Deployment:
         for proc in self._procs:
             self._stop(proc)
         self.close_db()
+        for log in self._logs:
+            if log.exists():
+                assert_no_sanitizer_report(log.read_text(errors="replace"), log.name)
 
     def drop_database(self) -> None:
         """Drops a server deployment's database (after close())."""

@@ -36,6 +36,11 @@ def test_permanent_database_fault_is_a_configuration_error(deploy, how):
         started = time.monotonic()
         result = dep.run_worker(timeout=60)
         assert result.returncode == EX_CONFIG, result.stderr
+        if how == "missing_directory":
+            # Known before any worker starts, as ade-superd -n knows it.
+            assert "/nonexistent-ade/sub" in result.stderr
+            assert "worker 0 started" not in result.stderr
+            return
         lines = [line for line in result.stderr.splitlines()
                  if "not retrying (a configuration error)" in line]
         # once per worker, never restarted

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from adetest import CTL, SUPERD, clean_env
+from adetest import CTL, SERVICE_USER, SUPERD, clean_env, pid_alive, share, wait_until
 
 REQUIRED_TABLES = ["workspaces", "configurations", "documents", "runs", "environments",
                    "run_metrics", "run_fields", "run_table_columns", "worker_leases"]
 
 
-def check(path, env=None) -> subprocess.CompletedProcess:
+# A data directory that exists, with the SQLite database's directory in it,
+# for files that are not about them.
+DATA_DIR = Path(tempfile.mkdtemp(prefix="ade-conf-"))
+atexit.register(shutil.rmtree, DATA_DIR, True)
+(DATA_DIR / "db").mkdir()
+EX_CONFIG = 78
+
+
+def check(path, env=None, service_user=True) -> subprocess.CompletedProcess:
+    """ade-superd -n; started as root, it must be told whom to run as (unless
+    the file says it)."""
+    env = dict(env or {})
+    if SERVICE_USER is not None and service_user:
+        env.setdefault("ADE_SUPERD_USER", SERVICE_USER[0])
     return subprocess.run([str(SUPERD), "-n", "-c", str(path)], capture_output=True, text=True,
                           env=clean_env(env), timeout=30)
 
@@ -31,6 +49,8 @@ def error_lines(result, path) -> dict[int, str]:
 
 def test_missing_tables_exit_78_and_are_named(deploy):
     dep = deploy(fresh=True, init_db=False)  # an empty database, no "db init"
+    dep.db_path.parent.mkdir(exist_ok=True)  # (SQLite: where it may be created)
+    share(dep.root)
     result = dep.run_worker(timeout=30)
     assert result.returncode == 78, result.stderr
     for table in REQUIRED_TABLES:
@@ -75,7 +95,7 @@ def test_config_check_reports_every_error_with_its_line(tmp_path):
         "max_event_line = 4k\n"                   # 22 fine: 4096
     )
     result = check(conf)
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     assert "configuration OK" not in result.stdout
     errors = error_lines(result, conf)
     assert sorted(errors) == [1, 3, 5, 7, 10, 11, 12, 13, 15, 16, 21], result.stderr
@@ -99,7 +119,7 @@ def test_config_check_accepts_a_good_file(tmp_path):
     conf = tmp_path / "good.conf"
     conf.write_text(
         "[database]\nbackend = sqlite\nsqlite_path = /tmp/x.sqlite\n"
-        "[worker]\ndata_dir = /var/lib/ade-test\nlease_seconds = 60\n"
+        f"[worker]\ndata_dir = {DATA_DIR}\nlease_seconds = 60\n"
         "poll_interval = 0.1\npoll_interval_max = 0.2\nmax_log_size = 1M\n"
         "max_event_line = 4096\nrun_timeout = 0\n"
         "[gc]\nenable = no\n[supervisor]\nworkers = auto\n")
@@ -113,10 +133,10 @@ def test_config_check_accepts_a_good_file(tmp_path):
 def test_config_with_password_must_not_be_readable_by_others(tmp_path, mode, ok):
     conf = tmp_path / "secret.conf"
     conf.write_text("[database]\nbackend = sqlite\npassword = hunter2\n"
-                    "[worker]\ndata_dir = /var/lib/ade-test\n")
+                    f"[worker]\ndata_dir = {DATA_DIR}\n")
     os.chmod(conf, mode)
     result = check(conf)
-    assert result.returncode == (0 if ok else 1), (oct(mode), result.stderr)
+    assert result.returncode == (0 if ok else EX_CONFIG), (oct(mode), result.stderr)
     if not ok:
         errors = error_lines(result, conf)
         assert list(errors) == [3] and "password" in errors[3], result.stderr
@@ -128,10 +148,10 @@ def test_password_file_must_not_be_readable_by_others(tmp_path):
     secret.write_text("hunter2\n")
     conf = tmp_path / "w.conf"
     conf.write_text(f"[database]\npassword_file = {secret}\n"
-                    "[worker]\ndata_dir = /var/lib/ade-test\n")
+                    f"[worker]\ndata_dir = {DATA_DIR}\n")
     os.chmod(secret, 0o644)
     result = check(conf)
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     assert list(error_lines(result, conf)) == [2], result.stderr
     os.chmod(secret, 0o600)
     assert check(conf).returncode == 0
@@ -140,10 +160,10 @@ def test_password_file_must_not_be_readable_by_others(tmp_path):
 @pytest.mark.parametrize("name", ["ADE_WORKER_LEASE_SECONDS", "ade_worker_lease_seconds"])
 def test_environment_variable_errors_name_the_environment(tmp_path, name):
     conf = tmp_path / "w.conf"
-    conf.write_text("[worker]\ndata_dir = /var/lib/ade-test\nlease_seconds = 60\n")
+    conf.write_text(f"[worker]\ndata_dir = {DATA_DIR}\nlease_seconds = 60\n")
     assert check(conf).returncode == 0
     result = check(conf, env={name: "abc"})
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("environment: ") and "ADE_WORKER_LEASE_SECONDS" in lines[0]
@@ -151,15 +171,101 @@ def test_environment_variable_errors_name_the_environment(tmp_path, name):
 
 def test_environment_wins_over_the_file(tmp_path):
     conf = tmp_path / "w.conf"
-    conf.write_text("[worker]\ndata_dir = /var/lib/ade-test\n"
+    conf.write_text(f"[worker]\ndata_dir = {DATA_DIR}\n"
                     "poll_interval = 5\npoll_interval_max = 1\n")  # max < interval
     result = check(conf)
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     assert list(error_lines(result, conf)) == [4], result.stderr
     # the environment's poll_interval replaces the file's, which cures the file
     assert check(conf, env={"ADE_WORKER_POLL_INTERVAL": "0.5"}).returncode == 0
     # and an environment value can break a good file
     result = check(conf, env={"ADE_WORKER_POLL_INTERVAL": "0.5",
                               "ADE_WORKER_POLL_INTERVAL_MAX": "0.1"})
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     assert result.stderr.startswith("environment: "), result.stderr
+
+
+def start_daemon(dep) -> subprocess.CompletedProcess:
+    """ade-superd as an init script starts it: a daemon, the command returning
+    once it is ready or has failed."""
+    return subprocess.run([str(SUPERD), "-c", str(dep.conf_path)], capture_output=True,
+                          text=True, env=clean_env(), timeout=120)
+
+
+def stop_daemon(pidfile) -> None:
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), 60, "the daemon to stop")
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_start_reports_ready_and_writes_its_pidfile(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    try:
+        result = start_daemon(dep)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert pid_alive(int(pidfile.read_text()))
+    finally:
+        stop_daemon(pidfile)
+    assert not pidfile.exists()
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_start_with_a_live_pidfile_fails_with_78_and_says_why(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    pidfile.write_text(f"{os.getpid()}\n")       # a live process: this one
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    result = start_daemon(dep)
+    assert result.returncode == 78, result.stderr
+    assert str(pidfile) in result.stderr and str(os.getpid()) in result.stderr
+    assert pidfile.read_text() == f"{os.getpid()}\n"
+    assert not (dep.data_dir / "run" / "control.sock").exists()
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+def test_daemon_that_fails_after_forking_passes_its_error_and_status_back(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    first = dep.start_worker()
+    wait_until(lambda: dep.ctl("status", check=False).returncode == 0, 30,
+               "the first supervisor's control socket")
+    # A second one on the same control socket fails once it is a daemon.
+    pidfile = dep.root / "second.pid"
+    dep.configure(**{"supervisor.pidfile": pidfile, "supervisor.log_file": dep.root / "d.log"})
+    try:
+        result = start_daemon(dep)
+    finally:
+        stop_daemon(pidfile)
+    assert result.returncode == 78, result.stderr
+    assert "control.sock" in result.stderr
+    assert not pidfile.exists()
+    assert first.poll() is None
+
+
+@pytest.mark.backends("sqlite")      # start-up only: no database in play
+@pytest.mark.parametrize("fault", ["root", "no_such_user", "no_data_dir", "no_sqlite_dir"])
+def test_config_check_and_a_real_start_refuse_the_same_hosts(deploy, tmp_path, fault):
+    dep = deploy(**{"supervisor.workers": 1})
+    key = {"root": "user", "no_such_user": "user", "no_data_dir": "data_dir",
+           "no_sqlite_dir": "sqlite_path"}[fault]
+    if fault == "root":
+        dep.configure(**{"supervisor.user": "root"})
+    elif fault == "no_such_user":
+        dep.configure(**{"supervisor.user": "no-such-ade-user"})
+    elif fault == "no_data_dir":
+        dep.configure(data_dir=tmp_path / "nowhere")
+    else:
+        dep.configure(**{"database.sqlite_path": tmp_path / "nowhere" / "ade.sqlite"})
+    result = check(dep.conf_path, service_user=False)
+    assert result.returncode == EX_CONFIG, result.stderr
+    errors = error_lines(result, dep.conf_path)
+    assert len(errors) == 1 and key in list(errors.values())[0], result.stderr
+    started = dep.run_worker(timeout=60)
+    assert started.returncode == EX_CONFIG, started.stderr
+    assert list(errors.values())[0] in started.stderr
+    assert "worker 0 started" not in started.stderr
+    assert not (tmp_path / "nowhere").exists()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from adetest import FAKE_ENGINE_COMMAND, pid_alive, wait_until, write_input
+from adetest import FAKE_ENGINE_COMMAND, pid_alive, psycopg2, wait_until, write_input
 
 
 def status(dep) -> dict:
@@ -20,6 +22,11 @@ def status(dep) -> dict:
         result = dep.ctl("status", json_out=True, check=False)
         return json.loads(result.stdout) if result.returncode == 0 else None
     return wait_until(ask, 20, "the supervisor's control socket")
+
+
+def control_socket(dep) -> Path:
+    return Path(dep.settings.get("supervisor", {}).get("control_socket")
+                or dep.data_dir / "run" / "control.sock")
 
 
 def worker_pids(dep) -> list[int]:
@@ -289,3 +296,261 @@ def test_killed_supervisor_stops_its_workers_and_a_new_one_recovers(deploy):
     dep.start_worker()
     for run in runs:
         assert dep.wait_run(run, timeout=90)["status"] == "succeeded"
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+@pytest.mark.parametrize("how", ["hup", "ctl"])
+def test_term_after_a_reload_exits_0_and_removes_the_pidfile(deploy, how):
+    dep = deploy(**{"supervisor.workers": 1})
+    pidfile = dep.root / "superd.pid"
+    dep.configure(**{"supervisor.pidfile": str(pidfile)})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 20, "a worker")
+    assert int(pidfile.read_text()) == sup.pid
+    before = worker_pids(dep)
+    if how == "hup":
+        sup.send_signal(signal.SIGHUP)
+    else:
+        assert dep.ctl("reload").stdout.startswith("ok")
+    wait_until(lambda: worker_pids(dep) and worker_pids(dep) != before, 30,
+               "the worker to be replaced")
+    sup.send_signal(signal.SIGTERM)
+    assert dep.wait_worker(sup, timeout=60) == 0, dep.worker_logs()
+    assert not pidfile.exists()
+
+
+def ledger_run(dep, name: str, seconds: float):
+    """A run whose engine writes "start" and, seconds later, "end" to a ledger."""
+    ledger = dep.root / f"{name}.ledger"
+    doc = write_input(dep.root / f"{name}.csv", mode="ledger", ledger=ledger,
+                      seconds=seconds)
+    return dep.enqueue(doc)["run_id"], ledger
+
+
+def engine_started(ledger) -> bool:
+    return ledger.exists() and " start\n" in ledger.read_text()
+
+
+def test_term_after_a_reload_lets_the_busy_worker_finish_its_run(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 1, "supervisor.drain_timeout": 120})
+    run, ledger = ledger_run(dep, "busy", 8)
+    sup = dep.start_worker()
+    slot_holding(dep, run)
+    wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    assert dep.ctl("reload").stdout.startswith("ok")
+    sup.send_signal(signal.SIGTERM)
+    # The reload and the drain each asked the worker to stop after its job:
+    # neither may cut the job short.
+    assert dep.wait_worker(sup, timeout=120) == 0, dep.worker_logs()
+    row = dep.run_row(run)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    assert ledger.read_text().count(" end\n") == 1
+
+
+def test_two_reloads_replace_idle_workers_at_once_and_busy_ones_after_their_job(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    run, ledger = ledger_run(dep, "busy", 8)
+    sup = dep.start_worker()
+    busy = slot_holding(dep, run)
+    wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    wait_until(lambda: len(worker_pids(dep)) == 2, 30, "two workers")
+    idle = [p for p in worker_pids(dep) if p != busy["pid"]]
+    for _ in range(2):
+        assert dep.ctl("reload").stdout.startswith("ok")
+    # The idle worker is replaced at once, the busy one keeps its run.
+    wait_until(lambda: len(worker_pids(dep)) == 2 and idle[0] not in worker_pids(dep),
+               30, "the idle worker to be replaced")
+    assert pid_alive(busy["pid"])
+    assert slot_holding(dep, run)["pid"] == busy["pid"]
+    row = dep.wait_run(run, timeout=120)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    # ... and is replaced once it has finished.
+    wait_until(lambda: len(worker_pids(dep)) == 2 and busy["pid"] not in worker_pids(dep),
+               30, "the busy worker to be replaced after its run")
+    assert sup.poll() is None
+
+
+def test_scaling_down_retires_idle_workers_before_busy_ones(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 3})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 3 and
+               all(s["state"] == "idle" for s in status(dep)["slots"]), 30,
+               "three idle workers")
+    slots = sorted(status(dep)["slots"], key=lambda s: s["slot"])
+    # Only the worker of the last slot may claim: the others are paused.
+    paused = [s["pid"] for s in slots[:2]]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run, ledger = ledger_run(dep, "busy", 8)
+        busy = slot_holding(dep, run)
+        assert busy["slot"] == slots[2]["slot"]
+        wait_until(lambda: engine_started(ledger), 30, "the engine to begin the run")
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    assert dep.ctl("scale", "1").stdout.startswith("ok")
+    wait_until(lambda: worker_pids(dep) == [busy["pid"]], 30, "the idle workers to go")
+    row = dep.wait_run(run, timeout=120)
+    assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    assert ledger.read_text().count(" start\n") == 1
+    assert status(dep)["workers"] == 1
+    assert sup.poll() is None
+
+
+def signal_pending(pid: int, sig: int) -> bool:
+    """Whether a signal sent to pid waits to be delivered."""
+    bit = 1 << (sig - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value, 16) & bit:
+            return True
+    return False
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_two_quick_ttou_remove_two_workers(deploy):
+    dep = deploy(**{"supervisor.workers": 3})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 3, 30, "three workers")
+    # A control client that says nothing keeps the supervisor busy for a
+    # while (or not at all): the signals may arrive before its event loop
+    # looks at them.  The kernel merges a signal with one still pending,
+    # so the second is sent once the first has reached the supervisor.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quiet:
+        quiet.connect(str(status(dep) and control_socket(dep)))
+        for _ in range(2):
+            sup.send_signal(signal.SIGTTOU)
+            wait_until(lambda: not signal_pending(sup.pid, signal.SIGTTOU), 10,
+                       "the signal to be delivered", interval=0.001)
+    wait_until(lambda: status(dep)["workers"] == 1 and len(worker_pids(dep)) == 1, 30,
+               "one worker")
+    assert sup.poll() is None
+
+
+def proc_state(pid: int) -> str | None:
+    """A process's state letter (R, S, T, Z...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def stop_a_maintenance_pass(dep, sup) -> int:
+    """Catches a maintenance pass and stops it (SIGSTOP), as a pass stuck on
+    the database would be; returns its pid.  Passes are short: the
+    supervisor's children are watched directly, not through ade-ctl."""
+    workers = set(worker_pids(dep))
+    kids = Path(f"/proc/{sup.pid}/task/{sup.pid}/children")
+
+    def catch():
+        others = [int(p) for p in kids.read_text().split() if int(p) not in workers]
+        if len(others) != 1:
+            return None
+        pid = others[0]
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            state = wait_until(lambda: proc_state(pid) in ("T", "Z", None) and
+                               (proc_state(pid) or "gone"), 10, "the pass to stop")
+        except ProcessLookupError:
+            return None
+        if state != "T":                                # it had ended
+            return None
+        return pid
+    return wait_until(catch, 60, "a maintenance pass", interval=0.002)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT], ids=["term", "quit"])
+def test_a_stuck_maintenance_pass_does_not_keep_the_supervisor_from_exiting(deploy, sig):
+    dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 30, "a worker")
+    worker = worker_pids(dep)[0]
+    maint = stop_a_maintenance_pass(dep, sup)
+    assert status(dep)["maintenance_pid"] == maint
+    sup.send_signal(sig)
+    assert dep.wait_worker(sup, timeout=90) == 0, dep.worker_logs()
+    assert not pid_alive(maint) and not pid_alive(worker)
+
+
+@pytest.mark.backends("pgsql")      # a pass waits on a PostgreSQL table lock
+def test_quit_stops_a_waiting_maintenance_pass_without_a_core_dump(deploy, pg_server):
+    # The pass would wait for the lock as long as a statement may take.
+    dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1,
+                                        "database.query_timeout": 600})
+    sup = dep.start_worker()
+    wait_until(lambda: [s["state"] for s in status(dep)["slots"]] == ["idle"], 30,
+               "an idle worker")
+    blocker = psycopg2.connect(host=pg_server.socket_dir, dbname=dep.db_name,
+                               user=pg_server.user)
+    blocker.autocommit = False
+    try:
+        blocker.cursor().execute("LOCK TABLE worker_leases IN ACCESS EXCLUSIVE MODE")
+        # The next pass waits for the lock, and keeps waiting.
+        wait_until(lambda: dep.rows("SELECT pid FROM pg_locks WHERE NOT granted"
+                                    " AND relation = 'worker_leases'::regclass"), 30,
+                   "a maintenance pass waiting for the lock")
+        maint = status(dep)["maintenance_pid"]
+        assert maint
+        sup.send_signal(signal.SIGQUIT)
+        assert dep.wait_worker(sup, timeout=60) == 0, dep.worker_logs()
+        assert not pid_alive(maint)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    log = open(sup.log_path, encoding="utf-8", errors="replace").read()
+    assert "maintenance killed" not in log and "core dumped" not in log, log
+
+
+def ask_raw(path: Path, request: bytes) -> bytes:
+    """Sends request on the control socket; returns the answer up to the close."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(str(path))
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def connection_open(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1, socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionError:
+        return False
+
+
+@pytest.mark.backends("sqlite")      # supervisor-only: no database in play
+def test_a_silent_control_client_delays_no_one_and_is_dropped_in_time(deploy):
+    dep = deploy(**{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: len(worker_pids(dep)) == 1, 30, "a worker")
+    path = control_socket(dep)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as halfway:
+        silent.connect(str(path))               # says nothing
+        halfway.connect(str(path))
+        halfway.sendall(b"sta")                 # and never the rest
+        answer = json.loads(ask_raw(path, b"status\n"))
+        assert answer["pid"] == sup.pid
+        # The other client was answered while these two still wait.
+        assert connection_open(silent) and connection_open(halfway)
+        assert dep.ctl("scale", "2").stdout.startswith("ok")
+        assert connection_open(silent) and connection_open(halfway)
+        # ... until their time is up.
+        wait_until(lambda: not connection_open(silent) and not connection_open(halfway),
+                   60, "the silent clients to be dropped")
+    # A request that never ends is refused, not stored.
+    answer = ask_raw(path, b"x" * 200000)
+    assert answer.startswith(b"error:"), answer
+    wait_until(lambda: len(worker_pids(dep)) == 2, 30, "two workers")
+    assert sup.poll() is None
