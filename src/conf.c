@@ -639,11 +639,9 @@ key_line(const struct conf *c, const char *name)
  * its file line, the environment, or the default.
  */
 static void
-conf_key_error(const struct conf *c, struct buf *errs, const char *name,
-    const char *msg)
+conf_error_at(const struct conf *c, struct buf *errs, int line,
+    const char *name, const char *msg)
 {
-	int line = key_line(c, name);
-
 	if (line > 0)
 		conf_error(errs, c->path, line, "%s: %s", name, msg);
 	else if (line < 0)
@@ -651,6 +649,13 @@ conf_key_error(const struct conf *c, struct buf *errs, const char *name,
 	else
 		conf_error(errs, c->path ? c->path : "configuration", 0,
 		    "%s: %s", name, msg);
+}
+
+static void
+conf_key_error(const struct conf *c, struct buf *errs, const char *name,
+    const char *msg)
+{
+	conf_error_at(c, errs, key_line(c, name), name, msg);
 }
 
 /* The same for a key of one section, where a name is in several. */
@@ -670,13 +675,7 @@ conf_section_key_error(const struct conf *c, struct buf *errs,
 		if (strcmp(keys[i].section, section) == 0 &&
 		    strcmp(keys[i].name, name) == 0)
 			line = c->lines[i];
-	if (line > 0)
-		conf_error(errs, c->path, line, "%s: %s", name, msg);
-	else if (line < 0)
-		conf_error(errs, "environment", 0, "%s: %s", name, msg);
-	else
-		conf_error(errs, c->path ? c->path : "configuration", 0,
-		    "%s: %s", name, msg);
+	conf_error_at(c, errs, line, name, msg);
 }
 
 /*
