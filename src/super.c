@@ -540,9 +540,20 @@ drain(void)
 }
 
 /*
+ * Whether a worker is between announcing a claim and learning which row
+ * it got: it holds nothing yet, and most such claims find nothing.
+ */
+static int
+sb_claiming(const struct sb_slot *sb)
+{
+	return sb->claim_kind != SB_CLAIM_NONE && sb->claim_id[0] == '\0';
+}
+
+/*
  * Which worker to retire first when scaling down: a slot without a
- * worker, then one already on its way out, then an idle one; a busy one
- * only when nothing else is left.
+ * worker, then one already on its way out, then an idle one, then one
+ * in the middle of a claim; a worker with a job only when nothing else
+ * is left.
  */
 static int
 retire_rank(int i)
@@ -554,10 +565,11 @@ retire_rank(int i)
 		return 0;
 	if (s->stopping)
 		return 1;
-	if (sb->claim_kind == SB_CLAIM_NONE && (sb->state == SB_IDLE ||
-	    sb->state == SB_STARTING || sb->state == SB_EMPTY))
-		return 2;
-	return 3;
+	if (sb->state == SB_IDLE || sb->state == SB_STARTING ||
+	    sb->state == SB_EMPTY)
+		return sb->claim_kind == SB_CLAIM_NONE ? 2 :
+		    sb_claiming(sb) ? 3 : 4;
+	return 4;
 }
 
 static void
@@ -731,11 +743,12 @@ status_json(void)
 		if (!S.slots[i].active && sb->pid == 0 && !S.slots[i].failed)
 			continue;
 		o = json_pack("{s:i, s:I, s:s, s:I, s:I, s:I}", "slot", i,
-		    "pid", (json_int_t)sb->pid, "state",
+		    "pid", (json_int_t)sb->pid, "state", sb_claiming(sb) &&
+		    sb->state == SB_IDLE ? "claiming" :
 		    sb_state_name(sb->state), "since", (json_int_t)sb->since,
 		    "jobs_done", (json_int_t)sb->jobs_done,
 		    "engine_pgid", (json_int_t)sb->engine_pgid);
-		if (sb->claim_kind != SB_CLAIM_NONE) {
+		if (sb->claim_kind != SB_CLAIM_NONE && !sb_claiming(sb)) {
 			json_object_set_new(o, "claim_kind", json_string(
 			    sb->claim_kind == SB_CLAIM_RUN ? "run" :
 			    "environment"));

@@ -17,6 +17,7 @@ python3-pymssql), which speaks TDS through FreeTDS like the daemon.
 """
 
 import os
+import time
 
 try:
     import pymssql
@@ -91,14 +92,42 @@ class MssqlServer:
         self.created.add(name)
 
     def drop_database(self, name):
-        """Drops a database, ending the sessions still on it."""
+        """Drops a database, ending the sessions still on it.  SQL Server
+        does that with SINGLE_USER WITH ROLLBACK IMMEDIATE; Babelfish has no
+        SINGLE_USER and refuses the drop while any session (a daemon's
+        worker the server has not yet seen go, say) still uses the
+        database, so those sessions are KILLed until the drop succeeds."""
         try:
             self.admin(f"ALTER DATABASE {quote(name)} SET SINGLE_USER"
                        " WITH ROLLBACK IMMEDIATE")
         except pymssql.Error:
-            pass  # Babelfish has no SINGLE_USER; the drop below says what is wrong
-        self.admin(f"DROP DATABASE IF EXISTS {quote(name)}")
+            pass  # not on Babelfish; the loop below ends the sessions
+        for attempt in range(60):
+            try:
+                self.admin(f"DROP DATABASE IF EXISTS {quote(name)}")
+                break
+            except pymssql.Error:
+                if attempt == 59:
+                    raise
+                self.kill_sessions(name)
+                time.sleep(0.5)
         self.created.discard(name)
+
+    def kill_sessions(self, name):
+        """KILLs every other session whose current database is name."""
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT session_id FROM sys.dm_exec_sessions"
+                        " WHERE database_id = DB_ID(%s) AND session_id <> @@SPID",
+                        (name,))
+            for (spid,) in cur.fetchall():
+                try:
+                    cur.execute(f"KILL {int(spid)}")
+                except pymssql.Error:
+                    pass  # gone meanwhile
+        finally:
+            conn.close()
 
     def copy_rows(self, source, dest):
         """Copies every row of a deployment's tables from database source to
