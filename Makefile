@@ -16,6 +16,19 @@ all check sanitize-check install demo:
 	fi
 else
 
+# Where the configuration and the state live.  Autoconf's defaults are
+# $(prefix)/etc and $(prefix)/var; a system install, prefix=/usr given to
+# configure or to make, puts them in /etc and /var instead, as Debian
+# packages do.  sysconfdir and localstatedir given explicitly win.
+ifeq ($(prefix),/usr)
+ifeq ($(value sysconfdir),$${prefix}/etc)
+sysconfdir = /etc
+endif
+ifeq ($(value localstatedir),$${prefix}/var)
+localstatedir = /var
+endif
+endif
+
 B = build
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 	-DADE_SYSCONFDIR='"$(sysconfdir)"' \
@@ -23,10 +36,10 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 	-DADE_PYTHON='"$(PYTHON)"' -DADE_VERSION='"$(PACKAGE_VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
-LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c job_env.c \
-	job_run.c log.c maint.c paths.c priv.c proc.c results.c sandbox.c \
-	scoreboard.c store.c store_mssql.c store_pgsql.c store_sqlite.c \
-	super.c util.c worker.c
+LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c http.c http_ui.c \
+	job_env.c job_run.c log.c maint.c paths.c priv.c proc.c proctitle.c results.c \
+	sandbox.c scoreboard.c store.c store_mssql.c store_pgsql.c \
+	store_sqlite.c super.c util.c worker.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 
@@ -42,6 +55,19 @@ $(B)/%.o: src/%.c $(HDRS) config.mk
 	@mkdir -p $(B)
 	@echo "CC $<"
 	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -Isrc -c -o $@ $<
+
+# The programs have the configuration file's path and the data_dir default
+# compiled in.  $(B)/installdirs holds the paths of the last build and is
+# rewritten only when they change, so that "make install prefix=/usr"
+# after a plain make compiles again, and copies again, what names them.
+PATH_OBJS = $(patsubst src/%.c,$(B)/%.o,$(shell grep -l \
+	-e ADE_SYSCONFDIR -e ADE_LOCALSTATEDIR src/*.c))
+$(PATH_OBJS): $(B)/installdirs
+
+$(B)/installdirs: FORCE
+	@mkdir -p $(B)
+	@printf '%s\n' '$(sysconfdir)' '$(localstatedir)' '$(sbindir)' > $@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv -f $@.new $@; fi
 
 $(B)/libade.a: $(LIB_OBJS)
 	rm -f $@
@@ -94,7 +120,8 @@ SAN_ENV = ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=
 SAN_TESTS = tests/integration/test_supervisor.py \
 	tests/integration/test_superd_robustness.py \
 	tests/integration/test_superd_failures.py \
-	tests/integration/test_results_fit.py
+	tests/integration/test_results_fit.py \
+	tests/integration/test_http.py tests/integration/test_dashboard.py
 NO_MSSQL = unset ADE_TEST_MSSQL_HOST ADE_TEST_MSSQL_PORT ADE_TEST_MSSQL_USER \
 	ADE_TEST_MSSQL_PASSWORD ADE_TEST_MSSQL_DATABASE
 
@@ -108,23 +135,41 @@ sanitize-check:
 demo: all
 	PYTHON=$(PYTHON) sh contrib/demo.sh
 
-install: all
-	install -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) \
-		$(DESTDIR)$(sysconfdir)/ade
+# The sample configuration, the manual pages and the service files name
+# the paths of a system install (/etc/ade, /var/lib/ade, /usr/sbin); the
+# copies in $(B)/install, which make install installs, name the paths of
+# this build.
+SUBST_FILES = etc/worker.conf man/ade-worker.conf.5 man/ade-superd.8 \
+	man/ade-ctl.8 contrib/init.d/ade-superd \
+	contrib/systemd/ade-superd.service
+SUBST_PATHS = sed -e 's|/etc/ade/|$(sysconfdir)/ade/|g' \
+	-e 's|/etc/default/ade-superd|$(sysconfdir)/default/ade-superd|g' \
+	-e 's|/var/lib/ade|$(localstatedir)/lib/ade|g' \
+	-e 's|LOCALSTATEDIR/lib/ade ([^)]*)|$(localstatedir)/lib/ade|g' \
+	-e 's|/usr/sbin/ade-superd|$(sbindir)/ade-superd|g'
+
+$(B)/install/%: % $(B)/installdirs
+	@mkdir -p $(@D)
+	$(SUBST_PATHS) $< > $@
+
+I = $(B)/install
+ETC_D = $(DESTDIR)$(sysconfdir)
+MAN_D = $(DESTDIR)$(mandir)
+UNIT_D = $(DESTDIR)$(prefix)/lib/systemd/system
+
+install: all $(SUBST_FILES:%=$(I)/%)
+	install -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) $(ETC_D)/ade \
+		$(MAN_D)/man5 $(MAN_D)/man8 $(ETC_D)/init.d \
+		$(ETC_D)/logrotate.d $(UNIT_D)
 	install -m 0755 $(B)/ade-superd $(DESTDIR)$(sbindir)/ade-superd
 	install -m 0755 $(B)/ade-ctl $(DESTDIR)$(bindir)/ade-ctl
-	install -m 0640 etc/worker.conf $(DESTDIR)$(sysconfdir)/ade/worker.conf.sample
-	install -d $(DESTDIR)$(mandir)/man5 $(DESTDIR)$(mandir)/man8
-	install -m 0644 man/ade-worker.conf.5 $(DESTDIR)$(mandir)/man5/
-	install -m 0644 man/ade-superd.8 man/ade-ctl.8 $(DESTDIR)$(mandir)/man8/
-	install -d $(DESTDIR)$(sysconfdir)/init.d \
-		$(DESTDIR)$(sysconfdir)/logrotate.d \
-		$(DESTDIR)$(prefix)/lib/systemd/system
-	install -m 0755 contrib/init.d/ade-superd $(DESTDIR)$(sysconfdir)/init.d/
-	install -m 0644 contrib/logrotate/ade-superd \
-		$(DESTDIR)$(sysconfdir)/logrotate.d/
-	install -m 0644 contrib/systemd/ade-superd.service \
-		$(DESTDIR)$(prefix)/lib/systemd/system/
+	install -m 0640 $(I)/etc/worker.conf $(ETC_D)/ade/worker.conf.sample
+	install -m 0644 $(I)/man/ade-worker.conf.5 $(MAN_D)/man5/
+	install -m 0644 $(I)/man/ade-superd.8 $(I)/man/ade-ctl.8 \
+		$(MAN_D)/man8/
+	install -m 0755 $(I)/contrib/init.d/ade-superd $(ETC_D)/init.d/
+	install -m 0644 $(I)/contrib/systemd/ade-superd.service $(UNIT_D)/
+	install -m 0644 contrib/logrotate/ade-superd $(ETC_D)/logrotate.d/
 
 clean:
 	rm -rf $(B) $(SAN_B)
@@ -132,5 +177,8 @@ clean:
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache demo
 
-.PHONY: bench all check sanitize-check unit-check docs-check integration-check demo install clean distclean
+FORCE:
+
+.PHONY: FORCE bench all check sanitize-check unit-check docs-check \
+	integration-check demo install clean distclean
 endif

@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: a SQLite database and a data directory under demo/, a few
 # sample runs (one of them fails and is retried until its attempts are
-# used), ade-superd until the queue is drained, then the results.
+# used), ade-superd until the queue is drained, then the results and a
+# one-line summary.  It fails when the runs did not end as expected.
 set -eu
 top=$(pwd)
 demo=$top/demo
@@ -53,6 +54,10 @@ run_timeout = 120
 [supervisor]
 workers = 2
 $service
+
+[http]
+# /health, /ready, /metrics and the dashboard (/) while the demo runs.
+listen = 127.0.0.1:9187
 CONF
 ctl() { "$B/ade-ctl" -c "$demo/worker.conf" "$@"; }
 
@@ -70,7 +75,16 @@ ctl enqueue --workspace demo --configuration sample \
 
 echo
 echo "== ade-superd (until the queue is drained)"
-"$B/ade-superd" -c "$demo/worker.conf" -f -d --exit-when-idle
+"$B/ade-superd" -c "$demo/worker.conf" -f -d --exit-when-idle &
+superd=$!
+# A long step (pip installing the engine) says how far it is, as
+# "ade-ctl status" does, instead of leaving a silent wait.
+while sleep 3 && kill -0 "$superd" 2>/dev/null; do
+	ctl status 2>/dev/null | sed -n \
+	    's/^\([0-9][0-9]*\) .* \([0-9a-f-]\{36\}\) (\([^)]*\))$/progress: worker \1, \2: \3/p' ||
+	    true
+done
+wait "$superd"
 
 echo
 echo "== runs"
@@ -80,3 +94,27 @@ for id in $(ctl --json runs list | sed -n 's/.*"id": "\([^"]*\)".*/\1/p'); do
 	echo "== run $id"
 	ctl runs show "$id"
 done
+
+# "1 run", "2 runs".
+count() {
+	if [ "$1" = 1 ]; then echo "1 $2"; else echo "$1 ${2}s"; fi
+}
+succeeded=0 failed=0 other=0
+for status in $(ctl --json runs list |
+    sed -n 's/.*"status": "\([^"]*\)".*/\1/p'); do
+	case $status in
+	succeeded)	succeeded=$((succeeded + 1)) ;;
+	failed)		failed=$((failed + 1)) ;;
+	*)		other=$((other + 1)) ;;
+	esac
+done
+summary="$(count "$succeeded" run) succeeded, $failed failed"
+[ "$other" = 0 ] || summary="$summary, $other not finished"
+echo
+# Every sample but broken.csv succeeds.
+if [ "$succeeded" != 4 ] || [ "$failed" != 1 ] || [ "$other" != 0 ]; then
+	echo "demo: $summary; expected 4 succeeded and 1 failed (broken.csv)"
+	exit 1
+fi
+echo "demo: $summary (broken.csv, on purpose); output in" \
+    "demo/data/workspaces/*/runs/*/output/, database demo/data/db/ade.sqlite"

@@ -615,14 +615,18 @@ out:
 }
 
 static int
-bundle_summary(struct archive *a, const char *json, char *err, size_t errlen)
+bundle_summary(struct archive *a, const char *top, const char *json,
+    char *err, size_t errlen)
 {
 	struct archive_entry *e;
 	size_t len = strlen(json);
+	char name[PATH_MAX];
 	int rc = -1;
 
+	snprintf(name, sizeof(name), "%s%s%s", top != NULL ? top : "",
+	    top != NULL ? "/" : "", ARCH_SUMMARY);
 	e = archive_entry_new();
-	archive_entry_set_pathname(e, ARCH_SUMMARY);
+	archive_entry_set_pathname(e, name);
 	archive_entry_set_filetype(e, AE_IFREG);
 	archive_entry_set_perm(e, 0644);
 	archive_entry_set_size(e, (la_int64_t)len);
@@ -637,10 +641,10 @@ bundle_summary(struct archive *a, const char *json, char *err, size_t errlen)
 	return rc;
 }
 
-/* Adds paths[i] under names[i], after checking the name. */
+/* Adds paths[i] under [top/]names[i], after checking the name. */
 static int
-bundle_member(struct archive *a, const char *path, const char *name,
-    char *err, size_t errlen)
+bundle_member(struct archive *a, const char *top, const char *path,
+    const char *name, char *err, size_t errlen)
 {
 	char src[PATH_MAX], member[PATH_MAX];
 	const char *why = "it names the root";
@@ -660,6 +664,16 @@ bundle_member(struct archive *a, const char *path, const char *name,
 		set_err(err, errlen, "bundle name \"%s\" is reserved",
 		    ARCH_SUMMARY);
 		return -1;
+	}
+	if (top != NULL) {
+		char within[PATH_MAX];
+
+		if ((size_t)snprintf(within, sizeof(within), "%s/%s", top,
+		    member) >= sizeof(within)) {
+			set_err(err, errlen, "bundle name too long: %s", name);
+			return -1;
+		}
+		snprintf(member, sizeof(member), "%s", within);
 	}
 	if ((size_t)snprintf(src, sizeof(src), "%s", path) >= sizeof(src)) {
 		set_err(err, errlen, "path too long: %s", path);
@@ -696,6 +710,19 @@ arch_write_bundle(const char *out_path, const char *const *paths,
     const char *const *names, size_t n, const char *summary_json,
     char *err, size_t errlen)
 {
+	return arch_write_bundle_in(out_path, NULL, paths, names, n,
+	    summary_json, err, errlen);
+}
+
+/*
+ * The same, every entry under one top-level directory top (a plain
+ * name), so that unpacking the archive makes one directory.
+ */
+int
+arch_write_bundle_in(const char *out_path, const char *top,
+    const char *const *paths, const char *const *names, size_t n,
+    const char *summary_json, char *err, size_t errlen)
+{
 	struct archive *a;
 	char *tmp;
 	size_t i;
@@ -724,19 +751,24 @@ arch_write_bundle(const char *out_path, const char *const *paths,
 	}
 	tmp = xasprintf("%s.tmp", out_path);
 	if (archive_write_open_filename(a, tmp) != ARCHIVE_OK) {
-		set_err(err, errlen, "cannot create %s: %s", tmp, arch_msg(a));
+		set_err(err, errlen, "cannot create %s: %s", tmp,
+		    archive_errno(a) > 0 ? strerror(archive_errno(a)) :
+		    arch_msg(a));
 		archive_write_free(a);
 		free(tmp);
 		return -1;
 	}
 	for (i = 0; i < n; i++)
-		if (bundle_member(a, paths[i], names[i], err, errlen) == -1)
+		if (bundle_member(a, top, paths[i], names[i], err, errlen) ==
+		    -1)
 			goto out;
-	if (summary_json != NULL && bundle_summary(a, summary_json, err,
+	if (summary_json != NULL && bundle_summary(a, top, summary_json, err,
 	    errlen) == -1)
 		goto out;
 	if (archive_write_close(a) != ARCHIVE_OK) {
-		set_err(err, errlen, "cannot write %s: %s", tmp, arch_msg(a));
+		set_err(err, errlen, "cannot write %s: %s", tmp,
+		    archive_errno(a) > 0 ? strerror(archive_errno(a)) :
+		    arch_msg(a));
 		goto out;
 	}
 	if (rename(tmp, out_path) == -1) {

@@ -23,5 +23,8 @@ int	arch_package_root(const char *dest_dir, char *out, size_t len);
 int	arch_write_bundle(const char *out_path, const char *const *paths,
 	    const char *const *names, size_t n, const char *summary_json,
 	    char *err, size_t errlen);
+int	arch_write_bundle_in(const char *out_path, const char *top,
+	    const char *const *paths, const char *const *names, size_t n,
+	    const char *summary_json, char *err, size_t errlen);
 
 #endif

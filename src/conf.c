@@ -115,9 +115,15 @@ static const struct conf_key keys[] = {
 	{ "worker", "data_dir", CONF_STR, O(data_dir),
 	    ADE_LOCALSTATEDIR "/lib/ade", 0, "ADE_DATA_DIR", 0, 0, NULL,
 	    "Root of configuration packages, documents, runs and venvs." },
+	{ "worker", "venvs_dir", CONF_STR, O(venvs_dir), "", 0,
+	    "ADE_VENVS_DIR", 0, 0, NULL,
+	    "Where the environments live; empty means data_dir/venvs.  It may "
+	    "be local to each host while data_dir is shared." },
 	{ "worker", "poll_interval", CONF_SECONDS, O(poll_interval), "0.5", R,
 	    "ADE_WORKER_POLL_INTERVAL", 0, 3600, NULL,
-	    "First idle sleep in seconds; it grows while idle." },
+	    "First idle sleep in seconds; it grows while idle.  Of a host's "
+	    "idle workers, one looks for work; the others sleep until it "
+	    "finds some." },
 	{ "worker", "poll_interval_max", CONF_SECONDS, O(poll_interval_max),
 	    "2", R, "ADE_WORKER_POLL_INTERVAL_MAX", 0, 3600, NULL,
 	    "Longest idle sleep in seconds." },
@@ -168,6 +174,11 @@ static const struct conf_key keys[] = {
 	    "ADE_WORKER_ENGINE_SANDBOX", 0, 0, "auto|required|off",
 	    "Confine engines and build steps with Landlock: auto where the "
 	    "kernel has it, required refuses to start without it, off never." },
+	{ "worker", "engine_user", CONF_STR, O(engine_user), "", 0,
+	    "ADE_WORKER_ENGINE_USER", 0, 0, NULL,
+	    "Started as root, run engines and build steps as this user (and "
+	    "its login group), which must differ from the service user; "
+	    "empty means as the service user." },
 	{ "worker", "max_event_line", CONF_SIZE, O(max_event_line), "4M", R,
 	    "ADE_WORKER_MAX_EVENT_LINE", 4096, 1LL << 30, NULL,
 	    "Longest engine output line kept whole; longer ones are cut." },
@@ -190,16 +201,18 @@ static const struct conf_key keys[] = {
 
 	{ "worker", "notify", CONF_BOOL, O(notify), "yes", 0,
 	    "ADE_WORKER_NOTIFY", 0, 0, NULL,
-	    "PostgreSQL: wait for notifications of new work; no means poll "
-	    "like the other backends." },
+	    "Idle, wait to be told of new work: PostgreSQL's notifications, "
+	    "or SQLite's files changing (inotify); no means poll, as on SQL "
+	    "Server." },
 	{ "worker", "listen_timeout", CONF_SECONDS, O(listen_timeout), "60",
 	    R, "ADE_WORKER_LISTEN_TIMEOUT_SECONDS", 1, 86400, NULL,
-	    "PostgreSQL: longest wait for a notification before looking "
-	    "for work anyway." },
-	{ "worker", "notify_jitter_ms", CONF_INT, O(notify_jitter_ms), "20",
+	    "PostgreSQL and SQLite: longest wait for news of work before "
+	    "looking anyway." },
+	{ "worker", "notify_jitter_ms", CONF_INT, O(notify_jitter_ms), "0",
 	    R, "ADE_WORKER_NOTIFY_JITTER_MS", 0, 10000, NULL,
 	    "PostgreSQL: random delay up to this many milliseconds after a "
-	    "notification, so idle workers do not all query at once." },
+	    "notification.  Only one idle worker per host listens, so this "
+	    "only spreads many hosts' claims." },
 	{ "worker", "max_jobs_per_child", CONF_INT, O(max_jobs_per_child),
 	    "0", R, "ADE_WORKER_MAX_JOBS_PER_CHILD", 0, 1000000000, NULL,
 	    "Replace a worker after about this many jobs (a tenth of it as "
@@ -254,6 +267,24 @@ static const struct conf_key keys[] = {
 	    "60", R, "ADE_SUPERD_STABLE_SECONDS", 1, 86400, NULL,
 	    "A worker that lived this long is stable: its restart delay "
 	    "goes back to one second." },
+	{ "supervisor", "stats_period", CONF_SECONDS, O(stats_period), "60",
+	    R, "ADE_SUPERD_STATS_PERIOD", 0, 86400, NULL,
+	    "Seconds between the log's stats lines (runs finished and "
+	    "failed, average wait and duration, queue depth); 0 means "
+	    "none." },
+
+	{ "http", "listen", CONF_STR, O(http_listen), "", 0,
+	    "ADE_HTTP_LISTEN", 0, 0, NULL,
+	    "HOST:PORT (or [ADDRESS]:PORT) of the HTTP endpoint: /health, "
+	    "/ready and /metrics; empty means none." },
+	{ "http", "actions", CONF_BOOL, O(http_actions), "no", 0,
+	    "ADE_HTTP_ACTIONS", 0, 0, NULL,
+	    "Offer cancel, requeue and rebuild on the dashboard, for whoever "
+	    "gives the token of token_file." },
+	{ "http", "token_file", CONF_STR, O(http_token_file), "", 0,
+	    "ADE_HTTP_TOKEN_FILE", 0, 0, NULL,
+	    "File whose first line is the token the dashboard's actions "
+	    "ask for; readable by the service user alone." },
 };
 
 #undef O
@@ -459,6 +490,7 @@ conf_free(struct conf *c)
 		explicit_bzero(c->password, strlen(c->password));
 	free(c->password);
 	free(c->sqlite_file);
+	free(c->venvs_root);
 	free(c->socket_path);
 	free(c->lines);
 	free(c->path);
@@ -679,6 +711,41 @@ conf_section_key_error(const struct conf *c, struct buf *errs,
 }
 
 /*
+ * The engine user must be a user of its own: not root, and neither the
+ * service user nor its group, or engines would reach the daemon's files
+ * after all.  Switching to it needs root at start.
+ */
+static void
+check_engine_user(const struct conf *c, const struct passwd *svc,
+    struct buf *errs)
+{
+	const struct passwd *pw;
+	const struct group *gr;
+	uid_t svc_uid = svc != NULL ? svc->pw_uid : geteuid();
+	gid_t svc_gid = svc != NULL ? svc->pw_gid : getegid();
+
+	if (geteuid() != 0) {
+		conf_section_key_error(c, errs, "worker", "engine_user",
+		    "needs ade-superd to start as root, to run engines as %s",
+		    c->engine_user);
+		return;
+	}
+	if (c->group[0] != '\0' && (gr = getgrnam(c->group)) != NULL)
+		svc_gid = gr->gr_gid;
+	if ((pw = getpwnam(c->engine_user)) == NULL)
+		conf_section_key_error(c, errs, "worker", "engine_user",
+		    "no user %s on this host", c->engine_user);
+	else if (pw->pw_uid == 0 || pw->pw_gid == 0)
+		conf_section_key_error(c, errs, "worker", "engine_user",
+		    "%s is root or in group root; engines never run as root",
+		    c->engine_user);
+	else if (pw->pw_uid == svc_uid || pw->pw_gid == svc_gid)
+		conf_section_key_error(c, errs, "worker", "engine_user",
+		    "%s shares the service user or its group; engines would "
+		    "reach the daemon's files", c->engine_user);
+}
+
+/*
  * What a start needs of this host beyond a valid file: a service user
  * that exists and is not root (required when started as root), the data
  * directory and the SQLite database's directory.  "ade-superd -n" and
@@ -708,6 +775,8 @@ conf_check_host(const struct conf *c, struct buf *errs)
 	if (c->group[0] != '\0' && getgrnam(c->group) == NULL)
 		conf_section_key_error(c, errs, "supervisor", "group",
 		    "no group %s on this host", c->group);
+	if (c->engine_user[0] != '\0')
+		check_engine_user(c, pw, errs);
 	if (c->data_dir[0] == '/') {
 		if (stat(c->data_dir, &st) == -1)
 			conf_section_key_error(c, errs, "worker", "data_dir",
@@ -806,6 +875,8 @@ conf_validate(struct conf *c, struct buf *errs, const struct stat *st)
 		    "must not be smaller than poll_interval");
 	if (c->data_dir[0] != '/')
 		conf_key_error(c, errs, "data_dir", "must be an absolute path");
+	if (c->venvs_dir[0] != '\0' && c->venvs_dir[0] != '/')
+		conf_key_error(c, errs, "venvs_dir", "must be an absolute path");
 	if (c->python[0] == '\0')
 		conf_key_error(c, errs, "python", "must name an interpreter");
 	if (c->engine_spec[0] == '\0')
@@ -834,6 +905,9 @@ conf_validate(struct conf *c, struct buf *errs, const struct stat *st)
 	if (strlen(c->socket_path) >= 100)
 		conf_key_error(c, errs, "control_socket", "path too long for "
 		    "a UNIX socket (at most 99 bytes)");
+	free(c->venvs_root);
+	c->venvs_root = c->venvs_dir[0] != '\0' ? xstrdup(c->venvs_dir) :
+	    xasprintf("%s/venvs", c->data_dir);
 	free(c->sqlite_file);
 	if (c->db_sqlite_path[0] != '\0')
 		c->sqlite_file = xstrdup(c->db_sqlite_path);
@@ -919,6 +993,8 @@ conf_keep_static(struct conf *nc, const struct conf *oc, struct buf *changed)
 	nc->password = oc->password != NULL ? xstrdup(oc->password) : NULL;
 	free(nc->sqlite_file);
 	nc->sqlite_file = xstrdup(oc->sqlite_file);
+	free(nc->venvs_root);
+	nc->venvs_root = xstrdup(oc->venvs_root);
 	free(nc->socket_path);
 	nc->socket_path = xstrdup(oc->socket_path);
 	nc->socket_mode = oc->socket_mode;

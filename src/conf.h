@@ -87,6 +87,7 @@ struct conf {
 	char		*pip_args;
 	char		*engine_command;
 	char		*engine_sandbox;
+	char		*engine_user;
 	long long	 max_event_line;
 	long long	 max_log_size;
 	long long	 max_completion_size;
@@ -112,12 +113,18 @@ struct conf {
 	char		*control_socket;
 	char		*control_socket_mode;
 	double		 drain_timeout;
+	double		 stats_period;
+	char		*http_listen;
+	int		 http_actions;
+	char		*http_token_file;
 	char		*log_file;
 	double		 stable_seconds;
 
 	/* Derived after loading. */
 	char		*password;	/* from password or password_file */
 	char		*sqlite_file;	/* sqlite_path or data_dir default */
+	char		*venvs_dir;
+	char		*venvs_root;	/* venvs_dir or data_dir/venvs */
 	char		*socket_path;	/* control_socket or its default */
 	unsigned	 socket_mode;
 	int		*lines;		/* per key: file line, 0 default,

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -42,12 +43,14 @@
 
 static int	 json_out;
 static const char *conf_path;
+static char	 acting_as[64];	/* the service user ade-ctl became */
 
-static void __attribute__((noreturn))
-usage(void)
+static void
+usage_to(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 	    "usage: ade-ctl [-c file] [--json] command [args]\n"
+	    "       ade-ctl --help | --version\n"
 	    "commands:\n"
 	    "  db init                      create what is missing of the schema\n"
 	    "  db check                     list missing tables and columns\n"
@@ -59,16 +62,30 @@ usage(void)
 	    "          [--max-attempts N] [--engine-spec SPEC]\n"
 	    "  runs list [--status S] [--limit N]\n"
 	    "  runs show ID | requeue ID | cancel ID\n"
+	    "  runs tail [-f] ID            a run's events, as they come\n"
 	    "  runs bundle ID -o FILE.tar.gz|FILE.zip\n"
 	    "  envs list | rebuild ID\n"
+	    "  envs log [-f] ID             a build's log, as it comes\n"
 	    "  gc --dry-run | --now         list or collect garbage now\n"
+	    "  hosts                        every host on the database\n"
 	    "  status                       the supervisor's workers\n"
 	    "  drain | reload | scale N     act through the supervisor\n");
+}
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	usage_to(stderr);
 	exit(CTL_USAGE);
 }
 
+/*
+ * Reads the configuration; errors in it end the command, unless lenient:
+ * a command for a running daemon still reaches it (the daemon keeps
+ * the configuration it runs on), warning of them.
+ */
 static struct conf *
-load_conf(void)
+load_conf_as(int lenient)
 {
 	struct conf *c = conf_new();
 	struct buf errs;
@@ -80,27 +97,79 @@ load_conf(void)
 	buf_init(&errs);
 	if (conf_load(c, path, &errs) == -1) {
 		fputs(buf_str(&errs), stderr);
-		exit(CTL_FAIL);
+		if (!lenient)
+			exit(CTL_FAIL);
+		fprintf(stderr, "ade-ctl: warning: the configuration has "
+		    "errors; asking the running daemon anyway\n");
 	}
 	buf_free(&errs);
 	/* Files ade-ctl writes must belong to the service user. */
+	if (geteuid() == 0 && c->user[0] != '\0' &&
+	    strcmp(c->user, "root") != 0)
+		snprintf(acting_as, sizeof(acting_as), "%s", c->user);
 	if (priv_drop(c, 0) == -1)
 		exit(CTL_FAIL);
 	return c;
 }
 
+static struct conf *
+load_conf(void)
+{
+	return load_conf_as(0);
+}
+
+/* How an ade-ctl command opens the database. */
+enum open_mode {
+	OPEN_CREATE,		/* db init: whatever is missing is made */
+	OPEN_EXISTING,		/* db check: nothing is made */
+	OPEN_READY		/* the rest: nothing is made, the tables are there */
+};
+
+/* The database the configuration names, for messages. */
+static void
+db_where(const struct conf *c, char *out, size_t len)
+{
+	if (strcmp(c->db_backend, "sqlite") == 0)
+		snprintf(out, len, "%s", c->sqlite_file);
+	else if (c->db_url_override[0] != '\0' || c->db_dsn[0] != '\0')
+		snprintf(out, len, "the %s database of the configured URL",
+		    c->db_backend);
+	else
+		snprintf(out, len, "%s database %s on %s", c->db_backend,
+		    c->db_name, c->db_host[0] != '\0' ? c->db_host :
+		    "localhost");
+}
+
 static struct store *
-open_store(const struct conf *c)
+open_store(const struct conf *c, enum open_mode mode)
 {
 	struct store *st;
-	struct buf err;
+	struct buf err, missing, optional;
+	char where[PATH_MAX + 64];
+	int rc;
 
 	buf_init(&err);
-	if ((st = store_open(c, &err)) == NULL) {
+	st = mode == OPEN_CREATE ? store_open(c, &err) :
+	    store_open_existing(c, &err);
+	if (st == NULL) {
 		fprintf(stderr, "ade-ctl: %s\n", buf_str(&err));
 		exit(CTL_FAIL);
 	}
 	buf_free(&err);
+	if (mode != OPEN_READY)
+		return st;
+	/* "no such table" would not say which database, nor what to do. */
+	buf_init(&missing);
+	buf_init(&optional);
+	rc = store_check_schema(st, &missing, &optional);
+	if (rc > 0) {
+		db_where(c, where, sizeof(where));
+		fprintf(stderr, "ade-ctl: %s lacks %s; \"ade-ctl db init\" "
+		    "creates missing tables\n", where, buf_str(&missing));
+		exit(CTL_FAIL);
+	}
+	buf_free(&missing);
+	buf_free(&optional);
 	return st;
 }
 
@@ -115,7 +184,8 @@ cmd_db(int argc, char **argv)
 	if (argc != 2)
 		usage();
 	c = load_conf();
-	st = open_store(c);
+	st = open_store(c, strcmp(argv[1], "init") == 0 ? OPEN_CREATE :
+	    OPEN_EXISTING);
 	if (strcmp(argv[1], "init") == 0) {
 		if (store_init_schema(st) == -1) {
 			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
@@ -195,20 +265,35 @@ cmd_config(int argc, char **argv)
 }
 
 /*
+ * Whether a package's entry is left out of its copy: version control,
+ * build leftovers (also what an editable install writes into the copy).
+ */
+static int
+package_skips(const char *name)
+{
+	static const char *const skip[] = {
+		".", "..", ".git", "__pycache__", ".venv", "venv", "build",
+		"dist", "node_modules", ".DS_Store",
+	};
+	size_t i, n = strlen(name);
+
+	for (i = 0; i < NELEM(skip); i++)
+		if (strcmp(name, skip[i]) == 0)
+			return 1;
+	return (n > 9 && strcmp(name + n - 9, ".egg-info") == 0) ||
+	    (n > 4 && strcmp(name + n - 4, ".pyc") == 0);
+}
+
+/*
  * Copies a configuration package.  Symbolic links, build leftovers and
  * version control directories are left out.
  */
 static int
 copy_tree(const char *src, const char *dst)
 {
-	static const char *const skip[] = {
-		".git", "__pycache__", ".venv", "venv", "build", "dist",
-		"node_modules", ".DS_Store",
-	};
 	char s[PATH_MAX], d[PATH_MAX];
 	struct dirent *de;
 	struct stat st;
-	size_t i, n;
 	DIR *dir;
 	int rc = 0;
 
@@ -217,16 +302,7 @@ copy_tree(const char *src, const char *dst)
 	if ((dir = opendir(src)) == NULL)
 		return -1;
 	while ((de = readdir(dir)) != NULL && rc == 0) {
-		if (strcmp(de->d_name, ".") == 0 ||
-		    strcmp(de->d_name, "..") == 0)
-			continue;
-		for (i = 0; i < NELEM(skip); i++)
-			if (strcmp(de->d_name, skip[i]) == 0)
-				break;
-		n = strlen(de->d_name);
-		if (i < NELEM(skip) || (n > 9 && strcmp(de->d_name + n - 9,
-		    ".egg-info") == 0) || (n > 4 && strcmp(de->d_name + n - 4,
-		    ".pyc") == 0))
+		if (package_skips(de->d_name))
 			continue;
 		snprintf(s, sizeof(s), "%s/%s", src, de->d_name);
 		snprintf(d, sizeof(d), "%s/%s", dst, de->d_name);
@@ -241,7 +317,104 @@ copy_tree(const char *src, const char *dst)
 	return rc;
 }
 
-/* Puts a fresh copy of the package in place of the old one. */
+/* Reads up to len bytes, fewer only at the end of the file. */
+static ssize_t
+read_full(int fd, char *b, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		n = read(fd, b + got, len - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* Whether two regular files hold the same bytes. */
+static int
+same_file(const char *a, const char *b)
+{
+	char ba[65536], bb[65536];
+	ssize_t na, nb;
+	int fa, fb, same = 0;
+
+	if ((fa = open(a, O_RDONLY | O_CLOEXEC)) == -1)
+		return 0;
+	if ((fb = open(b, O_RDONLY | O_CLOEXEC)) == -1) {
+		close(fa);
+		return 0;
+	}
+	for (;;) {
+		na = read_full(fa, ba, sizeof(ba));
+		nb = read_full(fb, bb, sizeof(bb));
+		if (na < 0 || na != nb || memcmp(ba, bb, (size_t)na) != 0)
+			break;
+		if (na == 0) {
+			same = 1;
+			break;
+		}
+	}
+	close(fa);
+	close(fb);
+	return same;
+}
+
+/*
+ * Whether the copy at dst is what copy_tree(src, dst) would make: the
+ * same directories and files with the same bytes, whatever else the
+ * entries that a copy leaves out hold.
+ */
+static int
+same_tree(const char *src, const char *dst)
+{
+	char s[PATH_MAX], d[PATH_MAX];
+	struct stat ss, ds;
+	struct dirent *de;
+	DIR *dir;
+	int same = 1, pass;
+
+	/* The entries of src, then the entries of dst that src lacks. */
+	for (pass = 0; pass < 2 && same; pass++) {
+		if ((dir = opendir(pass == 0 ? src : dst)) == NULL)
+			return 0;
+		while (same && (de = readdir(dir)) != NULL) {
+			if (package_skips(de->d_name))
+				continue;
+			snprintf(s, sizeof(s), "%s/%s", src, de->d_name);
+			snprintf(d, sizeof(d), "%s/%s", dst, de->d_name);
+			if (lstat(s, &ss) == -1 || (!S_ISDIR(ss.st_mode) &&
+			    !S_ISREG(ss.st_mode))) {
+				/* Not copied; in dst, it should not be. */
+				same = lstat(d, &ds) == -1 && errno == ENOENT;
+				continue;
+			}
+			if (lstat(d, &ds) == -1 || (ss.st_mode & S_IFMT) !=
+			    (ds.st_mode & S_IFMT))
+				same = 0;
+			else if (pass == 0 && S_ISDIR(ss.st_mode))
+				same = same_tree(s, d);
+			else if (pass == 0)
+				same = ss.st_size == ds.st_size &&
+				    same_file(s, d);
+		}
+		closedir(dir);
+	}
+	return same;
+}
+
+/*
+ * Puts a fresh copy of the package in place of the old one, unless the
+ * old one is the same: an environment may be building from it (an
+ * editable install works in the package's directory), and engines use
+ * it, so it is only replaced when it changed.
+ */
 static int
 install_package(const char *src, const char *dst)
 {
@@ -257,6 +430,8 @@ install_package(const char *src, const char *dst)
 		return -1;
 	}
 	free(parent);
+	if (same_tree(src, dst))
+		return 0;
 	if (copy_tree(src, tmp) == -1) {
 		rm_rf(tmp);
 		return -1;
@@ -358,7 +533,7 @@ cmd_enqueue(int argc, char **argv)
 		return CTL_USAGE;
 	}
 	c = load_conf();
-	st = open_store(c);
+	st = open_store(c, OPEN_READY);
 	if (store_register(st, ws, cfg, ws_id, cfg_id) == -1) {
 		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
 		return CTL_FAIL;
@@ -508,9 +683,251 @@ print_clean(const char *s, size_t max)
 	size_t n = 0;
 
 	for (; *s != '\0' && n < max; s++, n++)
-		putchar((unsigned char)*s < 0x20 ? '?' : *s);
+		putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
 	if (*s != '\0')
 		fputs("...", stdout);
+}
+
+/* A column of a table: clean text, cut to width, padded (bytes). */
+static void
+print_cell(const char *s, size_t width)
+{
+	size_t n = 0;
+
+	for (; *s != '\0' && n < width; s++, n++)
+		putchar((unsigned char)*s < 0x20 ? '?' : *s);
+	for (; n < width + 2; n++)
+		putchar(' ');
+}
+
+/*
+ * One record of an event log: with --json as written, else as a line of
+ * time (UTC, to the millisecond), level, event and message.  A line that
+ * is not a JSON object is shown cleaned, as it came.
+ */
+static void
+print_record(const char *line, size_t len)
+{
+	json_t *rec;
+	char when[24], name[128];
+
+	if (json_out) {
+		fwrite(line, 1, len, stdout);
+		putchar('\n');
+		return;
+	}
+	rec = json_loadb(line, len, 0, NULL);
+	if (!json_is_object(rec)) {
+		char *copy = strndup(line, len);
+
+		if (copy != NULL)
+			print_clean(copy, 2000);
+		free(copy);
+		putchar('\n');
+		json_decref(rec);
+		return;
+	}
+	/* UTC, to the millisecond: "Z" or "+00:00" */
+	snprintf(when, sizeof(when), "%s", sval(rec, "timestamp"));
+	print_clean(when, sizeof(when) - 1);
+	printf("%s ", strlen(sval(rec, "timestamp")) > 23 ? "Z" : "");
+	print_cell(sval(rec, "level"), 5);
+	/* Names are short; a long one is shown whole, not cut. */
+	snprintf(name, sizeof(name), "%s", sval(rec, "event"));
+	print_cell(name, strlen(name) > 26 ? strlen(name) : 26);
+	print_clean(sval(rec, "message"), 2000);
+	putchar('\n');
+	json_decref(rec);
+}
+
+/* Seconds a follower waits for the last event once the job is over. */
+#define FOLLOW_GRACE	10.0
+
+/*
+ * Prints an event log and, with follow, what is appended to it until
+ * over(arg) says the job is finished (asked at most once a second, and
+ * at once after an event named in last) and the file is read to its end.
+ * A file replaced under the same path (the next build's log) is read
+ * from its start.  Until the file exists, following waits for it.
+ */
+static int
+follow_log(const char *path, int follow, int (*over)(void *), void *arg,
+    const char *const *last)
+{
+	char chunk[65536], *nl;
+	struct buf pending;
+	struct stat st, now;
+	double check_at = 0, grace_end = 0;
+	ssize_t n;
+	size_t i, off;
+	int fd = -1, finishing = 0, seen_last = 0, rc = CTL_OK;
+
+	buf_init(&pending);
+	for (;;) {
+		if (fd == -1) {
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd == -1 && (errno != ENOENT || !follow)) {
+				fprintf(stderr, "ade-ctl: %s: %s\n", path,
+				    strerror(errno));
+				rc = errno == ENOENT ? CTL_NOTFOUND : CTL_FAIL;
+				break;
+			}
+			if (fd == -1) {
+				if (over(arg)) {
+					fprintf(stderr, "ade-ctl: finished "
+					    "without a log at %s\n", path);
+					rc = CTL_NOTFOUND;
+					break;
+				}
+				usleep(200000);
+				continue;
+			}
+			if (fstat(fd, &st) == -1)
+				memset(&st, 0, sizeof(st));
+			buf_reset(&pending);
+		}
+		if ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+			buf_add(&pending, chunk, (size_t)n);
+			off = 0;
+			while ((nl = memchr(pending.data + off, '\n',
+			    pending.len - off)) != NULL) {
+				size_t len = (size_t)(nl - pending.data) - off;
+
+				print_record(pending.data + off, len);
+				for (i = 0; last != NULL && last[i] != NULL;
+				    i++)
+					if (len > 0 && memmem(pending.data + off,
+					    len, last[i], strlen(last[i])) !=
+					    NULL)
+						check_at = 0, seen_last = 1;
+				off += len + 1;
+			}
+			memmove(pending.data, pending.data + off,
+			    pending.len - off);
+			pending.len -= off;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		fflush(stdout);
+		if (!follow || finishing)
+			break;
+		/* The next build writes a new file under the same path. */
+		if (stat(path, &now) == 0 && (now.st_ino != st.st_ino ||
+		    now.st_dev != st.st_dev)) {
+			close(fd);
+			fd = -1;
+			seen_last = 0;
+			continue;
+		}
+		/*
+		 * Once the job is over, once more to the end and stop; the
+		 * worker writes the last event soon after the database
+		 * says so (a cancel, at its next heartbeat).
+		 */
+		if (grace_end > 0 && (seen_last || now_mono() >= grace_end)) {
+			finishing = 1;
+			continue;
+		}
+		if (grace_end == 0 && now_mono() >= check_at) {
+			if (over(arg))
+				grace_end = now_mono() + FOLLOW_GRACE;
+			check_at = now_mono() + 1;
+			continue;
+		}
+		usleep(200000);
+	}
+	if (fd != -1)
+		close(fd);
+	buf_free(&pending);
+	return rc;
+}
+
+/* A run a follower waits for: over once it is finished. */
+struct followed {
+	struct store	*st;
+	const char	*id;
+};
+
+static int
+run_over(void *arg)
+{
+	struct followed *f = arg;
+	json_t *r = store_show_run(f->st, f->id);
+	const char *status;
+	int over;
+
+	if (r == NULL)
+		return 0;	/* the database may be back soon */
+	status = json_string_value(json_object_get(json_object_get(r, "run"),
+	    "status"));
+	over = status == NULL || (strcmp(status, "queued") != 0 &&
+	    strcmp(status, "running") != 0);
+	json_decref(r);
+	return over;
+}
+
+/* The environment's row, or NULL (with the reason said) when none. */
+static json_t *
+find_environment(struct store *st, const char *id)
+{
+	json_t *rows, *r, *found = NULL;
+	size_t i;
+
+	if ((rows = store_list_environments(st)) == NULL)
+		return NULL;
+	json_array_foreach(rows, i, r)
+		if (strcmp(sval(r, "id"), id) == 0)
+			found = json_incref(r);
+	json_decref(rows);
+	return found;
+}
+
+static int
+env_over(void *arg)
+{
+	struct followed *f = arg;
+	json_t *r = find_environment(f->st, f->id);
+	int over;
+
+	if (r == NULL)
+		return 0;
+	over = strcmp(sval(r, "status"), "queued") != 0 &&
+	    strcmp(sval(r, "status"), "building") != 0;
+	json_decref(r);
+	return over;
+}
+
+static int
+run_status_ok(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < RUN_STATUSES; i++)
+		if (strcmp(s, run_statuses[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Adds the full paths of a run's directory and output to its row. */
+static void
+add_run_paths(const struct conf *c, json_t *run)
+{
+	char dir[PATH_MAX], out[PATH_MAX * 2];
+	const char *ws = json_string_value(json_object_get(run,
+	    "workspace_id"));
+	const char *id = json_string_value(json_object_get(run, "id"));
+	const char *output = json_string_value(json_object_get(run,
+	    "output_path"));
+
+	if (ws == NULL || id == NULL || path_run_dir(dir, sizeof(dir),
+	    c->data_dir, ws, id) == -1)
+		return;
+	json_object_set_new(run, "run_directory", json_string(dir));
+	if (output != NULL && output[0] != '\0') {
+		snprintf(out, sizeof(out), "%s/%s", dir, output);
+		json_object_set_new(run, "output_file", json_string(out));
+	}
 }
 
 /*
@@ -523,6 +940,7 @@ bundle_run(const struct conf *c, struct store *st, const char *id,
 {
 	static const char *const parts[] = { "input", "output", "logs" };
 	char dir[PATH_MAX], paths[3][PATH_MAX + 16], err[512], *summary;
+	char top[64];
 	const char *p[3], *names[3];
 	json_t *shown, *run;
 	size_t i, n = 0;
@@ -555,11 +973,19 @@ bundle_run(const struct conf *c, struct store *st, const char *id,
 		}
 	}
 	summary = json_dumps(shown, JSON_INDENT(2));
-	rc = arch_write_bundle(out, p, names, n, summary, err, sizeof(err));
+	snprintf(top, sizeof(top), "run-%s", json_string_value(
+	    json_object_get(run, "id")));
+	rc = arch_write_bundle_in(out, top, p, names, n, summary, err,
+	    sizeof(err));
 	free(summary);
 	json_decref(shown);
 	if (rc == -1) {
-		fprintf(stderr, "ade-ctl: bundle: %s\n", err);
+		/* Started as root, ade-ctl writes as the service user. */
+		if (acting_as[0] != '\0')
+			fprintf(stderr, "ade-ctl: bundle: %s (writing as the "
+			    "service user %s)\n", err, acting_as);
+		else
+			fprintf(stderr, "ade-ctl: bundle: %s\n", err);
 		return CTL_FAIL;
 	}
 	printf("%s\n", out);
@@ -574,9 +1000,11 @@ cmd_runs(int argc, char **argv)
 		{ "limit", required_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
+		{ "follow", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *status = NULL, *sub, *bundle_out = NULL;
+	int follow = 0;
 	struct store *st;
 	struct conf *c;
 	json_t *rows, *r, *v;
@@ -596,17 +1024,23 @@ cmd_runs(int argc, char **argv)
 	argc--;
 	argv++;
 	optind = 0;
-	while ((ch = getopt_long(argc, argv, "o:", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "o:f", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'o': bundle_out = optarg; break;
+		case 'f': follow = 1; break;
 		case 's': status = optarg; break;
 		case 'l': limit = strtol(optarg, NULL, 10); break;
 		case 'j': json_out = 1; break;
 		default: usage();
 		}
 	}
+	if (status != NULL && !run_status_ok(status)) {
+		fprintf(stderr, "ade-ctl: no run status %s (queued, running, "
+		    "succeeded, failed or cancelled)\n", status);
+		return CTL_USAGE;
+	}
 	c = load_conf();
-	st = open_store(c);
+	st = open_store(c, OPEN_READY);
 	if (strcmp(sub, "list") == 0 && optind == argc) {
 		if ((rows = store_list_runs(st, status, limit)) == NULL) {
 			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
@@ -616,18 +1050,32 @@ cmd_runs(int argc, char **argv)
 			json_dumpf(rows, stdout, JSON_INDENT(2));
 			putchar('\n');
 		} else {
-			printf("%-36s  %-9s  %-7s  %-4s  %-24s  %-24s  %s\n",
-			    "ID", "STATUS", "ATTEMPT", "EXIT", "STARTED",
-			    "COMPLETED", "ERROR");
+			printf("%-36s  %-9s  %-7s  %-4s  %-24s  %-24s  "
+			    "%-16s  %-20s  %-24s  %s\n", "ID", "STATUS",
+			    "ATTEMPT", "EXIT", "STARTED", "COMPLETED",
+			    "WORKSPACE", "CONFIGURATION", "DOCUMENT", "ERROR");
 			json_array_foreach(rows, i, r) {
+				/*
+				 * A run queued again (a retry) has not started
+				 * yet: its row still holds the last attempt's.
+				 */
+				int again = strcmp(sval(r, "status"),
+				    "queued") == 0;
+
 				printf("%-36s  %-9s  %3s/%-3s  %-4s  %-24s  "
 				    "%-24s  ", sval(r, "id"),
 				    sval(r, "status"),
 				    sval(r, "attempt_count"),
 				    sval(r, "max_attempts"),
-				    sval(r, "exit_code"),
-				    sval(r, "started_at"),
+				    again ? "-" : sval(r, "exit_code"),
+				    again ? "-" : sval(r, "started_at"),
 				    sval(r, "completed_at"));
+				print_cell(sval(r, "workspace_slug"), 16);
+				print_cell(sval(r, "configuration_name"), 20);
+				print_cell(sval(r, "document_name"), 24);
+				if (again && json_is_string(json_object_get(r,
+				    "error_message")))
+					fputs("last attempt: ", stdout);
 				print_clean(sval(r, "error_message"), 60);
 				putchar('\n');
 			}
@@ -644,6 +1092,7 @@ cmd_runs(int argc, char **argv)
 		}
 		json_object_set_new(rows, "events", last_events(c,
 		    json_object_get(rows, "run"), 20));
+		add_run_paths(c, json_object_get(rows, "run"));
 		if (json_out) {
 			json_dumpf(rows, stdout, JSON_INDENT(2));
 			putchar('\n');
@@ -690,6 +1139,30 @@ cmd_runs(int argc, char **argv)
 			}
 		}
 		json_decref(rows);
+	} else if (strcmp(sub, "tail") == 0 && optind + 1 == argc) {
+		static const char *const last[] = {
+			"\"run.complete\"", "\"run.cancelled\"", NULL
+		};
+		struct followed f = { st, argv[optind] };
+		char dir[PATH_MAX], path[PATH_MAX + 32];
+		int rc;
+
+		if ((rows = store_show_run(st, argv[optind])) == NULL) {
+			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+			return CTL_FAIL;
+		}
+		r = json_object_get(rows, "run");
+		if (json_is_null(r) || path_run_dir(dir, sizeof(dir),
+		    c->data_dir, sval(r, "workspace_id"), sval(r, "id")) ==
+		    -1) {
+			fprintf(stderr, "ade-ctl: no run %s\n", argv[optind]);
+			return CTL_NOTFOUND;
+		}
+		json_decref(rows);
+		snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
+		rc = follow_log(path, follow, run_over, &f, last);
+		if (rc != CTL_OK)
+			return rc;
 	} else if (strcmp(sub, "bundle") == 0 && optind + 1 == argc &&
 	    bundle_out != NULL) {
 		int rc = bundle_run(c, st, argv[optind], bundle_out);
@@ -722,20 +1195,128 @@ cmd_runs(int argc, char **argv)
 	return CTL_OK;
 }
 
+/*
+ * The hosts that run workers on this database, from the row each one's
+ * maintenance pass renews: up, or gone when it stopped renewing it.
+ */
 static int
-cmd_envs(int argc, char **argv)
+cmd_hosts(int argc, char **argv)
 {
 	struct store *st;
 	struct conf *c;
-	json_t *rows, *r;
+	json_t *rows, *r, *info, *out;
+	char seen[32];
+	time_t t;
 	size_t i;
-	int n;
+
+	if (argc != 1)
+		usage();
+	c = load_conf();
+	st = open_store(c, OPEN_READY);
+	if ((rows = store_list_hosts(st)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	out = json_array();
+	json_array_foreach(rows, i, r) {
+		info = json_loads(sval(r, "holder"), 0, NULL);
+		if (!json_is_object(info)) {
+			json_decref(info);
+			info = json_object();
+		}
+		json_object_set(info, "name", json_object_get(r, "name"));
+		json_object_set(info, "state", json_object_get(r, "state"));
+		json_object_set(info, "expires_at", json_object_get(r,
+		    "expires_at"));
+		json_array_append_new(out, info);
+	}
+	json_decref(rows);
+	if (json_out) {
+		json_dumpf(out, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else {
+		printf("%-24s  %-5s  %-7s  %-8s  %-8s  %s\n", "HOST", "STATE",
+		    "WORKERS", "VERSION", "PID", "LAST SEEN");
+		json_array_foreach(out, i, r) {
+			t = (time_t)json_integer_value(json_object_get(r,
+			    "seen"));
+			strftime(seen, sizeof(seen), "%Y-%m-%dT%H:%M:%SZ",
+			    gmtime(&t));
+			print_cell(sval(r, "id"), 24);
+			print_cell(sval(r, "state"), 5);
+			print_cell(sval(r, "workers"), 7);
+			print_cell(sval(r, "version"), 8);
+			print_cell(sval(r, "pid"), 8);
+			printf("%s\n", t > 0 ? seen : "-");
+		}
+	}
+	json_decref(out);
+	store_close(st);
+	conf_free(c);
+	return CTL_OK;
+}
+
+static int
+cmd_envs(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "follow", no_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct store *st;
+	struct conf *c;
+	json_t *rows, *r;
+	const char *sub, *id;
+	size_t i;
+	int n, ch, follow = 0;
 
 	if (argc < 2)
 		usage();
+	sub = argv[1];
+	/* Options may follow the id, as with runs. */
+	argc--;
+	argv++;
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "f", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'f': follow = 1; break;
+		case 'j': json_out = 1; break;
+		default: usage();
+		}
+	}
+	id = optind < argc ? argv[optind] : NULL;
+	if (argc - optind > 1 || (follow && strcmp(sub, "log") != 0))
+		usage();
 	c = load_conf();
-	st = open_store(c);
-	if (strcmp(argv[1], "list") == 0 && argc == 2) {
+	st = open_store(c, OPEN_READY);
+	if (strcmp(sub, "log") == 0 && id != NULL) {
+		static const char *const last[] = {
+			"\"environment.complete\"", "\"environment.failed\"",
+			NULL
+		};
+		struct followed f = { st, id };
+		char root[PATH_MAX], path[PATH_MAX + 32];
+
+		if ((r = find_environment(st, id)) == NULL) {
+			fprintf(stderr, "ade-ctl: no environment %s\n",
+			    id);
+			return CTL_NOTFOUND;
+		}
+		n = path_env_root(root, sizeof(root), c->venvs_root,
+		    sval(r, "workspace_id"), sval(r, "configuration_id"),
+		    sval(r, "deps_digest"), sval(r, "id"));
+		json_decref(r);
+		if (n == -1) {
+			fprintf(stderr, "ade-ctl: environment %s: ids do not "
+			    "make a safe path\n", id);
+			return CTL_FAIL;
+		}
+		snprintf(path, sizeof(path), "%s/logs/events.ndjson", root);
+		n = follow_log(path, follow, env_over, &f, last);
+		if (n != CTL_OK)
+			return n;
+	} else if (strcmp(sub, "list") == 0 && id == NULL) {
 		if ((rows = store_list_environments(st)) == NULL) {
 			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
 			return CTL_FAIL;
@@ -758,17 +1339,17 @@ cmd_envs(int argc, char **argv)
 			}
 		}
 		json_decref(rows);
-	} else if (strcmp(argv[1], "rebuild") == 0 && argc == 3) {
-		if ((n = store_environment_rebuild(st, argv[2])) < 0) {
+	} else if (strcmp(sub, "rebuild") == 0 && id != NULL) {
+		if ((n = store_environment_rebuild(st, id)) < 0) {
 			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
 			return CTL_FAIL;
 		}
 		if (n == 0) {
 			fprintf(stderr, "ade-ctl: environment %s is being "
-			    "built or does not exist\n", argv[2]);
+			    "built or does not exist\n", id);
 			return CTL_NOTFOUND;
 		}
-		printf("%s queued for a rebuild\n", argv[2]);
+		printf("%s queued for a rebuild\n", id);
 	} else
 		usage();
 	store_close(st);
@@ -828,7 +1409,7 @@ cmd_supervisor(int argc, char **argv)
 		usage();
 	else
 		snprintf(req, sizeof(req), "%s", argv[0]);
-	c = load_conf();
+	c = load_conf_as(1);
 	ans = control(c, req);
 	conf_free(c);
 	if (strcmp(argv[0], "status") != 0) {
@@ -847,19 +1428,27 @@ cmd_supervisor(int argc, char **argv)
 		free(ans);
 		return CTL_FAIL;
 	}
-	printf("supervisor pid %s, %s, %s workers wanted, maintenance %s\n",
+	printf("supervisor pid %s, %s, %s worker%s wanted, maintenance %s\n",
 	    sval(j, "pid"), sval(j, "state"), sval(j, "workers"),
+	    PLURAL(json_integer_value(json_object_get(j, "workers"))),
 	    json_integer_value(json_object_get(j, "maintenance_pid")) ?
 	    "running" : "idle");
 	printf("%-4s  %-7s  %-9s  %-6s  %-4s  %s\n", "SLOT", "PID", "STATE",
 	    "JOBS", "KIND", "CLAIM / LAST ERROR");
 	json_array_foreach(json_object_get(j, "slots"), i, s) {
 		printf("%-4s  %-7s  %-9s  %-6s  %-4s  ", sval(s, "slot"),
-		    sval(s, "pid"), sval(s, "state"), sval(s, "jobs_done"),
+		    sval(s, "pid"), json_is_true(json_object_get(s,
+		    "looking")) ? "looking" : sval(s, "state"),
+		    sval(s, "jobs_done"),
 		    json_object_get(s, "claim_kind") ? (strcmp(sval(s,
 		    "claim_kind"), "run") == 0 ? "run" : "env") : "-");
 		print_clean(json_object_get(s, "claim_id") ? sval(s,
 		    "claim_id") : sval(s, "last_error"), 60);
+		/* Where a long job is: "(config, 42 s)". */
+		if (json_object_get(s, "claim_id") &&
+		    json_object_get(s, "step"))
+			printf(" (%s, %s s)", sval(s, "step"),
+			    sval(s, "step_seconds"));
 		putchar('\n');
 	}
 	json_decref(j);
@@ -885,7 +1474,7 @@ cmd_gc(int argc, char **argv)
 		usage();
 	dry = strcmp(argv[1], "--dry-run") == 0;
 	c = load_conf();
-	st = open_store(c);
+	st = open_store(c, OPEN_READY);
 	report = gc_collect(c, st, dry);
 	if (json_out)
 		json_dumpf(report, stdout, JSON_INDENT(2));
@@ -910,20 +1499,34 @@ main(int argc, char *argv[])
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	int ch;
+	int ch, i;
 
 	signal(SIGPIPE, SIG_IGN);
 	log_init(LOG_DEST_STDERR, NULL, "ade-ctl");
 	log_setrole("ade-ctl");
-	while ((ch = getopt_long(argc, argv, "+c:j", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+c:jhV", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'c': conf_path = optarg; break;
 		case 'j': json_out = 1; break;
+		case 'h':
+			usage_to(stdout);
+			return CTL_OK;
+		case 'V':
+			printf("ade-ctl %s\n", ADE_VERSION);
+			return CTL_OK;
 		default: usage();
 		}
 	}
+	/* "ade-ctl runs --help" asks for the usage too, not for a run. */
+	for (i = optind; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0) {
+			usage_to(stdout);
+			return CTL_OK;
+		}
 	argc -= optind;
 	argv += optind;
 	if (argc < 1)
@@ -938,6 +1541,8 @@ main(int argc, char *argv[])
 		return cmd_runs(argc, argv);
 	if (strcmp(argv[0], "gc") == 0)
 		return cmd_gc(argc, argv);
+	if (strcmp(argv[0], "hosts") == 0)
+		return cmd_hosts(argc, argv);
 	if (strcmp(argv[0], "envs") == 0)
 		return cmd_envs(argc, argv);
 	if (strcmp(argv[0], "status") == 0 || strcmp(argv[0], "drain") == 0 ||

@@ -148,7 +148,7 @@ gc_collect(const struct conf *c, struct store *st, int dry_run)
 			log_warnx("gc: environments: %s", store_error(st));
 		json_array_foreach(rows, i, row) {
 			envs.scanned++;
-			if (path_env_root(path, sizeof(path), c->data_dir,
+			if (path_env_root(path, sizeof(path), c->venvs_root,
 			    json_string_value(json_object_get(row,
 			    "workspace_id")), json_string_value(
 			    json_object_get(row, "configuration_id")),
@@ -162,7 +162,7 @@ gc_collect(const struct conf *c, struct store *st, int dry_run)
 		}
 		json_decref(rows);
 	}
-	snprintf(path, sizeof(path), "%s/venvs", c->data_dir);
+	snprintf(path, sizeof(path), "%s", c->venvs_root);
 	each_dir(path, visit_venv_level, &w);
 	if (c->gc_run_artifact_ttl_days > 0) {
 		snprintf(path, sizeof(path), "%s/workspaces", c->data_dir);

@@ -35,7 +35,9 @@
 #include "log.h"
 #include "paths.h"
 #include "proc.h"
+#include "priv.h"
 #include "sandbox.h"
+#include "scoreboard.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -53,6 +55,7 @@ struct build {
 	const char		*token;
 	struct evlog		 log;
 	const char		*scope;
+	double			 started;
 	double			 deadline;
 	double			 last_good;	/* last heartbeat through */
 	char			**env;
@@ -103,6 +106,7 @@ build_step(struct build *b, const char *scope, char **argv, double limit,
 
 	for (i = 0; argv[i] != NULL; i++)
 		json_array_append_new(cmd, json_string(argv[i]));
+	sb_set_step(scope);
 	snprintf(name, sizeof(name), "%s.start", scope);
 	evlog_emit(&b->log, "info", name, "Step started",
 	    json_pack("{s:O}", "cmd", cmd));
@@ -308,38 +312,26 @@ swap_into_place(const char *tmp, const char *root)
 }
 
 /*
- * Keeps the log of a failed build where an operator looks, the
- * environment's logs/events.ndjson, without touching a venv that is
- * there: a ready environment whose rebuild failed keeps serving the runs
- * that use it.  Where there is no venv, the log-only tree takes the
- * environment's place, as a first build that failed leaves it.
+ * The build log lives at the environment's logs/events.ndjson from the
+ * start of the build, so that it can be followed there.  A finished build
+ * takes it along into its tree just before that tree replaces the
+ * environment's (the same file: a reader that has it open reads on).  A
+ * failed build leaves it where it is, beside the venv that keeps serving
+ * runs, or alone where there is none.
  */
-static void
-keep_failed_log(const char *tmp, const char *root)
+static int
+move_log(const char *from_tree, const char *to_tree)
 {
-	char venv[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+	char from[PATH_MAX], to[PATH_MAX];
 
-	/* The venv and any extracted package of a failed build go. */
-	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
-	rm_rf(venv);
-	snprintf(venv, sizeof(venv), "%s/config", tmp);
-	rm_rf(venv);
-	snprintf(venv, sizeof(venv), "%s/.venv", root);
-	if (!is_dir(venv)) {
-		if (swap_into_place(tmp, root) == -1)
-			log_warn("environment: cannot keep the build log in %s",
-			    root);
-		return;
-	}
-	snprintf(from, sizeof(from), "%s/logs/events.ndjson", tmp);
-	snprintf(to, sizeof(to), "%s/logs", root);
-	if (mkdir_p(to, 0750) == -1) {
-		log_warn("mkdir %s", to);
-		return;
-	}
+	snprintf(from, sizeof(from), "%s/logs/events.ndjson", from_tree);
+	snprintf(to, sizeof(to), "%s/logs", to_tree);
+	if (mkdir_p(to, 0750) == -1)
+		return -1;
 	strcat(to, "/events.ndjson");
-	if (rename(from, to) == -1)
-		log_warn("environment: cannot keep the build log as %s", to);
+	if (rename(from, to) == -1 && errno != ENOENT)
+		return -1;
+	return 0;
 }
 
 /*
@@ -404,16 +396,17 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	b.w = w;
 	b.claim = c;
 	b.token = token;
-	b.deadline = now_mono() + cf->env_build_timeout;
+	b.started = now_mono();
+	b.deadline = b.started + cf->env_build_timeout;
 	/* The claim renewed the lease: it counts as a heartbeat. */
 	b.last_good = now_mono();
 	buf_init(&b.out);
 	b.log.fd = -1;
 	log_info("environment %s: building (deps %s)", c->id, c->deps_digest);
 
-	if (path_env_parent(parent, sizeof(parent), cf->data_dir,
+	if (path_env_parent(parent, sizeof(parent), cf->venvs_root,
 	    c->workspace_id, c->configuration_id, c->deps_digest) == -1 ||
-	    path_env_root(root, sizeof(root), cf->data_dir, c->workspace_id,
+	    path_env_root(root, sizeof(root), cf->venvs_root, c->workspace_id,
 	    c->configuration_id, c->deps_digest, c->id) == -1) {
 		snprintf(err, sizeof(err), "environment ids do not make a "
 		    "safe path");
@@ -423,13 +416,21 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	snprintf(tmp, sizeof(tmp), "%s/.build-%s", parent, rnd);
 	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
 	snprintf(python, sizeof(python), "%s/.venv/bin/python", root);
-	snprintf(logdir, sizeof(logdir), "%s/logs", tmp);
-	if (mkdir_p(logdir, 0750) == -1) {
+	/* An engine user writes the tree; the log is the worker's. */
+	snprintf(logdir, sizeof(logdir), "%s/logs", root);
+	if (mkdir_p(tmp, 0750) == -1 || mkdir_p(logdir, 0750) == -1 ||
+	    priv_engine_share(tmp, 02770) == -1) {
 		snprintf(err, sizeof(err), "cannot create %s: %s", logdir,
 		    strerror(errno));
 		goto finish;
 	}
-	snprintf(logdir, sizeof(logdir), "%s/logs/events.ndjson", tmp);
+	/* From data_dir when the venvs lie beneath it, else from theirs. */
+	priv_engine_reach(cf->data_dir, parent);
+	priv_engine_reach(cf->venvs_root, parent);
+	/* A new file: whoever follows the last build's log sees the change. */
+	strcat(logdir, "/events.ndjson");
+	if (unlink(logdir) == -1 && errno != ENOENT)
+		log_warn("environment %s: unlink %s", c->id, logdir);
 	evlog_open(&b.log, logdir, json_pack("{s:s, s:s, s:s, s:s}",
 	    "environment_id", c->id, "workspace_id", c->workspace_id,
 	    "configuration_id", c->configuration_id, "deps_digest",
@@ -449,8 +450,10 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	 * steps, so that a missing or hostile package fails the build at
 	 * once.
 	 */
-	if (is_dir(cfgdir))
+	if (is_dir(cfgdir)) {
 		snprintf(pkg, sizeof(pkg), "%s", cfgdir);
+		priv_engine_lend(cf->data_dir, cfgdir);
+	}
 	else if (config_archive(cfgdir, archive, sizeof(archive)) == 0) {
 		if (extract_config(&b, archive, tmp, pkg, sizeof(pkg), err,
 		    sizeof(err)) == -1)
@@ -465,11 +468,14 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	snprintf(home, sizeof(home), "%s/tmp", tmp);
 	snprintf(cache, sizeof(cache), "%s/cache/pip/%s", cf->data_dir,
 	    c->workspace_id);
-	if (mkdir_p(home, 0750) == -1 || mkdir_p(cache, 0750) == -1) {
+	if (mkdir_p(home, 0750) == -1 || mkdir_p(cache, 0750) == -1 ||
+	    priv_engine_share(home, 02770) == -1 ||
+	    priv_engine_share(cache, 02770) == -1) {
 		snprintf(err, sizeof(err), "cannot create %s: %s",
 		    is_dir(home) ? cache : home, strerror(errno));
 		goto finish;
 	}
+	priv_engine_reach(cf->data_dir, cache);
 	spec = c->engine_spec[0] != '\0' ? c->engine_spec : cf->engine_spec;
 	if (build_sandbox(&b, tmp, pkg, spec, cache, err, sizeof(err)) == -1)
 		goto finish;
@@ -551,7 +557,10 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	failed = 0;
 
 finish:
+	sb_set_step(NULL);
 	sandbox_end(&b.sb);
+	if (tmp[0] != '\0')
+		priv_engine_settle(tmp);
 	if (tmp[0] != '\0') {
 		snprintf(home, sizeof(home), "%s/tmp", tmp);
 		rm_rf(home);
@@ -575,10 +584,12 @@ finish:
 			snprintf(err, sizeof(err), "cannot confirm the claim "
 			    "before putting the build in place: %s", rc == 0 ?
 			    "it was lost" : store_error(w->store));
-		} else if (swap_into_place(tmp, root) == -1) {
+		} else if (move_log(root, tmp) == -1 ||
+		    swap_into_place(tmp, root) == -1) {
 			failed = 1;
 			snprintf(err, sizeof(err), "cannot move the build "
 			    "into place: %s", strerror(errno));
+			(void)move_log(tmp, root);
 		}
 	}
 	if (!failed) {
@@ -602,10 +613,14 @@ finish:
 			log_warnx("environment %s: build failed: %s (%ld "
 			    "waiting runs charged an attempt)", c->id, err,
 			    charged);
-			if (tmp[0] != '\0' && is_dir(tmp))
-				keep_failed_log(tmp, root);
 		}
 	}
+	if (rc == 1 && !failed)
+		sb_count_build(SB_BUILD_READY, now_mono() - b.started);
+	else if (rc == 1 && !worker_quit)
+		sb_count_build(SB_BUILD_FAILED, now_mono() - b.started);
+	else if (rc == 0)
+		sb_count_build(SB_BUILD_LOST, now_mono() - b.started);
 	if (rc == 0)
 		log_warnx("environment %s: lost the claim; result dropped",
 		    c->id);

@@ -29,7 +29,9 @@
 #include "paths.h"
 #include "proc.h"
 #include "results.h"
+#include "priv.h"
 #include "sandbox.h"
+#include "scoreboard.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -50,6 +52,7 @@ struct job {
 	const char		*scope;
 	const char		*envroot;
 	const char		*cfgdir;
+	int			 cancelled;	/* by an operator, seen */
 };
 
 static int
@@ -98,6 +101,8 @@ emit_complete(struct job *j, const char *status, int exit_code,
 		json_object_set_new(d, "error_message", json_string(error));
 	if (output_path != NULL)
 		json_object_set_new(d, "output_path", json_string(output_path));
+	sb_count_run(strcmp(status, "succeeded") == 0 ? SB_RUN_SUCCEEDED :
+	    SB_RUN_FAILED, now_mono() - j->t0);
 	/* Before run.complete: readers of the log stop there. */
 	evlog_note_loss(&j->log);
 	evlog_emit(&j->log, strcmp(status, "succeeded") == 0 ? "info" :
@@ -105,9 +110,39 @@ emit_complete(struct job *j, const char *status, int exit_code,
 	    "Run succeeded" : "Run failed", d);
 }
 
+/*
+ * Whether the run this worker no longer holds was cancelled by an
+ * operator, rather than taken back by the lease sweep.
+ */
+static int
+was_cancelled(struct job *j)
+{
+	json_t *r;
+	const char *status;
+
+	if (j->cancelled)
+		return 1;
+	if ((r = store_show_run(j->w->store, j->claim->id)) == NULL)
+		return 0;
+	status = json_string_value(json_object_get(json_object_get(r, "run"),
+	    "status"));
+	j->cancelled = status != NULL && strcmp(status, "cancelled") == 0;
+	json_decref(r);
+	return j->cancelled;
+}
+
 static void
 lost_claim(struct job *j)
 {
+	if (was_cancelled(j)) {
+		sb_count_run(SB_RUN_CANCELLED, now_mono() - j->t0);
+		log_notice("run %s: cancelled; engine stopped, results of "
+		    "this attempt discarded", j->claim->id);
+		evlog_emit(&j->log, "info", "run.cancelled", "The run was "
+		    "cancelled; this attempt's results are discarded", NULL);
+		return;
+	}
+	sb_count_run(SB_RUN_LOST, now_mono() - j->t0);
 	log_warnx("run %s: claim lost; stopping without writing", j->claim->id);
 	evlog_emit(&j->log, "warning", "run.lost_claim", "The claim on this "
 	    "run was lost; this attempt's results are discarded", NULL);
@@ -175,6 +210,7 @@ job_fail(struct job *j, int exit_code, const char *raw, int deterministic)
 	if (retry) {
 		char msg[96];
 
+		sb_count_run(SB_RUN_RETRIED, now_mono() - j->t0);
 		snprintf(msg, sizeof(msg), "Retry scheduled in %.1f s", delay);
 		evlog_emit(&j->log, "error", "run.retry", msg, json_pack(
 		    "{s:s, s:f, s:i, s:i}", "error_message", error,
@@ -201,7 +237,11 @@ job_release(struct job *j, const char *why, double delay)
 	    j->token, FINISH_RELEASE, 0, why, delay));
 	if (rc == 0)
 		lost_claim(j);
-	else if (rc > 0) {
+	else if (rc < 0)
+		log_warnx("run %s: cannot release it (%s); the lease sweep "
+		    "will recover it", j->claim->id, store_error(j->w->store));
+	else {
+		sb_count_run(SB_RUN_RELEASED, now_mono() - j->t0);
 		evlog_emit(&j->log, "warning", "run.released", why, NULL);
 		log_info("run %s: released (%s)", j->claim->id, why);
 	}
@@ -386,7 +426,9 @@ prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
 {
 	snprintf(out, len, "%s/%s", run_dir, sub);
 	/* Nothing from an earlier attempt may be taken for this one's. */
-	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1)
+	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1 ||
+	    priv_engine_share(out, strcmp(sub, "input") == 0 ? 02750 : 02770) ==
+	    -1)
 		return -1;
 	return 0;
 }
@@ -467,7 +509,7 @@ run_child(struct job *j, const char *scope, char **argv,
 	struct proc_spec ps;
 	struct sandbox sb;
 	json_t *cmd = json_array();
-	char bindir[PATH_MAX], start[64], done[64], cwd[PATH_MAX];
+	char bindir[PATH_MAX], start[64], done[64];
 	char tmp[PATH_MAX], msg[PATH_MAX + 128], *tmpdir, *home;
 	char *extra[] = { "PYTHONUNBUFFERED=1",
 	    "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_INPUT=1",
@@ -500,12 +542,11 @@ run_child(struct job *j, const char *scope, char **argv,
 
 	for (i = 0; argv[i] != NULL; i++)
 		json_array_append_new(cmd, json_string(argv[i]));
-	if (getcwd(cwd, sizeof(cwd)) == NULL)
-		snprintf(cwd, sizeof(cwd), "/");
 	snprintf(start, sizeof(start), "%s.start", scope);
 	snprintf(done, sizeof(done), "%s.complete", scope);
+	/* It works in its run's directory, whatever the daemon's is. */
 	evlog_emit(&j->log, "info", start, "Engine started",
-	    json_pack("{s:O, s:s}", "cmd", cmd, "cwd", cwd));
+	    json_pack("{s:O, s:s}", "cmd", cmd, "cwd", j->run_dir));
 	snprintf(bindir, sizeof(bindir), "%s", argv[0]);
 	if (strrchr(bindir, '/') != NULL)
 		*strrchr(bindir, '/') = '\0';
@@ -513,6 +554,7 @@ run_child(struct job *j, const char *scope, char **argv,
 	memset(&ps, 0, sizeof(ps));
 	ps.argv = argv;
 	ps.envp = env;
+	ps.cwd = j->run_dir;
 	ps.timeout = cf->run_timeout;
 	/*
 	 * Renew the lease every third of it, and at least every few seconds:
@@ -532,12 +574,16 @@ run_child(struct job *j, const char *scope, char **argv,
 	ps.stop = &worker_quit;
 	ps.sandbox = &sb;
 	j->scope = scope;
+	sb_set_step(scope);
 	proc_run(&ps, res);
+	sb_set_step(NULL);
+	priv_engine_settle(j->run_dir);
 	sandbox_end(&sb);
 	free(tmpdir);
 	free(home);
-	evlog_emit(&j->log, res->exit_code == 0 ? "info" : "error", done,
-	    "Engine finished", json_pack("{s:O, s:i, s:b, s:f}", "cmd", cmd,
+	/* An engine stopped because its run was cancelled did no wrong. */
+	evlog_emit(&j->log, res->exit_code == 0 || (res->lost &&
+	    was_cancelled(j)) ? "info" : "error", done, "Engine finished", json_pack("{s:O, s:i, s:b, s:f}", "cmd", cmd,
 	    "exit_code", res->exit_code, "timed_out", res->timed_out,
 	    "duration_seconds", res->duration));
 	json_decref(cmd);
@@ -811,6 +857,13 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	snprintf(logdir, sizeof(logdir), "%s/logs", j.run_dir);
 	if (mkdir_p(logdir, 0750) == -1)
 		log_warn("mkdir %s", logdir);
+	/*
+	 * An engine user passes through to its run's directory, which is
+	 * closed to it again when the run is over.
+	 */
+	priv_engine_reach(cf->data_dir, j.run_dir);
+	if (priv_engine_share(j.run_dir, 0750) == -1)
+		log_warn("chgrp %s", j.run_dir);
 	strcat(logdir, "/events.ndjson");
 	evlog_open(&j.log, logdir, json_pack("{s:s, s:s, s:s, s:s, s:i}",
 	    "job_id", c->id, "workspace_id", c->workspace_id,
@@ -823,7 +876,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	    json_pack("{s:i, s:i, s:s}", "attempt", (int)c->attempt_count,
 	    "max_attempts", (int)c->max_attempts, "worker", token));
 
-	if (path_env_root(envroot, sizeof(envroot), cf->data_dir,
+	if (path_env_root(envroot, sizeof(envroot), cf->venvs_root,
 	    c->workspace_id, c->configuration_id, c->deps_digest,
 	    c->env_id) == -1) {
 		job_fail(&j, EXIT_DETERMINISTIC, "environment ids do not make "
@@ -831,9 +884,12 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		goto out;
 	}
 	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
-	if (access(python, X_OK) == -1) {
+	if (access(python, X_OK) == -1 || !priv_engine_owns(envroot)) {
+		/* A venv built before engine_user was set is not its own. */
 		store_environment_requeue(w->store, c->env_id,
-		    "Missing venv python; requeueing environment");
+		    access(python, X_OK) == -1 ? "Missing venv python; "
+		    "requeueing environment" : "Venv not built for the "
+		    "engine user; requeueing environment");
 		job_release(&j, "Environment missing on disk", RELEASE_DELAY);
 		goto out;
 	}
@@ -858,6 +914,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		job_fail(&j, EXIT_DETERMINISTIC, msg, 1);
 		goto out;
 	}
+	priv_engine_lend(cf->data_dir, cfgdir);
 	j.envroot = envroot;
 	j.cfgdir = cfgdir;
 	if (store_environment_touch(w->store, c->env_id) < 0)
@@ -881,5 +938,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		run_process(&j, python, cfgdir, &opts);
 	run_options_free(&opts);
 out:
+	if (priv_engine_unshare(j.run_dir) == -1)
+		log_warn("chgrp %s", j.run_dir);
 	evlog_close(&j.log);
 }

@@ -249,27 +249,27 @@ path_run_dir(char *out, size_t len, const char *data, const char *ws,
 }
 
 int
-path_env_parent(char *out, size_t len, const char *data, const char *ws,
+path_env_parent(char *out, size_t len, const char *venvs, const char *ws,
     const char *cfg, const char *digest)
 {
-	const char *ids[] = { NULL, ws, cfg, NULL };
-	const char *words[] = { "venvs", NULL, NULL, NULL };
+	const char *ids[] = { ws, cfg, NULL };
+	const char *words[] = { NULL, NULL, NULL };
 	char deps[160];
 
 	path_deps_segment(deps, sizeof(deps), digest);
-	words[3] = deps;
-	return join_segments(out, len, data, ids, words, 4);
+	words[2] = deps;
+	return join_segments(out, len, venvs, ids, words, 3);
 }
 
 int
-path_env_root(char *out, size_t len, const char *data, const char *ws,
+path_env_root(char *out, size_t len, const char *venvs, const char *ws,
     const char *cfg, const char *digest, const char *env)
 {
 	char parent[PATH_MAX];
 	const char *ids[] = { env };
 	const char *words[] = { NULL };
 
-	if (path_env_parent(parent, sizeof(parent), data, ws, cfg,
+	if (path_env_parent(parent, sizeof(parent), venvs, ws, cfg,
 	    digest) == -1)
 		return -1;
 	return join_segments(out, len, parent, ids, words, 1);

@@ -15,6 +15,7 @@
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <dirent.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "priv.h"
 #include "proc.h"
 #include "sandbox.h"
 #include "scoreboard.h"
@@ -158,6 +160,15 @@ child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
 	if ((null = open("/dev/null", O_RDONLY)) == -1 ||
 	    dup2(null, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
 		_exit(127);
+	/* Changing ids clears the parent-death signal: set it again. */
+	if (priv_engine_become() == -1 ||
+	    prctl(PR_SET_PDEATHSIG, SIGKILL) == -1) {
+		dprintf(2, "cannot become the engine user: %s\n",
+		    strerror(errno));
+		_exit(127);
+	}
+	if (getppid() != parent)
+		_exit(127);
 	if (ps->sandbox != NULL && sandbox_enter(ps->sandbox->fd) == -1) {
 		dprintf(2, "cannot enter the sandbox: %s\n", strerror(errno));
 		_exit(127);
@@ -172,10 +183,16 @@ child_exec(const struct proc_spec *ps, int out, int err, pid_t parent)
 	_exit(127);
 }
 
+/* Engines may run as a user of their own: the kills act as that user. */
 static void
 group_kill(pid_t pgid, int sig)
 {
-	if (kill(-pgid, sig) == -1 && errno != ESRCH)
+	int rc;
+
+	priv_engine_enter();
+	rc = kill(-pgid, sig);
+	priv_engine_leave();
+	if (rc == -1 && errno != ESRCH)
 		log_warn("kill process group %ld", (long)pgid);
 }
 
@@ -191,18 +208,19 @@ proc_adopt_orphans(void)
 
 /*
  * Sends sig to every child of this process, found in /proc by their
- * parent pid.  Signalling a child cannot hit a stranger: its pid is not
- * reused before we reap it.  Returns the number of children, or -1.
+ * parent pid, but those keep (unless NULL) says to spare.  Signalling a
+ * child cannot hit a stranger: its pid is not reused before we reap it.
+ * Returns the number of children signalled, or -1.
  */
 static int
-kill_children(int sig)
+kill_children(int sig, int (*keep)(pid_t))
 {
 	char path[64], stat[512], *p, *end;
 	struct dirent *de;
 	pid_t self = getpid();
 	long pid, ppid;
 	ssize_t len;
-	int fd, n = 0;
+	int fd, rc, n = 0;
 	DIR *d;
 
 	if ((d = opendir("/proc")) == NULL)
@@ -224,12 +242,27 @@ kill_children(int sig)
 		    sscanf(p + 1, " %*c %ld", &ppid) != 1 ||
 		    ppid != (long)self)
 			continue;
+		if (keep != NULL && keep((pid_t)pid))
+			continue;
 		n++;
-		if (kill((pid_t)pid, sig) == -1 && errno != ESRCH)
+		priv_engine_enter();
+		rc = kill((pid_t)pid, sig);
+		priv_engine_leave();
+		if (rc == -1 && errno != ESRCH)
 			log_warn("kill %ld", pid);
 	}
 	closedir(d);
 	return n;
+}
+
+/*
+ * Kills the children of this process that keep does not spare, leaving
+ * their reaping to the caller; returns how many, or -1.
+ */
+int
+proc_kill_children(int (*keep)(pid_t))
+{
+	return kill_children(SIGKILL, keep);
 }
 
 /*
@@ -251,7 +284,7 @@ proc_end_descendants(void)
 			;
 		if (r == -1 && errno == ECHILD)
 			break;
-		if ((n = kill_children(SIGKILL)) == -1) {
+		if ((n = kill_children(SIGKILL, NULL)) == -1) {
 			log_warn("/proc");
 			break;
 		}
@@ -291,9 +324,9 @@ int
 proc_run(const struct proc_spec *ps, struct proc_result *res)
 {
 	struct linebuf lb[2];
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	int status, exited = 0, killing = 0, killed = 0, i, nfd, rc;
+	int status, exited = 0, killing = 0, killed = 0, i, nfd, rc, pidfd;
 	double start, now, deadline, next_hb, last_ok, kill_at = 0;
 	double exit_at = 0, wait, reap = 0.0005;
 	char chunk[65536];
@@ -316,6 +349,11 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 	proc_current_pgid = pid;
 	if (sb_self != NULL)
 		sb_self->engine_pgid = pid;
+	/*
+	 * The child's exit wakes the loop through a pidfd (Linux 5.3);
+	 * without one, the loop looks for the exit ever less often.
+	 */
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	close(outp[1]);
 	close(errp[1]);
 	for (i = 0; i < 2; i++) {
@@ -345,6 +383,12 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			}
 		if (exited && nfd == 0)
 			break;
+		if (!exited && pidfd != -1) {
+			pfd[nfd].fd = pidfd;
+			pfd[nfd].events = POLLIN;
+			pfd[nfd].revents = 0;
+			nfd++;
+		}
 		now = now_mono();
 		/*
 		 * With both pipes closed the child is exiting: look for its
@@ -372,7 +416,7 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 			struct linebuf *l = pfd[i].fd == lb[0].fd ? &lb[0] :
 			    &lb[1];
 
-			if (pfd[i].revents == 0)
+			if (pfd[i].revents == 0 || pfd[i].fd == pidfd)
 				continue;
 			n = read(l->fd, chunk, sizeof(chunk));
 			if (n > 0)
@@ -447,6 +491,8 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 			;
 	}
+	if (pidfd != -1)
+		close(pidfd);
 	proc_end_descendants();
 	proc_current_pgid = 0;
 	if (sb_self != NULL)

@@ -52,6 +52,7 @@ struct proc_result {
 int	proc_run(const struct proc_spec *, struct proc_result *);
 int	proc_adopt_orphans(void);
 void	proc_end_descendants(void);
+int	proc_kill_children(int (*keep)(pid_t));
 char  **proc_env(const char *path_prefix, int keep_pip, char *const *extra);
 
 extern volatile pid_t proc_current_pgid;

@@ -163,6 +163,7 @@ sandbox_setup(const struct conf *c)
 	add_secret(c->db_password_file);
 	add_secret(c->db_sqlite_path);
 	add_secret(c->data_dir);
+	add_secret(c->venvs_root);
 	python_prefix[0] = '\0';
 	if (realpath(c->python, real) != NULL &&
 	    (slash = strrchr(real, '/')) != NULL) {

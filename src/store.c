@@ -72,6 +72,24 @@ static const struct {
 /* The result columns of results.c without the optional one. */
 static const char *fields_old[16], *table_columns_old[24];
 
+void	(*store_event_hook)(enum store_event);
+
+void
+store_event(enum store_event e)
+{
+	if (store_event_hook != NULL)
+		store_event_hook(e);
+}
+
+/* An operation's result, with its failure counted. */
+static int
+counted(int rc)
+{
+	if (rc < 0)
+		store_event(STORE_EV_ERROR);
+	return rc;
+}
+
 /* Set by a backend whose open failed in a way no retry can mend. */
 static int open_failed_for_good;
 
@@ -92,14 +110,14 @@ store_open_failed_for_good(void)
 	return open_failed_for_good;
 }
 
-struct store *
-store_open(const struct conf *c, struct buf *err)
+static struct store *
+open_backend(const struct conf *c, struct buf *err, int create)
 {
 	struct store *st;
 
 	open_failed_for_good = 0;
 	if (strcmp(c->db_backend, "sqlite") == 0)
-		st = store_sqlite_open(c, err);
+		st = store_sqlite_open(c, err, create);
 	else if (strcmp(c->db_backend, "pgsql") == 0)
 		st = store_pgsql_open(c, err);
 	else if (strcmp(c->db_backend, "mssql") == 0)
@@ -112,6 +130,23 @@ store_open(const struct conf *c, struct buf *err)
 	if (st != NULL)
 		st->wake_fd = -1;
 	return st;
+}
+
+struct store *
+store_open(const struct conf *c, struct buf *err)
+{
+	return open_backend(c, err, 1);
+}
+
+/*
+ * Opens a database that must exist already: an SQLite file is not
+ * created (nor its directory), so that reading about runs leaves no
+ * empty database behind.  Servers' databases are never created.
+ */
+struct store *
+store_open_existing(const struct conf *c, struct buf *err)
+{
+	return open_backend(c, err, 0);
 }
 
 void
@@ -284,7 +319,7 @@ store_result_columns(struct store *st, int which)
 int
 store_ensure_environments(struct store *st, long *ins, long *req)
 {
-	return st->ops->ensure_environments(st, ins, req);
+	return counted(st->ops->ensure_environments(st, ins, req));
 }
 
 int
@@ -292,22 +327,22 @@ store_claim_environment(struct store *st, const char *token, double lease,
     struct env_claim *out)
 {
 	memset(out, 0, sizeof(*out));
-	return st->ops->claim_environment(st, token, lease, out);
+	return counted(st->ops->claim_environment(st, token, lease, out));
 }
 
 int
 store_heartbeat_environment(struct store *st, const char *id,
     const char *token, double lease)
 {
-	return st->ops->heartbeat_environment(st, id, token, lease);
+	return counted(st->ops->heartbeat_environment(st, id, token, lease));
 }
 
 int
 store_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
-	return st->ops->environment_ready(st, id, token, python, pyver,
-	    engver);
+	return counted(st->ops->environment_ready(st, id, token, python, pyver,
+	    engver));
 }
 
 int
@@ -315,20 +350,20 @@ store_environment_failed(struct store *st, const char *id, const char *token,
     const char *error, double base, double max, long *charged)
 {
 	*charged = 0;
-	return st->ops->environment_failed(st, id, token, error, base, max,
-	    charged);
+	return counted(st->ops->environment_failed(st, id, token, error,
+	    base, max, charged));
 }
 
 int
 store_environment_requeue(struct store *st, const char *id, const char *error)
 {
-	return st->ops->environment_requeue(st, id, error);
+	return counted(st->ops->environment_requeue(st, id, error));
 }
 
 int
 store_environment_touch(struct store *st, const char *id)
 {
-	return st->ops->environment_touch(st, id);
+	return counted(st->ops->environment_touch(st, id));
 }
 
 int
@@ -336,7 +371,7 @@ store_claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
 {
 	memset(out, 0, sizeof(*out));
-	return st->ops->claim_run(st, token, lease, out);
+	return counted(st->ops->claim_run(st, token, lease, out));
 }
 
 void
@@ -351,14 +386,14 @@ int
 store_heartbeat_run(struct store *st, const char *id, const char *token,
     double lease)
 {
-	return st->ops->heartbeat_run(st, id, token, lease);
+	return counted(st->ops->heartbeat_run(st, id, token, lease));
 }
 
 int
 store_get_document(struct store *st, const char *id, struct document *d)
 {
 	memset(d, 0, sizeof(*d));
-	return st->ops->get_document(st, id, d);
+	return counted(st->ops->get_document(st, id, d));
 }
 
 void
@@ -374,15 +409,16 @@ store_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
 	probe_result_columns(st);
-	return st->ops->run_succeeded(st, id, token, output_path, results);
+	return counted(st->ops->run_succeeded(st, id, token, output_path,
+	    results));
 }
 
 int
 store_run_finish(struct store *st, const char *id, const char *token,
     enum run_finish how, int exit_code, const char *error, double delay)
 {
-	return st->ops->run_finish(st, id, token, how, exit_code, error,
-	    delay);
+	return counted(st->ops->run_finish(st, id, token, how, exit_code, error,
+	    delay));
 }
 
 int
@@ -390,7 +426,7 @@ store_sweep(struct store *st, double base, double max,
     struct sweep_counts *out)
 {
 	memset(out, 0, sizeof(*out));
-	return st->ops->sweep(st, base, max, out);
+	return counted(st->ops->sweep(st, base, max, out));
 }
 
 /*
@@ -403,7 +439,7 @@ int
 store_run_abandon(struct store *st, const char *id, const char *token,
     const char *error, double base, double max)
 {
-	return st->ops->run_abandon(st, id, token, error, base, max);
+	return counted(st->ops->run_abandon(st, id, token, error, base, max));
 }
 
 /* Puts an environment whose builder went away back in the queue. */
@@ -411,7 +447,7 @@ int
 store_environment_abandon(struct store *st, const char *id, const char *token,
     const char *error)
 {
-	return st->ops->environment_abandon(st, id, token, error);
+	return counted(st->ops->environment_abandon(st, id, token, error));
 }
 
 /*
@@ -432,8 +468,10 @@ store_release_claim(struct store *st, int env, const char *token,
 	if ((rc = st->ops->claimed_with(st, env, token, id)) <= 0)
 		return rc;
 	if (env)
-		return st->ops->environment_abandon(st, id, token, error);
-	return st->ops->run_finish(st, id, token, FINISH_RELEASE, 0, error, 0);
+		return counted(st->ops->environment_abandon(st, id, token,
+		    error));
+	return counted(st->ops->run_finish(st, id, token, FINISH_RELEASE,
+	    0, error, 0));
 }
 
 /*
@@ -444,7 +482,26 @@ int
 store_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
-	return st->ops->singleton(st, name, holder, lease);
+	return counted(st->ops->singleton(st, name, holder, lease));
+}
+
+/*
+ * A host says it is alive: its row "host:ID" in worker_leases holds info
+ * (JSON) and expires after ttl seconds unless said again.  Only the host
+ * itself writes its row.
+ */
+int
+store_host_beat(struct store *st, const char *name, const char *info,
+    double ttl)
+{
+	return counted(st->ops->host_beat(st, name, info, ttl));
+}
+
+/* The hosts' rows: name, holder (the info), expires_at and state. */
+json_t *
+store_list_hosts(struct store *st)
+{
+	return st->ops->list_hosts(st);
 }
 
 /*
@@ -466,13 +523,38 @@ store_gc_environments(struct store *st, long ttl_days, int dry_run)
 int
 store_run_finished_before(struct store *st, const char *id, long ttl_days)
 {
-	return st->ops->run_finished_before(st, id, ttl_days);
+	return counted(st->ops->run_finished_before(st, id, ttl_days));
+}
+
+const char *const run_statuses[RUN_STATUSES] = {
+	"queued", "running", "succeeded", "failed", "cancelled"
+};
+
+void
+store_queue_stats_add(struct queue_stats *q, const char *status, long n,
+    long due, double oldest)
+{
+	size_t i;
+
+	for (i = 0; status != NULL && i < RUN_STATUSES; i++)
+		if (strcmp(status, run_statuses[i]) == 0)
+			q->runs[i] += n;
+	q->due += due;
+	if (oldest > q->oldest_due)
+		q->oldest_due = oldest;
+}
+
+int
+store_queue_stats(struct store *st, struct queue_stats *q)
+{
+	memset(q, 0, sizeof(*q));
+	return counted(st->ops->queue_stats(st, q));
 }
 
 int
 store_pending(struct store *st, long *count)
 {
-	return st->ops->pending(st, count);
+	return counted(st->ops->pending(st, count));
 }
 
 /*
@@ -482,7 +564,7 @@ store_pending(struct store *st, long *count)
 int
 store_next_due(struct store *st, double *seconds)
 {
-	return st->ops->next_due(st, seconds);
+	return counted(st->ops->next_due(st, seconds));
 }
 
 /*
@@ -539,13 +621,13 @@ int
 store_register(struct store *st, const char *ws, const char *cfg,
     char *ws_id, char *cfg_id)
 {
-	return st->ops->register_names(st, ws, cfg, ws_id, cfg_id);
+	return counted(st->ops->register_names(st, ws, cfg, ws_id, cfg_id));
 }
 
 int
 store_enqueue(struct store *st, const struct enqueue_req *req)
 {
-	return st->ops->enqueue(st, req);
+	return counted(st->ops->enqueue(st, req));
 }
 
 json_t *
@@ -561,7 +643,7 @@ store_list_runs(struct store *st, const char *status, long limit)
 int
 store_run_requeue(struct store *st, const char *id)
 {
-	return st->ops->run_requeue(st, id);
+	return counted(st->ops->run_requeue(st, id));
 }
 
 /*
@@ -572,7 +654,7 @@ store_run_requeue(struct store *st, const char *id)
 int
 store_run_cancel(struct store *st, const char *id)
 {
-	return st->ops->run_cancel(st, id);
+	return counted(st->ops->run_cancel(st, id));
 }
 
 json_t *
@@ -588,7 +670,7 @@ store_list_environments(struct store *st)
 int
 store_environment_rebuild(struct store *st, const char *id)
 {
-	return st->ops->environment_rebuild(st, id);
+	return counted(st->ops->environment_rebuild(st, id));
 }
 
 json_t *

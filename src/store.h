@@ -49,6 +49,7 @@ struct run_claim {
 	char	 deps_digest[160];
 	char	 env_id[64];
 	char	 started_at[40];
+	double	 waited;		/* seconds from due to claimed */
 	long	 attempt_count;
 	long	 max_attempts;
 	char	*run_options;		/* JSON text or NULL */
@@ -65,6 +66,25 @@ enum run_finish {
 	FINISH_FAILED,		/* terminal */
 	FINISH_RELEASE		/* back to queued; the attempt is not used */
 };
+
+/* The runs table at a glance, for stats lines and metrics. */
+#define RUN_STATUSES	5	/* queued running succeeded failed cancelled */
+struct queue_stats {
+	long	runs[RUN_STATUSES];	/* by status, in that order */
+	long	due;		/* queued runs whose time has come */
+	double	oldest_due;	/* seconds the oldest of them has waited */
+};
+
+extern const char *const run_statuses[RUN_STATUSES];
+
+/* What a store tells whoever counts: failures and reconnections. */
+enum store_event {
+	STORE_EV_ERROR,
+	STORE_EV_RECONNECT
+};
+
+extern void	(*store_event_hook)(enum store_event);
+void	store_event(enum store_event);
 
 struct sweep_counts {
 	long	runs_requeued;
@@ -92,6 +112,7 @@ struct enqueue_req {
 };
 
 struct store	*store_open(const struct conf *, struct buf *err);
+struct store	*store_open_existing(const struct conf *, struct buf *err);
 int		 store_open_failed_for_good(void);
 void		 store_close(struct store *);
 const char	*store_error(struct store *);
@@ -137,12 +158,16 @@ int	store_environment_abandon(struct store *, const char *id,
 	    const char *token, const char *error);
 int	store_release_claim(struct store *, int env, const char *token,
 	    const char *error, char *id);
+int	store_host_beat(struct store *, const char *name, const char *info,
+	    double ttl);
+json_t	*store_list_hosts(struct store *);
 int	store_singleton(struct store *, const char *name, const char *holder,
 	    double lease);
 json_t	*store_gc_environments(struct store *, long ttl_days, int dry_run);
 int	store_run_finished_before(struct store *, const char *id,
 	    long ttl_days);
 int	store_pending(struct store *, long *count);
+int	store_queue_stats(struct store *, struct queue_stats *);
 int	store_next_due(struct store *, double *seconds);
 int	store_wait(struct store *, double timeout);
 int	store_listens(struct store *);

@@ -45,9 +45,14 @@ struct store_ops {
 	int	(*claimed_with)(struct store *, int env, const char *,
 		    char *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
+	/* a host's row in worker_leases, written whatever it held */
+	int	(*host_beat)(struct store *, const char *, const char *, double);
+	json_t	*(*list_hosts)(struct store *);
 	json_t	*(*gc_environments)(struct store *, long, int);
 	int	(*run_finished_before)(struct store *, const char *, long);
 	int	(*pending)(struct store *, long *);
+	/* adds one row of SELECT status, count, due, oldest due age */
+	int	(*queue_stats)(struct store *, struct queue_stats *);
 	int	(*next_due)(struct store *, double *);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
@@ -83,8 +88,35 @@ void		 store_pause(struct store *, double secs);
 /* A backend's open says so when its failure is a configuration error. */
 void		 store_open_permanent(void);
 
-struct store	*store_sqlite_open(const struct conf *, struct buf *);
+struct store	*store_sqlite_open(const struct conf *, struct buf *, int create);
 struct store	*store_pgsql_open(const struct conf *, struct buf *);
 struct store	*store_mssql_open(const struct conf *, struct buf *);
+
+/*
+ * The names an operator knows a run by, for listings: the same
+ * correlated subqueries are valid in the three dialects.
+ */
+#define NAMES_OF_RUN							\
+	"  (SELECT slug FROM workspaces w WHERE w.id = runs.workspace_id)" \
+	"  AS workspace_slug,"						\
+	"  (SELECT display_name FROM configurations c"			\
+	"   WHERE c.id = runs.configuration_id) AS configuration_name,"	\
+	"  (SELECT original_filename FROM documents d"			\
+	"   WHERE d.id = runs.input_document_id) AS document_name"
+
+/*
+ * The runs table counted by status in one pass: the same statement in
+ * the three dialects but for how a time's age in seconds is written.
+ */
+#define QUEUE_STATS(age)						\
+	"SELECT status, COUNT(*) AS n,"					\
+	"  SUM(CASE WHEN status = 'queued' AND " age " >= 0"		\
+	"   AND attempt_count < max_attempts THEN 1 ELSE 0 END) AS due,"	\
+	"  MAX(CASE WHEN status = 'queued' AND " age " >= 0"		\
+	"   AND attempt_count < max_attempts THEN " age " END) AS oldest" \
+	" FROM runs GROUP BY status"
+
+void	store_queue_stats_add(struct queue_stats *, const char *status,
+	    long n, long due, double oldest);
 
 #endif

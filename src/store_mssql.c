@@ -1482,6 +1482,7 @@ mq_ready(struct mq *m)
 		return STORE_DEAD;
 	}
 	log_notice("mssql: reconnected");
+	store_event(STORE_EV_RECONNECT);
 	m->base.dead = 0;
 	m->reset_delay = 0;
 	return 0;
@@ -2296,7 +2297,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " " GUID("c.input_document_id") " AS input_document_id,"
 	    " c.engine_spec, c.deps_digest, " TS("c.started_at", "started_at")
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
-	    " c.input_sheet_names, " GUID("e.id") " AS env_id"
+	    " c.input_sheet_names, " GUID("e.id") " AS env_id,"
+	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited"
 	    " FROM runs c LEFT JOIN environments e ON " ENV_KEY("e", "c")
 	    " WHERE @n > 0 AND c.id = @id;";
 	static const char undo[] =
@@ -2333,6 +2335,7 @@ mq_claim_run(struct store *st, const char *token, double lease,
 		out->run_options = mres_dup(&r, 0, 9);
 		out->input_sheet_names = mres_dup(&r, 0, 10);
 		mres_copy(&r, 0, 11, out->env_id, sizeof(out->env_id));
+		out->waited = (double)mres_int(&r, 0, 12) / 1000.0;
 		rc = 1;
 	}
 	mres_clear(&r);
@@ -2692,6 +2695,40 @@ mq_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
+/* Only the host writes its row: an UPDATE, or the first INSERT. */
+static int
+mq_host_beat(struct store *st, const char *name, const char *info,
+    double ttl)
+{
+	static const char sql[] =
+	    BATCH
+	    "DECLARE @n INT;"
+	    "UPDATE worker_leases SET holder = @p2,"
+	    "  expires_at = " PLUS("@p3")
+	    " WHERE name = @p1;"
+	    "SET @n = @@ROWCOUNT;"
+	    "IF @n = 0 BEGIN"
+	    " INSERT INTO worker_leases (name, holder, expires_at)"
+	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
+	    " SET @n = @@ROWCOUNT;"
+	    "END;"
+	    "SELECT @n AS n;";
+
+	return mq_count((struct mq *)st, "host", sql, "ssd", name, info, ttl);
+}
+
+static json_t *
+mq_list_hosts(struct store *st)
+{
+	static const char sql[] =
+	    BATCH "SELECT name, holder, " TS("expires_at", "expires_at") ","
+	    " CASE WHEN expires_at < " NOW " THEN 'gone' ELSE 'up' END"
+	    "  AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
+
+	return mq_rows((struct mq *)st, "list hosts", sql, "");
+}
+
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -2798,6 +2835,31 @@ mq_pending(struct store *st, long *count)
 	if (rc != 0)
 		return rc;
 	*count = (long)mres_int(&r, 0, 0);
+	mres_clear(&r);
+	return 0;
+}
+
+static int
+mq_queue_stats(struct store *st, struct queue_stats *q)
+{
+	/* Ages in milliseconds: db-lib reads a BIGINT exactly. */
+	static const char sql[] = BATCH QUEUE_STATS(
+	    "DATEDIFF_BIG(millisecond, available_at, " NOW ")");
+	struct mq *m = (struct mq *)st;
+	struct mres r;
+	size_t i;
+	int rc;
+
+	memset(&r, 0, sizeof(r));
+	mq_interruptible = 1;
+	rc = mq_call(m, "queue stats", &r, sql, "");
+	mq_interruptible = 0;
+	if (rc != 0)
+		return rc;
+	for (i = 0; i < r.nrows; i++)
+		store_queue_stats_add(q, mres_str(&r, i, 0),
+		    (long)mres_int(&r, i, 1), (long)mres_int(&r, i, 2),
+		    (double)mres_int(&r, i, 3) / 1000.0);
 	mres_clear(&r);
 	return 0;
 }
@@ -2926,7 +2988,7 @@ mq_list_runs(struct store *st, const char *status, long limit)
 	    TS("started_at", "started_at") ", "
 	    TS("completed_at", "completed_at") ", "
 	    TS("available_at", "available_at") ","
-	    "  claimed_by, error_message FROM runs"
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
 	    " WHERE @p1 IS NULL OR status = @p1"
 	    " ORDER BY runs.created_at DESC, runs.id";
 
@@ -2940,7 +3002,8 @@ mq_run_requeue(struct store *st, const char *id)
 	static const char sql[] =
 	    BATCH
 	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = " NOW ", completed_at = NULL, exit_code = NULL,"
+	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
 	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
 	    "  claim_expires_at = NULL"
 	    " WHERE id = " UUID("@p1") " AND status IN ('succeeded', 'failed',"
@@ -3017,8 +3080,8 @@ mq_show_run(struct store *st, const char *id)
 	    TS("completed_at", "completed_at") ", error_message, "
 	    TS("available_at", "available_at") ","
 	    " run_options, attempt_count, max_attempts, claimed_by, "
-	    TS("claim_expires_at", "claim_expires_at")
-	    " FROM runs WHERE id = " UUID("@p1");
+	    TS("claim_expires_at", "claim_expires_at") ","
+	    NAMES_OF_RUN " FROM runs WHERE id = " UUID("@p1");
 	/* every column the table has: valid_cells came later */
 	static const char fld[] =
 	    BATCH "SELECT * FROM run_fields WHERE run_id = " UUID("@p1")
@@ -3096,6 +3159,7 @@ static const struct store_ops mssql_ops = {
 	.gc_environments = mq_gc_environments,
 	.run_finished_before = mq_run_finished_before,
 	.pending = mq_pending,
+	.queue_stats = mq_queue_stats,
 	.next_due = mq_next_due,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
@@ -3104,6 +3168,8 @@ static const struct store_ops mssql_ops = {
 	.run_requeue = mq_run_requeue,
 	.run_cancel = mq_run_cancel,
 	.list_environments = mq_list_environments,
+	.host_beat = mq_host_beat,
+	.list_hosts = mq_list_hosts,
 	.environment_rebuild = mq_environment_rebuild,
 	.show_run = mq_show_run,
 };

@@ -69,6 +69,7 @@ struct pg {
 	long		 stmt_timeout_ms;
 	int		 echo;
 	int		 listen;
+	int		 notified;	/* a notification came with a result */
 	int		 needs_setup;	/* a new session lacks its settings */
 	int		 in_tx;
 	double		 reset_at;
@@ -396,6 +397,7 @@ pg_ready(struct pg *p)
 		return pg_fail(p, "reconnect", NULL);
 	}
 	log_notice("pgsql: reconnected");
+	store_event(STORE_EV_RECONNECT);
 	p->base.dead = 0;
 	p->reset_delay = 0;
 	p->in_tx = 0;
@@ -405,6 +407,23 @@ pg_ready(struct pg *p)
 		return -1;
 	p->needs_setup = 0;
 	return 0;
+}
+
+/*
+ * Notifications that arrive with a statement's answer are kept as a flag
+ * (the next idle wait ends at once), not as libpq's list: a worker that
+ * sleeps while another one looks for work never waits on its connection,
+ * and the list would grow with every run enqueued.
+ */
+static void
+note_notifies(struct pg *p)
+{
+	PGnotify *n;
+
+	while ((n = PQnotifies(p->conn)) != NULL) {
+		p->notified = 1;
+		PQfreemem(n);
+	}
 }
 
 /*
@@ -463,6 +482,7 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 	va_end(ap);
 	r = PQexecParams(p->conn, sql, n, NULL, (const char *const *)vals,
 	    NULL, NULL, 0);
+	note_notifies(p);
 	st = PQresultStatus(r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		pg_fail(p, "query", r);
@@ -491,6 +511,7 @@ pg_plain(struct pg *p, const char *sql)
 	PGresult *r = PQexec(p->conn, sql);
 	int st = PQresultStatus(r);
 
+	note_notifies(p);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		pg_fail(p, sql, r);
 		PQclear(r);
@@ -915,7 +936,8 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
 	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
 	    UTC_TEXT("r.started_at") ", r.attempt_count, r.max_attempts,"
-	    "  r.run_options::text, r.input_sheet_names::text, c.env_id";
+	    "  r.run_options::text, r.input_sheet_names::text, c.env_id,"
+	    "  extract(epoch FROM now() - r.available_at)";
 	struct pg *p = (struct pg *)st;
 	PGresult *r;
 	int got;
@@ -937,6 +959,7 @@ pg_claim_run(struct store *st, const char *token, double lease,
 		out->run_options = val_dup(r, 0, 9);
 		out->input_sheet_names = val_dup(r, 0, 10);
 		val_copy(r, 0, 11, out->env_id, sizeof(out->env_id));
+		out->waited = strtod(PQgetvalue(r, 0, 12), NULL);
 	}
 	PQclear(r);
 	return got;
@@ -1213,6 +1236,31 @@ pg_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
+static int
+pg_host_beat(struct store *st, const char *name, const char *info,
+    double ttl)
+{
+	static const char sql[] =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at";
+
+	return pg_exec(pg_query((struct pg *)st, sql, "ssd", name, info,
+	    ttl));
+}
+
+static json_t *
+pg_list_hosts(struct store *st)
+{
+	static const char sql[] =
+	    "SELECT name, holder, " UTC_TEXT("expires_at") " AS expires_at,"
+	    "  CASE WHEN expires_at < now() THEN 'gone' ELSE 'up' END AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
+
+	return rows_json(pg_query((struct pg *)st, sql, ""));
+}
+
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1279,6 +1327,24 @@ pg_pending(struct store *st, long *count)
 }
 
 static int
+pg_queue_stats(struct store *st, struct queue_stats *q)
+{
+	static const char sql[] =
+	    QUEUE_STATS("extract(epoch FROM now() - available_at)");
+	PGresult *r;
+	int i;
+
+	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
+		return -1;
+	for (i = 0; i < PQntuples(r); i++)
+		store_queue_stats_add(q, PQgetvalue(r, i, 0),
+		    atol(PQgetvalue(r, i, 1)), atol(PQgetvalue(r, i, 2)),
+		    strtod(PQgetvalue(r, i, 3), NULL));
+	PQclear(r);
+	return 0;
+}
+
+static int
 pg_next_due(struct store *st, double *seconds)
 {
 	static const char sql[] =
@@ -1321,8 +1387,10 @@ pg_wait(struct store *st, double timeout)
 		store_pause(st, timeout);
 		return 0;
 	}
-	if (drain_notifies(p) > 0)
+	if (drain_notifies(p) > 0 || p->notified) {
+		p->notified = 0;
 		return 1;
+	}
 	while ((left = end - now_mono()) > 0) {
 		pfd[0].fd = PQsocket(p->conn);
 		pfd[0].events = POLLIN;
@@ -1449,7 +1517,7 @@ pg_list_runs(struct store *st, const char *status, long limit)
 	    UTC_TEXT("started_at") " AS started_at, "
 	    UTC_TEXT("completed_at") " AS completed_at, "
 	    UTC_TEXT("available_at") " AS available_at,"
-	    "  claimed_by, error_message FROM runs"
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
 	    " WHERE $1::text IS NULL OR status = $1"
 	    " ORDER BY created_at DESC, id LIMIT $2";
 
@@ -1462,7 +1530,8 @@ pg_run_requeue(struct store *st, const char *id)
 {
 	static const char sql[] =
 	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = now(), completed_at = NULL, exit_code = NULL,"
+	    "  available_at = now(), started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
 	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
 	    "  claim_expires_at = NULL"
 	    " WHERE id = $1::uuid AND status IN ('succeeded', 'failed',"
@@ -1535,8 +1604,8 @@ pg_show_run(struct store *st, const char *id)
 	    UTC_TEXT("completed_at") " AS completed_at, error_message, "
 	    UTC_TEXT("available_at") " AS available_at,"
 	    "  run_options::text AS run_options, attempt_count, max_attempts,"
-	    "  claimed_by, " UTC_TEXT("claim_expires_at") " AS claim_expires_at"
-	    " FROM runs WHERE id = $1::uuid";
+	    "  claimed_by, " UTC_TEXT("claim_expires_at") " AS claim_expires_at,"
+	    NAMES_OF_RUN " FROM runs WHERE id = $1::uuid";
 	static const char met[] =
 	    "SELECT * FROM run_metrics WHERE run_id = $1::uuid";
 	/* every column the table has: valid_cells came later */
@@ -1601,6 +1670,7 @@ static const struct store_ops pgsql_ops = {
 	.gc_environments = pg_gc_environments,
 	.run_finished_before = pg_run_finished_before,
 	.pending = pg_pending,
+	.queue_stats = pg_queue_stats,
 	.next_due = pg_next_due,
 	.wait = pg_wait,
 	.register_names = pg_register,
@@ -1609,6 +1679,8 @@ static const struct store_ops pgsql_ops = {
 	.run_requeue = pg_run_requeue,
 	.run_cancel = pg_run_cancel,
 	.list_environments = pg_list_environments,
+	.host_beat = pg_host_beat,
+	.list_hosts = pg_list_hosts,
 	.environment_rebuild = pg_environment_rebuild,
 	.show_run = pg_show_run,
 };

@@ -6,11 +6,13 @@
  * row.  Timestamps are ISO 8601 UTC text with milliseconds, which sorts
  * in time order, and they come from SQLite's own clock expressions.
  */
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include "results.h"
 #include "store_impl.h"
 #include "util.h"
+#include "worker.h"
 
 #define TS		"'%Y-%m-%dT%H:%M:%fZ'"
 #define NOW		"strftime(" TS ", 'now')"
@@ -55,6 +58,11 @@ struct sq {
 	struct store	 base;
 	sqlite3		*db;
 	int		 echo;
+	int		 may_give_up;	/* nothing held: a stop ends waits */
+	int		 busy_ms;	/* waited for the current lock */
+	char		*path;		/* of the database file */
+	int		 watch_fd;	/* inotify, for sq_wait; -1: none yet */
+	int		 watch_failed;
 	struct {
 		const char	*sql;
 		sqlite3_stmt	*stmt;
@@ -62,6 +70,10 @@ struct sq {
 };
 
 static const struct store_ops sqlite_ops;
+
+/* How long a statement waits for another connection's lock. */
+#define BUSY_MS	30000
+#define QUIT_BUSY_MS	3000
 
 static const char schema_sql[] =
 "CREATE TABLE IF NOT EXISTS workspaces ("
@@ -544,15 +556,54 @@ sq_open_fail(struct sq *s, struct buf *err, int permanent, const char *msg)
 	return NULL;
 }
 
+/*
+ * Waits for another connection's lock as sqlite3_busy_timeout would, for
+ * up to BUSY_MS.  While the worker only looks for work, a stop (TERM or
+ * QUIT) ends the wait at once: it must not wait half a minute behind a
+ * lock.  With a claim in hand the wait goes on, since what follows
+ * records a result or releases the claim, but after a QUIT for no longer
+ * than QUIT_BUSY_MS, well within the supervisor's grace before it kills.
+ */
+static int
+sq_busy(void *arg, int count)
+{
+	static const int steps[] = { 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 };
+	struct sq *s = arg;
+	int ms;
+
+	if (count == 0)
+		s->busy_ms = 0;
+	if ((worker_stop && s->may_give_up) || s->busy_ms >= BUSY_MS ||
+	    (worker_quit && s->busy_ms >= QUIT_BUSY_MS))
+		return 0;
+	ms = (size_t)count < NELEM(steps) ? steps[count] : 100;
+	sqlite3_sleep(ms);
+	s->busy_ms += ms;
+	return 1;
+}
+
 struct store *
-store_sqlite_open(const struct conf *c, struct buf *err)
+store_sqlite_open(const struct conf *c, struct buf *err, int create)
 {
 	struct sq *s;
 	char *dir, msg[1024];
 	int rc;
 
+	if (!create && access(c->sqlite_file, F_OK) == -1) {
+		rc = errno;
+		snprintf(msg, sizeof(msg), "sqlite: no database at %s (%s); "
+		    "\"ade-ctl db init\" creates it", c->sqlite_file,
+		    strerror(rc));
+		return sq_open_fail(NULL, err, 1, msg);
+	}
 	dir = xstrdup(c->sqlite_file);
-	if (mkdir_p(dirname(dir), 0750) == -1) {
+	{
+		char *d = xstrdup(dirname(dir));
+
+		free(dir);
+		dir = d;
+	}
+	if (create && mkdir_p(dir, 0750) == -1) {
 		rc = errno;
 		free(dir);
 		snprintf(msg, sizeof(msg), "sqlite: cannot create the "
@@ -572,15 +623,18 @@ store_sqlite_open(const struct conf *c, struct buf *err)
 	s = xcalloc(1, sizeof(*s));
 	s->base.ops = &sqlite_ops;
 	s->echo = c->db_echo;
+	s->path = xstrdup(c->sqlite_file);
+	s->watch_fd = -1;
 	if ((rc = sqlite3_open_v2(c->sqlite_file, &s->db,
-	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	    SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
+	    SQLITE_OPEN_NOMUTEX,
 	    NULL)) != SQLITE_OK) {
 		snprintf(msg, sizeof(msg), "sqlite: cannot open %s: %s",
 		    c->sqlite_file, s->db ? sqlite3_errmsg(s->db) :
 		    "out of memory");
 		return sq_open_fail(s, err, sq_permanent(s->db, rc), msg);
 	}
-	sqlite3_busy_timeout(s->db, 30000);
+	sqlite3_busy_handler(s->db, sq_busy, s);
 	if (sq_plain(s, "PRAGMA journal_mode = WAL;"
 	    "PRAGMA synchronous = NORMAL;"
 	    "PRAGMA foreign_keys = ON;") == -1) {
@@ -608,7 +662,98 @@ sq_close(struct store *st)
 	for (i = 0; i < STMT_CACHE && s->cache[i].sql != NULL; i++)
 		sqlite3_finalize(s->cache[i].stmt);
 	sqlite3_close(s->db);
+	if (s->watch_fd != -1)
+		close(s->watch_fd);
+	free(s->path);
 	free(s);
+}
+
+/*
+ * Watches the database's directory, where every commit writes the -wal
+ * file (the database itself in another journal mode).  0, or -1 when no
+ * watch can be had.
+ */
+static int
+sq_watch(struct sq *s)
+{
+	char *copy;
+
+	if (s->watch_fd != -1)
+		return 0;
+	if (s->watch_failed)
+		return -1;
+	copy = xstrdup(s->path);
+	if ((s->watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) == -1 ||
+	    inotify_add_watch(s->watch_fd, dirname(copy), IN_MODIFY |
+	    IN_CREATE | IN_MOVED_TO) == -1) {
+		log_warn("sqlite: cannot watch the directory of %s; idle "
+		    "workers poll instead", s->path);
+		if (s->watch_fd != -1)
+			close(s->watch_fd);
+		s->watch_fd = -1;
+		s->watch_failed = 1;
+	}
+	free(copy);
+	return s->watch_fd == -1 ? -1 : 0;
+}
+
+/* Whether the events read name the database or its journal. */
+static int
+sq_watched_changed(struct sq *s)
+{
+	char events[4096] __attribute__((aligned(__alignof__(struct
+	    inotify_event))));
+	const struct inotify_event *ev;
+	const char *base = strrchr(s->path, '/');
+	size_t blen;
+	ssize_t n;
+	char *p;
+	int changed = 0;
+
+	base = base != NULL ? base + 1 : s->path;
+	blen = strlen(base);
+	while ((n = read(s->watch_fd, events, sizeof(events))) > 0)
+		for (p = events; p < events + n; p += sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			/* The -shm file changes through a mapping: unseen. */
+			if (ev->len > 0 && strncmp(ev->name, base, blen) == 0 &&
+			    (ev->name[blen] == '\0' ||
+			    strcmp(ev->name + blen, "-wal") == 0 ||
+			    strcmp(ev->name + blen, "-journal") == 0))
+				changed = 1;
+		}
+	return changed;
+}
+
+/*
+ * The idle wait: SQLite notifies nobody, but another connection's commit
+ * changes the files that inotify watches.  Returns 1 when they changed
+ * (perhaps new work), 0 at the timeout or when asked to stop.  A commit
+ * made since the last wait ends this one at once, so none is missed.
+ */
+static int
+sq_wait(struct store *st, double timeout)
+{
+	struct sq *s = (struct sq *)st;
+	struct pollfd pfd[2];
+	double end = now_mono() + timeout, left;
+
+	/* A commit before the watch began would go unseen: look again. */
+	if (s->watch_fd == -1)
+		return sq_watch(s) == 0 ? 1 : (store_pause(st, timeout), 0);
+	while ((left = end - now_mono()) > 0) {
+		pfd[0].fd = s->watch_fd;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = st->wake_fd;
+		pfd[1].events = POLLIN;
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, (int)(left * 1000) + 1) <= 0 ||
+		    pfd[1].revents != 0)
+			return 0;	/* timeout, a signal or a stop */
+		if (sq_watched_changed(s))
+			return 1;
+	}
+	return 0;
 }
 
 static int
@@ -646,7 +791,7 @@ sq_table_columns(struct store *st, const char *table, struct buf *out)
  * environment back in the queue once one of its runs is due again.
  */
 static int
-sq_ensure_environments(struct store *st, long *inserted, long *requeued)
+ensure_environments(struct store *st, long *inserted, long *requeued)
 {
 	static const char ins[] =
 	    "INSERT INTO environments (id, workspace_id, configuration_id,"
@@ -686,7 +831,7 @@ sq_ensure_environments(struct store *st, long *inserted, long *requeued)
 }
 
 static int
-sq_claim_environment(struct store *st, const char *token, double lease,
+claim_environment(struct store *st, const char *token, double lease,
     struct env_claim *out)
 {
 	static const char sql[] =
@@ -835,7 +980,7 @@ sq_environment_touch(struct store *st, const char *id)
  * transaction adds the lookup of the environment id.
  */
 static int
-sq_claim_run(struct store *st, const char *token, double lease,
+claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
 {
 	static const char sql[] =
@@ -852,7 +997,8 @@ sq_claim_run(struct store *st, const char *token, double lease,
 	    " AND status = 'queued' AND attempt_count < max_attempts"
 	    " RETURNING id, workspace_id, configuration_id, input_document_id,"
 	    "  engine_spec, deps_digest, started_at, attempt_count,"
-	    "  max_attempts, run_options, input_sheet_names";
+	    "  max_attempts, run_options, input_sheet_names,"
+	    "  (julianday('now') - julianday(available_at)) * 86400.0";
 	static const char env[] =
 	    "SELECT id FROM environments WHERE workspace_id = ?1 AND"
 	    " configuration_id = ?2 AND engine_spec = ?3 AND deps_digest = ?4";
@@ -880,6 +1026,7 @@ sq_claim_run(struct store *st, const char *token, double lease,
 		out->max_attempts = sqlite3_column_int(q, 8);
 		out->run_options = col_dup(q, 9);
 		out->input_sheet_names = col_dup(q, 10);
+		out->waited = sqlite3_column_double(q, 11);
 		got = 1;
 		rc = sqlite3_step(q);
 	}
@@ -1210,6 +1357,34 @@ sq_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
+static int
+sq_host_beat(struct store *st, const char *name, const char *info,
+    double ttl)
+{
+	static const char sql[] =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES (?1, ?2, " NOW_PLUS("?3") ")"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at";
+	struct sq *s = (struct sq *)st;
+	char mod[64];
+
+	seconds_mod(mod, sizeof(mod), ttl);
+	return sq_exec_stmt(s, sq_query(s, sql, "sss", name, info, mod));
+}
+
+static json_t *
+sq_list_hosts(struct store *st)
+{
+	static const char sql[] =
+	    "SELECT name, holder, expires_at, CASE WHEN expires_at < " NOW
+	    "  THEN 'gone' ELSE 'up' END AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
+	struct sq *s = (struct sq *)st;
+
+	return rows_json(s, sq_query(s, sql, ""));
+}
+
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1298,6 +1473,27 @@ sq_pending(struct store *st, long *count)
 		*count = (long)sqlite3_column_int64(q, 0);
 	sq_done(s, q);
 	return rc == SQLITE_ROW ? 0 : sq_fail(s, "pending");
+}
+
+static int
+sq_queue_stats(struct store *st, struct queue_stats *out)
+{
+	static const char sql[] = QUEUE_STATS(
+	    "((julianday('now') - julianday(available_at)) * 86400.0)");
+	struct sq *s = (struct sq *)st;
+	sqlite3_stmt *q;
+	int rc;
+
+	if ((q = sq_query(s, sql, "")) == NULL)
+		return -1;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+		store_queue_stats_add(out,
+		    (const char *)sqlite3_column_text(q, 0),
+		    (long)sqlite3_column_int64(q, 1),
+		    (long)sqlite3_column_int64(q, 2),
+		    sqlite3_column_double(q, 3));
+	sq_done(s, q);
+	return rc == SQLITE_DONE ? 0 : sq_fail(s, "queue stats");
 }
 
 static int
@@ -1426,7 +1622,7 @@ sq_list_runs(struct store *st, const char *status, long limit)
 	static const char sql[] =
 	    "SELECT id, status, attempt_count, max_attempts, exit_code,"
 	    "  created_at, started_at, completed_at, available_at,"
-	    "  claimed_by, error_message FROM runs"
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
 	    " WHERE ?1 IS NULL OR status = ?1"
 	    " ORDER BY created_at DESC, id LIMIT ?2";
 	struct sq *s = (struct sq *)st;
@@ -1440,7 +1636,8 @@ sq_run_requeue(struct store *st, const char *id)
 {
 	static const char sql[] =
 	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = " NOW ", completed_at = NULL, exit_code = NULL,"
+	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
 	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
 	    "  claim_expires_at = NULL"
 	    " WHERE id = lower(?1) AND status IN ('succeeded', 'failed',"
@@ -1491,7 +1688,8 @@ sq_environment_rebuild(struct store *st, const char *id)
 static json_t *
 sq_show_run(struct store *st, const char *id)
 {
-	static const char run[] = "SELECT * FROM runs WHERE id = lower(?1)";
+	static const char run[] =
+	    "SELECT *," NAMES_OF_RUN " FROM runs WHERE id = lower(?1)";
 	static const char met[] =
 	    "SELECT * FROM run_metrics WHERE run_id = lower(?1)";
 	/* every column the table has: valid_cells came later */
@@ -1528,6 +1726,49 @@ fail:
 	return NULL;
 }
 
+/*
+ * Looking for work, during which a stop (TERM as well as QUIT) ends a
+ * wait for another connection's lock: nothing is held yet, and the
+ * worker is leaving.
+ */
+static int
+sq_ensure_environments(struct store *st, long *inserted, long *requeued)
+{
+	struct sq *s = (struct sq *)st;
+	int rc;
+
+	s->may_give_up = 1;
+	rc = ensure_environments(st, inserted, requeued);
+	s->may_give_up = 0;
+	return rc;
+}
+
+static int
+sq_claim_environment(struct store *st, const char *token, double lease,
+    struct env_claim *out)
+{
+	struct sq *s = (struct sq *)st;
+	int rc;
+
+	s->may_give_up = 1;
+	rc = claim_environment(st, token, lease, out);
+	s->may_give_up = 0;
+	return rc;
+}
+
+static int
+sq_claim_run(struct store *st, const char *token, double lease,
+    struct run_claim *out)
+{
+	struct sq *s = (struct sq *)st;
+	int rc;
+
+	s->may_give_up = 1;
+	rc = claim_run(st, token, lease, out);
+	s->may_give_up = 0;
+	return rc;
+}
+
 static const struct store_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sq_close,
@@ -1553,13 +1794,17 @@ static const struct store_ops sqlite_ops = {
 	.gc_environments = sq_gc_environments,
 	.run_finished_before = sq_run_finished_before,
 	.pending = sq_pending,
+	.queue_stats = sq_queue_stats,
 	.next_due = sq_next_due,
+	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
 	.list_runs = sq_list_runs,
 	.run_requeue = sq_run_requeue,
 	.run_cancel = sq_run_cancel,
 	.list_environments = sq_list_environments,
+	.host_beat = sq_host_beat,
+	.list_hosts = sq_list_hosts,
 	.environment_rebuild = sq_environment_rebuild,
 	.show_run = sq_show_run,
 };

@@ -36,8 +36,11 @@
 
 #include "conf.h"
 #include "log.h"
+#include "http.h"
 #include "maint.h"
 #include "priv.h"
+#include "proc.h"
+#include "proctitle.h"
 #include "scoreboard.h"
 #include "super.h"
 #include "util.h"
@@ -98,6 +101,11 @@ static struct {
 	int		 exit_code;
 	int		 exit_when_idle;
 	pid_t		 maint_pid;
+	pid_t		 http_pid;
+	double		 http_started;
+	double		 http_delay;
+	int		 http_stopping;	/* sent TERM at the end */
+	ev_timer	 http_respawn;
 	int		 maint_again;
 	int		 maint_signalled;	/* sent to it, or 0 */
 	int		 maint_stop_passes;	/* started at the stop */
@@ -130,6 +138,7 @@ static volatile sig_atomic_t scale_ups, scale_downs;
 static void	spawn(int);
 static void	maybe_done(void);
 static int	workers_left(void);
+static void	kill_strays(void);
 
 static const char *
 describe(int status, char *buf, size_t len)
@@ -190,6 +199,8 @@ spawn(int i)
 	memset((void *)sb, 0, sizeof(*sb));
 	sb->state = SB_STARTING;
 	sb->restarts = s->started > 0 ? 1 : 0;
+	if (s->started > 0)
+		sb_count(&scoreboard->counters.worker_restarts);
 	switch (pid = fork()) {
 	case -1:
 		log_warn("fork worker %d", i);
@@ -203,6 +214,7 @@ spawn(int i)
 		sb_self->pid = getpid();
 		sb_self->started = time(NULL);
 		log_setrole("worker %d", i);
+		proctitle_setrole("ade-worker", "worker %d", i);
 		_exit(worker_main(S.conf, S.exit_when_idle));
 	}
 	s->pid = pid;
@@ -229,6 +241,60 @@ respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * (KILL_GRACE after QUIT), then QUIT, then, a few seconds later, KILL: a
  * pass stuck on a database must not keep the supervisor from exiting.
  */
+/* Starts the HTTP endpoint when one is configured. */
+static void
+http_spawn(void)
+{
+	pid_t parent = getpid(), pid;
+
+	if (S.conf->http_listen[0] == '\0' || S.draining || S.http_pid != 0)
+		return;
+	switch (pid = fork()) {
+	case -1:
+		log_warn("fork http");
+		return;
+	case 0:
+		child_setup(parent);
+		log_setrole("http");
+		proctitle_setrole("ade-http", "http");
+		_exit(http_main(S.conf, parent));
+	}
+	S.http_pid = pid;
+	S.http_started = ev_now(S.loop);
+	S.http_stopping = 0;
+}
+
+static void
+http_respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	http_spawn();
+}
+
+/* The endpoint exited: started again, like a worker, unless we stop. */
+static void
+reap_http(int status)
+{
+	char how[96];
+
+	S.http_pid = 0;
+	if (S.draining || S.http_stopping)
+		return;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_CONFIG) {
+		log_error("http endpoint stopped on a configuration error; "
+		    "not restarted");
+		return;
+	}
+	if (ev_now(S.loop) - S.http_started >= S.conf->stable_seconds)
+		S.http_delay = 0;
+	S.http_delay = S.http_delay == 0 ? 1 : S.http_delay * 2;
+	if (S.http_delay > RESTART_CEILING)
+		S.http_delay = RESTART_CEILING;
+	log_warnx("http endpoint %s; restarting in %.0f s",
+	    describe(status, how, sizeof(how)), S.http_delay);
+	ev_timer_set(&S.http_respawn, S.http_delay, 0);
+	ev_timer_start(S.loop, &S.http_respawn);
+}
+
 static void
 maint_guard(double after)
 {
@@ -278,8 +344,9 @@ maint_spawn(void)
 	}
 	if (S.draining && S.maint_stop_passes >= MAINT_STOP_PASSES) {
 		if (S.maint_stop_passes++ == MAINT_STOP_PASSES)
-			log_warnx("%d claims of dead workers are left for "
-			    "their leases to expire", sb_orphans_pending());
+			log_warnx("%d claim%s of dead workers left for "
+			    "their leases to expire", sb_orphans_pending(),
+			    PLURAL(sb_orphans_pending()));
 		return -1;
 	}
 	if (S.gc_now || (S.conf->gc_enable && S.conf->gc_interval > 0 &&
@@ -297,6 +364,7 @@ maint_spawn(void)
 	case 0:
 		child_setup(parent);
 		log_setrole("maintenance");
+		proctitle_setrole("ade-maint", "maintenance");
 		_exit(maint_main(S.conf, gc, S.holder));
 	}
 	S.maint_pid = pid;
@@ -307,6 +375,15 @@ maint_spawn(void)
 		maint_guard(S.draining == 2 ? KILL_GRACE : MAINT_GRACE);
 	}
 	return 0;
+}
+
+/* Passes come every cleanup_interval, or stats_period when sooner. */
+static double
+maint_period(const struct conf *c)
+{
+	if (c->stats_period > 0 && c->stats_period < c->cleanup_interval)
+		return c->stats_period;
+	return c->cleanup_interval;
 }
 
 static void
@@ -324,11 +401,16 @@ reap_worker(int i, int status)
 	struct sb_slot *sb = &scoreboard->slots[i];
 	double lived = ev_now(S.loop) - s->started;
 	char how[96], why[128];
-	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1, killed;
 
-	if (sb->engine_pgid > 0 && kill(-sb->engine_pgid, SIGKILL) == 0)
+	/* Engines may run as a user of their own: so does the kill. */
+	priv_engine_enter();
+	killed = sb->engine_pgid > 0 && kill(-sb->engine_pgid, SIGKILL) == 0;
+	priv_engine_leave();
+	if (killed)
 		log_notice("worker %d: killed its engine process group %ld",
 		    i, (long)sb->engine_pgid);
+	kill_strays();
 	describe(status, how, sizeof(how));
 	if (sb->claim_kind != SB_CLAIM_NONE) {
 		snprintf(why, sizeof(why), "worker died (%s)", how);
@@ -337,9 +419,11 @@ reap_worker(int i, int status)
 	}
 	sb->pid = 0;
 	sb->engine_pgid = 0;
+	sb->asleep = 0;
 	sb->claim_kind = SB_CLAIM_NONE;
 	sb->last_status = status;
 	s->pid = 0;
+	sb_poller_gone(i);
 
 	if (code == WORKER_EXIT_CONFIG) {
 		s->failed = 1;
@@ -379,6 +463,40 @@ reap_worker(int i, int status)
 	ev_timer_start(S.loop, &s->respawn);
 }
 
+/* Whether pid is a worker or the maintenance process. */
+static int
+own_child(pid_t pid)
+{
+	int i;
+
+	if (pid == S.maint_pid || pid == S.http_pid)
+		return 1;
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		if (S.slots[i].pid == pid)
+			return 1;
+	return 0;
+}
+
+/*
+ * The supervisor is the reaper of the orphans below it: what a dead
+ * worker's engine left running, also a process that detached from the
+ * engine's group, becomes its child.  Any child that is neither a worker
+ * nor the maintenance process is such a leftover and is killed; child_cb
+ * reaps it, and looks again, since its own children then come up too.
+ */
+static void
+kill_strays(void)
+{
+	int n;
+
+	priv_engine_enter();
+	n = proc_kill_children(own_child);
+	priv_engine_leave();
+	if (n > 0)
+		log_notice("killed %d process%s a dead worker left behind", n,
+		    n == 1 ? "" : "es");
+}
+
 static void
 child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
@@ -404,11 +522,18 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		maybe_done();
 		return;
 	}
+	if (w->rpid == S.http_pid) {
+		reap_http(w->rstatus);
+		maybe_done();
+		return;
+	}
 	for (i = 0; i < SB_MAX_SLOTS; i++)
 		if (S.slots[i].pid == w->rpid) {
 			reap_worker(i, w->rstatus);
 			break;
 		}
+	if (i == SB_MAX_SLOTS)
+		kill_strays();
 	maybe_done();
 }
 
@@ -448,6 +573,14 @@ maybe_done(void)
 			return;
 		if (sb_orphans_pending() > 0 && maint_spawn() == 0)
 			return;
+		/* The endpoint answers probes until the workers are gone. */
+		ev_timer_stop(S.loop, &S.http_respawn);
+		if (S.http_pid != 0) {
+			if (!S.http_stopping)
+				kill(S.http_pid, SIGTERM);
+			S.http_stopping = 1;
+			return;
+		}
 		ev_break(S.loop, EVBREAK_ALL);
 	}
 }
@@ -484,6 +617,8 @@ kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	    KILL_GRACE);
 	signal_workers(SIGKILL);
 	maint_signal(SIGKILL);
+	if (S.http_pid != 0)
+		kill(S.http_pid, SIGKILL);
 }
 
 static void
@@ -494,6 +629,7 @@ quit(void)
 	if (S.draining == 2)
 		return;
 	S.draining = 2;
+	scoreboard->draining = 1;
 	log_notice("fast stop: stopping engines and releasing claims");
 	for (i = 0; i < SB_MAX_SLOTS; i++)
 		ev_timer_stop(S.loop, &S.slots[i].respawn);
@@ -527,6 +663,7 @@ drain(void)
 		return;
 	}
 	S.draining = 1;
+	scoreboard->draining = 1;
 	log_notice("draining: no new claims; waiting up to %.0f s for "
 	    "running jobs", S.conf->drain_timeout);
 	for (i = 0; i < SB_MAX_SLOTS; i++) {
@@ -584,6 +721,7 @@ scale(int n)
 		n = SB_MAX_SLOTS;
 	log_notice("workers: %d -> %d", S.wanted, n);
 	S.wanted = n;
+	scoreboard->wanted = n;
 	for (i = 0; i < SB_MAX_SLOTS; i++)
 		active += S.slots[i].active;
 	/* Free slots first; then slots whose retiring worker still runs. */
@@ -667,8 +805,7 @@ reload(struct buf *out)
 		scale((int)nc->workers);
 	if (log_parse_level(nc->log_level, &level) == 0)
 		log_setlevel(level);
-	ev_timer_set(&S.maint_timer, nc->cleanup_interval,
-	    nc->cleanup_interval);
+	ev_timer_set(&S.maint_timer, maint_period(nc), maint_period(nc));
 	ev_timer_again(S.loop, &S.maint_timer);
 	/*
 	 * Idle workers exit at once and busy ones after their job; each
@@ -755,16 +892,30 @@ status_json(void)
 			json_object_set_new(o, "claim_id",
 			    json_string(sb->claim_id));
 		}
+		if (sb->claim_kind != SB_CLAIM_NONE && sb->step[0] != '\0') {
+			char step[sizeof(sb->step)];
+
+			memcpy(step, sb->step, sizeof(step));
+			step[sizeof(step) - 1] = '\0';
+			json_object_set_new(o, "step", json_string(step));
+			json_object_set_new(o, "step_seconds", json_integer(
+			    (json_int_t)(time(NULL) - sb->step_since)));
+		}
+		if (scoreboard->poller == i + 1 && sb->state == SB_IDLE)
+			json_object_set_new(o, "looking", json_true());
+		if (sb->asleep && sb->state == SB_IDLE)
+			json_object_set_new(o, "asleep", json_true());
 		if (sb->last_error[0] != '\0')
 			json_object_set_new(o, "last_error",
 			    json_string(sb->last_error));
 		json_array_append_new(slots, o);
 	}
-	return json_pack("{s:I, s:I, s:i, s:s, s:I, s:i, s:o}",
+	return json_pack("{s:I, s:I, s:i, s:s, s:I, s:I, s:i, s:o}",
 	    "pid", (json_int_t)getpid(), "started", (json_int_t)S.started,
 	    "workers", S.wanted, "state", S.draining == 0 ? "running" :
 	    S.draining == 1 ? "draining" : "stopping",
 	    "maintenance_pid", (json_int_t)S.maint_pid,
+	    "http_pid", (json_int_t)S.http_pid,
 	    "orphans_pending", sb_orphans_pending(), "slots", slots);
 }
 
@@ -989,11 +1140,19 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		snprintf(host, sizeof(host), "host");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(S.holder, sizeof(S.holder), "%s:%ld", host, (long)getpid());
+	proctitle_setrole(NULL, "supervisor");
+	/* What dead workers leave running comes to the supervisor. */
+	if (proc_adopt_orphans() == -1)
+		log_warn("cannot become the reaper of orphaned engines");
 	if (sb_create() == -1) {
 		log_error("cannot map the scoreboard: %s", strerror(errno));
 		S.exit_code = WORKER_EXIT_ERROR;
 		goto out;
 	}
+	scoreboard->started = time(NULL);
+	/* Without it, every idle worker looks for work by itself. */
+	if (sb_idle_setup() == -1)
+		log_warn("eventfd");
 	if ((S.ctl_fd = ctl_listen(c)) == -1) {
 		log_error("control socket %s: %s", c->socket_path,
 		    errno == EADDRINUSE ? "another ade-superd answers on it" :
@@ -1024,8 +1183,9 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
 	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
 	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
-	ev_timer_init(&S.maint_timer, maint_cb, c->cleanup_interval,
-	    c->cleanup_interval);
+	ev_timer_init(&S.http_respawn, http_respawn_cb, 0, 0);
+	ev_timer_init(&S.maint_timer, maint_cb, maint_period(c),
+	    maint_period(c));
 	ev_timer_start(S.loop, &S.maint_timer);
 	S.next_gc = ev_now(S.loop) + c->gc_interval;
 	for (i = 0; i < SB_MAX_SLOTS; i++)
@@ -1034,16 +1194,18 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		S.slots[i].active = 1;
 		spawn((int)i);
 	}
+	scoreboard->wanted = S.wanted;
 	/* One pass at start: recover what a previous run left behind. */
 	maint_spawn();
+	http_spawn();
 	if (S.pidfile != NULL && pidfile_write(S.pidfile) == -1) {
 		log_error("cannot write pidfile %s: %s", S.pidfile,
 		    strerror(errno));
 		S.exit_code = WORKER_EXIT_CONFIG;
 		quit();
 	}
-	log_notice("supervisor started: %d workers, control socket %s",
-	    S.wanted, c->socket_path);
+	log_notice("supervisor started: %d worker%s, control socket %s",
+	    S.wanted, PLURAL(S.wanted), c->socket_path);
 	/*
 	 * db-lib has no call that sets TLS on a login: it comes from
 	 * freetds.conf alone, so a stricter setting here is a reminder.

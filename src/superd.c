@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "log.h"
 #include "priv.h"
+#include "proctitle.h"
 #include "sandbox.h"
 #include "super.h"
 #include "util.h"
@@ -33,11 +34,24 @@
 #define ADE_VERSION "0.0.0"
 #endif
 
+static void
+usage_to(FILE *f)
+{
+	fprintf(f, "usage: ade-superd [-dfhnV] [-c file] [--exit-when-idle]\n"
+	    "  -c, --config FILE     configuration (default %s)\n"
+	    "  -d, --debug           log to standard error\n"
+	    "  -f, --foreground      stay in the foreground\n"
+	    "  -n, --check           check the configuration and exit\n"
+	    "  -x, --exit-when-idle  stop once the queue is drained\n"
+	    "  -h, --help            this text\n"
+	    "  -V, --version         the version\n",
+	    ADE_SYSCONFDIR "/ade/worker.conf");
+}
+
 static void __attribute__((noreturn))
 usage(void)
 {
-	fprintf(stderr, "usage: ade-superd [-dfnV] [-c file] "
-	    "[--exit-when-idle]\n");
+	usage_to(stderr);
 	exit(WORKER_EXIT_CONFIG);
 }
 
@@ -178,6 +192,7 @@ main(int argc, char *argv[])
 		{ "check", no_argument, NULL, 'n' },
 		{ "exit-when-idle", no_argument, NULL, 'x' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *path = ADE_SYSCONFDIR "/ade/worker.conf";
@@ -187,7 +202,9 @@ main(int argc, char *argv[])
 	enum log_level level;
 	int ch, check = 0, debug = 0, fg = 0, idle = 0, ready = -1, rc;
 
-	while ((ch = getopt_long(argc, argv, "c:dfnxV", longopts, NULL)) !=
+	/* optarg must point into a copy: titles overwrite the original. */
+	argv = proctitle_init(argc, argv);
+	while ((ch = getopt_long(argc, argv, "c:dfhnxV", longopts, NULL)) !=
 	    -1) {
 		switch (ch) {
 		case 'c':
@@ -207,6 +224,9 @@ main(int argc, char *argv[])
 			break;
 		case 'V':
 			printf("ade-superd %s\n", ADE_VERSION);
+			return 0;
+		case 'h':
+			usage_to(stdout);
 			return 0;
 		default:
 			usage();

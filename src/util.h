@@ -11,6 +11,8 @@
 #include <sys/types.h>
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
+/* "1 job", "2 jobs" */
+#define PLURAL(n)	((n) == 1 ? "" : "s")
 
 void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);

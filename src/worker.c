@@ -23,6 +23,7 @@
 #include "conf.h"
 #include "log.h"
 #include "proc.h"
+#include "proctitle.h"
 #include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
@@ -30,6 +31,7 @@
 #include "worker.h"
 
 #define ENSURE_MIN_INTERVAL	1.0
+#define ENV_LOOK		2.0	/* seconds between looks for builds */
 #define CONNECT_BACKOFF_MAX	30.0
 #define CONNECT_TRIES		3
 
@@ -137,7 +139,7 @@ static void
 worker_dirs(const struct conf *c)
 {
 	static const char *const sub[] = {
-		"workspaces", "venvs", "cache/pip", "db"
+		"workspaces", "cache/pip", "db"
 	};
 	char path[4096];
 	size_t i;
@@ -147,6 +149,8 @@ worker_dirs(const struct conf *c)
 		if (mkdir_p(path, 0750) == -1)
 			log_warn("mkdir %s", path);
 	}
+	if (mkdir_p(c->venvs_root, 0750) == -1)
+		log_warn("mkdir %s", c->venvs_root);
 }
 
 /*
@@ -215,16 +219,29 @@ worker_ensure(struct worker *w)
 		log_warnx("ensure environments: %s", store_error(w->store));
 		return;
 	}
-	if (ins || req)
+	if (ins || req) {
 		log_info("environments: %ld new, %ld failed ones queued again",
 		    ins, req);
+		w->env_hint = 1;
+	}
+}
+
+/*
+ * A new state for the scoreboard and, in the same words, for the process
+ * title (with the id of the job's run or environment, or NULL).
+ */
+static void
+worker_state(enum sb_state st, const char *id)
+{
+	sb_set_state(st);
+	proctitle_setstate(sb_state_name(st), id);
 }
 
 static void
 worker_job_done(struct worker *w)
 {
 	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
-	sb_set_state(SB_IDLE);
+	worker_state(SB_IDLE, NULL);
 	w->jobs_done++;
 	if (sb_self != NULL)
 		sb_self->jobs_done = w->jobs_done;
@@ -256,7 +273,8 @@ worker_recycle(const struct worker *w, long limit)
 	long long rss;
 
 	if (limit > 0 && w->jobs_done >= limit) {
-		log_info("recycling after %ld jobs", w->jobs_done);
+		log_info("recycling after %ld job%s", w->jobs_done,
+		    PLURAL(w->jobs_done));
 		return 1;
 	}
 	if (w->conf->max_rss > 0 && (rss = worker_rss()) > w->conf->max_rss) {
@@ -282,12 +300,20 @@ worker_claimed(int r)
 		raise(SIGKILL);
 }
 
-/* Returns 1 if a job was done, 0 if there was nothing, -1 on error. */
+/* This host's counters learn of the database's failures. */
+static void
+worker_store_event(enum store_event e)
+{
+	if (scoreboard != NULL)
+		sb_count(e == STORE_EV_ERROR ? &scoreboard->counters.db_errors :
+		    &scoreboard->counters.db_reconnects);
+}
+
+/* Claims an environment to build and builds it: 1, 0 (none) or -1. */
 static int
-worker_round(struct worker *w)
+worker_build_one(struct worker *w)
 {
 	struct env_claim ec;
-	struct run_claim rc;
 	char token[256];
 	int r;
 
@@ -301,24 +327,42 @@ worker_round(struct worker *w)
 	    &ec);
 	worker_claimed(r);
 	if (r == 1) {
+		sb_pass_on();
+		if (scoreboard != NULL)
+			sb_count(&scoreboard->counters.claims_env);
 		sb_set_claim(SB_CLAIM_ENV, ec.id, token);
-		sb_set_state(SB_BUILDING);
+		worker_state(SB_BUILDING, ec.id);
 		job_build_environment(w, &ec, token);
 		worker_job_done(w);
 		return 1;
 	}
 	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
-	if (r < 0) {
+	if (r < 0)
 		log_warnx("claim environment: %s", store_error(w->store));
-		return r;
-	}
+	return r;
+}
+
+/* Claims a run and executes it: 1, 0 (none) or -1. */
+static int
+worker_run_one(struct worker *w)
+{
+	struct run_claim rc;
+	char token[256];
+	int r;
+
 	worker_token(w, token, sizeof(token));
 	sb_set_claiming(SB_CLAIM_RUN, token);
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
 	worker_claimed(r);
 	if (r == 1) {
+		sb_pass_on();
+		if (scoreboard != NULL) {
+			sb_count(&scoreboard->counters.claims_run);
+			sb_observe(&scoreboard->counters.pickup_wait,
+			    rc.waited);
+		}
 		sb_set_claim(SB_CLAIM_RUN, rc.id, token);
-		sb_set_state(SB_RUNNING);
+		worker_state(SB_RUNNING, rc.id);
 		job_execute_run(w, &rc, token);
 		store_run_claim_free(&rc);
 		worker_job_done(w);
@@ -331,9 +375,37 @@ worker_round(struct worker *w)
 }
 
 /*
+ * One job: 1 if one was done, 0 if there was nothing, -1 on error.
+ * Environments come first, but while runs keep coming, a worker asks
+ * for an environment only every ENV_LOOK seconds, or at once when the
+ * environment pass queued one: a run then costs one claim, not two.
+ * A look for runs that finds none always asks for an environment too.
+ */
+static int
+worker_round(struct worker *w)
+{
+	double now = now_mono();
+	int r, looked = 0;
+
+	if (w->env_hint || now >= w->next_env_look) {
+		w->env_hint = 0;
+		w->next_env_look = now + ENV_LOOK;
+		looked = 1;
+		if ((r = worker_build_one(w)) != 0)
+			return r;
+	}
+	if ((r = worker_run_one(w)) != 0 || looked)
+		return r;
+	w->next_env_look = now + ENV_LOOK;
+	return worker_build_one(w);
+}
+
+/*
  * Idle wait on a backend that notifies: until a notification, the next
- * sweep, the next run that becomes due, or listen_timeout.  After a
- * notification a short random delay spreads the idle workers' claims.
+ * sweep, the next run that becomes due, or listen_timeout.  Only the
+ * poller waits so (one worker per host): a notification wakes one
+ * worker per host, not all of them, and needs no random delay unless
+ * notify_jitter_ms asks for one (many hosts).
  */
 static int
 worker_wait(struct worker *w, double next_sweep)
@@ -353,8 +425,20 @@ worker_wait(struct worker *w, double next_sweep)
 		wait = 0.01;
 	if (store_wait(w->store, wait) != 1)
 		return 0;
-	nap(jitter((double)c->notify_jitter_ms / 1000.0));
+	if (c->notify_jitter_ms > 0)
+		nap(jitter((double)c->notify_jitter_ms / 1000.0));
 	return 1;
+}
+
+/*
+ * How long an idle worker that is not the poller sleeps before it looks
+ * by itself, should a wake go astray.
+ */
+static double
+idle_sleep_max(const struct conf *c)
+{
+	return c->cleanup_interval > c->poll_interval_max ?
+	    c->cleanup_interval : c->poll_interval_max;
 }
 
 int
@@ -377,6 +461,8 @@ worker_main(const struct conf *c, int exit_when_idle)
 	host[sizeof(host) - 1] = '\0';
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
 	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
+	store_event_hook = worker_store_event;
+	worker_state(SB_STARTING, NULL);
 	worker_signals();
 	worker_dirs(c);
 	/*
@@ -412,7 +498,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 	    "sandbox %s)", w.id, store_backend(w.store), c->data_dir,
 	    sandbox_describe());
 
-	sb_set_state(SB_IDLE);
+	worker_state(SB_IDLE, NULL);
 	if (c->max_jobs_per_child > 0)
 		job_limit = (long)c->max_jobs_per_child +
 		    (long)jitter((double)c->max_jobs_per_child / 10 + 1);
@@ -426,13 +512,19 @@ worker_main(const struct conf *c, int exit_when_idle)
 			worker_reopen = 0;
 			log_reopen();
 		}
-		if (now >= next_ensure) {
+		r = worker_round(&w);
+		/*
+		 * Work that is there goes first; then, when it is time, the
+		 * environment pass, which may make runs of a configuration
+		 * new to the database claimable, and another look.
+		 */
+		if (r == 0 && now >= next_ensure) {
 			worker_ensure(&w);
 			next_ensure = now + (c->poll_interval_max >
 			    ENSURE_MIN_INTERVAL ? c->poll_interval_max :
 			    ENSURE_MIN_INTERVAL);
+			r = worker_round(&w);
 		}
-		r = worker_round(&w);
 		if (r == 1) {
 			poll_s = c->poll_interval;
 			if (worker_recycle(&w, job_limit)) {
@@ -448,7 +540,21 @@ worker_main(const struct conf *c, int exit_when_idle)
 				break;
 			}
 		}
-		if (r == 0 && c->notify && store_listens(w.store)) {
+		if (r < 0) {
+			nap(poll_s);
+			poll_s = backoff_idle_next(poll_s, c->poll_interval_max,
+			    jitter(0.05));
+			continue;
+		}
+		/* Another idle worker looks for work: sleep until told. */
+		if (!sb_poller_take()) {
+			if (sb_idle_sleep(stop_pipe[0], idle_sleep_max(c)))
+				poll_s = c->poll_interval;
+			continue;
+		}
+		if (c->notify && store_listens(w.store)) {
+			/* Told of new work, it looks at once, then at the
+			 * environments should the look find nothing. */
 			if (worker_wait(&w, next_check) == 1)
 				next_ensure = 0;
 			continue;
@@ -457,8 +563,10 @@ worker_main(const struct conf *c, int exit_when_idle)
 		poll_s = backoff_idle_next(poll_s, c->poll_interval_max,
 		    jitter(0.05));
 	}
-	sb_set_state(SB_STOPPING);
-	log_info("worker %s stopping after %ld jobs", w.id, w.jobs_done);
+	sb_pass_on();
+	worker_state(SB_STOPPING, NULL);
+	log_info("worker %s stopping after %ld job%s", w.id, w.jobs_done,
+	    PLURAL(w.jobs_done));
 	store_close(w.store);
 	return rc;
 }

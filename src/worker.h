@@ -25,6 +25,8 @@ struct worker {
 	char			 id[160];
 	int			 exit_when_idle;
 	long			 jobs_done;
+	int			 env_hint;	/* an environment was queued */
+	double			 next_env_look;
 };
 
 /* Set by signal handlers; looked at by the loop and by running jobs. */

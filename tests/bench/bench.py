@@ -15,12 +15,14 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +76,7 @@ class Deployment:
 
     def __init__(self, root, backend, server=None, extra=""):
         self.root = root
+        self.http = ""      # an [http] section for write_conf
         self.extra = extra
         if ROOT:
             # ade-superd never runs workers as root: the service user is
@@ -160,9 +163,9 @@ class Deployment:
 
     def write_conf(self, workers):
         with open(self.conf, "w") as f:
-            f.write(self.base + "\n[supervisor]\nworkers = %d\n%s"
+            f.write(self.base + "\n[supervisor]\nworkers = %d\n%s%s"
                     % (workers, "user = nobody\ngroup = nogroup\n"
-                       if ROOT else ""))
+                       if ROOT else "", self.http))
 
     def workers(self, n, exit_when_idle, log=None):
         """One supervisor with n worker processes; its log goes to the
@@ -415,6 +418,8 @@ def idle_statements(backend, server, n, seconds, notify, transactions):
     try:
         dep = Deployment(root, backend, server, extra)
         dep.echo_statements()
+        # The HTTP endpoint is on and nobody asks it: it adds nothing.
+        dep.http = "[http]\nlisten = 127.0.0.1:%d\n" % free_port()
         log = os.path.join(root, "superd.log")
         group = dep.workers(n, exit_when_idle=False, log=log)
         # An idle backend reports its counters only after ten idle
@@ -443,6 +448,20 @@ def rss_kib(pid, field="Rss"):
     return 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_by_title(pid):
+    """(pid, process title) of each child of pid."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)],
+                         capture_output=True, text=True).stdout
+    return [(int(p), t) for p, _, t in
+            (line.strip().partition(" ") for line in out.splitlines())]
+
+
 def supervisor_figures():
     """RSS of the supervisor and of idle workers; death-to-claim time."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
@@ -451,18 +470,30 @@ def supervisor_figures():
         dep.write_conf(2)
         # As in production: a daemon (the pidfile says which process).
         pidfile = os.path.join(root, "superd.pid")
+        port = free_port()
         with open(dep.conf, "a") as f:
-            f.write("pidfile = %s\n" % pidfile)
+            f.write("pidfile = %s\n[http]\nlisten = 127.0.0.1:%d\n"
+                    % (pidfile, port))
         dep.base += ""
         subprocess.run([SUPERD, "-c", dep.conf], check=True)
         pid = int(open(pidfile).read())
         time.sleep(3)
-        kids = [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(pid)], capture_output=True,
-            text=True).stdout.split()]
+        kids = children_by_title(pid)
         sup_rss = (rss_kib(pid), rss_kib(pid, "Pss"))
-        worker_rss = max((rss_kib(p), rss_kib(p, "Pss")) for p in kids) \
-            if kids else (0, 0)
+        workers = [p for p, title in kids if ": worker " in title]
+        worker_rss = max((rss_kib(p), rss_kib(p, "Pss")) for p in workers) \
+            if workers else (0, 0)
+        http = [p for p, title in kids if title.endswith(": http")]
+        http_rss = {}
+        if http:
+            http_rss["idle"] = (rss_kib(http[0]), rss_kib(http[0], "Pss"))
+            for _ in range(200):
+                for path in ("/metrics", "/ready", "/health"):
+                    with urllib.request.urlopen("http://127.0.0.1:%d%s"
+                                                % (port, path)) as r:
+                        r.read()
+            http_rss["scraped"] = (rss_kib(http[0]),
+                                   rss_kib(http[0], "Pss"))
 
         class Sup:
             def __init__(self, pid):
@@ -481,7 +512,11 @@ def supervisor_figures():
         group = sup
         # A backlog of work, one worker killed: how long until its
         # replacement claims a run?
-        slow = os.path.join(root, "slow-engine")
+        # In a directory of its own: the engine's sandbox opens the
+        # directory of the program engine_command names, and root holds
+        # the daemon's own files.
+        os.mkdir(os.path.join(root, "bin"), 0o755)
+        slow = os.path.join(root, "bin", "slow-engine")
         with open(slow, "w") as f:
             f.write("#!/bin/sh\nsleep 5\n")
         os.chmod(slow, 0o755)
@@ -512,7 +547,8 @@ def supervisor_figures():
                 claim = (rows[0][0] - 2440587.5) * 86400.0
             time.sleep(0.05)
         group.stop()
-        return sup_rss, worker_rss, (claim - killed) if claim else None
+        return sup_rss, worker_rss, http_rss, \
+            (claim - killed) if claim else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -559,12 +595,17 @@ def main():
         if not os.access(exe, os.X_OK):
             sys.exit("missing %s: run make first" % exe)
     ms, version = mssql_server()
-    sup_rss, worker_rss, replaced = supervisor_figures()
+    sup_rss, worker_rss, http_rss, replaced = supervisor_figures()
     print("== supervisor (SQLite, 2 workers)")
     print("%-34s %6d KiB (PSS %d)   target: under 4096" % (
         "supervisor RSS", sup_rss[0], sup_rss[1]))
     print("%-34s %6d KiB (PSS %d)   target: under 8192" % (
         "idle worker RSS", worker_rss[0], worker_rss[1]))
+    for when, label in (("idle", "http endpoint, never asked"),
+                        ("scraped", "http endpoint, 600 requests")):
+        if when in http_rss:
+            print("%-34s %6d KiB (PSS %d)   target: PSS under 2048" % (
+                label, http_rss[when][0], http_rss[when][1]))
     print("%-34s %8s       (restart floor: 1.0 s)" % (
         "worker death to its next claim",
         "%.2f s" % replaced if replaced is not None else "n/a"))
@@ -594,6 +635,7 @@ def main():
         for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
                                        ("pgsql polling", "pgsql", False),
                                        ("mssql polling", "mssql", False),
+                                       ("sqlite watch", "sqlite", True),
                                        ("sqlite polling", "sqlite",
                                         False)):
             p50 = p99 = None
@@ -603,7 +645,8 @@ def main():
             print("%-22s %10s %10s" % (label, fmt("%.1f", p50),
                                        fmt("%.1f", p99)))
         print()
-        print("== statements per second of 4 idle workers")
+        print("== statements per second of 4 idle workers"
+              " (HTTP endpoint on, not asked)")
         print("%-22s %10s %12s" % ("", "sent", "server xacts"))
         pg_count = lambda dep: pg_transactions(pg, dep.dbname)  # noqa: E731
         rows = [("pgsql NOTIFY", "pgsql", pg, True, pg_count),
@@ -611,6 +654,7 @@ def main():
         if ms is not None:
             rows.append(("mssql polling", "mssql", ms, False,
                          babelfish_transactions()))
+        rows.append(("sqlite watch", "sqlite", None, True, None))
         rows.append(("sqlite polling", "sqlite", None, False, None))
         for label, backend, server, notify, count in rows:
             sent, xacts = idle_statements(backend, server, 4, 20, notify,

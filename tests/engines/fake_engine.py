@@ -384,6 +384,23 @@ def stall(opts: dict, todo: dict) -> None:
     succeed(opts)
 
 
+def paced(opts: dict, todo: dict) -> None:
+    """One event per step, each once the file go.N exists; then success.
+    The messages carry markup and bytes that are not UTF-8, as an engine's
+    may."""
+    err = sys.stderr.buffer
+    for step in range(1, int(todo.get("steps", "3")) + 1):
+        while not os.path.exists(f"{todo['go']}.{step}"):
+            time.sleep(0.02)
+        record = {"event_id": uuid.uuid4().hex, "engine_run_id": RUN_ID, "timestamp": now(),
+                  "level": "info", "event": "engine.step",
+                  "message": f"step {step} <script>document.title='owned'</script> &amp; BYTES"}
+        line = json.dumps(record).encode().replace(b"BYTES", b"\xff\xfe end")
+        err.write(line + b"\n")
+        err.flush()
+    succeed(opts)
+
+
 def ledger(opts: dict, path: str, seconds: float) -> None:
     run = Path(opts["input"][0]).parent.parent.name
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -438,6 +455,8 @@ def main(argv: list[str]) -> None:
         write_pid(todo.get("pidfile"), os.getpid())
         time.sleep(float(todo.get("seconds", "5")))
         succeed(opts)
+    elif mode == "paced":
+        paced(opts, todo)
     elif mode == "ledger":
         ledger(opts, todo["ledger"], float(todo.get("seconds", "0.05")))
     elif mode == "flaky":

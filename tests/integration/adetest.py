@@ -149,7 +149,7 @@ WORKER_KEYS = {
     "engine_spec", "env_build_timeout", "run_timeout", "python", "venv_args", "pip_args",
     "engine_command", "max_event_line", "max_log_size", "notify", "listen_timeout",
     "notify_jitter_ms", "max_completion_size", "max_result_rows", "max_jobs_per_child",
-    "max_rss", "engine_sandbox",
+    "max_rss", "engine_sandbox", "engine_user", "venvs_dir",
 }
 
 

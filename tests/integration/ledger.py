@@ -90,6 +90,6 @@ def max_concurrent(entries: dict) -> int:
 
 def jobs_done(log_text: str) -> list[int]:
     """Jobs done by each worker of one supervisor, from its log."""
-    done = [int(n) for n in re.findall(r"stopping after (\d+) jobs", log_text)]
+    done = [int(n) for n in re.findall(r"stopping after (\d+) jobs?", log_text)]
     assert done, log_text[-2000:]
     return done

@@ -8,11 +8,17 @@ import ctypes
 import grp
 import json
 import os
+import pwd
 import subprocess
 
 import pytest
 
-from adetest import ENGINES, SAMPLES, SERVICE_USER, SUPERD, clean_env, write_input
+from adetest import (
+    ENGINES, FAKE_ENGINE_COMMAND, SAMPLES, SERVICE_USER, SUPERD, clean_env, iso_now,
+    pid_alive, write_input,
+)
+
+DAY = 86400.0
 
 pytestmark = pytest.mark.backends("sqlite")  # confinement is not about the database
 
@@ -39,14 +45,14 @@ def private_to_service(path, mode=0o640):
         os.chown(path, 0, grp.getgrnam(SERVICE_USER[1]).gr_gid)
 
 
-def spied_deployment(deploy, tmp_path, sandbox):
+def spied_deployment(deploy, tmp_path, sandbox, **settings):
     """A deployment whose configuration and password file are kept as the
     manual recommends, with one finished run of another workspace."""
     secret = tmp_path / "db-password"
     secret.write_text("not-for-engines\n")
     private_to_service(secret)
     dep = deploy(engine_command=SPY_COMMAND, engine_sandbox=sandbox,
-                 **{"database.password_file": str(secret)})
+                 **{"database.password_file": str(secret)}, **settings)
     private_to_service(dep.conf_path)
     other = dep.enqueue(write_input(tmp_path / "other.csv"), workspace="other")
     assert dep.run_worker(timeout=120).returncode == 0
@@ -97,12 +103,10 @@ def outcome(found, what, target):
     return found[f"{what}:{target}"]["ok"]
 
 
-@needs_landlock
-def test_a_confined_engine_reaches_nothing_of_the_daemon_or_other_workspaces(
-        deploy, tmp_path):
-    dep, targets, other_run = spied_deployment(deploy, tmp_path, "required")
-    found, out = spy(dep, tmp_path, targets, other_run)
-
+def assert_spy_reached_nothing(dep, tmp_path, targets, other_run, found, out,
+                               signals_blocked):
+    """Every attempt failed, and the spy still did its job: the system and
+    its configuration package were there, its output written."""
     for name, path in targets.items():
         assert not outcome(found, "read", path), (name, found[f"read:{path}"])
     assert not outcome(found, "list", other_run / "output")
@@ -112,13 +116,22 @@ def test_a_confined_engine_reaches_nothing_of_the_daemon_or_other_workspaces(
         assert not path.exists()
     assert not outcome(found, "proc", "mem")
     assert not outcome(found, "proc", "environ")
-    if landlock_abi() >= 6:     # signals are scoped from ABI 6 on
+    if signals_blocked:
         assert not outcome(found, "signal", "parent"), found["signal:parent"]
-    # and it could do its job: the system and its configuration package
-    # are there, its output written
     assert all(r["ok"] for k, r in found.items() if k.endswith("pyproject.toml"))
     assert outcome(found, "list", "/usr/lib")
     assert list(out.glob("*_normalized.xlsx"))
+
+
+@needs_landlock
+def test_a_confined_engine_reaches_nothing_of_the_daemon_or_other_workspaces(
+        deploy, tmp_path):
+    dep, targets, other_run = spied_deployment(deploy, tmp_path, "required")
+    found, out = spy(dep, tmp_path, targets, other_run)
+
+    # signals are scoped from Landlock ABI 6 on
+    assert_spy_reached_nothing(dep, tmp_path, targets, other_run, found, out,
+                               signals_blocked=landlock_abi() >= 6)
 
 
 def test_the_same_spy_unconfined_reads_what_the_sandbox_hides(deploy, tmp_path):
@@ -161,3 +174,103 @@ def test_required_sandbox_is_checked_by_dash_n(deploy):
     else:
         assert result.returncode != 0
         assert "engine_sandbox" in result.stderr
+
+
+# A user of Debian's own that is neither root nor the tests' service user.
+ENGINE_USER = "daemon"
+needs_root = pytest.mark.skipif(
+    SERVICE_USER is None, reason="engine_user needs ade-superd started as root")
+
+
+@needs_root
+def test_an_engine_user_reaches_none_of_the_daemons_files(deploy, tmp_path):
+    """Without Landlock, a user of its own keeps the spy from the daemon's
+    configuration, password, database and memory, from its worker, and
+    from other workspaces' documents and finished runs."""
+    dep, targets, other_run = spied_deployment(deploy, tmp_path, "off",
+                                               engine_user=ENGINE_USER)
+    found, out = spy(dep, tmp_path, targets, other_run)
+
+    assert_spy_reached_nothing(dep, tmp_path, targets, other_run, found, out,
+                               signals_blocked=True)
+    # It ran as the engine user, and the worker read what it wrote.
+    assert (out / "spy.json").stat().st_uid == pwd.getpwnam(ENGINE_USER).pw_uid
+
+
+@needs_root
+def test_reference_engine_builds_and_runs_as_the_engine_user(deploy):
+    """The real build (venv, pip) and the reference engine run as the
+    engine user; the daemon reads the results and the build tidies up."""
+    dep = deploy(fresh=True, engine_user=ENGINE_USER)
+    answer = dep.enqueue(SAMPLES / "people_partial.csv")
+    result = dep.run_worker(timeout=300)
+    assert result.returncode == 0, result.stderr
+    row = dep.run_row(answer["run_id"])
+    assert row["status"] == "succeeded", (row, dep.worker_logs())
+    engine_uid = pwd.getpwnam(ENGINE_USER).pw_uid
+    outputs = list((dep.run_dir(answer["run_id"]) / "output").glob("*.xlsx"))
+    assert outputs and outputs[0].stat().st_uid == engine_uid
+    env = dep.environments()[0]
+    venvs = list((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
+    assert len(venvs) == 1 and not (venvs[0] / "tmp").exists(), venvs
+    assert (venvs[0] / ".venv" / "pyvenv.cfg").stat().st_uid == engine_uid
+
+
+@needs_root
+@pytest.mark.parametrize("user, why", [
+    ("no-such-user-here", "no user no-such-user-here"),
+    (SERVICE_USER[0] if SERVICE_USER else "", "shares the service user"),
+    ("root", "root"),
+])
+def test_a_bad_engine_user_is_refused_at_start(deploy, user, why):
+    dep = deploy(engine_user=user)
+    result = subprocess.run([str(SUPERD), "-n", "-c", str(dep.conf_path)],
+                            capture_output=True, text=True, env=clean_env())
+    assert result.returncode == 78, result
+    assert "engine_user" in result.stderr and why in result.stderr, result.stderr
+
+
+@needs_root
+def test_an_engine_users_hanging_and_escaped_processes_are_killed(deploy, tmp_path):
+    """The worker cannot signal another user's processes by itself: it
+    takes the engine user's ids to end a hanging engine, the group it
+    started and a process that left it."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(drop, 0o1777)
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, engine_user=ENGINE_USER, run_timeout=2)
+    doc = write_input(tmp_path / "doc.csv", mode="hang", ignore_term=1,
+                      pidfile=drop / "engine.pid", escape=drop / "escaped.pid")
+    run_id = dep.enqueue(doc, max_attempts=1)["run_id"]
+    assert dep.run_worker(timeout=90).returncode == 0
+    row = dep.run_row(run_id)
+    assert row["status"] == "failed" and row["exit_code"] == 124, (row, dep.worker_logs())
+    engine_uid = pwd.getpwnam(ENGINE_USER).pw_uid
+    pids = [int((drop / name).read_text())
+            for name in ("engine.pid", "engine.pid.child", "escaped.pid")]
+    assert all((drop / name).stat().st_uid == engine_uid
+               for name in ("engine.pid", "escaped.pid"))
+    for pid in pids:
+        assert not pid_alive(pid), pid
+
+
+@needs_root
+def test_what_the_engine_user_wrote_is_collected(deploy, tmp_path):
+    """Garbage collection, by ade-ctl as by the daemon, removes the runs
+    and the environments that the engine user wrote into."""
+    dep = deploy(fresh=True, engine_user=ENGINE_USER, engine_command=FAKE_ENGINE_COMMAND)
+    run = dep.enqueue(write_input(tmp_path / "old.csv"))["run_id"]
+    assert dep.run_worker(timeout=300).returncode == 0
+    assert dep.run_row(run)["status"] == "succeeded", dep.worker_logs()
+    (env,) = dep.environments()
+    venvs = list((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
+    assert len(venvs) == 1 and venvs[0].is_dir()
+    db = dep.db()
+    db.execute("UPDATE runs SET completed_at = ? WHERE id = ?", (iso_now(-40 * DAY), run))
+    db.execute("UPDATE environments SET last_used_at = ?, updated_at = ?",
+               (iso_now(-45 * DAY), iso_now(-45 * DAY)))
+    db.execute("UPDATE configurations SET status = 'archived'")
+    report = json.loads(dep.ctl("gc", "--now", json_out=True).stdout)
+    assert report["runs"]["deleted"] == 1 and report["environments"]["deleted"] == 1, report
+    assert not dep.run_dir(run).exists() and not venvs[0].exists()

@@ -5,8 +5,10 @@ still held."""
 from __future__ import annotations
 
 import json
+import shutil
 
-from adetest import PYTHON, share, wait_until
+from adetest import (FAKE_ENGINE_COMMAND, PYTHON, SAMPLE_CONFIG, share, wait_until,
+                     write_input)
 
 
 def env_root(dep, env):
@@ -65,3 +67,58 @@ def test_build_that_lost_its_claim_is_not_put_in_place(deploy, tmp_path):
     assert python.exists() and (root / ".venv" / "pyvenv.cfg").exists()
     (after,) = dep.environments()
     assert after["claimed_by"] == "elsewhere#1" and after["status"] == "building"
+
+
+def test_enqueue_leaves_a_package_alone_while_its_environment_builds(deploy, tmp_path):
+    # The package's setup waits at a gate, so the build is known to be
+    # working in the package's directory when the next run is enqueued.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    share(gate)
+    pkg = tmp_path / "gated-config"
+    shutil.copytree(SAMPLE_CONFIG, pkg)
+    (pkg / "setup.py").write_text(
+        "import os, time\n"
+        f"open({str(gate / 'reached')!r}, 'w').close()\n"
+        f"while not os.path.exists({str(gate / 'go')!r}):\n"
+        "    time.sleep(0.05)\n"
+        "from setuptools import setup\n"
+        "setup()\n")
+    share(pkg)
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, engine_sandbox="off")
+    first = dep.enqueue(write_input(tmp_path / "a.csv"), configuration="gated",
+                        config_package=pkg)
+    dep.start_worker()
+    wait_until((gate / "reached").exists, 120, "the build to run the package's setup")
+    second = dep.enqueue(write_input(tmp_path / "b.csv"), configuration="gated",
+                         config_package=pkg)
+    (gate / "go").write_text("1")
+    for run in (first, second):
+        row = dep.wait_run(run["run_id"], timeout=120)
+        assert (row["status"], row["attempt_count"]) == ("succeeded", 1), row
+    assert "build failed" not in dep.worker_logs(tail=100000)
+
+    # A package that changed is copied again.
+    (pkg / "added.txt").write_text("new\n")
+    share(pkg)
+    dep.enqueue(write_input(tmp_path / "c.csv"), configuration="gated", config_package=pkg)
+    (copy,) = dep.data_dir.glob(f"workspaces/*/config_packages/{first['configuration_id']}")
+    assert (copy / "added.txt").read_text() == "new\n"
+
+
+def test_environments_live_in_venvs_dir_outside_the_data_directory(deploy, tmp_path):
+    # As on a host whose venvs are on a local disk: the template's
+    # environment is not there, so this host builds its own copy.
+    local = tmp_path / "local-venvs"
+    local.mkdir()
+    share(local)
+    dep = deploy(venvs_dir=str(local))
+    run = dep.enqueue(write_input(tmp_path / "a.csv"))["run_id"]
+    assert dep.run_worker(timeout=180).returncode == 0
+    assert dep.rows("SELECT status FROM runs WHERE id = ?", run)[0]["status"] == "succeeded"
+    (env,) = dep.environments()
+    (root,) = local.glob(f"*/*/*/{env['id']}")
+    assert (root / ".venv" / "bin" / "python").exists()
+    assert (root / "logs" / "events.ndjson").exists()
+    log = dep.ctl("envs", "log", env["id"]).stdout
+    assert "environment.complete" in log

@@ -228,7 +228,9 @@ def test_lost_lease_stops_the_engine_and_leaves_the_row_alone(deploy, tmp_path, 
     stolen_at = time.monotonic()
     wait_until(lambda: not pid_alive(engine_pid), 10, "the engine to be stopped")
     assert time.monotonic() - stolen_at < 8
-    wait_until(lambda: "run.lost_claim" in dep.event_names(run_id), 10, "run.lost_claim")
+    # a cancel reads as one; a run taken over is a lost claim
+    event = "run.cancelled" if takeover is CANCEL else "run.lost_claim"
+    wait_until(lambda: event in dep.event_names(run_id), 10, event)
     time.sleep(1.5)  # a few more heartbeats' worth of time
     assert dep.run_row(run_id) == stolen
     assert worker.poll() is None
@@ -273,6 +275,8 @@ def test_engine_gets_a_clean_environment_and_its_command_line(deploy, tmp_path):
     assert seen["sid"] == seen["pid"] and seen["pgid"] == seen["pid"]
 
     run_dir = dep.run_dir(answer["run_id"])
+    # it works in its run's directory, not where the daemon was started
+    assert seen["cwd"] == str(run_dir)
     argv = json.loads(argv_file.read_text())
     cfg_dir = dep.config_dir(answer["workspace_id"], answer["configuration_id"])
     assert argv == ["process", "file", "--input", str(run_dir / "input" / "doc.csv"),

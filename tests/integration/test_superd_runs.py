@@ -306,8 +306,17 @@ def test_ctl_shows_what_the_database_holds(deploy, tmp_path):
     assert [r["id"] for r in queued] == [waiting]
     assert len(json.loads(dep.ctl("runs", "list", "--limit", "1", json_out=True).stdout)) == 1
     # last, so that a difference here leaves the checks above their say: every
-    # column of the row, shown as the database holds it
-    assert shown["run"] == dep.run_row(done)
+    # column of the row, shown as the database holds it, and beside them the
+    # names and paths an operator knows a run by
+    row = dep.run_row(done)
+    assert {k: shown["run"][k] for k in row if k in shown["run"]} == row
+    assert set(row) <= set(shown["run"])
+    extra = {k: shown["run"][k] for k in set(shown["run"]) - set(row)}
+    run_dir = dep.run_dir(done)
+    assert extra == {
+        "workspace_slug": "ws", "configuration_name": "cfg", "document_name": "a.csv",
+        "run_directory": str(run_dir),
+        "output_file": str(run_dir / row["output_path"])}
 
 
 def test_output_path_never_leads_outside_the_run_directory(deploy, tmp_path):

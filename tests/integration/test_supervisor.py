@@ -49,6 +49,12 @@ def children(pid: int) -> list[tuple[int, str]]:
     return [(int(p), s) for p, s in (line.split() for line in out.splitlines())]
 
 
+def maint_holders(dep) -> list[str]:
+    """Who holds the maintenance lease (the hosts' rows are beside it)."""
+    return [r["holder"] for r in
+            dep.rows("SELECT holder FROM worker_leases WHERE name = 'maintenance'")]
+
+
 def slow_input(dep, name: str, seconds: float, **extra):
     pidfile = dep.root / f"{name}.pid"
     return write_input(dep.root / f"{name}.csv", mode="slow", seconds=seconds,
@@ -178,6 +184,28 @@ def test_hup_with_a_valid_file_replaces_workers_with_the_new_settings(deploy):
     assert sup.poll() is None
 
 
+def test_ctl_reaches_the_daemon_while_the_file_is_broken(deploy):
+    """A broken key in the file does not lock the operator out of the
+    daemon that runs on the old configuration; reload says what is wrong."""
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
+    sup = dep.start_worker()
+    wait_until(lambda: worker_pids(dep), 20, "a worker")
+    good = dep.conf_path.read_text()
+    dep.conf_path.write_text(good + "\n[worker]\nlease_seconds = soon\n")
+    result = dep.ctl("status", json_out=True)
+    assert json.loads(result.stdout)["slots"], result.stdout
+    assert "lease_seconds" in result.stderr and "running daemon" in result.stderr
+    result = dep.ctl("reload", check=False)
+    assert result.returncode == 1, result
+    assert "invalid configuration" in result.stdout and "lease_seconds" in result.stdout
+    assert dep.ctl("scale", "2").stdout.startswith("ok")
+    wait_until(lambda: len(worker_pids(dep)) == 2, 20, "a second worker")
+    assert sup.poll() is None
+    dep.conf_path.write_text(good)
+    assert dep.ctl("drain").stdout.startswith("ok")
+    assert dep.wait_worker(sup, timeout=60) == 0
+
+
 @pytest.mark.backends("sqlite")      # supervisor-only: no database in play
 def test_hup_with_an_invalid_file_keeps_the_old_configuration(deploy):
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
@@ -236,7 +264,7 @@ def test_two_supervisors_hold_the_maintenance_lease_one_at_a_time(deploy):
     dep = deploy(cleanup_interval=1, **{"supervisor.workers": 1})
     dep.db().execute("DELETE FROM worker_leases")     # the template's own holder
     first = dep.start_worker()
-    wait_until(lambda: dep.rows("SELECT holder FROM worker_leases"), 20, "a lease")
+    wait_until(lambda: maint_holders(dep), 20, "a lease")
     other = dep.root / "other.conf"
     other.write_text(dep.conf_path.read_text() + "\n")
     text = other.read_text().replace("[supervisor]",
@@ -247,14 +275,14 @@ def test_two_supervisors_hold_the_maintenance_lease_one_at_a_time(deploy):
     dep._procs.append(second)
     holders = set()
     for _ in range(20):
-        holders.update(r["holder"] for r in dep.rows("SELECT holder FROM worker_leases"))
+        holders.update(maint_holders(dep))
         time.sleep(0.25)
     assert len(holders) == 1, holders
     assert holders.pop().endswith(f":{first.pid}")
     # The holder stops renewing: the other supervisor takes over.
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    wait_until(lambda: dep.rows("SELECT holder FROM worker_leases")[0]["holder"]
+    wait_until(lambda: maint_holders(dep)[0]
                .endswith(f":{second.pid}"), 60, "the second supervisor to take over")
 
 
@@ -604,3 +632,121 @@ def test_a_silent_control_client_delays_no_one_and_is_dropped_in_time(deploy):
     assert answer.startswith(b"error:"), answer
     wait_until(lambda: len(worker_pids(dep)) == 2, 30, "two workers")
     assert sup.poll() is None
+
+
+def statements_by_pid(log: Path, since: int) -> dict[int, int]:
+    """Statements each worker sent (their echo lines) after byte since."""
+    counts: dict[int, int] = {}
+    with open(log, "rb") as f:
+        f.seek(since)
+        for line in f.read().decode(errors="replace").splitlines():
+            if "] worker " in line and " sql: " in line:
+                pid = int(line.split("[", 1)[1].split("]", 1)[0])
+                counts[pid] = counts.get(pid, 0) + 1
+    return counts
+
+
+def test_one_idle_worker_looks_for_work_and_wakes_the_others_for_a_burst(deploy):
+    # The sleepers would look by themselves after cleanup_interval: make
+    # that longer than the test.  PostgreSQL polls too (notify = no), so
+    # that the looking worker's statements can be counted.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 4, "worker.cleanup_interval": "600",
+                    "worker.notify": "no",
+                    "worker.log_level": "debug", "database.echo": "yes"})
+    sup = dep.start_worker()
+
+    def settled():
+        slots = status(dep)["slots"]
+        # The others asleep, not still on their way there after a look.
+        return slots if len(slots) == 4 and all(s["state"] == "idle" for s in slots) \
+            and sum(1 for s in slots if s.get("looking")) == 1 \
+            and sum(1 for s in slots if s.get("asleep")) == 3 else None
+    slots = wait_until(settled, 60, "four idle workers, one looking for work, three asleep")
+    looking = next(s["pid"] for s in slots if s.get("looking"))
+    text = dep.ctl("status").stdout
+    assert sum(1 for line in text.splitlines()[2:] if "looking" in line) == 1, text
+
+    # Over several of the looking worker's polls, the others send nothing.
+    mark = sup.log_path.stat().st_size
+    wait_until(lambda: statements_by_pid(sup.log_path, mark).get(looking, 0) >= 10, 60,
+               "the looking worker to poll a few times")
+    assert set(statements_by_pid(sup.log_path, mark)) == {looking}
+
+    # A burst wakes them one after the other until all four hold a run.
+    go = dep.root / "go"
+    runs = [dep.enqueue(write_input(dep.root / f"burst{i}.csv", mode="paced", steps=1,
+                                    go=go))["run_id"] for i in range(4)]
+    wait_until(lambda: sorted(s.get("claim_id") or "" for s in status(dep)["slots"])
+               == sorted(runs), 60, "all four workers to hold a run of the burst")
+    (dep.root / "go.1").write_text("1")
+    for run in runs:
+        assert dep.wait_run(run)["status"] == "succeeded"
+    wait_until(lambda: settled(), 60, "the workers to be idle again, one looking")
+
+
+@pytest.mark.sqlite_only("about watching the SQLite files; PostgreSQL has its notifications")
+def test_idle_sqlite_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path):
+    # Polls and waits so long that only the watch can explain a pickup.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 2, "worker.poll_interval": "600",
+                    "worker.poll_interval_max": "600", "worker.listen_timeout": "600",
+                    "worker.cleanup_interval": "600"})
+    dep.start_worker()
+    wait_until(lambda: any(s.get("looking") for s in status(dep)["slots"]), 60,
+               "an idle worker looking for work")
+    for i in range(3):
+        run = dep.enqueue(write_input(tmp_path / f"r{i}.csv"))["run_id"]
+        assert dep.wait_run(run, timeout=120)["status"] == "succeeded"
+        wait_until(lambda: any(s.get("looking") for s in status(dep)["slots"]), 60,
+                   "the workers to be idle again")
+
+
+def test_every_host_on_the_database_is_listed_and_a_dead_one_shown_gone(deploy):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
+    hosts = {}
+    for name, workers in (("host-a", 1), ("host-b", 2)):
+        hosts[name] = dep.start_worker(env={
+            "ADE_WORKER_ID": name, "ADE_WORKER_CONCURRENCY": str(workers),
+            "ADE_SUPERD_CONTROL_SOCKET": str(dep.data_dir / "run" / f"{name}.sock")})
+
+    def listed():
+        result = dep.ctl("hosts", json_out=True, check=False)
+        return {h["id"]: h for h in json.loads(result.stdout)} \
+            if result.returncode == 0 else {}
+    found = wait_until(lambda: (lambda h: h if {"host-a", "host-b"} <= set(h) else None)(
+        listed()), 60, "both hosts to be listed")
+    assert found["host-a"]["state"] == found["host-b"]["state"] == "up"
+    assert (found["host-a"]["workers"], found["host-b"]["workers"]) == (1, 2)
+    assert found["host-b"]["pid"] == hosts["host-b"].pid
+    text = dep.ctl("hosts").stdout
+    assert text.splitlines()[0].split()[:2] == ["HOST", "STATE"]
+    assert any(line.split()[:2] == ["host-a", "up"] for line in text.splitlines())
+
+    # A host that dies whole stops renewing its row: shown gone, the other up.
+    os.killpg(hosts["host-a"].pid, signal.SIGKILL)
+    hosts["host-a"].wait()
+    wait_until(lambda: listed().get("host-a", {}).get("state") == "gone", 60,
+               "host-a to be shown gone")
+    assert listed()["host-b"]["state"] == "up"
+
+
+@pytest.mark.sqlite_only("the order of the claims is the worker's, whatever the backend")
+def test_a_stream_of_runs_costs_one_claim_each(deploy, tmp_path):
+    # Before, every run's claim came after an empty claim for an
+    # environment to build; now that look comes every few seconds.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"supervisor.workers": 1, "worker.log_level": "debug",
+                    "database.echo": "yes"})
+    runs = [dep.enqueue(write_input(tmp_path / f"r{i}.csv"))["run_id"] for i in range(10)]
+    sup = dep.start_worker()
+    for run in runs:
+        assert dep.wait_run(run)["status"] == "succeeded"
+    claims = []
+    for line in sup.log_path.read_text(errors="replace").splitlines():
+        if " sql: UPDATE environments SET status = 'building'" in line:
+            claims.append("env")
+        elif " sql: UPDATE runs SET status = 'running'" in line:
+            claims.append("run")
+    assert claims.count("run") >= 10
+    assert ("run", "run") in zip(claims, claims[1:]), claims

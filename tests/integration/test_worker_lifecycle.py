@@ -133,7 +133,7 @@ def test_nothing_an_engine_detaches_outlives_its_run(deploy, tmp_path, ending):
             assert pid_alive(pid)
             if ending == "cancelled":
                 dep.db().execute(CANCEL, (iso_now(), run_id))
-                wait_until(lambda: "run.lost_claim" in dep.event_names(run_id), 30,
+                wait_until(lambda: "run.cancelled" in dep.event_names(run_id), 30,
                            "the worker to stop the engine of the cancelled run")
             else:
                 superd.send_signal(signal.SIGQUIT)
@@ -192,3 +192,25 @@ def test_claim_of_a_worker_dead_before_recording_it_is_released_at_once(deploy, 
     assert [r["data"]["attempt"] for r in starts] == [1]
     (env,) = dep.environments()
     assert env["status"] == "ready" and env["claimed_by"] is None, env
+
+
+def test_what_a_killed_workers_engine_detached_is_killed(deploy, tmp_path):
+    """A worker killed outright cannot end its engine: the supervisor, the
+    reaper of what it leaves, kills the engine's group and the process
+    that left it."""
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 1})
+    escape = tmp_path / "escaped.pid"
+    pidfile = tmp_path / "engine.pid"
+    dep.enqueue(write_input(tmp_path / "doc.csv", mode="slow", seconds=600,
+                            pidfile=pidfile, escape=escape), max_attempts=1)
+    superd = dep.start_worker()
+    with escaped_sleeper(escape) as sleeper:
+        detached = wait_until(sleeper, 60, "the engine to detach a process")
+        wait_until(pidfile.exists, 60, "the engine to start")
+        engine = int(pidfile.read_text())
+        with open(f"/proc/{engine}/stat") as f:
+            worker = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(engine) and not pid_alive(detached), 30,
+                   "the dead worker's engine and what it detached to be killed")
+    assert superd.poll() is None

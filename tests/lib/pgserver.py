@@ -56,6 +56,11 @@ class PgServer:
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data,
                   "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--locale=C.UTF-8")
+        self.resume()
+        return self
+
+    def resume(self):
+        """Starts the server on the cluster it has (after halt)."""
         opts = ("-c listen_addresses='' -c unix_socket_directories=%s "
                 "-c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200"
@@ -64,7 +69,11 @@ class PgServer:
                   "-o", opts, "-l", os.path.join(self.dir, "server.log"),
                   "-w", "-t", "60", "start")
         self.started = True
-        return self
+
+    def halt(self):
+        """Stops the server and keeps its cluster for resume."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
+                  "-m", "fast", "-w", "-t", "60", "stop")
 
     def restart(self):
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data,

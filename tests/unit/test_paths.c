@@ -259,21 +259,21 @@ test_layout(void **state)
 	assert_int_equal(path_run_dir(b, sizeof(b), "/data/", WS, RUN), 0);
 	assert_string_equal(a, b);
 
-	assert_int_equal(path_env_parent(a, sizeof(a), "/data", WS, CFG,
+	assert_int_equal(path_env_parent(a, sizeof(a), "/data/venvs", WS, CFG,
 	    "sha256:abc123"), 0);
 	assert_string_equal(a, "/data/venvs/" WS "/" CFG "/deps-abc123");
 
-	assert_int_equal(path_env_root(a, sizeof(a), "/data", WS_UPPER, CFG,
+	assert_int_equal(path_env_root(a, sizeof(a), "/data/venvs", WS_UPPER, CFG,
 	    "sha256:abc123", ENV), 0);
 	assert_string_equal(a,
 	    "/data/venvs/" WS "/" CFG "/deps-abc123/" ENV);
 	assert_non_null(strstr(a, "/deps-abc123/"));
 	/* The same input gives the same root. */
-	assert_int_equal(path_env_root(b, sizeof(b), "/data", WS, CFG,
+	assert_int_equal(path_env_root(b, sizeof(b), "/data/venvs", WS, CFG,
 	    "sha256:abc123", ENV), 0);
 	assert_string_equal(a, b);
 	/* Another digest gives another root. */
-	assert_int_equal(path_env_root(b, sizeof(b), "/data", WS, CFG,
+	assert_int_equal(path_env_root(b, sizeof(b), "/data/venvs", WS, CFG,
 	    "sha256:abc124", ENV), 0);
 	assert_string_not_equal(a, b);
 }
@@ -291,12 +291,12 @@ test_layout_rejects_bad_ids(void **state)
 	assert_int_equal(path_run_dir(out, sizeof(out), "/data", WS, ""), -1);
 	assert_int_equal(path_run_dir(out, sizeof(out), "/data", "a/b", RUN),
 	    -1);
-	assert_int_equal(path_env_root(out, sizeof(out), "/data", WS, CFG,
+	assert_int_equal(path_env_root(out, sizeof(out), "/data/venvs", WS, CFG,
 	    "sha256:abc", ".."), -1);
-	assert_int_equal(path_env_root(out, sizeof(out), "/data", WS, ".",
+	assert_int_equal(path_env_root(out, sizeof(out), "/data/venvs", WS, ".",
 	    "sha256:abc", ENV), -1);
 	/* A hostile digest is made harmless, not refused. */
-	assert_int_equal(path_env_root(out, sizeof(out), "/data", WS, CFG,
+	assert_int_equal(path_env_root(out, sizeof(out), "/data/venvs", WS, CFG,
 	    "sha256:../../etc", ENV), 0);
 	assert_string_equal(out, "/data/venvs/" WS "/" CFG "/deps-etc/" ENV);
 }
