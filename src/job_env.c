@@ -70,6 +70,8 @@ build_heartbeat(void *arg)
 	struct build *b = arg;
 	int rc;
 
+	if (b->token == NULL)
+		return 1;	/* a local copy: no claim to renew */
 	rc = store_heartbeat_environment(b->w->store, b->claim->id, b->token,
 	    b->w->conf->lease_seconds);
 	if (rc == -1)
@@ -374,9 +376,59 @@ build_sandbox(struct build *b, const char *tmp, const char *pkg,
 	return 0;
 }
 
+/*
+ * A local copy of a ready environment, built by this host without a claim
+ * and without touching the row: the venv is kept per host (venvs_dir), so
+ * a host that lacks one makes its own from what the row records.  The
+ * versions it gets are compared with the recorded ones; a difference is
+ * reported, not hidden.  0, or -1 with err set.
+ */
+static int	build_env(struct worker *, const struct env_claim *,
+		    const char *, const char *, const char *, char *, size_t);
+
+int
+job_hydrate_environment(struct worker *w, const struct env_claim *c,
+    const char *want_python, const char *want_engine, char *err,
+    size_t errlen)
+{
+	return build_env(w, c, NULL, want_python, want_engine, err, errlen);
+}
+
 void
 job_build_environment(struct worker *w, const struct env_claim *c,
     const char *token)
+{
+	char err[16];
+
+	(void)build_env(w, c, token, NULL, NULL, err, sizeof(err));
+}
+
+/* The versions a local copy got against those the row records. */
+static void
+compare_versions(struct build *b, const char *id, const char *what,
+    const char *want, const char *got)
+{
+	char msg[256];
+
+	if (want == NULL || *want == '\0' || (got != NULL &&
+	    strcmp(want, got) == 0))
+		return;
+	snprintf(msg, sizeof(msg), "%s version differs from the one recorded: "
+	    "%s here, %s recorded", what, got != NULL ? got : "unknown", want);
+	evlog_emit(&b->log, "warning", "environment.versions.mismatch", msg,
+	    json_pack("{s:s, s:s?, s:s}", "component", what, "local", got,
+	    "recorded", want));
+	log_warnx("environment %s: %s", id, msg);
+}
+
+/*
+ * Builds the environment: under the claim token, or, with no token, as a
+ * local copy (see job_hydrate_environment).
+ */
+static int
+build_env(struct worker *w, const struct env_claim *c, const char *token,
+    const char *want_python, const char *want_engine, char *errout,
+    size_t errlen)
 {
 	const struct conf *cf = w->conf;
 	char parent[PATH_MAX], root[PATH_MAX], tmp[PATH_MAX], venv[PATH_MAX];
@@ -402,7 +454,8 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	b.last_good = now_mono();
 	buf_init(&b.out);
 	b.log.fd = -1;
-	log_info("environment %s: building (deps %s)", c->id, c->deps_digest);
+	log_info("environment %s: %s (deps %s)", c->id, token != NULL ?
+	    "building" : "building this host's copy", c->deps_digest);
 
 	if (path_env_parent(parent, sizeof(parent), cf->venvs_root,
 	    c->workspace_id, c->configuration_id, c->deps_digest) == -1 ||
@@ -435,9 +488,11 @@ job_build_environment(struct worker *w, const struct env_claim *c,
 	    "environment_id", c->id, "workspace_id", c->workspace_id,
 	    "configuration_id", c->configuration_id, "deps_digest",
 	    c->deps_digest), (size_t)cf->max_log_size);
-	evlog_emit(&b.log, "info", "environment.start", "Environment build "
-	    "started", json_pack("{s:s, s:s}", "engine_spec", c->engine_spec,
-	    "worker", token));
+	evlog_emit(&b.log, "info", "environment.start", token != NULL ?
+	    "Environment build started" : "Building this host's copy of a "
+	    "ready environment", json_pack("{s:s, s:s, s:b}", "engine_spec",
+	    c->engine_spec, "worker", token != NULL ? token : w->id,
+	    "local_copy", token == NULL));
 
 	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
 	    c->workspace_id, c->configuration_id) == -1) {
@@ -569,6 +624,27 @@ finish:
 		snprintf(err, sizeof(err), "environment build failed");
 	if (failed)
 		evlog_emit(&b.log, "error", "environment.failed", err, NULL);
+	if (token == NULL) {
+		if (!failed) {
+			compare_versions(&b, c->id, "python", want_python,
+			    pyver);
+			compare_versions(&b, c->id, "engine", want_engine,
+			    engver);
+		}
+		evlog_close(&b.log);
+		if (!failed && (move_log(root, tmp) == -1 ||
+		    swap_into_place(tmp, root) == -1)) {
+			failed = 1;
+			snprintf(err, sizeof(err), "cannot move the build "
+			    "into place: %s", strerror(errno));
+			(void)move_log(tmp, root);
+		}
+		if (!failed)
+			log_info("environment %s: this host's copy is ready "
+			    "(%s, engine %s)", c->id, pyver, engver ? engver :
+			    "unknown");
+		goto cleanup;
+	}
 	evlog_close(&b.log);
 	/*
 	 * A finished build replaces the environment only while the claim
@@ -627,6 +703,7 @@ finish:
 	else if (rc < 0)
 		log_warnx("environment %s: cannot record the result: %s",
 		    c->id, store_error(w->store));
+cleanup:
 	/* Whatever was not put in place, including a lost claim's build. */
 	if (tmp[0] != '\0' && is_dir(tmp))
 		rm_rf(tmp);
@@ -634,4 +711,6 @@ finish:
 	buf_free(&b.out);
 	free(pyver);
 	free(engver);
+	snprintf(errout, errlen, "%s", failed ? err : "");
+	return failed ? -1 : 0;
 }

@@ -10,9 +10,11 @@
  * backoff until max_attempts.  A worker that loses its claim stops the
  * engine and writes nothing more for the run.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,7 @@
 #include "proc.h"
 #include "results.h"
 #include "priv.h"
+#include "proctitle.h"
 #include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
@@ -827,6 +830,113 @@ out:
 	store_document_free(&doc);
 }
 
+/* A venv this host can run: there, and an engine user's own. */
+static int
+venv_usable(const char *envroot)
+{
+	char python[PATH_MAX];
+
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
+	return access(python, X_OK) == 0 && priv_engine_owns(envroot);
+}
+
+/* The versions the environment's row records, when it can be read. */
+static void
+recorded_versions(struct store *st, const char *id, char **py, char **eng)
+{
+	json_t *rows, *row;
+	size_t i;
+
+	*py = *eng = NULL;
+	if ((rows = store_list_environments(st)) == NULL)
+		return;
+	json_array_foreach(rows, i, row) {
+		const char *rid = json_string_value(json_object_get(row, "id"));
+		const char *p, *e;
+
+		if (rid == NULL || strcmp(rid, id) != 0)
+			continue;
+		p = json_string_value(json_object_get(row, "python_version"));
+		e = json_string_value(json_object_get(row, "engine_version"));
+		*py = p != NULL ? xstrdup(p) : NULL;
+		*eng = e != NULL ? xstrdup(e) : NULL;
+		break;
+	}
+	json_decref(rows);
+}
+
+/*
+ * The run's environment is ready, but this host has no venv for it (its
+ * venvs_dir is its own, or was wiped; or the venv was made before
+ * engine_user was set).  One worker of the host, under a lock file in
+ * venvs_dir, builds the host's copy from what the row records; the row is
+ * left alone, so that other hosts go on running the environment's runs.
+ * The run goes back to the queue without using its attempt, for a host
+ * that has the venv or for this one once its copy is there; a worker that
+ * finds the lock taken puts its run back too and takes other work.  Should
+ * the copy fail, the environment is queued for a build as a whole, whose
+ * failure is accounted for as any build's.
+ *
+ * Returns 1 when the venv is there after all (the run goes on), else 0.
+ */
+static int
+local_copy(struct job *j, const char *envroot)
+{
+	const struct conf *cf = j->w->conf;
+	const struct run_claim *c = j->claim;
+	struct env_claim ec;
+	char lock[PATH_MAX], err[1024], *py, *eng;
+	int fd;
+
+	snprintf(lock, sizeof(lock), "%s/.locks", cf->venvs_root);
+	if (mkdir_p(lock, 0750) == -1)
+		log_warn("mkdir %s", lock);
+	snprintf(lock + strlen(lock), sizeof(lock) - strlen(lock), "/%s.lock",
+	    c->env_id);
+	if ((fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
+		log_warn("run %s: open %s", c->id, lock);
+		job_release(j, "Cannot lock this host's copy of the "
+		    "environment", RELEASE_DELAY);
+		return 0;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		close(fd);
+		job_release(j, "This host is building its copy of the "
+		    "environment", RELEASE_DELAY);
+		return 0;
+	}
+	if (venv_usable(envroot)) {
+		close(fd);	/* another worker of the host just made it */
+		return 1;
+	}
+	log_notice("run %s: environment %s has no venv on this host; "
+	    "building this host's copy", c->id, c->env_id);
+	job_release(j, "The environment has no venv on this host yet; "
+	    "building one here", 0);
+	memset(&ec, 0, sizeof(ec));
+	snprintf(ec.id, sizeof(ec.id), "%s", c->env_id);
+	snprintf(ec.workspace_id, sizeof(ec.workspace_id), "%s",
+	    c->workspace_id);
+	snprintf(ec.configuration_id, sizeof(ec.configuration_id), "%s",
+	    c->configuration_id);
+	snprintf(ec.engine_spec, sizeof(ec.engine_spec), "%s", c->engine_spec);
+	snprintf(ec.deps_digest, sizeof(ec.deps_digest), "%s", c->deps_digest);
+	recorded_versions(j->w->store, ec.id, &py, &eng);
+	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
+	sb_set_state(SB_BUILDING);
+	proctitle_setstate("building", ec.id);
+	if (job_hydrate_environment(j->w, &ec, py, eng, err,
+	    sizeof(err)) == -1 && !worker_quit) {
+		log_warnx("environment %s: this host's copy failed (%s); "
+		    "queueing the environment for a build", ec.id, err);
+		store_environment_requeue(j->w->store, ec.id, err);
+	}
+	free(py);
+	free(eng);
+	close(fd);
+	return 0;
+}
+
 void
 job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 {
@@ -884,15 +994,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		goto out;
 	}
 	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
-	if (access(python, X_OK) == -1 || !priv_engine_owns(envroot)) {
-		/* A venv built before engine_user was set is not its own. */
-		store_environment_requeue(w->store, c->env_id,
-		    access(python, X_OK) == -1 ? "Missing venv python; "
-		    "requeueing environment" : "Venv not built for the "
-		    "engine user; requeueing environment");
-		job_release(&j, "Environment missing on disk", RELEASE_DELAY);
+	if (!venv_usable(envroot) && !local_copy(&j, envroot))
 		goto out;
-	}
 	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
 	    c->workspace_id, c->configuration_id) == -1)
 		cfgdir[0] = '\0';

@@ -224,7 +224,7 @@ def test_validate_only_with_broken_config_fails_at_once(deploy, tmp_path):
     assert "run.validate.start" in names and "run.retry" not in names
 
 
-def test_missing_venv_releases_run_then_rebuilds(deploy, tmp_path):
+def test_missing_venv_releases_run_and_the_host_builds_its_copy(deploy, tmp_path):
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
     (env,) = dep.environments()
     venv = next((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}/.venv"))
@@ -241,7 +241,8 @@ def test_missing_venv_releases_run_then_rebuilds(deploy, tmp_path):
     assert row["claimed_by"] is None and row["claim_expires_at"] is None
     assert "run.released" in dep.event_names(run_id)
 
-    # the environment is built again, and the run then succeeds with its first attempt
+    # this host builds its own copy, and the run then succeeds with its first
+    # attempt; the environment's row was neither requeued nor rebuilt
     assert dep.wait_worker(worker, timeout=120) == 0
     row = dep.run_row(run_id)
     assert row["status"] == "succeeded", (row, dep.worker_logs())
@@ -250,6 +251,8 @@ def test_missing_venv_releases_run_then_rebuilds(deploy, tmp_path):
     (env_after,) = dep.environments()
     assert env_after["id"] == env["id"] and env_after["status"] == "ready"
     assert (venv / "bin" / "python").exists()
+    log = dep.ctl("envs", "log", env["id"]).stdout
+    assert "this host's copy" in log and "environment.complete" in log, log
     assert_sample_results(dep, run_id)
 
 

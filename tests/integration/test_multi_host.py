@@ -1,0 +1,115 @@
+"""Several hosts on one database and one shared data directory, each with
+venvs of its own (venvs_dir on a local disk).  Every host here is a
+supervisor of its own, with its own worker id, control socket and
+venvs_dir, as on separate machines."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from adetest import share, wait_until
+from ledger import executions, ledger_engine, read_ledger
+
+CAST = {"sqlite": "?", "pgsql": "CAST(? AS uuid)", "mssql": "CAST(? AS UNIQUEIDENTIFIER)"}
+
+
+def enqueue_bulk(dep, n: int) -> list[str]:
+    """n queued runs of the template's configuration, each with a document
+    row of its own, as the API makes them."""
+    db = dep.db()
+    cast = CAST[db.backend]
+    (first,) = dep.rows("SELECT input_document_id, configuration_id, engine_spec, deps_digest"
+                        " FROM runs ORDER BY created_at")[:1]
+    ids = []
+    for _ in range(n):
+        run, doc = str(uuid.uuid4()), str(uuid.uuid4())
+        db.execute("INSERT INTO documents (id, workspace_id, original_filename, byte_size,"
+                   " sha256, stored_uri, expires_at)"
+                   f" SELECT {cast}, workspace_id, original_filename, byte_size, sha256,"
+                   " stored_uri, expires_at FROM documents WHERE id = ?",
+                   (doc, first["input_document_id"]))
+        db.execute("INSERT INTO runs (id, configuration_id, workspace_id, input_document_id,"
+                   " engine_spec, deps_digest, max_attempts)"
+                   f" SELECT {cast}, ?, workspace_id, {cast}, ?, ?, 3"
+                   " FROM documents WHERE id = ?",
+                   (run, first["configuration_id"], doc, first["engine_spec"],
+                    first["deps_digest"], first["input_document_id"]))
+        ids.append(run)
+    return ids
+
+
+def host(dep, name: str, workers: int, venvs: Path | None = None):
+    env = {"ADE_WORKER_ID": name, "ADE_WORKER_CONCURRENCY": str(workers),
+           "ADE_SUPERD_CONTROL_SOCKET": str(dep.data_dir / "run" / f"{name}.sock")}
+    if venvs is not None:
+        env["ADE_VENVS_DIR"] = str(venvs)
+    return dep.start_worker(env=env)
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def worker_host(dep, run_id: str) -> str:
+    """The host whose worker started the run's (last) attempt."""
+    starts = [e for e in dep.events(run_id) if e.get("event") == "run.start"]
+    return starts[-1]["data"]["worker"].split(":", 1)[0]
+
+
+@pytest.mark.backends("pgsql", "mssql")
+def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, tmp_path):
+    command, ledger = ledger_engine(tmp_path, seconds=0.05)
+    dep = deploy(engine_command=command, lease_seconds=60)
+    (env,) = dep.environments()
+    run_ids = enqueue_bulk(dep, 2000)
+    host(dep, "host-a", 2)
+    wait_until(lambda: len(read_ledger(ledger)) >= 20, 120, "host-a to run some")
+
+    # host-b joins with an empty venvs_dir: it builds its own copy.
+    local = tmp_path / "venvs-b"
+    local.mkdir()
+    share(local)
+    host(dep, "host-b", 2, local)
+    seen = set()
+
+    def row_untouched():
+        (now,) = [e for e in dep.environments() if e["id"] == env["id"]]
+        seen.add((now["status"], now["claimed_by"], now["python_version"]))
+        return now
+
+    def building():
+        row_untouched()
+        return list(local.glob(f"*/*/*/.build-*")) or None
+    wait_until(building, 120, "host-b to begin its copy of the environment")
+    began = uptime()
+    python = None
+
+    def built():
+        nonlocal python
+        row_untouched()
+        python = next(local.glob(f"*/*/*/{env['id']}/.venv/bin/python"), None)
+        return python
+    wait_until(built, 300, "host-b's copy of the environment")
+    ended = uptime()
+    # The row was never requeued or rebuilt: other hosts kept its runs going.
+    assert seen == {(env["status"], env["claimed_by"], env["python_version"])}, seen
+    during = [t for run in read_ledger(ledger).values() for _, what, _, t in run
+              if what == "start" and began <= t <= ended]
+    assert during, "host-a ran nothing while host-b built its copy"
+    log = (python.parents[2] / "logs" / "events.ndjson").read_text()
+    assert '"local_copy":true' in log.replace(" ", "") and "environment.complete" in log
+
+    for run in run_ids:
+        dep.wait_run(run, timeout=600)
+    # Every run executed once, none used an attempt for the copy, both hosts worked.
+    entries = read_ledger(ledger)
+    assert set(run_ids) <= set(entries)
+    for run in run_ids:
+        assert len(executions(entries[run])) == 1, entries[run]
+    rows = {r["id"]: r for r in dep.rows("SELECT id, status, attempt_count FROM runs")}
+    assert {(rows[r]["status"], rows[r]["attempt_count"]) for r in run_ids} == {("succeeded", 1)}
+    hosts = {worker_host(dep, r) for r in run_ids}
+    assert hosts == {"host-a", "host-b"}, hosts
