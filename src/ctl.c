@@ -1476,6 +1476,8 @@ cmd_gc(int argc, char **argv)
 	c = load_conf();
 	st = open_store(c, OPEN_READY);
 	report = gc_collect(c, st, dry);
+	json_object_set_new(report, "local_venvs", json_integer(
+	    gc_local_venvs(c, st, dry, json_object_get(report, "removed"))));
 	if (json_out)
 		json_dumpf(report, stdout, JSON_INDENT(2));
 	else {

@@ -10,9 +10,12 @@
  * run_artifact_ttl_days ago, or when no run row exists any more and the
  * directory itself is that old.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -183,4 +186,152 @@ gc_collect(const struct conf *c, struct store *st, int dry_run)
 	    (json_int_t)w.runs.deleted, "failed", (json_int_t)w.runs.failed,
 	    "stale_builds", (json_int_t)w.builds.deleted,
 	    "removed", w.removed);
+}
+
+/*
+ * This host's venvs.  Every host runs this pass, whoever holds the
+ * maintenance lease, since venvs_dir may be a local disk of its own.  An
+ * environment whose row is gone loses its directory; a ready one loses
+ * its old generations (those its row no longer records).  A generation,
+ * or an environment root built before generations, is removed only while
+ * holding an exclusive lock on its directory, which a run holds shared
+ * for as long as its engine runs: nothing in use is ever removed.
+ */
+struct local {
+	const struct conf	*conf;
+	json_t			*envs;		/* id -> row */
+	json_t			*removed;
+	int			 dry_run;
+	struct gc_count		 n;
+	int			 depth;
+};
+
+/*
+ * Removes dir (or, given, only the parts of it named in subs) if nothing
+ * holds dir; 1 if removed.
+ */
+static int
+remove_unheld(struct local *l, const char *dir, const char *const *subs,
+    const char *kind)
+{
+	char path[PATH_MAX];
+	int fd, rc = 0, bad = 0;
+	size_t i;
+
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		json_array_append_new(l->removed, json_pack("{s:s, s:s}",
+		    "kind", kind, "path", dir));
+		for (i = 0; !l->dry_run && subs != NULL && subs[i] != NULL;
+		    i++) {
+			snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
+			bad |= rm_rf(path) == -1;
+		}
+		if (!l->dry_run && subs == NULL)
+			bad = rm_rf(dir) == -1;
+		if (bad) {
+			log_warn("gc: remove %s", dir);
+			l->n.failed++;
+		} else {
+			l->n.deleted++;
+			rc = 1;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+static void
+visit_local_env(struct local *l, const char *root, const char *id)
+{
+	static const char *const old_tree[] = { ".venv", "config", NULL };
+	json_t *row = json_object_get(l->envs, id);
+	const char *status, *python;
+	char cur[GEN_SIZE], sub[PATH_MAX], lock[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int gone = row == NULL;
+
+	l->n.scanned++;
+	status = json_string_value(json_object_get(row, "status"));
+	python = json_string_value(json_object_get(row, "python_interpreter"));
+	if (!gone && (status == NULL || strcmp(status, "ready") != 0 ||
+	    python == NULL))
+		return;		/* being built, or failed: leave it be */
+	path_gen_of(gone ? "" : python, cur, sizeof(cur));
+	if (!gone && cur[0] == '\0')
+		return;		/* a build from before generations is current */
+	if ((d = opendir(root)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (!path_is_gen(de->d_name) || strcmp(de->d_name, cur) == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", root, de->d_name);
+		(void)remove_unheld(l, sub, NULL, "generation");
+	}
+	closedir(d);
+	/* What a build from before generations left in the root itself. */
+	snprintf(sub, sizeof(sub), "%s/.venv", root);
+	if (gone)
+		(void)remove_unheld(l, root, NULL, "environment copy");
+	else if (is_dir(sub))
+		(void)remove_unheld(l, root, old_tree, "generation");
+	if (gone && !l->dry_run && !is_dir(root)) {
+		snprintf(lock, sizeof(lock), "%s/.locks/%s.lock",
+		    l->conf->venvs_root, id);
+		(void)unlink(lock);
+	}
+}
+
+/* venvs/<ws>/<cfg>/deps-<d>/<env>: the environments, four levels down. */
+static void
+visit_local_level(void *arg, const char *path, const char *name,
+    const struct stat *st)
+{
+	struct local *l = arg;
+
+	(void)st;
+	if (name[0] == '.')
+		return;		/* .locks, .build-* */
+	if (l->depth == 3) {
+		visit_local_env(l, path, name);
+		return;
+	}
+	l->depth++;
+	each_dir(path, visit_local_level, arg);
+	l->depth--;
+}
+
+long
+gc_local_venvs(const struct conf *c, struct store *st, int dry_run,
+    json_t *removed)
+{
+	struct local l;
+	json_t *rows, *row;
+	size_t i;
+
+	memset(&l, 0, sizeof(l));
+	l.conf = c;
+	l.dry_run = dry_run;
+	l.removed = removed;
+	if ((rows = store_list_environments(st)) == NULL) {
+		log_warnx("gc: this host's venvs: %s", store_error(st));
+		return -1;
+	}
+	l.envs = json_object();
+	json_array_foreach(rows, i, row) {
+		const char *id = json_string_value(json_object_get(row, "id"));
+
+		if (id != NULL)
+			json_object_set(l.envs, id, row);
+	}
+	json_decref(rows);
+	each_dir(c->venvs_root, visit_local_level, &l);
+	json_decref(l.envs);
+	if (l.n.deleted || l.n.failed)
+		log_notice("gc%s: this host's venvs: environments scanned=%ld; "
+		    "removed=%ld failed=%ld", dry_run ? " (dry run)" : "",
+		    l.n.scanned, l.n.deleted, l.n.failed);
+	return l.n.deleted;
 }

@@ -11,5 +11,7 @@ struct conf;
 struct store;
 
 json_t	*gc_collect(const struct conf *, struct store *, int dry_run);
+long	 gc_local_venvs(const struct conf *, struct store *, int dry_run,
+	    json_t *removed);
 
 #endif

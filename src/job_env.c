@@ -1,11 +1,14 @@
 /*
  * Building an environment: a virtualenv per (workspace, configuration,
- * engine spec, deps digest), shared by every worker on every host that
- * mounts the same data directory.  The build happens in a temporary
- * directory next to its final place and is renamed into place only when
- * every step succeeded and the claim is still held, so a half-built venv
- * is never used, and a rebuild that fails or loses its claim leaves the
- * venv that runs are using alone.  One deadline
+ * engine spec, deps digest).  Each build is a new generation, a directory
+ * of its own in the environment's root whose interpreter the row records
+ * (paths.c), so a rebuild never changes a venv that engines run from.  A
+ * host that has no copy of the recorded generation builds one the same
+ * way, without a claim and without touching the row.  The build happens
+ * in a temporary directory next to its final place and is renamed into
+ * place only when every step succeeded and the claim is still held, so a
+ * half-built venv is never used, and a rebuild that fails or loses its
+ * claim leaves the venv that runs are using alone.  One deadline
  * covers all steps.  A failure is recorded with its reason; the store
  * then charges the waiting runs one attempt each, so a broken
  * configuration ends its runs instead of holding them forever.
@@ -17,7 +20,7 @@
  * package installed from there without -e: the archive is a snapshot,
  * and an editable install would point into the temporary build
  * directory, which is renamed when the build succeeds.  The snapshot
- * stays in <environment>/config next to the venv.
+ * stays in <generation>/config next to the venv.
  */
 #include <sys/stat.h>
 
@@ -337,6 +340,19 @@ move_log(const char *from_tree, const char *to_tree)
 }
 
 /*
+ * Puts a finished tree in place: as a generation's directory of its own
+ * (replacing a copy that was there), or as the root itself for a build
+ * from before generations, which takes the build log along.
+ */
+static int
+put_in_place(const char *tmp, const char *root, const char *target)
+{
+	if (strcmp(root, target) == 0 && move_log(root, tmp) == -1)
+		return -1;
+	return swap_into_place(tmp, target);
+}
+
+/*
  * What the build steps may reach besides the system (sandbox.c): they
  * read the engine's source when it is a local path and the configuration
  * package, and write only the build directory and their workspace's pip
@@ -384,23 +400,27 @@ build_sandbox(struct build *b, const char *tmp, const char *pkg,
  * reported, not hidden.  0, or -1 with err set.
  */
 static int	build_env(struct worker *, const struct env_claim *,
-		    const char *, const char *, const char *, char *, size_t);
+		    const char *, const char *, const char *, const char *,
+		    char *, size_t);
 
 int
 job_hydrate_environment(struct worker *w, const struct env_claim *c,
-    const char *want_python, const char *want_engine, char *err,
-    size_t errlen)
+    const char *gen, const char *want_python, const char *want_engine,
+    char *err, size_t errlen)
 {
-	return build_env(w, c, NULL, want_python, want_engine, err, errlen);
+	return build_env(w, c, NULL, gen, want_python, want_engine, err,
+	    errlen);
 }
 
+/* Each build is a new generation (paths.c). */
 void
 job_build_environment(struct worker *w, const struct env_claim *c,
     const char *token)
 {
-	char err[16];
+	char err[16], gen[GEN_SIZE];
 
-	(void)build_env(w, c, token, NULL, NULL, err, sizeof(err));
+	path_new_gen(gen, sizeof(gen));
+	(void)build_env(w, c, token, gen, NULL, NULL, err, sizeof(err));
 }
 
 /* The versions a local copy got against those the row records. */
@@ -422,16 +442,18 @@ compare_versions(struct build *b, const char *id, const char *what,
 }
 
 /*
- * Builds the environment: under the claim token, or, with no token, as a
+ * Builds generation gen of the environment ("": the root itself, as
+ * before generations) under the claim token, or, with no token, as a
  * local copy (see job_hydrate_environment).
  */
 static int
 build_env(struct worker *w, const struct env_claim *c, const char *token,
-    const char *want_python, const char *want_engine, char *errout,
-    size_t errlen)
+    const char *gen, const char *want_python, const char *want_engine,
+    char *errout, size_t errlen)
 {
 	const struct conf *cf = w->conf;
 	char parent[PATH_MAX], root[PATH_MAX], tmp[PATH_MAX], venv[PATH_MAX];
+	char target[PATH_MAX];
 	char python[PATH_MAX], cfgdir[PATH_MAX], logdir[PATH_MAX], rnd[9];
 	char archive[PATH_MAX], pkg[PATH_MAX];
 	char err[1024] = "", *pyver = NULL, *engver = NULL;
@@ -468,7 +490,9 @@ build_env(struct worker *w, const struct env_claim *c, const char *token,
 	random_hex(rnd, sizeof(rnd));
 	snprintf(tmp, sizeof(tmp), "%s/.build-%s", parent, rnd);
 	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
-	snprintf(python, sizeof(python), "%s/.venv/bin/python", root);
+	snprintf(target, sizeof(target), "%s%s%s", root, gen[0] ? "/" : "",
+	    gen);
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", target);
 	/* An engine user writes the tree; the log is the worker's. */
 	snprintf(logdir, sizeof(logdir), "%s/logs", root);
 	if (mkdir_p(tmp, 0750) == -1 || mkdir_p(logdir, 0750) == -1 ||
@@ -478,8 +502,8 @@ build_env(struct worker *w, const struct env_claim *c, const char *token,
 		goto finish;
 	}
 	/* From data_dir when the venvs lie beneath it, else from theirs. */
-	priv_engine_reach(cf->data_dir, parent);
-	priv_engine_reach(cf->venvs_root, parent);
+	priv_engine_reach(cf->data_dir, root);
+	priv_engine_reach(cf->venvs_root, root);
 	/* A new file: whoever follows the last build's log sees the change. */
 	strcat(logdir, "/events.ndjson");
 	if (unlink(logdir) == -1 && errno != ENOENT)
@@ -632,8 +656,7 @@ finish:
 			    engver);
 		}
 		evlog_close(&b.log);
-		if (!failed && (move_log(root, tmp) == -1 ||
-		    swap_into_place(tmp, root) == -1)) {
+		if (!failed && put_in_place(tmp, root, target) == -1) {
 			failed = 1;
 			snprintf(err, sizeof(err), "cannot move the build "
 			    "into place: %s", strerror(errno));
@@ -660,8 +683,7 @@ finish:
 			snprintf(err, sizeof(err), "cannot confirm the claim "
 			    "before putting the build in place: %s", rc == 0 ?
 			    "it was lost" : store_error(w->store));
-		} else if (move_log(root, tmp) == -1 ||
-		    swap_into_place(tmp, root) == -1) {
+		} else if (put_in_place(tmp, root, target) == -1) {
 			failed = 1;
 			snprintf(err, sizeof(err), "cannot move the build "
 			    "into place: %s", strerror(errno));

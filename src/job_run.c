@@ -832,12 +832,31 @@ out:
 
 /* A venv this host can run: there, and an engine user's own. */
 static int
-venv_usable(const char *envroot)
+venv_usable(const char *envdir)
 {
 	char python[PATH_MAX];
 
-	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
-	return access(python, X_OK) == 0 && priv_engine_owns(envroot);
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", envdir);
+	return access(python, X_OK) == 0 && priv_engine_owns(envdir);
+}
+
+/*
+ * Marks the venv in use for as long as the run lasts: a shared lock on its
+ * directory, which garbage collection must take exclusively before it
+ * removes an old generation.  The descriptor is not inherited.
+ */
+static int
+venv_hold(const char *envdir)
+{
+	int fd;
+
+	if ((fd = open(envdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if (flock(fd, LOCK_SH) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* The versions the environment's row records, when it can be read. */
@@ -880,7 +899,7 @@ recorded_versions(struct store *st, const char *id, char **py, char **eng)
  * Returns 1 when the venv is there after all (the run goes on), else 0.
  */
 static int
-local_copy(struct job *j, const char *envroot)
+local_copy(struct job *j, const char *envdir, const char *gen)
 {
 	const struct conf *cf = j->w->conf;
 	const struct run_claim *c = j->claim;
@@ -905,7 +924,7 @@ local_copy(struct job *j, const char *envroot)
 		    "environment", RELEASE_DELAY);
 		return 0;
 	}
-	if (venv_usable(envroot)) {
+	if (venv_usable(envdir)) {
 		close(fd);	/* another worker of the host just made it */
 		return 1;
 	}
@@ -925,7 +944,7 @@ local_copy(struct job *j, const char *envroot)
 	sb_set_claim(SB_CLAIM_NONE, NULL, NULL);
 	sb_set_state(SB_BUILDING);
 	proctitle_setstate("building", ec.id);
-	if (job_hydrate_environment(j->w, &ec, py, eng, err,
+	if (job_hydrate_environment(j->w, &ec, gen, py, eng, err,
 	    sizeof(err)) == -1 && !worker_quit) {
 		log_warnx("environment %s: this host's copy failed (%s); "
 		    "queueing the environment for a build", ec.id, err);
@@ -941,7 +960,9 @@ void
 job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 {
 	const struct conf *cf = w->conf;
-	char envroot[PATH_MAX], python[PATH_MAX], cfgdir[PATH_MAX];
+	char envroot[PATH_MAX], envdir[PATH_MAX], python[PATH_MAX];
+	char cfgdir[PATH_MAX], gen[GEN_SIZE];
+	int held = -1;
 	char logdir[PATH_MAX], msg[PATH_MAX + 64];
 	struct run_options opts;
 	struct job j;
@@ -993,9 +1014,15 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		    "a safe path", 1);
 		goto out;
 	}
-	snprintf(python, sizeof(python), "%s/.venv/bin/python", envroot);
-	if (!venv_usable(envroot) && !local_copy(&j, envroot))
+	/* The generation the row records, in its own directory. */
+	path_gen_of(c->env_python, gen, sizeof(gen));
+	snprintf(envdir, sizeof(envdir), "%s%s%s", envroot, gen[0] ? "/" : "",
+	    gen);
+	snprintf(python, sizeof(python), "%s/.venv/bin/python", envdir);
+	if (!venv_usable(envdir) && !local_copy(&j, envdir, gen))
 		goto out;
+	if ((held = venv_hold(envdir)) == -1)
+		log_warn("run %s: lock %s", c->id, envdir);
 	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
 	    c->workspace_id, c->configuration_id) == -1)
 		cfgdir[0] = '\0';
@@ -1006,7 +1033,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		 * A package delivered as an archive has no directory; the
 		 * build kept the snapshot it installed in the environment.
 		 */
-		snprintf(snap, sizeof(snap), "%s/config", envroot);
+		snprintf(snap, sizeof(snap), "%s/config", envdir);
 		if (access(snap, F_OK) == 0 &&
 		    arch_package_root(snap, cfgdir, sizeof(cfgdir)) == -1)
 			cfgdir[0] = '\0';
@@ -1018,7 +1045,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		goto out;
 	}
 	priv_engine_lend(cf->data_dir, cfgdir);
-	j.envroot = envroot;
+	j.envroot = envdir;
 	j.cfgdir = cfgdir;
 	if (store_environment_touch(w->store, c->env_id) < 0)
 		log_warnx("run %s: cannot touch environment: %s", c->id,
@@ -1041,6 +1068,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		run_process(&j, python, cfgdir, &opts);
 	run_options_free(&opts);
 out:
+	if (held != -1)
+		close(held);
 	if (priv_engine_unshare(j.run_dir) == -1)
 		log_warn("chgrp %s", j.run_dir);
 	evlog_close(&j.log);

@@ -209,6 +209,11 @@ maint_main(const struct conf *c, int do_gc, const char *holder)
 	release_orphans(c, st);
 	host_beat(c, st);
 	stats_line(c, st);
+	if (do_gc) {
+		report = json_array();
+		(void)gc_local_venvs(c, st, 0, report);
+		json_decref(report);
+	}
 	rc = store_singleton(st, MAINT_LEASE_NAME, holder,
 	    2 * c->cleanup_interval + 5);
 	if (rc < 0) {

@@ -21,6 +21,7 @@
 #include <uuid/uuid.h>
 
 #include "paths.h"
+#include "util.h"
 
 /*
  * Joins base and a relative path.  Empty components and "." are dropped;
@@ -273,4 +274,58 @@ path_env_root(char *out, size_t len, const char *venvs, const char *ws,
 	    digest) == -1)
 		return -1;
 	return join_segments(out, len, parent, ids, words, 1);
+}
+
+/*
+ * Generations.  Each build of an environment makes a new directory in the
+ * environment's root, <root>/<generation>/.venv, and the row records that
+ * interpreter: a rebuild never replaces a venv that engines run from, and
+ * every host can tell from the row whether its own copy is the current
+ * one.  Builds from before generations have their venv in <root>/.venv
+ * (generation "").
+ */
+int
+path_is_gen(const char *s)
+{
+	size_t i;
+
+	if (strncmp(s, "g-", 2) != 0 || strlen(s) != 2 + GEN_HEX)
+		return 0;
+	for (i = 2; s[i] != '\0'; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		    (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+void
+path_new_gen(char *out, size_t len)
+{
+	char hex[GEN_HEX + 1];
+
+	random_hex(hex, sizeof(hex));
+	snprintf(out, len, "g-%s", hex);
+}
+
+/* The generation of a recorded interpreter (.../<gen>/.venv/bin/python). */
+void
+path_gen_of(const char *python, char *gen, size_t len)
+{
+	static const char tail[] = "/.venv/bin/python";
+	size_t n = strlen(python), t = sizeof(tail) - 1;
+	const char *end, *start;
+	char cand[GEN_SIZE];
+
+	gen[0] = '\0';
+	if (n <= t || strcmp(python + n - t, tail) != 0)
+		return;
+	end = python + n - t;
+	for (start = end; start > python && start[-1] != '/'; start--)
+		;
+	if ((size_t)(end - start) >= sizeof(cand))
+		return;
+	memcpy(cand, start, (size_t)(end - start));
+	cand[end - start] = '\0';
+	if (path_is_gen(cand))
+		snprintf(gen, len, "%s", cand);
 }

@@ -25,4 +25,11 @@ int	path_env_parent(char *, size_t, const char *, const char *,
 int	path_env_root(char *, size_t, const char *, const char *,
 	    const char *, const char *, const char *);
 
+/* A build's generation: "g-" and GEN_HEX hex digits. */
+#define GEN_HEX		12
+#define GEN_SIZE	(2 + GEN_HEX + 1)
+int	path_is_gen(const char *);
+void	path_new_gen(char *, size_t);
+void	path_gen_of(const char *, char *, size_t);
+
 #endif

@@ -48,6 +48,7 @@ struct run_claim {
 	char	 engine_spec[512];
 	char	 deps_digest[160];
 	char	 env_id[64];
+	char	 env_python[512];	/* the interpreter its row records */
 	char	 started_at[40];
 	double	 waited;		/* seconds from due to claimed */
 	long	 attempt_count;

@@ -2298,7 +2298,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " c.engine_spec, c.deps_digest, " TS("c.started_at", "started_at")
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
 	    " c.input_sheet_names, " GUID("e.id") " AS env_id,"
-	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited"
+	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited,"
+	    " e.python_interpreter"
 	    " FROM runs c LEFT JOIN environments e ON " ENV_KEY("e", "c")
 	    " WHERE @n > 0 AND c.id = @id;";
 	static const char undo[] =
@@ -2336,6 +2337,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 		out->input_sheet_names = mres_dup(&r, 0, 10);
 		mres_copy(&r, 0, 11, out->env_id, sizeof(out->env_id));
 		out->waited = (double)mres_int(&r, 0, 12) / 1000.0;
+		mres_copy(&r, 0, 13, out->env_python,
+		    sizeof(out->env_python));
 		rc = 1;
 	}
 	mres_clear(&r);
@@ -3042,7 +3045,7 @@ mq_list_environments(struct store *st)
 	    TS("created_at", "created_at") ", "
 	    TS("updated_at", "updated_at") ", "
 	    TS("last_used_at", "last_used_at") ","
-	    " python_version, engine_version"
+	    " python_version, engine_version, python_interpreter"
 	    " FROM environments ORDER BY environments.created_at";
 
 	return mq_rows((struct mq *)st, "list environments", sql, "");

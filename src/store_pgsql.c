@@ -920,7 +920,8 @@ pg_claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
 {
 	static const char sql[] =
-	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id FROM runs q"
+	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
+	    "  e.python_interpreter AS env_python FROM runs q"
 	    "  JOIN environments e ON " ENV_KEY("e", "q")
 	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
 	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
@@ -937,7 +938,7 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
 	    UTC_TEXT("r.started_at") ", r.attempt_count, r.max_attempts,"
 	    "  r.run_options::text, r.input_sheet_names::text, c.env_id,"
-	    "  extract(epoch FROM now() - r.available_at)";
+	    "  extract(epoch FROM now() - r.available_at), c.env_python";
 	struct pg *p = (struct pg *)st;
 	PGresult *r;
 	int got;
@@ -960,6 +961,7 @@ pg_claim_run(struct store *st, const char *token, double lease,
 		out->input_sheet_names = val_dup(r, 0, 10);
 		val_copy(r, 0, 11, out->env_id, sizeof(out->env_id));
 		out->waited = strtod(PQgetvalue(r, 0, 12), NULL);
+		val_copy(r, 0, 13, out->env_python, sizeof(out->env_python));
 	}
 	PQclear(r);
 	return got;
@@ -1568,7 +1570,7 @@ pg_list_environments(struct store *st)
 	    UTC_TEXT("created_at") " AS created_at, "
 	    UTC_TEXT("updated_at") " AS updated_at, "
 	    UTC_TEXT("last_used_at") " AS last_used_at,"
-	    "  python_version, engine_version"
+	    "  python_version, engine_version, python_interpreter"
 	    " FROM environments ORDER BY created_at";
 
 	return rows_json(pg_query((struct pg *)st, sql, ""));

@@ -1000,7 +1000,8 @@ claim_run(struct store *st, const char *token, double lease,
 	    "  max_attempts, run_options, input_sheet_names,"
 	    "  (julianday('now') - julianday(available_at)) * 86400.0";
 	static const char env[] =
-	    "SELECT id FROM environments WHERE workspace_id = ?1 AND"
+	    "SELECT id, python_interpreter FROM environments"
+	    " WHERE workspace_id = ?1 AND"
 	    " configuration_id = ?2 AND engine_spec = ?3 AND deps_digest = ?4";
 	struct sq *s = (struct sq *)st;
 	sqlite3_stmt *q;
@@ -1047,6 +1048,7 @@ claim_run(struct store *st, const char *token, double lease,
 			return sq_rollback(s, -1);
 		}
 		col_copy(q, 0, out->env_id, sizeof(out->env_id));
+		col_copy(q, 1, out->env_python, sizeof(out->env_python));
 		sq_done(s, q);
 	}
 	if (sq_commit(s) == -1) {
@@ -1666,7 +1668,8 @@ sq_list_environments(struct store *st)
 	static const char sql[] =
 	    "SELECT id, workspace_id, configuration_id, deps_digest, status,"
 	    "  error_message, claimed_by, created_at, updated_at,"
-	    "  last_used_at, python_version, engine_version"
+	    "  last_used_at, python_version, engine_version,"
+	    "  python_interpreter"
 	    " FROM environments ORDER BY created_at";
 	struct sq *s = (struct sq *)st;
 

@@ -38,7 +38,7 @@ void	worker_token(const struct worker *, char *, size_t);
 void	worker_pause(double, volatile sig_atomic_t *);
 
 int	job_hydrate_environment(struct worker *, const struct env_claim *,
-	    const char *, const char *, char *, size_t);
+	    const char *, const char *, const char *, char *, size_t);
 void	job_build_environment(struct worker *, const struct env_claim *,
 	    const char *token);
 void	job_execute_run(struct worker *, struct run_claim *,

@@ -203,6 +203,15 @@ def write_input(path: Path, body: str = "Email,Name\na@example.com,A\n", **instr
     return path
 
 
+def venv_dir(root: Path, env: dict) -> Path:
+    """The directory of an environment's current venv below the environment's
+    root: the generation its row records (<root>/g-.../.venv/bin/python), or
+    the root itself for a build from before generations."""
+    parts = Path(env.get("python_interpreter") or "x").parts
+    name = parts[-4] if len(parts) >= 4 else ""
+    return root / name if name.startswith("g-") else root
+
+
 def copy_template(template: Path, dest: Path) -> None:
     """Copies a template data directory.  The files of its environments are
     hard links (nothing rewrites them in place: Python replaces files by

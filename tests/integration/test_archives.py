@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from adetest import SAMPLE_CONFIG, SAMPLES, assert_results_match, completed_payload, share
+from adetest import (SAMPLE_CONFIG, SAMPLES, assert_results_match, completed_payload, share,
+                     venv_dir)
 
 SKIP = {"__pycache__", "build"}
 
@@ -116,14 +117,15 @@ def test_archive_package_builds_and_runs(deploy, suffix, writer, prefix):
         "environment.config.extract.complete") < names.index("environment.complete")
     done = records[names.index("environment.config.extract.complete")]["data"]
     # the wrapper directory, when there is one, is the package root
-    snapshot = root / "config" / prefix.rstrip("/") if prefix else root / "config"
+    venv = venv_dir(root, env)
+    snapshot = venv / "config" / prefix.rstrip("/") if prefix else venv / "config"
     assert done["package_root"].endswith("/config" + ("/" + prefix.rstrip("/") if prefix else ""))
     assert (snapshot / "pyproject.toml").is_file()
     # installed from the snapshot, not editable (no "-e" on the command line)
     install = [r for r in records if r["event"] == "environment.config.start"][0]["data"]["cmd"]
     assert "-e" not in install and install[-1] == done["package_root"]
     where = subprocess.run(
-        [str(root / ".venv" / "bin" / "python"), "-c",
+        [str(venv / ".venv" / "bin" / "python"), "-c",
          "import ade_config, sys; print(ade_config.__file__)"],
         capture_output=True, text=True, check=True).stdout.strip()
     assert "site-packages" in where, where
@@ -173,6 +175,7 @@ def test_hostile_archive_fails_the_environment(deploy, suffix, writer, extra, se
     assert not (dep.root / sentinel).exists()
     root = env_root(dep, answer, env)
     assert not (root / "config").exists() and not (root / ".venv").exists()
+    assert not list(root.glob("g-*"))
     names = [r["event"] for r in build_log(root)]
     assert "environment.config.extract.failed" in names, names
     assert "environment.venv.start" not in names, names

@@ -15,7 +15,7 @@ import pytest
 
 from adetest import (
     ENGINES, FAKE_ENGINE_COMMAND, SAMPLES, SERVICE_USER, SUPERD, clean_env, iso_now,
-    pid_alive, write_input,
+    pid_alive, venv_dir, write_input,
 )
 
 DAY = 86400.0
@@ -161,7 +161,7 @@ def test_reference_engine_builds_and_runs_confined(deploy):
     assert list((dep.run_dir(answer["run_id"]) / "output").glob("*.xlsx"))
     env = dep.environments()[0]
     venvs = list((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
-    assert len(venvs) == 1 and not (venvs[0] / "tmp").exists(), venvs
+    assert len(venvs) == 1 and not (venv_dir(venvs[0], env) / "tmp").exists(), venvs
 
 
 def test_required_sandbox_is_checked_by_dash_n(deploy):
@@ -212,8 +212,9 @@ def test_reference_engine_builds_and_runs_as_the_engine_user(deploy):
     assert outputs and outputs[0].stat().st_uid == engine_uid
     env = dep.environments()[0]
     venvs = list((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
-    assert len(venvs) == 1 and not (venvs[0] / "tmp").exists(), venvs
-    assert (venvs[0] / ".venv" / "pyvenv.cfg").stat().st_uid == engine_uid
+    venv = venv_dir(venvs[0], env)
+    assert len(venvs) == 1 and not (venv / "tmp").exists(), venvs
+    assert (venv / ".venv" / "pyvenv.cfg").stat().st_uid == engine_uid
 
 
 @needs_root

@@ -1,14 +1,16 @@
 """Rebuilding an environment never takes the live venv away: a rebuild is
-built aside and put in place only when it succeeded, while its claim is
-still held."""
+a new generation, built aside and put in place only when it succeeded,
+while its claim is still held, and an engine keeps the generation it runs
+from."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
-from adetest import (FAKE_ENGINE_COMMAND, PYTHON, SAMPLE_CONFIG, share, wait_until,
-                     write_input)
+from adetest import (FAKE_ENGINE_COMMAND, PYTHON, SAMPLE_CONFIG, share, venv_dir,
+                     wait_until, write_input)
 
 
 def env_root(dep, env):
@@ -24,7 +26,8 @@ def test_failed_rebuild_keeps_the_ready_venv(deploy, tmp_path):
     dep = deploy()
     (env,) = dep.environments()
     root = env_root(dep, env)
-    python = root / ".venv" / "bin" / "python"
+    venv = venv_dir(root, env)
+    python = venv / ".venv" / "bin" / "python"
     assert python.exists()
     dep.ctl("envs", "rebuild", env["id"])
     dep.configure(python="/bin/false")          # the rebuild's venv step fails
@@ -33,7 +36,8 @@ def test_failed_rebuild_keeps_the_ready_venv(deploy, tmp_path):
     assert after["status"] == "failed", after
     assert "environment.venv failed" in after["error_message"]
     # the venv that was ready is still there, whole
-    assert python.exists() and (root / ".venv" / "pyvenv.cfg").exists()
+    assert python.exists() and (venv / ".venv" / "pyvenv.cfg").exists()
+    assert [p.name for p in root.glob("g-*")] == [venv.name]
     # the failed build's log is where the environment's log is
     log = [json.loads(line) for line in
            (root / "logs" / "events.ndjson").read_text().splitlines()]
@@ -53,7 +57,8 @@ def test_build_that_lost_its_claim_is_not_put_in_place(deploy, tmp_path):
     dep = deploy(python=wrapper, lease_seconds=3)
     (env,) = dep.environments()
     root = env_root(dep, env)
-    python = root / ".venv" / "bin" / "python"
+    venv = venv_dir(root, env)
+    python = venv / ".venv" / "bin" / "python"
     dep.ctl("envs", "rebuild", env["id"])
     dep.start_worker()
     wait_until((gate / "started").exists, 60, "the rebuild to start")
@@ -64,7 +69,8 @@ def test_build_that_lost_its_claim_is_not_put_in_place(deploy, tmp_path):
     (gate / "go").write_text("1")
     # the worker notices at its next heartbeat and cleans its build up
     wait_until(lambda: build_dirs(root) == [], 60, "the abandoned build to be removed")
-    assert python.exists() and (root / ".venv" / "pyvenv.cfg").exists()
+    assert python.exists() and (venv / ".venv" / "pyvenv.cfg").exists()
+    assert [p.name for p in root.glob("g-*")] == [venv.name]
     (after,) = dep.environments()
     assert after["claimed_by"] == "elsewhere#1" and after["status"] == "building"
 
@@ -118,7 +124,52 @@ def test_environments_live_in_venvs_dir_outside_the_data_directory(deploy, tmp_p
     assert dep.rows("SELECT status FROM runs WHERE id = ?", run)[0]["status"] == "succeeded"
     (env,) = dep.environments()
     (root,) = local.glob(f"*/*/*/{env['id']}")
-    assert (root / ".venv" / "bin" / "python").exists()
+    assert (venv_dir(root, env) / ".venv" / "bin" / "python").exists()
     assert (root / "logs" / "events.ndjson").exists()
     log = dep.ctl("envs", "log", env["id"]).stdout
     assert "environment.complete" in log
+
+
+def test_a_rebuild_is_a_new_generation_and_a_running_engine_keeps_its_own(deploy, tmp_path):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **{"supervisor.workers": 2})
+    (env,) = dep.environments()
+    root = env_root(dep, env)
+    old = venv_dir(root, env)
+    go = tmp_path / "go"
+    run = dep.enqueue(write_input(tmp_path / "long.csv", mode="paced", steps=1, go=go))["run_id"]
+    dep.start_worker()
+    wait_until(lambda: "run.engine.start" in dep.event_names(run), 60, "the engine to start")
+    (start,) = [e for e in dep.events(run) if e["event"] == "run.engine.start"]
+    assert str(old / ".venv") in json.dumps(start["data"]), start
+
+    # The rebuild goes into a directory of its own; the row records it.
+    dep.ctl("envs", "rebuild", env["id"])
+
+    def rebuilt():
+        (now,) = dep.environments()
+        return now if now["status"] == "ready" and \
+            now["python_interpreter"] != env["python_interpreter"] else None
+    after = wait_until(rebuilt, 180, "the rebuild to be ready")
+    new = venv_dir(root, after)
+    assert new != old and new.parent == old.parent == root, (old, new)
+    assert (new / ".venv" / "bin" / "python").exists()
+
+    # Collection leaves the old generation alone while the engine runs from it.
+    report = json.loads(dep.ctl("gc", "--now", json_out=True).stdout)
+    assert str(old) not in [r["path"] for r in report["removed"]], report
+    assert (old / ".venv" / "bin" / "python").exists()
+    Path(f"{go}.1").write_text("1")
+    assert dep.wait_run(run)["status"] == "succeeded"
+
+    # Once the run is over nothing holds it, and it goes.
+    def collected():
+        report = json.loads(dep.ctl("gc", "--now", json_out=True).stdout)
+        return report if not old.exists() else None
+    report = wait_until(collected, 60, "the old generation to be collected", interval=0.5)
+    assert report["local_venvs"] >= 1 and [p.name for p in root.glob("g-*")] == [new.name]
+
+    # The next run takes the new generation.
+    following = dep.enqueue(write_input(tmp_path / "next.csv"))["run_id"]
+    assert dep.wait_run(following)["status"] == "succeeded"
+    (start,) = [e for e in dep.events(following) if e["event"] == "run.engine.start"]
+    assert str(new / ".venv") in json.dumps(start["data"]), start

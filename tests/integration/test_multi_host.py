@@ -5,12 +5,13 @@ venvs_dir, as on separate machines."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 
-from adetest import share, wait_until
+from adetest import FAKE_ENGINE_COMMAND, share, venv_dir, wait_until, write_input
 from ledger import executions, ledger_engine, read_ledger
 
 CAST = {"sqlite": "?", "pgsql": "CAST(? AS uuid)", "mssql": "CAST(? AS UNIQUEIDENTIFIER)"}
@@ -90,8 +91,9 @@ def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, 
     def built():
         nonlocal python
         row_untouched()
-        python = next(local.glob(f"*/*/*/{env['id']}/.venv/bin/python"), None)
-        return python
+        root = next(local.glob(f"*/*/*/{env['id']}"), None)
+        python = venv_dir(root, env) / ".venv" / "bin" / "python" if root else None
+        return python if python and python.exists() else None
     wait_until(built, 300, "host-b's copy of the environment")
     ended = uptime()
     # The row was never requeued or rebuilt: other hosts kept its runs going.
@@ -99,7 +101,7 @@ def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, 
     during = [t for run in read_ledger(ledger).values() for _, what, _, t in run
               if what == "start" and began <= t <= ended]
     assert during, "host-a ran nothing while host-b built its copy"
-    log = (python.parents[2] / "logs" / "events.ndjson").read_text()
+    log = (python.parents[3] / "logs" / "events.ndjson").read_text()
     assert '"local_copy":true' in log.replace(" ", "") and "environment.complete" in log
 
     for run in run_ids:
@@ -113,3 +115,42 @@ def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, 
     assert {(rows[r]["status"], rows[r]["attempt_count"]) for r in run_ids} == {("succeeded", 1)}
     hosts = {worker_host(dep, r) for r in run_ids}
     assert hosts == {"host-a", "host-b"}, hosts
+
+
+def test_every_host_takes_up_a_rebuild_and_collects_its_own_old_copy(deploy, tmp_path):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    (env,) = dep.environments()
+    local = tmp_path / "venvs-b"
+    local.mkdir()
+    share(local)
+    at_b = {"ADE_WORKER_ID": "host-b", "ADE_VENVS_DIR": str(local)}
+    doc = write_input(tmp_path / "a.csv")
+
+    # host-b makes its copy of the generation the row records
+    first = dep.enqueue(doc)["run_id"]
+    assert dep.run_worker(timeout=300, env=at_b).returncode == 0
+    assert dep.run_row(first)["status"] == "succeeded"
+    (root_b,) = local.glob(f"*/*/*/{env['id']}")
+    gen1 = venv_dir(root_b, env)
+    assert gen1.name.startswith("g-") and (gen1 / ".venv" / "bin" / "python").exists()
+
+    # another host rebuilds it: a new generation in the row
+    dep.ctl("envs", "rebuild", env["id"])
+    assert dep.run_worker(timeout=300).returncode == 0
+    (after,) = dep.environments()
+    assert after["status"] == "ready" and after["python_interpreter"] != env["python_interpreter"]
+    gen2 = venv_dir(root_b, after)
+    assert gen2 != gen1 and not gen2.exists()
+
+    # host-b's next run is on the new generation, which it copies first
+    second = dep.enqueue(doc)["run_id"]
+    assert dep.run_worker(timeout=300, env=at_b).returncode == 0
+    assert dep.run_row(second)["status"] == "succeeded"
+    assert dep.run_row(second)["attempt_count"] == 1
+    (start,) = [e for e in dep.events(second) if e["event"] == "run.engine.start"]
+    assert str(gen2 / ".venv") in json.dumps(start["data"]), start
+
+    # host-b's collection removes its old copy, and only that
+    report = json.loads(dep.ctl("gc", "--now", json_out=True, env=at_b).stdout)
+    assert [r["path"] for r in report["removed"]] == [str(gen1)], report
+    assert sorted(p.name for p in root_b.iterdir() if p.name.startswith("g-")) == [gen2.name]

@@ -111,7 +111,7 @@ def test_environment_build_failure_is_bounded(deploy, tmp_path):
     # the failed build's log was kept, but no half-built venv
     env_dirs = list((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
     assert len(env_dirs) == 1
-    assert not (env_dirs[0] / ".venv").exists()
+    assert not (env_dirs[0] / ".venv").exists() and not list(env_dirs[0].glob("g-*"))
     log = (env_dirs[0] / "logs" / "events.ndjson").read_text()
     assert "environment.failed" in log
     leftovers = [p.name for p in env_dirs[0].parent.iterdir() if p.name != env["id"]]

@@ -15,7 +15,7 @@ import pytest
 
 from adetest import (
     ENGINE_SPEC, FAKE_ENGINE_COMMAND, SAMPLE_CONFIG, SAMPLES, assert_results_match,
-    assert_sample_results, completed_payload, parse_ts, wait_until, write_input,
+    assert_sample_results, completed_payload, parse_ts, venv_dir, wait_until, write_input,
 )
 
 TS_DB = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -84,9 +84,12 @@ def test_successful_run_with_reference_engine(deploy):
     digest_hex = answer["deps_digest"].split(":", 1)[1]
     env_root = (dep.data_dir / "venvs" / answer["workspace_id"] / answer["configuration_id"]
                 / f"deps-{digest_hex}" / env["id"])
-    assert (env_root / ".venv").is_dir()
-    assert env["python_interpreter"] == str(env_root / ".venv" / "bin" / "python")
-    assert (env_root / ".venv" / "bin" / "python").exists()
+    # each build is a generation of its own below the environment's root
+    venv = venv_dir(env_root, env)
+    assert venv.parent == env_root and venv.name.startswith("g-"), env
+    assert (venv / ".venv").is_dir()
+    assert env["python_interpreter"] == str(venv / ".venv" / "bin" / "python")
+    assert (venv / ".venv" / "bin" / "python").exists()
     assert re.fullmatch(r"Python 3\.\d+\.\d+\S*", env["python_version"]), env
     assert env["engine_version"] == engine_version()
     build_log = [json.loads(line) for line in
@@ -227,7 +230,8 @@ def test_validate_only_with_broken_config_fails_at_once(deploy, tmp_path):
 def test_missing_venv_releases_run_and_the_host_builds_its_copy(deploy, tmp_path):
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
     (env,) = dep.environments()
-    venv = next((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}/.venv"))
+    root = next((dep.data_dir / "venvs").glob(f"*/*/*/{env['id']}"))
+    venv = venv_dir(root, env) / ".venv"
     shutil.rmtree(venv)
     run_id = dep.enqueue(write_input(tmp_path / "doc.csv"))["run_id"]
     worker = dep.start_worker(exit_when_idle=True)

@@ -376,6 +376,36 @@ test_within(void **state)
 	assert_int_equal(path_within(base, q), 0);
 }
 
+/* Generations: made, recognised, and read back from a recorded path. */
+static void
+test_generations(void **state)
+{
+	char gen[GEN_SIZE], got[GEN_SIZE], python[256];
+
+	(void)state;
+	path_new_gen(gen, sizeof(gen));
+	assert_int_equal(strlen(gen), 2 + GEN_HEX);
+	assert_true(path_is_gen(gen));
+	snprintf(python, sizeof(python), "/v/ws/cfg/deps-ab/env/%s/.venv/bin/"
+	    "python", gen);
+	path_gen_of(python, got, sizeof(got));
+	assert_string_equal(got, gen);
+	/* A build from before generations, or anything else: none. */
+	path_gen_of("/v/ws/cfg/deps-ab/env/.venv/bin/python", got, sizeof(got));
+	assert_string_equal(got, "");
+	path_gen_of("", got, sizeof(got));
+	assert_string_equal(got, "");
+	path_gen_of("/x/g-0123456789ab/.venv/bin/python3", got, sizeof(got));
+	assert_string_equal(got, "");
+	path_gen_of("/x/g-0123456789AB/.venv/bin/python", got, sizeof(got));
+	assert_string_equal(got, "");
+	path_gen_of("/x/../.venv/bin/python", got, sizeof(got));
+	assert_string_equal(got, "");
+	assert_false(path_is_gen("g-0123456789a"));
+	assert_false(path_is_gen("g-0123456789abc"));
+	assert_false(path_is_gen(".."));
+}
+
 int
 main(void)
 {
@@ -391,6 +421,7 @@ main(void)
 		cmocka_unit_test(test_document),
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_layout_rejects_bad_ids),
+		cmocka_unit_test(test_generations),
 		cmocka_unit_test_setup_teardown(test_within, tree_setup,
 		    tree_teardown),
 	};
