@@ -6,6 +6,8 @@ venvs_dir, as on separate machines."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -42,11 +44,13 @@ def enqueue_bulk(dep, n: int) -> list[str]:
     return ids
 
 
-def host(dep, name: str, workers: int, venvs: Path | None = None):
+def host(dep, name: str, workers: int, venvs: Path | None = None, engine: str | None = None):
     env = {"ADE_WORKER_ID": name, "ADE_WORKER_CONCURRENCY": str(workers),
            "ADE_SUPERD_CONTROL_SOCKET": str(dep.data_dir / "run" / f"{name}.sock")}
     if venvs is not None:
         env["ADE_VENVS_DIR"] = str(venvs)
+    if engine is not None:
+        env["ADE_WORKER_ENGINE_COMMAND"] = engine
     return dep.start_worker(env=env)
 
 
@@ -101,6 +105,8 @@ def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, 
     during = [t for run in read_ledger(ledger).values() for _, what, _, t in run
               if what == "start" and began <= t <= ended]
     assert during, "host-a ran nothing while host-b built its copy"
+    print(f"figures: host-b's copy took {ended - began:.1f} s (or less); host-a "
+          f"ran {len(during)} runs meanwhile")
     log = (python.parents[3] / "logs" / "events.ndjson").read_text()
     assert '"local_copy":true' in log.replace(" ", "") and "environment.complete" in log
 
@@ -154,3 +160,78 @@ def test_every_host_takes_up_a_rebuild_and_collects_its_own_old_copy(deploy, tmp
     report = json.loads(dep.ctl("gc", "--now", json_out=True, env=at_b).stdout)
     assert [r["path"] for r in report["removed"]] == [str(gen1)], report
     assert sorted(p.name for p in root_b.iterdir() if p.name.startswith("g-")) == [gen2.name]
+
+
+def kill_host(proc) -> None:
+    """SIGKILL for everything of a host: its supervisor, the workers and the
+    engines, which run in process groups of their own but in its session."""
+    proc_dir = Path("/proc")
+    for _ in range(50):
+        found = []
+        for p in proc_dir.iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[3]) == proc.pid:
+                found.append(int(p.name))
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    proc.wait(timeout=10)
+
+
+@pytest.mark.backends("pgsql", "mssql")
+def test_a_host_that_dies_whole_has_its_runs_taken_over_and_none_lost(deploy, tmp_path):
+    command, ledger = ledger_engine(tmp_path, seconds=0.05)
+    dep = deploy(engine_command=command, lease_seconds=5)
+    run_ids = enqueue_bulk(dep, 300)
+    host(dep, "host-a", 2)
+    # host-b's engines keep the same ledger but take a minute: both are
+    # surely under way when the host dies.
+    script = Path(command.split()[-1])
+    slow = script.with_name("ledger-engine-slow.sh")
+    slow.write_text(script.read_text().replace("seconds='0.05'", "seconds='60'"))
+    b = host(dep, "host-b", 2, engine=f"/bin/sh {slow}")
+    at_b = {"ADE_SUPERD_CONTROL_SOCKET": str(dep.data_dir / "run" / "host-b.sock")}
+
+    def b_running():
+        result = dep.ctl("status", json_out=True, check=False, env=at_b)
+        if result.returncode != 0:
+            return None
+        held = [s["claim_id"] for s in json.loads(result.stdout)["slots"]
+                if s.get("claim_kind") == "run" and s.get("engine_pgid")]
+        return held if len(held) == 2 else None
+    held = wait_until(b_running, 120, "both of host-b's workers to run an engine")
+    wait_until(lambda: all(read_ledger(ledger).get(r) for r in held), 60,
+               "host-b's engines to begin")
+    killed_at = uptime()
+    kill_host(b)
+
+    for run in run_ids:
+        dep.wait_run(run, timeout=600)
+    rows = {r["id"]: r for r in dep.rows("SELECT id, status, attempt_count FROM runs")}
+    assert {rows[r]["status"] for r in run_ids} == {"succeeded"}
+    # What the dead host was running went to the other one after its
+    # lease; no run ran twice at once: at most one execution of each began
+    # before the kill (on either host) and at most one after it.
+    entries = read_ledger(ledger)
+    for run in run_ids:
+        starts = [t for _, what, _, t in entries[run] if what == "start"]
+        ends = [t for _, what, _, t in entries[run] if what == "end"]
+        assert ends and sum(t < killed_at for t in starts) <= 1 and \
+            sum(t >= killed_at for t in starts) <= 1, (run, entries[run])
+    for run in held:
+        (killed, again, end) = entries[run]
+        assert (killed[1], again[1], end[1]) == ("start", "start", "end"), entries[run]
+        assert killed[3] < killed_at <= again[3] and again[2] == end[2], entries[run]
+        assert rows[run]["attempt_count"] == 2, rows[run]
+    print("figures: host-b's runs began again on host-a "
+          + ", ".join(f"{entries[r][1][3] - killed_at:.1f}" for r in held)
+          + " s after the kill")
