@@ -109,6 +109,8 @@ def test_a_host_without_the_venv_builds_its_own_while_the_others_run_on(deploy, 
           f"ran {len(during)} runs meanwhile")
     log = (python.parents[3] / "logs" / "events.ndjson").read_text()
     assert '"local_copy":true' in log.replace(" ", "") and "environment.complete" in log
+    # More work, should host-a have run out of it meanwhile on a slow machine.
+    run_ids += enqueue_bulk(dep, 200)
 
     for run in run_ids:
         dep.wait_run(run, timeout=600)
@@ -192,9 +194,9 @@ def test_a_host_that_dies_whole_has_its_runs_taken_over_and_none_lost(deploy, tm
     command, ledger = ledger_engine(tmp_path, seconds=0.05)
     dep = deploy(engine_command=command, lease_seconds=5)
     run_ids = enqueue_bulk(dep, 300)
-    host(dep, "host-a", 2)
     # host-b's engines keep the same ledger but take a minute: both are
-    # surely under way when the host dies.
+    # surely under way when the host dies.  It starts first, so that its
+    # workers have runs whatever the time it takes to start.
     script = Path(command.split()[-1])
     slow = script.with_name("ledger-engine-slow.sh")
     slow.write_text(script.read_text().replace("seconds='0.05'", "seconds='60'"))
@@ -211,6 +213,9 @@ def test_a_host_that_dies_whole_has_its_runs_taken_over_and_none_lost(deploy, tm
     held = wait_until(b_running, 120, "both of host-b's workers to run an engine")
     wait_until(lambda: all(read_ledger(ledger).get(r) for r in held), 60,
                "host-b's engines to begin")
+    host(dep, "host-a", 2)
+    wait_until(lambda: sum(1 for e in read_ledger(ledger).values() for x in e
+                           if x[1] == "end") >= 10, 120, "host-a to run some")
     killed_at = uptime()
     kill_host(b)
 
