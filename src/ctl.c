@@ -69,6 +69,7 @@ usage_to(FILE *f)
 	    "  gc --dry-run | --now         list or collect garbage now\n"
 	    "  hosts                        every host on the database\n"
 	    "  status                       the supervisor's workers\n"
+	    "  status --hosts               every host on the database (as hosts)\n"
 	    "  drain | reload | scale N     act through the supervisor\n");
 }
 
@@ -1547,6 +1548,10 @@ main(int argc, char *argv[])
 		return cmd_hosts(argc, argv);
 	if (strcmp(argv[0], "envs") == 0)
 		return cmd_envs(argc, argv);
+	/* Every host on the database, not this host's workers. */
+	if (strcmp(argv[0], "status") == 0 && argc == 2 &&
+	    strcmp(argv[1], "--hosts") == 0)
+		return cmd_hosts(1, argv);
 	if (strcmp(argv[0], "status") == 0 || strcmp(argv[0], "drain") == 0 ||
 	    strcmp(argv[0], "reload") == 0 || strcmp(argv[0], "scale") == 0)
 		return cmd_supervisor(argc, argv);

@@ -721,6 +721,8 @@ def test_every_host_on_the_database_is_listed_and_a_dead_one_shown_gone(deploy):
     assert found["host-b"]["pid"] == hosts["host-b"].pid
     text = dep.ctl("hosts").stdout
     assert text.splitlines()[0].split()[:2] == ["HOST", "STATE"]
+    also = json.loads(dep.ctl("status", "--hosts", json_out=True).stdout)
+    assert {h["id"] for h in also} >= {"host-a", "host-b"}
     assert any(line.split()[:2] == ["host-a", "up"] for line in text.splitlines())
 
     # A host that dies whole stops renewing its row: shown gone, the other up.
