@@ -19,13 +19,14 @@ from ledger import executions, ledger_engine, read_ledger
 CAST = {"sqlite": "?", "pgsql": "CAST(? AS uuid)", "mssql": "CAST(? AS UNIQUEIDENTIFIER)"}
 
 
-def enqueue_bulk(dep, n: int) -> list[str]:
-    """n queued runs of the template's configuration, each with a document
-    row of its own, as the API makes them."""
+def enqueue_bulk(dep, n: int, like: str | None = None) -> list[str]:
+    """n queued runs of the template's configuration (or like run like's),
+    each with a document row of its own, as the API makes them."""
     db = dep.db()
     cast = CAST[db.backend]
-    (first,) = dep.rows("SELECT input_document_id, configuration_id, engine_spec, deps_digest"
-                        " FROM runs ORDER BY created_at")[:1]
+    (first,) = [r for r in dep.rows("SELECT id, input_document_id, configuration_id,"
+                                    " engine_spec, deps_digest FROM runs ORDER BY created_at")
+                if like is None or r["id"] == like][:1]
     ids = []
     for _ in range(n):
         run, doc = str(uuid.uuid4()), str(uuid.uuid4())
@@ -240,3 +241,42 @@ def test_a_host_that_dies_whole_has_its_runs_taken_over_and_none_lost(deploy, tm
     print("figures: host-b's runs began again on host-a "
           + ", ".join(f"{entries[r][1][3] - killed_at:.1f}" for r in held)
           + " s after the kill")
+
+
+@pytest.mark.backends("pgsql", "mssql")
+def test_a_rebuild_under_load_leaves_every_engine_its_venv(deploy, tmp_path):
+    # Engines of the venv's own Python, each a fifth of a second.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    (env,) = dep.environments()
+    ledger = tmp_path / "ledger.txt"
+    model = dep.enqueue(write_input(tmp_path / "l.csv", mode="ledger", ledger=ledger,
+                                    seconds=0.2))["run_id"]
+    run_ids = [model] + enqueue_bulk(dep, 299, like=model)
+    local = tmp_path / "venvs-b"
+    local.mkdir()
+    share(local)
+    host(dep, "host-a", 2)
+    host(dep, "host-b", 2, local)
+    wait_until(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 40, 300,
+               "both hosts to run some")
+    dep.ctl("envs", "rebuild", env["id"])
+
+    def rebuilt():
+        (now,) = dep.environments()
+        return now if now["status"] == "ready" and \
+            now["python_interpreter"] != env["python_interpreter"] else None
+    after = wait_until(rebuilt, 300, "the rebuild to be ready")
+    for run in run_ids:
+        dep.wait_run(run, timeout=600)
+    # No engine failed for want of its venv: each run ran once, first time.
+    rows = {r["id"]: r for r in dep.rows("SELECT id, status, attempt_count FROM runs")}
+    assert {(rows[r]["status"], rows[r]["attempt_count"]) for r in run_ids} == {("succeeded", 1)}
+    lines = [line.split() for line in ledger.read_text().splitlines()]
+    starts = [run for run, _, what in lines if what == "start"]
+    ends = [run for run, _, what in lines if what == "end"]
+    assert sorted(starts) == sorted(ends) == sorted(run_ids)
+    # Runs after the rebuild were on the new generation.
+    gen = venv_dir(Path("/"), after).name
+    late = [e for r in run_ids for e in dep.events(r) if e["event"] == "run.engine.start"
+            and f"/{gen}/.venv/" in json.dumps(e["data"])]
+    assert late, "no run used the new generation"
