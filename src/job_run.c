@@ -1019,10 +1019,24 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	snprintf(envdir, sizeof(envdir), "%s%s%s", envroot, gen[0] ? "/" : "",
 	    gen);
 	snprintf(python, sizeof(python), "%s/.venv/bin/python", envdir);
-	if (!venv_usable(envdir) && !local_copy(&j, envdir, gen))
-		goto out;
-	if ((held = venv_hold(envdir)) == -1)
-		log_warn("run %s: lock %s", c->id, envdir);
+	/*
+	 * Held first, then looked at: collection cannot remove what this
+	 * run found usable (it takes the lock exclusively before it removes).
+	 */
+	held = venv_hold(envdir);
+	if (held == -1 || !venv_usable(envdir)) {
+		if (held != -1)
+			close(held);
+		held = -1;
+		if (!local_copy(&j, envdir, gen))
+			goto out;
+		if ((held = venv_hold(envdir)) == -1 ||
+		    !venv_usable(envdir)) {
+			job_release(&j, "The environment's venv went away on "
+			    "this host", RELEASE_DELAY);
+			goto out;
+		}
+	}
 	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
 	    c->workspace_id, c->configuration_id) == -1)
 		cfgdir[0] = '\0';
