@@ -165,28 +165,41 @@ def test_every_host_takes_up_a_rebuild_and_collects_its_own_old_copy(deploy, tmp
     assert sorted(p.name for p in root_b.iterdir() if p.name.startswith("g-")) == [gen2.name]
 
 
+def session_pids(leader: int) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[3]) == leader:
+            pids.append(int(p.name))
+    return pids
+
+
 def kill_host(proc) -> None:
-    """SIGKILL for everything of a host: its supervisor, the workers and the
-    engines, which run in process groups of their own but in its session."""
-    proc_dir = Path("/proc")
+    """Everything of a host dies at once: its supervisor, the workers and the
+    engines (process groups of their own, in its session).  All are stopped
+    first, so that none sees another die and reacts (a worker whose
+    supervisor dies releases its run), then killed."""
+    stopped: set[int] = set()
     for _ in range(50):
-        found = []
-        for p in proc_dir.iterdir():
-            if not p.name.isdigit():
-                continue
-            try:
-                stat = (p / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[3]) == proc.pid:
-                found.append(int(p.name))
-        if not found:
+        new = [pid for pid in session_pids(proc.pid) if pid not in stopped]
+        if not new:
             break
-        for pid in found:
+        for pid in new:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGSTOP)
             except ProcessLookupError:
                 pass
+            stopped.add(pid)
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=10)
 
 
