@@ -1112,18 +1112,6 @@ ui_actions(void)
 	return token_md_len > 0;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The value of name in a form body (application/x-www-form-urlencoded). */
 static void
 form_value(const char *body, const char *name, struct buf *out)
@@ -1136,10 +1124,10 @@ form_value(const char *body, const char *name, struct buf *out)
 			for (p += n + 1; *p != '\0' && *p != '&'; p++) {
 				if (*p == '+')
 					buf_add(out, " ", 1);
-				else if (*p == '%' && hexval(p[1]) >= 0 &&
-				    hexval(p[2]) >= 0) {
-					char c = (char)(hexval(p[1]) * 16 +
-					    hexval(p[2]));
+				else if (*p == '%' && hex_digit(p[1]) >= 0 &&
+				    hex_digit(p[2]) >= 0) {
+					char c = (char)(hex_digit(p[1]) * 16 +
+					    hex_digit(p[2]));
 
 					buf_add(out, &c, 1);
 					p += 2;

@@ -546,18 +546,6 @@ mssql_transient(int cls)
 	return cls == MSSQL_DEADLOCK || cls == MSSQL_LOCK_TIMEOUT;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Copies len bytes of a URL part into out, decoding %XX escapes.  A
  * broken escape or %00 is an error, since the result is a C string.
@@ -574,8 +562,8 @@ url_decode(const char *s, size_t len, char *out, size_t outlen)
 		if (ch == '%') {
 			if (i + 2 >= len)
 				return -1;
-			hi = hexval((unsigned char)s[i + 1]);
-			lo = hexval((unsigned char)s[i + 2]);
+			hi = hex_digit((unsigned char)s[i + 1]);
+			lo = hex_digit((unsigned char)s[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			ch = (unsigned char)(hi * 16 + lo);
@@ -878,7 +866,7 @@ mssql_is_guid(const char *s)
 		if (i == 8 || i == 13 || i == 18 || i == 23) {
 			if (s[i] != '-')
 				return 0;
-		} else if (hexval((unsigned char)s[i]) < 0)
+		} else if (hex_digit((unsigned char)s[i]) < 0)
 			return 0;
 	}
 	return 1;

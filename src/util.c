@@ -204,6 +204,19 @@ random_u32(void)
 }
 
 /* Fills out with len-1 random hex digits and a NUL. */
+/* The value of a hexadecimal digit, or -1. */
+int
+hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 void
 random_hex(char *out, size_t len)
 {

@@ -40,6 +40,7 @@ void	 iso8601_now(char *, size_t);
 int	 random_bytes(void *, size_t);
 uint32_t random_u32(void);
 void	 random_hex(char *, size_t);
+int	 hex_digit(int);
 double	 jitter(double max);
 
 int	 is_dir(const char *);
