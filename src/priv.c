@@ -297,25 +297,28 @@ priv_engine_leave(void)
 /*
  * In a child about to run engine code: becomes the engine user for good,
  * without capabilities, with a umask that leaves what it writes to the
- * daemon (the group).  Returns -1 with errno set.
+ * daemon (the group).  The child still shares the worker's memory, so
+ * this makes the system calls itself: the C library's set*id would also
+ * act on the worker's other threads, and libcap allocates.  Returns -1
+ * with errno set.
  */
 int
 priv_engine_become(void)
 {
-	cap_t none;
-	int rc;
+	struct __user_cap_header_struct hdr = {
+		_LINUX_CAPABILITY_VERSION_3, 0
+	};
+	struct __user_cap_data_struct none[_LINUX_CAPABILITY_U32S_3];
 
 	if (!eng.on)
 		return 0;
-	if (setresgid(eng.gid, eng.gid, eng.gid) == -1 ||
-	    setresuid(eng.uid, eng.uid, eng.uid) == -1)
+	memset(none, 0, sizeof(none));
+	if (syscall(SYS_setresgid, eng.gid, eng.gid, eng.gid) == -1 ||
+	    syscall(SYS_setresuid, eng.uid, eng.uid, eng.uid) == -1 ||
+	    syscall(SYS_capset, &hdr, none) == -1)
 		return -1;
-	if ((none = cap_init()) == NULL)
-		return -1;
-	rc = cap_set_proc(none);
-	cap_free(none);
 	umask(007);
-	return rc;
+	return 0;
 }
 
 /* Gives the daemon's directory dir to the engine user's group. */

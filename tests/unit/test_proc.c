@@ -3,7 +3,9 @@
  * got through for lost_after seconds, counted across the children of one
  * job; no descriptor reaches the child even where close_range(2) is
  * refused; and nothing a child detached from itself outlives it, while
- * the orphans adopted meanwhile are not taken for the child.
+ * the orphans adopted meanwhile are not taken for the child.  The child
+ * starts clean of the worker's signal state, and says why when it cannot
+ * be run.
  */
 #include "unit.h"
 
@@ -225,6 +227,132 @@ test_adopted_orphan_is_not_the_child(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* Whether the line of /proc/PID/status that starts with key is all zero. */
+static int
+status_zero(const char *status, const char *key)
+{
+	const char *p = strstr(status, key);
+
+	if (p == NULL)
+		return 0;
+	p += strlen(key);
+	p += strspn(p, " \t");
+	return strspn(p, "0") == 16 && p[16] == '\n';
+}
+
+static void
+on_usr1(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * The child starts clean whatever the worker has set up: a session of
+ * its own, no signal blocked, ignored or caught, stdin from /dev/null,
+ * the working directory asked for.  The worker's own signal state is
+ * as it was.
+ */
+static void
+test_child_starts_clean(void **state)
+{
+	char *argv[] = { "cat", "/proc/self/status", "/proc/self/stat",
+	    "/dev/stdin", NULL };
+	char *pwd[] = { "pwd", NULL };
+	struct sigaction sa, cur;
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+	sigset_t blk, now;
+	const char *stat;
+	long pid, sid;
+
+	(void)state;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&blk);
+	sigaddset(&blk, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &blk, NULL);
+
+	buf_init(&out);
+	spec(&ps, argv, &out);
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_int_equal(res.exit_code, 0);
+	assert_true(status_zero(buf_str(&out), "SigBlk:"));
+	assert_true(status_zero(buf_str(&out), "SigIgn:"));
+	assert_true(status_zero(buf_str(&out), "SigCgt:"));
+	/* "pid (comm) state ppid pgrp session": its own session. */
+	assert_non_null(stat = strstr(buf_str(&out), "(cat) "));
+	while (stat > buf_str(&out) && stat[-1] != '\n')
+		stat--;
+	assert_int_equal(sscanf(stat, "%ld (cat) %*c %*d %*d %ld", &pid,
+	    &sid), 2);
+	assert_int_equal(pid, sid);
+	buf_free(&out);
+
+	buf_init(&out);
+	spec(&ps, pwd, &out);
+	ps.cwd = "/proc";
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_string_equal(buf_str(&out), "/proc\n");
+	buf_free(&out);
+
+	sigaction(SIGUSR1, NULL, &cur);
+	assert_ptr_equal(cur.sa_handler, on_usr1);
+	sigprocmask(SIG_SETMASK, NULL, &now);
+	assert_true(sigismember(&now, SIGUSR2));
+	assert_false(sigismember(&now, SIGUSR1));
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	sigprocmask(SIG_UNBLOCK, &blk, NULL);
+}
+
+/* What the child writes to stderr, line by line. */
+static void
+collect_err(void *arg, int stream, const char *line, size_t len,
+    size_t full)
+{
+	struct buf *b = arg;
+
+	(void)full;
+	if (stream == 2) {
+		buf_add(b, line, len);
+		buf_add(b, "\n", 1);
+	}
+}
+
+/* A program that cannot be run: exit 127 and a line that says why. */
+static void
+test_exec_failure_is_told(void **state)
+{
+	char *argv[] = { "/nonexistent/engine", NULL };
+	char *cd[] = { "true", NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf err;
+
+	(void)state;
+	buf_init(&err);
+	spec(&ps, argv, &err);
+	ps.on_line = collect_err;
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_int_equal(res.exit_code, 127);
+	assert_string_equal(buf_str(&err), "cannot execute "
+	    "/nonexistent/engine: No such file or directory\n");
+	buf_free(&err);
+
+	buf_init(&err);
+	spec(&ps, cd, &err);
+	ps.on_line = collect_err;
+	ps.cwd = "/nonexistent";
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_int_equal(res.exit_code, 127);
+	assert_string_equal(buf_str(&err),
+	    "chdir /nonexistent: No such file or directory\n");
+	buf_free(&err);
+}
+
 int
 main(void)
 {
@@ -233,6 +361,8 @@ main(void)
 		cmocka_unit_test(test_descriptors_closed_without_close_range),
 		cmocka_unit_test(test_detached_descendant_ends_with_the_child),
 		cmocka_unit_test(test_adopted_orphan_is_not_the_child),
+		cmocka_unit_test(test_child_starts_clean),
+		cmocka_unit_test(test_exec_failure_is_told),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
