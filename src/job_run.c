@@ -684,8 +684,15 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	size_t i;
 	int rc, transient;
 
-	rc = STORE_RETRY(j, store_get_document(j->w->store,
-	    c->input_document_id, &doc));
+	if (c->doc_read) {
+		/* The claim brought the row; doc takes its strings. */
+		doc.stored_uri = c->doc_stored_uri;
+		doc.original_filename = c->doc_original_filename;
+		c->doc_stored_uri = c->doc_original_filename = NULL;
+		rc = c->doc_found && doc.stored_uri != NULL;
+	} else
+		rc = STORE_RETRY(j, store_get_document(j->w->store,
+		    c->input_document_id, &doc));
 	if (rc < 0) {
 		job_fail(j, EXIT_DETERMINISTIC, "cannot read the document row",
 		    0);
@@ -695,6 +702,7 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		snprintf(msg, sizeof(msg), "Document not found: %s",
 		    c->input_document_id);
 		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		store_document_free(&doc);
 		return;
 	}
 	if (path_document(docpath, sizeof(docpath), cf->data_dir,
@@ -956,6 +964,31 @@ local_copy(struct job *j, const char *envdir, const char *gen)
 	return 0;
 }
 
+/*
+ * Marks the run's environment used, for garbage collection, which counts
+ * in days: a worker that keeps running the same environment's runs does
+ * it once a minute, not with a statement per run.
+ */
+#define TOUCH_EVERY	60.0
+
+static void
+touch_environment(struct worker *w, const struct run_claim *c)
+{
+	static char last_env[sizeof(c->env_id)];
+	static double last_at;
+	double now = now_mono();
+
+	if (strcmp(last_env, c->env_id) == 0 && now - last_at < TOUCH_EVERY)
+		return;
+	if (store_environment_touch(w->store, c->env_id) < 0) {
+		log_warnx("run %s: cannot touch environment: %s", c->id,
+		    store_error(w->store));
+		return;
+	}
+	snprintf(last_env, sizeof(last_env), "%s", c->env_id);
+	last_at = now;
+}
+
 void
 job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 {
@@ -1061,9 +1094,7 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	priv_engine_lend(cf->data_dir, cfgdir);
 	j.envroot = envdir;
 	j.cfgdir = cfgdir;
-	if (store_environment_touch(w->store, c->env_id) < 0)
-		log_warnx("run %s: cannot touch environment: %s", c->id,
-		    store_error(w->store));
+	touch_environment(w, c);
 	run_options_parse(&opts, c->run_options, c->input_sheet_names,
 	    cf->log_level);
 	if (opts.dry_run) {

@@ -379,7 +379,10 @@ store_run_claim_free(struct run_claim *c)
 {
 	free(c->run_options);
 	free(c->input_sheet_names);
+	free(c->doc_stored_uri);
+	free(c->doc_original_filename);
 	c->run_options = c->input_sheet_names = NULL;
+	c->doc_stored_uri = c->doc_original_filename = NULL;
 }
 
 int

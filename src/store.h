@@ -55,6 +55,15 @@ struct run_claim {
 	long	 max_attempts;
 	char	*run_options;		/* JSON text or NULL */
 	char	*input_sheet_names;	/* JSON text or NULL */
+	/*
+	 * The input document's row, where the claim read it too (doc_read):
+	 * doc_found says whether there is one.  Otherwise the worker asks
+	 * for it with store_get_document.
+	 */
+	int	 doc_read;
+	int	 doc_found;
+	char	*doc_stored_uri;
+	char	*doc_original_filename;
 };
 
 struct document {

@@ -426,6 +426,23 @@ note_notifies(struct pg *p)
 	}
 }
 
+/* The text form of a JSON scalar as a parameter: NULL for null. */
+static char *
+param_text(json_t *v, char *num, size_t len)
+{
+	if (json_is_string(v))
+		return (char *)json_string_value(v);
+	if (json_is_integer(v))
+		snprintf(num, len, "%lld", (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		snprintf(num, len, "%.17g", json_real_value(v));
+	else if (json_is_boolean(v))
+		snprintf(num, len, "%s", json_is_true(v) ? "true" : "false");
+	else
+		return NULL;
+	return num;
+}
+
 /*
  * Runs one statement with parameters described by fmt: s a string (NULL
  * is NULL), i a long long, d a double, v a JSON scalar.  Returns the
@@ -438,7 +455,6 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 	const char *s;
 	PGresult *r;
 	va_list ap;
-	json_t *v;
 	int n, st;
 
 	if (!p->in_tx && pg_ready(p) != 0)
@@ -462,20 +478,8 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 			    va_arg(ap, double));
 			break;
 		case 'v':
-			v = va_arg(ap, json_t *);
-			if (json_is_string(v))
-				vals[n] = (char *)json_string_value(v);
-			else if (json_is_integer(v))
-				snprintf(nums[n], sizeof(nums[n]), "%lld",
-				    (long long)json_integer_value(v));
-			else if (json_is_real(v))
-				snprintf(nums[n], sizeof(nums[n]), "%.17g",
-				    json_real_value(v));
-			else if (json_is_boolean(v))
-				snprintf(nums[n], sizeof(nums[n]), "%s",
-				    json_is_true(v) ? "true" : "false");
-			else
-				vals[n] = NULL;
+			vals[n] = param_text(va_arg(ap, json_t *), nums[n],
+			    sizeof(nums[n]));
 			break;
 		}
 	}
@@ -508,8 +512,13 @@ pg_exec(PGresult *r)
 static int
 pg_plain(struct pg *p, const char *sql)
 {
-	PGresult *r = PQexec(p->conn, sql);
-	int st = PQresultStatus(r);
+	PGresult *r;
+	int st;
+
+	if (p->echo)
+		log_debug("sql: %s", sql);
+	r = PQexec(p->conn, sql);
+	st = PQresultStatus(r);
 
 	note_notifies(p);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -921,7 +930,8 @@ pg_claim_run(struct store *st, const char *token, double lease,
 {
 	static const char sql[] =
 	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
-	    "  e.python_interpreter AS env_python FROM runs q"
+	    "  e.python_interpreter AS env_python,"
+	    "  q.input_document_id AS doc_id FROM runs q"
 	    "  JOIN environments e ON " ENV_KEY("e", "q")
 	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
 	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
@@ -932,13 +942,15 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    "  started_at = COALESCE(r.started_at, now()),"
 	    "  attempt_count = r.attempt_count + 1, error_message = NULL,"
 	    "  exit_code = NULL, completed_at = NULL"
-	    " FROM c WHERE r.id = c.id AND r.status = 'queued'"
+	    " FROM c LEFT JOIN documents d ON d.id = c.doc_id"
+	    " WHERE r.id = c.id AND r.status = 'queued'"
 	    "  AND r.attempt_count < r.max_attempts"
 	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
 	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
 	    UTC_TEXT("r.started_at") ", r.attempt_count, r.max_attempts,"
 	    "  r.run_options::text, r.input_sheet_names::text, c.env_id,"
-	    "  extract(epoch FROM now() - r.available_at), c.env_python";
+	    "  extract(epoch FROM now() - r.available_at), c.env_python,"
+	    "  d.id IS NOT NULL, d.stored_uri, d.original_filename";
 	struct pg *p = (struct pg *)st;
 	PGresult *r;
 	int got;
@@ -962,6 +974,10 @@ pg_claim_run(struct store *st, const char *token, double lease,
 		val_copy(r, 0, 11, out->env_id, sizeof(out->env_id));
 		out->waited = strtod(PQgetvalue(r, 0, 12), NULL);
 		val_copy(r, 0, 13, out->env_python, sizeof(out->env_python));
+		out->doc_read = 1;
+		out->doc_found = PQgetvalue(r, 0, 14)[0] == 't';
+		out->doc_stored_uri = val_dup(r, 0, 15);
+		out->doc_original_filename = val_dup(r, 0, 16);
 	}
 	PQclear(r);
 	return got;
@@ -999,105 +1015,182 @@ pg_get_document(struct store *st, const char *id, struct document *d)
 	return got && d->stored_uri != NULL;
 }
 
-/* Inserts one result table's rows with a single statement per row. */
+/* Rows per INSERT of result rows; each row takes one parameter a column. */
+#define ROWS_PER_INSERT	500
+
+/*
+ * Sends one result table's rows into the pipeline, up to ROWS_PER_INSERT
+ * of them with each statement (the run's id is the one parameter they
+ * share).  Returns the statements sent, or -1 with the error recorded.
+ */
 static int
-insert_rows(struct pg *p, const char *table, const char *const *cols,
+send_rows(struct pg *p, const char *table, const char *const *cols,
     json_t *rows, const char *run_id)
 {
-	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
+	size_t ncol, total = json_array_size(rows), start, n, i, k, np;
+	char **vals, (*nums)[40];
 	struct buf sql;
-	PGresult *r;
-	json_t *row, *v;
-	size_t i, k;
-	int rc = 0;
+	int sent = 0;
 
+	for (ncol = 0; cols[ncol] != NULL; ncol++)
+		;
+	if (total == 0)
+		return 0;
+	vals = xcalloc(1 + ROWS_PER_INSERT * ncol, sizeof(*vals));
+	nums = xcalloc(1 + ROWS_PER_INSERT * ncol, sizeof(*nums));
 	buf_init(&sql);
-	buf_printf(&sql, "INSERT INTO %s (run_id", table);
-	for (k = 0; cols[k] != NULL; k++)
-		buf_printf(&sql, ", %s", cols[k]);
-	buf_addstr(&sql, ") VALUES ($1");
-	for (k = 0; cols[k] != NULL; k++)
-		buf_printf(&sql, ", $%zu", k + 2);
-	buf_addstr(&sql, ")");
-	json_array_foreach(rows, i, row) {
+	for (start = 0; start < total; start += n) {
+		n = total - start < ROWS_PER_INSERT ? total - start :
+		    ROWS_PER_INSERT;
+		buf_reset(&sql);
+		buf_printf(&sql, "INSERT INTO %s (run_id", table);
+		for (k = 0; k < ncol; k++)
+			buf_printf(&sql, ", %s", cols[k]);
+		buf_addstr(&sql, ") VALUES ");
 		vals[0] = (char *)run_id;
-		for (k = 0; cols[k] != NULL && k + 1 < MAXPARAMS; k++) {
-			v = json_object_get(row, cols[k]);
-			vals[k + 1] = nums[k + 1];
-			if (json_is_string(v))
-				vals[k + 1] = (char *)json_string_value(v);
-			else if (json_is_integer(v))
-				snprintf(nums[k + 1], sizeof(nums[0]), "%lld",
-				    (long long)json_integer_value(v));
-			else if (json_is_real(v))
-				snprintf(nums[k + 1], sizeof(nums[0]), "%.17g",
-				    json_real_value(v));
-			else if (json_is_boolean(v))
-				snprintf(nums[k + 1], sizeof(nums[0]), "%s",
-				    json_is_true(v) ? "true" : "false");
-			else
-				vals[k + 1] = NULL;
+		np = 1;
+		for (i = 0; i < n; i++) {
+			json_t *row = json_array_get(rows, start + i);
+
+			buf_addstr(&sql, i == 0 ? "($1" : ", ($1");
+			for (k = 0; k < ncol; k++, np++) {
+				buf_printf(&sql, ", $%zu", np + 1);
+				vals[np] = param_text(json_object_get(row,
+				    cols[k]), nums[np], sizeof(nums[np]));
+			}
+			buf_addstr(&sql, ")");
 		}
-		r = PQexecParams(p->conn, buf_str(&sql), (int)k + 1, NULL,
-		    (const char *const *)vals, NULL, NULL, 0);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			rc = pg_fail(p, table, r);
-			PQclear(r);
+		if (p->echo)
+			log_debug("sql: INSERT INTO %s ... (%zu rows)", table,
+			    n);
+		if (PQsendQueryParams(p->conn, buf_str(&sql), (int)np, NULL,
+		    (const char *const *)vals, NULL, NULL, 0) != 1) {
+			sent = pg_fail(p, table, NULL);
 			break;
 		}
-		PQclear(r);
+		sent++;
 	}
 	buf_free(&sql);
+	free(vals);
+	free(nums);
+	return sent;
+}
+
+/*
+ * Reads a pipeline's answers: those to the n statements sent, then the
+ * sync's.  The statements ran as one transaction; the first to fail
+ * undid the others, and its SQLSTATE goes to state (when not NULL).
+ * Returns 0, or -1 with the error recorded.
+ */
+static int
+pipeline_end(struct pg *p, int n, char state[6])
+{
+	PGresult *r;
+	int i, rc = 0, st;
+
+	if (state != NULL)
+		state[0] = '\0';
+	for (i = 0; i < n && PQstatus(p->conn) == CONNECTION_OK; i++)
+		while ((r = PQgetResult(p->conn)) != NULL) {
+			st = PQresultStatus(r);
+			if (rc == 0 && st != PGRES_COMMAND_OK &&
+			    st != PGRES_TUPLES_OK) {
+				const char *code = PQresultErrorField(r,
+				    PG_DIAG_SQLSTATE);
+
+				if (state != NULL && code != NULL)
+					snprintf(state, 6, "%s", code);
+				rc = pg_fail(p, "pipeline", r);
+			}
+			PQclear(r);
+		}
+	if (PQstatus(p->conn) == CONNECTION_OK) {
+		r = PQgetResult(p->conn);
+		if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && rc == 0)
+			rc = pg_fail(p, "pipeline sync", r);
+		PQclear(r);
+	}
+	note_notifies(p);
+	if (PQexitPipelineMode(p->conn) != 1 && rc == 0)
+		rc = pg_fail(p, "pipeline end", NULL);
+	if (PQstatus(p->conn) != CONNECTION_OK)
+		rc = pg_fail(p, "pipeline", NULL);
 	return rc;
 }
 
+/*
+ * A run's success, in one round trip: its row, the result rows of an
+ * earlier success cleared, and the new result rows, sent as one pipeline
+ * that the server runs as one transaction.  A claim lost meanwhile makes
+ * the first statement divide by zero (it updated no row), which undoes
+ * it and skips the rest: nothing is written.
+ */
 static int
 pg_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
-	static const char upd[] =
-	    "UPDATE runs SET status = 'succeeded', completed_at = now(),"
-	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
-	    "  output_path = $3, error_message = NULL"
-	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
-	static const char del[] =
-	    "DELETE FROM run_metrics WHERE run_id = $1;";
-	static const char del_f[] = "DELETE FROM run_fields WHERE run_id = $1";
-	static const char del_c[] =
-	    "DELETE FROM run_table_columns WHERE run_id = $1";
+	static const char sql[] =
+	    "WITH u AS (UPDATE runs SET status = 'succeeded',"
+	    "  completed_at = now(), claimed_by = NULL,"
+	    "  claim_expires_at = NULL, exit_code = 0, output_path = $3,"
+	    "  error_message = NULL"
+	    "  WHERE id = $1 AND status = 'running' AND claimed_by = $2"
+	    "  RETURNING id),"
+	    " m AS (DELETE FROM run_metrics"
+	    "  WHERE $4 AND run_id IN (SELECT id FROM u)),"
+	    " f AS (DELETE FROM run_fields"
+	    "  WHERE $4 AND run_id IN (SELECT id FROM u)),"
+	    " c AS (DELETE FROM run_table_columns"
+	    "  WHERE $4 AND run_id IN (SELECT id FROM u))"
+	    " SELECT 1 / count(*) FROM u";
+	const char *vals[4] = { id, token, output_path,
+	    results != NULL ? "true" : "false" };
 	struct pg *p = (struct pg *)st;
 	json_t *metrics, *one;
-	int n;
+	char state[6];
+	int n = 1, k, rc;
 
-	if (pg_begin(p) == -1)
-		return -1;
-	n = pg_exec(pg_query(p, upd, "sss", id, token, output_path));
-	if (n <= 0)
-		return pg_rollback(p, n);
-	if (results != NULL) {
-		if (pg_exec(pg_query(p, del, "s", id)) < 0 ||
-		    pg_exec(pg_query(p, del_f, "s", id)) < 0 ||
-		    pg_exec(pg_query(p, del_c, "s", id)) < 0)
-			return pg_rollback(p, -1);
-		metrics = json_object_get(results, "run_metrics");
-		if (json_is_object(metrics)) {
-			one = json_array();
-			json_array_append(one, metrics);
-			n = insert_rows(p, "run_metrics",
-			    store_result_columns(st, 0), one, id);
-			json_decref(one);
-			if (n != 0)
-				return pg_rollback(p, -1);
-		}
-		if (insert_rows(p, "run_fields",
-		    store_result_columns(st, 1),
-		    json_object_get(results, "run_fields"), id) != 0 ||
-		    insert_rows(p, "run_table_columns",
-		    store_result_columns(st, 2),
-		    json_object_get(results, "run_table_columns"), id) != 0)
-			return pg_rollback(p, -1);
+	if ((rc = pg_ready(p)) != 0)
+		return rc;
+	if (p->echo)
+		log_debug("sql: %s", sql);
+	if (PQenterPipelineMode(p->conn) != 1)
+		return pg_fail(p, "pipeline", NULL);
+	if (PQsendQueryParams(p->conn, sql, 4, NULL, vals, NULL, NULL, 0) !=
+	    1) {
+		rc = pg_fail(p, "run succeeded", NULL);
+		(void)PQexitPipelineMode(p->conn);
+		return rc;
 	}
-	return pg_commit(p) == -1 ? -1 : 1;
+	metrics = json_object_get(results, "run_metrics");
+	if (json_is_object(metrics)) {
+		one = json_array();
+		json_array_append(one, metrics);
+		k = send_rows(p, "run_metrics", store_result_columns(st, 0),
+		    one, id);
+		json_decref(one);
+		n += k > 0 ? k : 0;
+	} else
+		k = 0;
+	if (k >= 0 && (k = send_rows(p, "run_fields",
+	    store_result_columns(st, 1), json_object_get(results,
+	    "run_fields"), id)) > 0)
+		n += k;
+	if (k >= 0 && (k = send_rows(p, "run_table_columns",
+	    store_result_columns(st, 2), json_object_get(results,
+	    "run_table_columns"), id)) > 0)
+		n += k;
+	if (k < 0 || PQpipelineSync(p->conn) != 1) {
+		/* Without the sync nothing commits; the session is reset. */
+		rc = k < 0 ? k : pg_fail(p, "pipeline sync", NULL);
+		PQreset(p->conn);
+		p->needs_setup = 1;
+		return rc;
+	}
+	rc = pipeline_end(p, n, state);
+	if (rc != 0 && strcmp(state, "22012") == 0)
+		return 0;	/* the claim is no longer ours */
+	return rc != 0 ? rc : 1;
 }
 
 static int

@@ -352,6 +352,23 @@ def throughput(backend, server, n, workers):
         discard(dep, root)
 
 
+def statements_per_run(backend, server, n):
+    """Statements (or SQL Server batches and RPCs) one worker sends per
+    run while it works through n queued runs, counted from its echo;
+    the environment pass and the final idle looks are included."""
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    dep = None
+    try:
+        dep = Deployment(root, backend, server)
+        dep.echo_statements()
+        dep.enqueue_bulk(n)
+        log = os.path.join(root, "superd.log")
+        dep.workers(1, exit_when_idle=True, log=log).wait()
+        return sent_statements(log, "", "~") / n
+    finally:
+        discard(dep, root)
+
+
 def pickup(backend, server, samples, notify):
     """Milliseconds from a run's insertion to its claim (database clock)."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
@@ -629,6 +646,14 @@ def main():
             m = throughput("mssql", ms, args.runs, w) if ms else None
             print("%-10d %10.0f %10.0f %10s   %.0f spawns/s"
                   % (w, s, p, fmt("%.0f", m), floor))
+        print()
+        print("== statements per run, 1 worker, %d runs" % args.samples)
+        print("%-10s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
+        print("%-10s %10.1f %10.1f %10s" % (
+            "sent", statements_per_run("sqlite", None, args.samples),
+            statements_per_run("pgsql", pg, args.samples),
+            fmt("%.1f", statements_per_run("mssql", ms, args.samples)
+                if ms else None)))
         print()
         print("== pickup latency of a new run on an idle worker (ms)")
         print("%-22s %10s %10s" % ("", "p50", "p99"))

@@ -239,6 +239,28 @@ def test_lost_lease_stops_the_engine_and_leaves_the_row_alone(deploy, tmp_path, 
     assert dep.rows("SELECT * FROM run_metrics WHERE run_id = ?", run_id) == []
 
 
+def test_claim_lost_as_the_engine_succeeds_writes_nothing(deploy, tmp_path):
+    # A long lease: the run is taken over and the engine succeeds between
+    # two heartbeats, so it is the success that finds the claim gone.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, lease_seconds=600)
+    go = tmp_path / "go"
+    run_id = dep.enqueue(write_input(tmp_path / "doc.csv", mode="paced", steps=1,
+                                     go=go))["run_id"]
+    worker = dep.start_worker()
+    wait_until(lambda: "run.engine.start" in dep.event_names(run_id), 30,
+               "the engine to start")
+    sql, moment = STEAL
+    dep.db().execute(sql, (moment(), run_id))
+    stolen = dep.run_row(run_id)
+    (tmp_path / "go.1").write_text("1")
+    wait_until(lambda: "run.lost_claim" in dep.event_names(run_id), 30, "the lost claim")
+    assert dep.run_row(run_id) == stolen
+    for table in ("run_metrics", "run_fields", "run_table_columns"):
+        assert dep.rows(f"SELECT * FROM {table} WHERE run_id = ?", run_id) == [], table
+    assert "run.complete" not in dep.event_names(run_id)
+    assert worker.poll() is None
+
+
 ENGINE_ENV_ALLOWED = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
                       "PYTHONUNBUFFERED", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_NO_INPUT",
                       "PIP_PROGRESS_BAR"}
