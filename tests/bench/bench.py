@@ -353,9 +353,9 @@ def throughput(backend, server, n, workers):
 
 
 def statements_per_run(backend, server, n):
-    """Statements (or SQL Server batches and RPCs) one worker sends per
-    run while it works through n queued runs, counted from its echo;
-    the environment pass and the final idle looks are included."""
+    """Statements (or SQL Server batches) and round trips one worker
+    sends per run while it works through n queued runs, counted from its
+    echo; the environment pass and the final idle looks are included."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
     dep = None
     try:
@@ -364,7 +364,8 @@ def statements_per_run(backend, server, n):
         dep.enqueue_bulk(n)
         log = os.path.join(root, "superd.log")
         dep.workers(1, exit_when_idle=True, log=log).wait()
-        return sent_statements(log, "", "~") / n
+        return (sent_statements(log, "", "~", pipelined=True) / n,
+                sent_statements(log, "", "~") / n)
     finally:
         discard(dep, root)
 
@@ -402,15 +403,17 @@ def pg_transactions(pg, dbname):
                        % dbname))
 
 
-def sent_statements(log, since, until):
+def sent_statements(log, since, until, pipelined=False):
     """Statements (batches or RPCs) the workers sent between two wall-clock
-    times, counted from their echo lines in the supervisor's log."""
+    times, counted from their echo lines in the supervisor's log: each
+    round trip's first ("sql:"), and with pipelined those that went in
+    the same round trip ("sql+:") too."""
     n = 0
     with open(log) as f:
         for line in f:
             parts = line.split(" ", 4)
-            if len(parts) < 5 or " sql: " not in line or \
-                    "] worker " not in line:
+            if len(parts) < 5 or "] worker " not in line or not (
+                    " sql: " in line or pipelined and " sql+: " in line):
                 continue
             if since <= parts[0] < until:
                 n += 1
@@ -648,12 +651,17 @@ def main():
                   % (w, s, p, fmt("%.0f", m), floor))
         print()
         print("== statements per run, 1 worker, %d runs" % args.samples)
-        print("%-10s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
-        print("%-10s %10.1f %10.1f %10s" % (
-            "sent", statements_per_run("sqlite", None, args.samples),
-            statements_per_run("pgsql", pg, args.samples),
-            fmt("%.1f", statements_per_run("mssql", ms, args.samples)
-                if ms else None)))
+        per = {"sqlite": statements_per_run("sqlite", None, args.samples),
+               "pgsql": statements_per_run("pgsql", pg, args.samples),
+               "mssql": statements_per_run("mssql", ms, args.samples)
+               if ms else (None, None)}
+        print("%-12s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
+        for i, label in enumerate(("statements", "round trips")):
+            print("%-12s %10s %10s %10s" % (
+                label, *(fmt("%.1f", per[b][i])
+                         for b in ("sqlite", "pgsql", "mssql"))))
+        print("(SQLite's statements are calls into the library, not"
+              " round trips)")
         print()
         print("== pickup latency of a new run on an idle worker (ms)")
         print("%-22s %10s %10s" % ("", "p50", "p99"))
