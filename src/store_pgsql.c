@@ -924,6 +924,10 @@ pg_environment_touch(struct store *st, const char *id)
 	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
 }
 
+/*
+ * Claims the oldest due run whose environment is ready (SKIP LOCKED: the
+ * claimers pass each other by); the run's document row comes with it.
+ */
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
@@ -1060,8 +1064,9 @@ send_rows(struct pg *p, const char *table, const char *const *cols,
 			}
 			buf_addstr(&sql, ")");
 		}
+		/* "sql+": in the round trip of the statement before. */
 		if (p->echo)
-			log_debug("sql: INSERT INTO %s ... (%zu rows)", table,
+			log_debug("sql+: INSERT INTO %s ... (%zu rows)", table,
 			    n);
 		if (PQsendQueryParams(p->conn, buf_str(&sql), (int)np, NULL,
 		    (const char *const *)vals, NULL, NULL, 0) != 1) {
