@@ -683,6 +683,7 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	json_t *results = NULL, *v;
 	size_t i;
 	int rc, transient;
+	double t;
 
 	if (c->doc_read) {
 		/* The claim brought the row; doc takes its strings. */
@@ -820,13 +821,21 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		    "The engine reported no engine.run.completed event", NULL);
 	}
 	output_path = find_output(j, j->log.completed);
+	t = now_mono();
 	rc = STORE_RETRY(j, store_run_succeeded(j->w->store, c->id, j->token,
 	    output_path, results));
+	t = now_mono() - t;
 	if (rc == 0)
 		lost_claim(j);
 	else if (rc > 0) {
 		emit_complete(j, "succeeded", 0, NULL, output_path);
 		log_info("run %s: succeeded", c->id);
+		/* Where the time went; make bench reads these. */
+		log_debug("run %s: ms claim %.2f prepare %.2f spawn %.2f "
+		    "engine %.2f reap %.2f finalize %.2f", c->id,
+		    c->claim_took * 1e3, (res.began - j->t0) * 1e3,
+		    res.spawn * 1e3, res.until_exit * 1e3,
+		    res.after_exit * 1e3, t * 1e3);
 	} else {
 		snprintf(msg, sizeof(msg), "storing the results failed: %s",
 		    store_error(j->w->store));

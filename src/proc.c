@@ -427,10 +427,12 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		log_warn("pipe");
 		goto spawn_fail;
 	}
+	res->began = start = now_mono();
 	if ((pid = child_start(ps, outp[1], errp[1])) == -1) {
 		log_warn("clone");
 		goto spawn_fail;
 	}
+	res->spawn = now_mono() - start;
 	proc_current_pgid = pid;
 	if (sb_self != NULL)
 		sb_self->engine_pgid = pid;
@@ -450,7 +452,7 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 		lb[i].asked = 0;
 		fcntl(lb[i].fd, F_SETFL, O_NONBLOCK);
 	}
-	start = last_ok = now_mono();
+	last_ok = now_mono();
 	/* Counted from the last heartbeat that got through, in any step. */
 	if (ps->last_good != NULL && *ps->last_good > 0)
 		last_ok = *ps->last_good;
@@ -582,7 +584,12 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 	proc_current_pgid = 0;
 	if (sb_self != NULL)
 		sb_self->engine_pgid = 0;
-	res->duration = now_mono() - start;
+	now = now_mono();
+	res->duration = now - start;
+	if (exited) {
+		res->until_exit = exit_at - start - res->spawn;
+		res->after_exit = now - exit_at;
+	}
 	if (WIFEXITED(status))
 		res->exit_code = WEXITSTATUS(status);
 	else if (WIFSIGNALED(status))

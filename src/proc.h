@@ -47,6 +47,12 @@ struct proc_result {
 	int	stopped;
 	int	spawn_failed;
 	double	duration;
+	/* Where the time went, in seconds: starting the child (to its
+	   exec), until its exit was seen, and from then to the return. */
+	double	began;		/* now_mono() when the spawn began */
+	double	spawn;
+	double	until_exit;
+	double	after_exit;
 };
 
 int	proc_run(const struct proc_spec *, struct proc_result *);

@@ -51,6 +51,7 @@ struct run_claim {
 	char	 env_python[512];	/* the interpreter its row records */
 	char	 started_at[40];
 	double	 waited;		/* seconds from due to claimed */
+	double	 claim_took;		/* seconds the claim call took */
 	long	 attempt_count;
 	long	 max_attempts;
 	char	*run_options;		/* JSON text or NULL */

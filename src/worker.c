@@ -348,11 +348,14 @@ worker_run_one(struct worker *w)
 {
 	struct run_claim rc;
 	char token[256];
+	double t;
 	int r;
 
 	worker_token(w, token, sizeof(token));
 	sb_set_claiming(SB_CLAIM_RUN, token);
+	t = now_mono();
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
+	rc.claim_took = now_mono() - t;
 	worker_claimed(r);
 	if (r == 1) {
 		sb_pass_on();

@@ -352,6 +352,34 @@ def throughput(backend, server, n, workers):
         discard(dep, root)
 
 
+PHASES = ("claim", "prepare", "spawn", "engine", "reap", "finalize")
+
+
+def phases(backend, server, n):
+    """Median milliseconds of each phase of a run, from the lines a worker
+    logs at debug level for each run that succeeded, over n runs."""
+    root = tempfile.mkdtemp(prefix="ade-bench-")
+    dep = None
+    try:
+        dep = Deployment(root, backend, server)
+        dep.base = dep.base.replace("log_level = info", "log_level = debug")
+        dep.enqueue_bulk(n)
+        log = os.path.join(root, "superd.log")
+        dep.workers(1, exit_when_idle=True, log=log).wait()
+        seen = {p: [] for p in PHASES}
+        with open(log) as f:
+            for line in f:
+                if ": ms claim " not in line:
+                    continue
+                words = line.split(": ms ", 1)[1].split()
+                for name, value in zip(words[::2], words[1::2]):
+                    seen[name].append(float(value))
+        return {p: statistics.median(v) if v else None
+                for p, v in seen.items()}
+    finally:
+        discard(dep, root)
+
+
 def statements_per_run(backend, server, n):
     """Statements (or SQL Server batches) and round trips one worker
     sends per run while it works through n queued runs, counted from its
@@ -662,6 +690,17 @@ def main():
                          for b in ("sqlite", "pgsql", "mssql"))))
         print("(SQLite's statements are calls into the library, not"
               " round trips)")
+        print()
+        print("== where a run's time goes, 1 worker, median of %d runs (ms)"
+              % args.samples)
+        cols = {"sqlite": phases("sqlite", None, args.samples),
+                "pgsql": phases("pgsql", pg, args.samples),
+                "mssql": phases("mssql", ms, args.samples) if ms else {}}
+        print("%-12s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
+        for p in PHASES:
+            print("%-12s %10s %10s %10s" % (p, *(
+                fmt("%.2f", cols[b].get(p))
+                for b in ("sqlite", "pgsql", "mssql"))))
         print()
         print("== pickup latency of a new run on an idle worker (ms)")
         print("%-22s %10s %10s" % ("", "p50", "p99"))
