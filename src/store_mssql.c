@@ -806,13 +806,13 @@ mssql_insert_rows_per_batch(size_t ncols)
 
 /*
  * The INSERT of nrows result rows into table: @p1 is the run id, the
- * values of row i (0-based) are @p(2 + i * ncols) onwards.
+ * values of row i (0-based) are @p(first + i * ncols) onwards.
  */
 void
-mssql_insert_sql(const char *table, const char *const *cols, size_t nrows,
-    struct buf *out)
+mssql_insert_sql(const char *table, const char *const *cols, size_t first,
+    size_t nrows, struct buf *out)
 {
-	size_t ncols, i, k, np = 1;
+	size_t ncols, i, k, np = first - 1;
 
 	for (ncols = 0; cols[ncols] != NULL; ncols++)
 		;
@@ -2243,7 +2243,8 @@ mq_environment_touch(struct store *st, const char *id)
  * environments are claimed: pick with UPDLOCK, READPAST (concurrent
  * claimers skip each other's rows on SQL Server), and an UPDATE whose
  * own WHERE repeats status, attempts and due time, because Babelfish
- * waits instead of skipping and must then not claim the row again.
+ * waits instead of skipping and must then not claim the row again.  The
+ * run's document row comes with it.
  */
 static int
 mq_claim_run(struct store *st, const char *token, double lease,
@@ -2287,8 +2288,11 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
 	    " c.input_sheet_names, " GUID("e.id") " AS env_id,"
 	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited,"
-	    " e.python_interpreter"
+	    " e.python_interpreter,"
+	    " CASE WHEN d.id IS NULL THEN 0 ELSE 1 END AS doc_found,"
+	    " d.stored_uri, d.original_filename"
 	    " FROM runs c LEFT JOIN environments e ON " ENV_KEY("e", "c")
+	    " LEFT JOIN documents d ON d.id = c.input_document_id"
 	    " WHERE @n > 0 AND c.id = @id;";
 	static const char undo[] =
 	    BATCH
@@ -2327,6 +2331,10 @@ mq_claim_run(struct store *st, const char *token, double lease,
 		out->waited = (double)mres_int(&r, 0, 12) / 1000.0;
 		mres_copy(&r, 0, 13, out->env_python,
 		    sizeof(out->env_python));
+		out->doc_read = 1;
+		out->doc_found = mres_int(&r, 0, 14) != 0;
+		out->doc_stored_uri = mres_dup(&r, 0, 15);
+		out->doc_original_filename = mres_dup(&r, 0, 16);
 		rc = 1;
 	}
 	mres_clear(&r);
@@ -2396,7 +2404,7 @@ insert_rows(struct mq *m, const char *table, const char *const *cols,
 		size_t count = total - first < per ? total - first : per;
 
 		buf_reset(&sql);
-		mssql_insert_sql(table, cols, count, &sql);
+		mssql_insert_sql(table, cols, 2, count, &sql);
 		mssql_params(p, 1, "s", run_id);
 		np = 1;
 		for (i = 0; i < count; i++) {
@@ -2410,6 +2418,101 @@ insert_rows(struct mq *m, const char *table, const char *const *cols,
 	}
 	buf_free(&sql);
 	free(p);
+	return rc;
+}
+
+/* Appends the INSERT of rows to a success batch; returns the values. */
+static size_t
+batch_rows(struct buf *sql, struct mssql_param *p, size_t np,
+    const char *table, const char *const *cols, json_t *rows)
+{
+	size_t ncols, i, k, n = json_array_size(rows);
+
+	if (n == 0)
+		return 0;
+	for (ncols = 0; cols[ncols] != NULL; ncols++)
+		;
+	mssql_insert_sql(table, cols, np + 1, n, sql);
+	buf_addstr(sql, "; ");
+	for (i = 0; i < n; i++)
+		for (k = 0; k < ncols; k++)
+			param_json(&p[np++], json_object_get(json_array_get(
+			    rows, i), cols[k]));
+	return n * ncols;
+}
+
+/*
+ * A run's success as one batch, one round trip, when its result rows
+ * fit the parameters of one call: the row, and only if the claim still
+ * held, the result rows replaced; one transaction (XACT_ABORT ON).
+ * Returns 1, 0 when the claim was lost, -1 or STORE_DEAD on error, and
+ * 2 when the rows do not fit.
+ */
+static int
+run_succeeded_batch(struct mq *m, const char *id, const char *token,
+    const char *output_path, json_t *results)
+{
+	static const char upd[] =
+	    BATCH
+	    "DECLARE @n INT;"
+	    "BEGIN TRANSACTION;"
+	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
+	    "  output_path = @p3, error_message = NULL"
+	    " WHERE id = " UUID("@p1") " AND status = 'running'"
+	    " AND claimed_by = @p2;"
+	    "SET @n = @@ROWCOUNT;";
+	static const char del[] =
+	    "IF @n > 0 BEGIN "
+	    "DELETE FROM run_metrics WHERE run_id = " UUID("@p1") ";"
+	    "DELETE FROM run_fields WHERE run_id = " UUID("@p1") ";"
+	    "DELETE FROM run_table_columns WHERE run_id = " UUID("@p1") "; ";
+	json_t *metrics = json_object_get(results, "run_metrics");
+	json_t *fields = json_object_get(results, "run_fields");
+	json_t *columns = json_object_get(results, "run_table_columns");
+	json_t *one = json_array();
+	const char *const *c0 = store_result_columns(&m->base, 0);
+	const char *const *c1 = store_result_columns(&m->base, 1);
+	const char *const *c2 = store_result_columns(&m->base, 2);
+	struct mssql_param *p;
+	struct buf sql;
+	struct mres r;
+	size_t need = 3, k;
+	int rc;
+
+	if (json_is_object(metrics))
+		json_array_append(one, metrics);
+	for (k = 0; c0[k] != NULL; k++)
+		need += json_array_size(one);
+	for (k = 0; c1[k] != NULL; k++)
+		need += json_array_size(fields);
+	for (k = 0; c2[k] != NULL; k++)
+		need += json_array_size(columns);
+	if (need > MSSQL_INSERT_PARAMS) {
+		json_decref(one);
+		return 2;
+	}
+	p = xcalloc(need, sizeof(*p));
+	mssql_params(p, 3, "sss", id, token, output_path);
+	buf_init(&sql);
+	buf_addstr(&sql, upd);
+	if (results != NULL) {
+		k = 3;
+		buf_addstr(&sql, del);
+		k += batch_rows(&sql, p, k, "run_metrics", c0, one);
+		k += batch_rows(&sql, p, k, "run_fields", c1, fields);
+		k += batch_rows(&sql, p, k, "run_table_columns", c2, columns);
+		buf_addstr(&sql, "END;");
+	}
+	buf_addstr(&sql, "COMMIT TRANSACTION; SELECT @n AS n;");
+	memset(&r, 0, sizeof(r));
+	rc = mq_exec(m, "run succeeded", buf_str(&sql), p, need, &r);
+	if (rc == 0)
+		rc = r.nrows > 0 && mres_int(&r, 0, 0) > 0;
+	mres_clear(&r);
+	buf_free(&sql);
+	free(p);
+	json_decref(one);
 	return rc;
 }
 
@@ -2480,7 +2583,10 @@ mq_run_succeeded(struct store *st, const char *id, const char *token,
 	int rc, tries;
 
 	for (tries = 0;; tries++) {
-		rc = run_succeeded_once(m, id, token, output_path, results);
+		rc = run_succeeded_batch(m, id, token, output_path, results);
+		if (rc == 2)
+			rc = run_succeeded_once(m, id, token, output_path,
+			    results);
 		if (rc != -1 || !mssql_transient(m->cls) || tries >= 2 ||
 		    worker_quit)
 			return rc;

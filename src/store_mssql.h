@@ -69,7 +69,7 @@ void	mssql_stmt_text(const char *sql, const struct mssql_param *,
 
 size_t	mssql_insert_rows_per_batch(size_t ncols);
 void	mssql_insert_sql(const char *table, const char *const *cols,
-	    size_t nrows, struct buf *out);
+	    size_t first, size_t nrows, struct buf *out);
 int	mssql_tds_version(const char *);
 int	mssql_is_guid(const char *);
 void	mssql_format_ms(long long ms, char *out, size_t len);

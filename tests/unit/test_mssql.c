@@ -372,16 +372,23 @@ test_insert_sql(void **state)
 
 	(void)state;
 	buf_init(&b);
-	mssql_insert_sql("run_fields", cols, 2, &b);
+	mssql_insert_sql("run_fields", cols, 2, 2, &b);
 	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO "
 	    "run_fields (run_id, field, label) VALUES "
 	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3), "
 	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p4, @p5)");
 	buf_reset(&b);
-	mssql_insert_sql("t", cols, 1, &b);
+	mssql_insert_sql("t", cols, 2, 1, &b);
 	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO t "
 	    "(run_id, field, label) VALUES "
 	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3)");
+	/* after other parameters, in a batch of several statements */
+	buf_reset(&b);
+	mssql_insert_sql("t", cols, 7, 2, &b);
+	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO t "
+	    "(run_id, field, label) VALUES "
+	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p7, @p8), "
+	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p9, @p10)");
 	buf_free(&b);
 
 	/* run id + rows x columns stays within the budget (2100 at most) */
