@@ -210,20 +210,23 @@ worker_connect(const struct conf *c, int *permanent)
 	return NULL;
 }
 
-static void
+/* The environment pass: 1 when it made an environment claimable. */
+static int
 worker_ensure(struct worker *w)
 {
 	long ins, req;
 
 	if (store_ensure_environments(w->store, &ins, &req) < 0) {
 		log_warnx("ensure environments: %s", store_error(w->store));
-		return;
+		return 0;
 	}
 	if (ins || req) {
 		log_info("environments: %ld new, %ld failed ones queued again",
 		    ins, req);
 		w->env_hint = 1;
+		return 1;
 	}
+	return 0;
 }
 
 /*
@@ -519,14 +522,14 @@ worker_main(const struct conf *c, int exit_when_idle)
 		/*
 		 * Work that is there goes first; then, when it is time, the
 		 * environment pass, which may make runs of a configuration
-		 * new to the database claimable, and another look.
+		 * new to the database claimable, and another look if it did.
 		 */
 		if (r == 0 && now >= next_ensure) {
-			worker_ensure(&w);
 			next_ensure = now + (c->poll_interval_max >
 			    ENSURE_MIN_INTERVAL ? c->poll_interval_max :
 			    ENSURE_MIN_INTERVAL);
-			r = worker_round(&w);
+			if (worker_ensure(&w))
+				r = worker_round(&w);
 		}
 		if (r == 1) {
 			poll_s = c->poll_interval;

@@ -685,6 +685,40 @@ def test_one_idle_worker_looks_for_work_and_wakes_the_others_for_a_burst(deploy)
     wait_until(lambda: settled(), 60, "the workers to be idle again, one looking")
 
 
+def statement_kinds(log: Path, since: int, kinds: dict[str, str]) -> dict[str, int]:
+    """How many of the workers' echoed statements after byte since start
+    with each of the texts in kinds (name: start of the statement)."""
+    counts = {name: 0 for name in kinds}
+    with open(log, "rb") as f:
+        f.seek(since)
+        for line in f.read().decode(errors="replace").splitlines():
+            if "] worker " in line and " sql: " in line:
+                text = line.split(" sql: ", 1)[1]
+                for name, start in kinds.items():
+                    counts[name] += text.startswith(start)
+    return counts
+
+
+@pytest.mark.backends("pgsql")      # the statements are told apart by their text
+def test_an_idle_look_is_not_repeated_after_an_empty_environment_pass(deploy):
+    # Polling, with the environment pass due at every look: a pass that
+    # made nothing claimable is not followed by a second look for runs.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"worker.notify": "no", "worker.poll_interval": "1.5",
+                    "worker.poll_interval_max": "1.5",
+                    "worker.log_level": "debug", "database.echo": "yes"})
+    sup = dep.start_worker()
+    wait_until(lambda: any(s.get("looking") for s in status(dep)["slots"]), 60,
+               "an idle worker looking for work")
+    kinds = {"claim": "WITH c AS MATERIALIZED (SELECT q.id",
+             "pass": "INSERT INTO environments"}
+    mark = sup.log_path.stat().st_size
+    wait_until(lambda: statement_kinds(sup.log_path, mark, kinds)["pass"] >= 4, 60,
+               "a few environment passes")
+    counts = statement_kinds(sup.log_path, mark, kinds)
+    assert counts["claim"] <= counts["pass"] + 1, counts
+
+
 @pytest.mark.sqlite_only("about watching the SQLite files; PostgreSQL has its notifications")
 def test_idle_sqlite_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path):
     # Polls and waits so long that only the watch can explain a pickup.
