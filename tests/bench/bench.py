@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 import mssqlserver  # noqa: E402
+import peers  # noqa: E402
 import pgserver  # noqa: E402
 import tdsserver  # noqa: E402
 
@@ -669,14 +670,20 @@ def main():
         floor = args.runs / spawn_floor(args.runs)
         print("== throughput: %d runs with the no-op engine (runs/s)"
               % args.runs)
-        print("%-10s %10s %10s %10s   %s" % ("workers", "sqlite", "pgsql",
-                                             "mssql", "spawn floor"))
+        no_celery = peers.missing()
+        print("%-10s %10s %10s %10s %10s   %s" % (
+            "workers", "sqlite", "pgsql", "mssql", "celery", "spawn floor"))
         for w in (1, 2, 4):
             s = throughput("sqlite", None, args.runs, w)
             p = throughput("pgsql", pg, args.runs, w)
             m = throughput("mssql", ms, args.runs, w) if ms else None
-            print("%-10d %10.0f %10.0f %10s   %.0f spawns/s"
-                  % (w, s, p, fmt("%.0f", m), floor))
+            c = None if no_celery else peers.celery_throughput(
+                NOOP, args.runs, w, PYTHON)
+            print("%-10d %10.0f %10.0f %10s %10s   %.0f spawns/s"
+                  % (w, s, p, fmt("%.0f", m), fmt("%.0f", c), floor))
+        print("(celery: Celery's prefork pool with a Redis broker running the"
+              " same engine once a job%s)" % (
+                  "" if not no_celery else "; n/a: " + no_celery))
         print()
         print("== statements per run, 1 worker, %d runs" % args.samples)
         per = {"sqlite": statements_per_run("sqlite", None, args.samples),
