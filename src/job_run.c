@@ -830,12 +830,16 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	else if (rc > 0) {
 		emit_complete(j, "succeeded", 0, NULL, output_path);
 		log_info("run %s: succeeded", c->id);
-		/* Where the time went; make bench reads these. */
+		/*
+		 * Where the time went, and when (seconds since 1970) the
+		 * spawn began; make bench reads these.
+		 */
 		log_debug("run %s: ms claim %.2f prepare %.2f spawn %.2f "
-		    "engine %.2f reap %.2f finalize %.2f", c->id,
+		    "engine %.2f reap %.2f finalize %.2f at %.6f", c->id,
 		    c->claim_took * 1e3, (res.began - j->t0) * 1e3,
 		    res.spawn * 1e3, res.until_exit * 1e3,
-		    res.after_exit * 1e3, t * 1e3);
+		    res.after_exit * 1e3, t * 1e3,
+		    now_wall() - (now_mono() - res.began));
 	} else {
 		snprintf(msg, sizeof(msg), "storing the results failed: %s",
 		    store_error(j->w->store));

@@ -160,6 +160,16 @@ now_mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Seconds since 1970, to the nanosecond the clock gives. */
+double
+now_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Formats the current UTC time as 2026-01-02T03:04:05.678+00:00. */
 void
 iso8601_now(char *out, size_t len)

@@ -36,6 +36,7 @@ void	 buf_printf(struct buf *, const char *, ...)
 const char *buf_str(struct buf *);
 
 double	 now_mono(void);
+double	 now_wall(void);
 void	 iso8601_now(char *, size_t);
 int	 random_bytes(void *, size_t);
 uint32_t random_u32(void);
