@@ -45,33 +45,7 @@ static int	 json_out;
 static const char *conf_path;
 static char	 acting_as[64];	/* the service user ade-ctl became */
 
-static void
-usage_to(FILE *f)
-{
-	fprintf(f,
-	    "usage: ade-ctl [-c file] [--json] command [args]\n"
-	    "       ade-ctl --help | --version\n"
-	    "commands:\n"
-	    "  db init                      create what is missing of the schema\n"
-	    "  db check                     list missing tables and columns\n"
-	    "  config check FILE            check a configuration file\n"
-	    "  config keys                  list every configuration key\n"
-	    "  enqueue --workspace NAME --configuration NAME\n"
-	    "          --config-package DIR --input FILE\n"
-	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
-	    "          [--max-attempts N] [--engine-spec SPEC]\n"
-	    "  runs list [--status S] [--limit N]\n"
-	    "  runs show ID | requeue ID | cancel ID\n"
-	    "  runs tail [-f] ID            a run's events, as they come\n"
-	    "  runs bundle ID -o FILE.tar.gz|FILE.zip\n"
-	    "  envs list | rebuild ID\n"
-	    "  envs log [-f] ID             a build's log, as it comes\n"
-	    "  gc --dry-run | --now         list or collect garbage now\n"
-	    "  hosts                        every host on the database\n"
-	    "  status                       the supervisor's workers\n"
-	    "  status --hosts               every host on the database (as hosts)\n"
-	    "  drain | reload | scale N     act through the supervisor\n");
-}
+static void	usage_to(FILE *);
 
 static void __attribute__((noreturn))
 usage(void)
@@ -1496,6 +1470,70 @@ cmd_gc(int argc, char **argv)
 	return CTL_OK;
 }
 
+/* "status --hosts": every host on the database, not this host's workers. */
+static int
+cmd_status(int argc, char **argv)
+{
+	if (argc == 2 && strcmp(argv[1], "--hosts") == 0)
+		return cmd_hosts(1, argv);
+	return cmd_supervisor(argc, argv);
+}
+
+/*
+ * The commands: what runs each, and its lines of the usage text, which
+ * --help prints in this order.
+ */
+static const struct command {
+	const char	*name;
+	int		(*run)(int, char **);
+	const char	*usage;
+} commands[] = {
+	{ "db", cmd_db,
+	    "  db init                      create what is missing of the schema\n"
+	    "  db check                     list missing tables and columns\n" },
+	{ "config", cmd_config,
+	    "  config check FILE            check a configuration file\n"
+	    "  config keys                  list every configuration key\n" },
+	{ "enqueue", cmd_enqueue,
+	    "  enqueue --workspace NAME --configuration NAME\n"
+	    "          --config-package DIR --input FILE\n"
+	    "          [--option KEY=VALUE]... [--sheet NAME]...\n"
+	    "          [--max-attempts N] [--engine-spec SPEC]\n" },
+	{ "runs", cmd_runs,
+	    "  runs list [--status S] [--limit N]\n"
+	    "  runs show ID | requeue ID | cancel ID\n"
+	    "  runs tail [-f] ID            a run's events, as they come\n"
+	    "  runs bundle ID -o FILE.tar.gz|FILE.zip\n" },
+	{ "envs", cmd_envs,
+	    "  envs list | rebuild ID\n"
+	    "  envs log [-f] ID             a build's log, as it comes\n" },
+	{ "gc", cmd_gc,
+	    "  gc --dry-run | --now         list or collect garbage now\n" },
+	{ "hosts", cmd_hosts,
+	    "  hosts                        every host on the database\n" },
+	{ "status", cmd_status,
+	    "  status                       the supervisor's workers\n"
+	    "  status --hosts               every host on the database (as hosts)\n" },
+	{ "drain", cmd_supervisor,
+	    "  drain | reload | scale N     act through the supervisor\n" },
+	{ "reload", cmd_supervisor, NULL },
+	{ "scale", cmd_supervisor, NULL },
+};
+
+static void
+usage_to(FILE *f)
+{
+	size_t i;
+
+	fprintf(f,
+	    "usage: ade-ctl [-c file] [--json] command [args]\n"
+	    "       ade-ctl --help | --version\n"
+	    "commands:\n");
+	for (i = 0; i < NELEM(commands); i++)
+		if (commands[i].usage != NULL)
+			fputs(commands[i].usage, f);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1534,26 +1572,8 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc < 1)
 		usage();
-	if (strcmp(argv[0], "db") == 0)
-		return cmd_db(argc, argv);
-	if (strcmp(argv[0], "config") == 0)
-		return cmd_config(argc, argv);
-	if (strcmp(argv[0], "enqueue") == 0)
-		return cmd_enqueue(argc, argv);
-	if (strcmp(argv[0], "runs") == 0)
-		return cmd_runs(argc, argv);
-	if (strcmp(argv[0], "gc") == 0)
-		return cmd_gc(argc, argv);
-	if (strcmp(argv[0], "hosts") == 0)
-		return cmd_hosts(argc, argv);
-	if (strcmp(argv[0], "envs") == 0)
-		return cmd_envs(argc, argv);
-	/* Every host on the database, not this host's workers. */
-	if (strcmp(argv[0], "status") == 0 && argc == 2 &&
-	    strcmp(argv[1], "--hosts") == 0)
-		return cmd_hosts(1, argv);
-	if (strcmp(argv[0], "status") == 0 || strcmp(argv[0], "drain") == 0 ||
-	    strcmp(argv[0], "reload") == 0 || strcmp(argv[0], "scale") == 0)
-		return cmd_supervisor(argc, argv);
+	for (i = 0; i < (int)NELEM(commands); i++)
+		if (strcmp(argv[0], commands[i].name) == 0)
+			return commands[i].run(argc, argv);
 	usage();
 }
