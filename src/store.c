@@ -74,6 +74,28 @@ static const char *fields_old[16], *table_columns_old[24];
 
 void	(*store_event_hook)(enum store_event);
 
+static const volatile sig_atomic_t *interrupt_stop, *interrupt_quit;
+
+void
+store_set_interrupts(const volatile sig_atomic_t *stop,
+    const volatile sig_atomic_t *quit)
+{
+	interrupt_stop = stop;
+	interrupt_quit = quit;
+}
+
+int
+store_stopping(void)
+{
+	return interrupt_stop != NULL && *interrupt_stop;
+}
+
+int
+store_quitting(void)
+{
+	return interrupt_quit != NULL && *interrupt_quit;
+}
+
 void
 store_event(enum store_event e)
 {

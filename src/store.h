@@ -21,6 +21,7 @@
 #ifndef ADE_STORE_H
 #define ADE_STORE_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -96,6 +97,17 @@ enum store_event {
 
 extern void	(*store_event_hook)(enum store_event);
 void	store_event(enum store_event);
+
+/*
+ * Whoever owns the process's signals tells the backends when to give up
+ * waiting on the database: stop (finish the job, then exit) ends only
+ * the waits whose loss is harmless, quit ends every one.  Both unset:
+ * no wait is cut short.
+ */
+void	store_set_interrupts(const volatile sig_atomic_t *stop,
+	    const volatile sig_atomic_t *quit);
+int	store_stopping(void);
+int	store_quitting(void);
 
 struct sweep_counts {
 	long	runs_requeued;

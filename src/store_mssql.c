@@ -42,7 +42,6 @@
 #include "store_impl.h"
 #include "store_mssql.h"
 #include "util.h"
-#include "worker.h"
 
 #define MAXPARAMS	32
 /* SQL Server takes at most 2100 parameters; stay well below. */
@@ -181,9 +180,10 @@ static struct mq	*mq_opening;
 static pid_t		 mq_pid;
 static int		 mq_open_count;
 /*
- * Set around calls that worker_stop may cancel.  A static rather than a
- * field: the interrupt check does not rely on which pointer db-lib
- * passes it (old FreeTDS passed the TDS socket, not the DBPROCESS).
+ * Set around calls that a stop (store_stopping) may cancel.  A static
+ * rather than a field: the interrupt check does not rely on which
+ * pointer db-lib passes it (old FreeTDS passed the TDS socket, not the
+ * DBPROCESS).
  */
 static int		 mq_interruptible;
 
@@ -1236,16 +1236,16 @@ mq_msg_handler(DBPROCESS *dbp, DBINT msgno, int state, int severity,
 
 /*
  * Asked by db-lib about once a second while it waits for the server.
- * SIGQUIT (worker_quit) stops any query; SIGTERM (worker_stop) only
- * those whose loss is harmless (claims, sweeps, counts), so that a
- * worker finishing its last job can still record the result.
+ * A quit (SIGQUIT) stops any query; a stop (SIGTERM) only those whose
+ * loss is harmless (claims, sweeps, counts), so that a worker finishing
+ * its last job can still record the result.
  */
 static int
 mq_chkintr(void *vdbp)
 {
-	if (worker_quit)
+	if (store_quitting())
 		return TRUE;
-	return worker_stop && mq_interruptible ? TRUE : FALSE;
+	return store_stopping() && mq_interruptible ? TRUE : FALSE;
 }
 
 static int
@@ -1584,7 +1584,7 @@ mq_exec(struct mq *m, const char *what, const char *sql,
 	for (tries = 0;; tries++) {
 		rc = mq_exec_once(m, what, sql, p, n, res);
 		if (rc != -1 || m->in_tx || !mssql_transient(m->cls) ||
-		    tries >= 2 || worker_quit)
+		    tries >= 2 || store_quitting())
 			return rc;
 		log_debug("%s; trying again", m->base.err);
 		ts.tv_sec = 0;
@@ -2030,7 +2030,7 @@ mq_claim(struct mq *m, const char *what, struct mres *r, const char *sql,
 		mssql_params(p, NELEM(p), "sdi", token, lease, spread);
 		rc = mq_exec_once(m, what, sql, p, NELEM(p), r);
 		if (rc != -1 || !mssql_transient(m->cls) || spread >= 2 ||
-		    worker_quit || worker_stop)
+		    store_quitting() || store_stopping())
 			break;
 		/* The batch ended before it could put the lock timeout back. */
 		if (m->cls == MSSQL_LOCK_TIMEOUT)
@@ -2588,7 +2588,7 @@ mq_run_succeeded(struct store *st, const char *id, const char *token,
 			rc = run_succeeded_once(m, id, token, output_path,
 			    results);
 		if (rc != -1 || !mssql_transient(m->cls) || tries >= 2 ||
-		    worker_quit)
+		    store_quitting())
 			return rc;
 		log_debug("%s; trying again", m->base.err);
 		ts.tv_sec = 0;

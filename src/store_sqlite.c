@@ -26,7 +26,6 @@
 #include "results.h"
 #include "store_impl.h"
 #include "util.h"
-#include "worker.h"
 
 #define TS		"'%Y-%m-%dT%H:%M:%fZ'"
 #define NOW		"strftime(" TS ", 'now')"
@@ -573,8 +572,8 @@ sq_busy(void *arg, int count)
 
 	if (count == 0)
 		s->busy_ms = 0;
-	if ((worker_stop && s->may_give_up) || s->busy_ms >= BUSY_MS ||
-	    (worker_quit && s->busy_ms >= QUIT_BUSY_MS))
+	if ((store_stopping() && s->may_give_up) || s->busy_ms >= BUSY_MS ||
+	    (store_quitting() && s->busy_ms >= QUIT_BUSY_MS))
 		return 0;
 	ms = (size_t)count < NELEM(steps) ? steps[count] : 100;
 	sqlite3_sleep(ms);

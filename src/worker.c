@@ -468,6 +468,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
 	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
 	store_event_hook = worker_store_event;
+	store_set_interrupts(&worker_stop, &worker_quit);
 	worker_state(SB_STARTING, NULL);
 	worker_signals();
 	worker_dirs(c);
