@@ -967,6 +967,170 @@ bundle_run(const struct conf *c, struct store *st, const char *id,
 	return CTL_OK;
 }
 
+/* ade-ctl runs list: a table, or the rows as JSON. */
+static int
+runs_list(struct store *st, const char *status, long limit)
+{
+	json_t *rows, *r;
+	size_t i;
+
+	if ((rows = store_list_runs(st, status, limit)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (json_out) {
+		json_dumpf(rows, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(rows);
+		return CTL_OK;
+	}
+	printf("%-36s  %-9s  %-7s  %-4s  %-24s  %-24s  %-16s  %-20s  %-24s  "
+	    "%s\n", "ID", "STATUS", "ATTEMPT", "EXIT", "STARTED", "COMPLETED",
+	    "WORKSPACE", "CONFIGURATION", "DOCUMENT", "ERROR");
+	json_array_foreach(rows, i, r) {
+		/*
+		 * A run queued again (a retry) has not started yet: its row
+		 * still holds the last attempt's.
+		 */
+		int again = strcmp(sval(r, "status"), "queued") == 0;
+
+		printf("%-36s  %-9s  %3s/%-3s  %-4s  %-24s  %-24s  ",
+		    sval(r, "id"), sval(r, "status"), sval(r, "attempt_count"),
+		    sval(r, "max_attempts"),
+		    again ? "-" : sval(r, "exit_code"),
+		    again ? "-" : sval(r, "started_at"),
+		    sval(r, "completed_at"));
+		print_cell(sval(r, "workspace_slug"), 16);
+		print_cell(sval(r, "configuration_name"), 20);
+		print_cell(sval(r, "document_name"), 24);
+		if (again && json_is_string(json_object_get(r,
+		    "error_message")))
+			fputs("last attempt: ", stdout);
+		print_clean(sval(r, "error_message"), 60);
+		putchar('\n');
+	}
+	json_decref(rows);
+	return CTL_OK;
+}
+
+/* The text form of runs show: the row, metrics, fields, last events. */
+static void
+print_run(json_t *shown)
+{
+	json_t *r, *v;
+	const char *k;
+	size_t i;
+
+	r = json_object_get(shown, "run");
+	json_object_foreach(r, k, v) {
+		if (strcmp(k, "run_options") == 0 || json_is_null(v))
+			continue;
+		printf("%-22s ", k);
+		print_clean(sval(r, k), 2000);
+		putchar('\n');
+	}
+	r = json_object_get(shown, "metrics");
+	if (json_is_object(r)) {
+		printf("metrics:\n");
+		json_object_foreach(r, k, v)
+			if (!json_is_null(v))
+				printf("  %-26s %s\n", k, sval(r, k));
+	} else
+		printf("metrics:               none\n");
+	printf("fields:                %zu\n",
+	    json_array_size(json_object_get(shown, "fields")));
+	json_array_foreach(json_object_get(shown, "fields"), i, r)
+		printf("  %-24s detected=%s score=%s\n", sval(r, "field"),
+		    sval(r, "detected"), sval(r, "best_mapping_score"));
+	printf("table columns:         %zu\n",
+	    json_array_size(json_object_get(shown, "table_columns")));
+	printf("last events:\n");
+	json_array_foreach(json_object_get(shown, "events"), i, r) {
+		/* UTC, to the millisecond: "Z" or "+00:00" */
+		printf("  %.23s%s %-7s %-28s ", sval(r, "timestamp"),
+		    strlen(sval(r, "timestamp")) > 23 ? "Z" : "",
+		    sval(r, "level"), sval(r, "event"));
+		print_clean(sval(r, "message"), 80);
+		putchar('\n');
+	}
+}
+
+/* ade-ctl runs show ID */
+static int
+runs_show(struct conf *c, struct store *st, const char *id)
+{
+	json_t *shown;
+
+	if ((shown = store_show_run(st, id)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (json_is_null(json_object_get(shown, "run"))) {
+		fprintf(stderr, "ade-ctl: no run %s\n", id);
+		json_decref(shown);
+		return CTL_NOTFOUND;
+	}
+	json_object_set_new(shown, "events", last_events(c,
+	    json_object_get(shown, "run"), 20));
+	add_run_paths(c, json_object_get(shown, "run"));
+	if (json_out) {
+		json_dumpf(shown, stdout, JSON_INDENT(2));
+		putchar('\n');
+	} else
+		print_run(shown);
+	json_decref(shown);
+	return CTL_OK;
+}
+
+/* ade-ctl runs tail [-f] ID */
+static int
+runs_tail(struct conf *c, struct store *st, const char *id, int follow)
+{
+	static const char *const last[] = {
+		"\"run.complete\"", "\"run.cancelled\"", NULL
+	};
+	struct followed f = { st, id };
+	char dir[PATH_MAX], path[PATH_MAX + 32];
+	json_t *shown, *r;
+	int found;
+
+	if ((shown = store_show_run(st, id)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	r = json_object_get(shown, "run");
+	found = !json_is_null(r) && path_run_dir(dir, sizeof(dir),
+	    c->data_dir, sval(r, "workspace_id"), sval(r, "id")) == 0;
+	json_decref(shown);
+	if (!found) {
+		fprintf(stderr, "ade-ctl: no run %s\n", id);
+		return CTL_NOTFOUND;
+	}
+	snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
+	return follow_log(path, follow, run_over, &f, last);
+}
+
+/* ade-ctl runs requeue ID | cancel ID */
+static int
+runs_act(struct store *st, const char *sub, const char *id)
+{
+	int requeue = strcmp(sub, "requeue") == 0;
+	int n = requeue ? store_run_requeue(st, id) : store_run_cancel(st, id);
+
+	if (n < 0) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (n == 0) {
+		fprintf(stderr, "ade-ctl: run %s is not %s\n", id, requeue ?
+		    "finished (or does not exist)" :
+		    "queued or running (or does not exist)");
+		return CTL_NOTFOUND;
+	}
+	printf("%s %s\n", id, requeue ? "queued" : "cancelled");
+	return CTL_OK;
+}
+
 static int
 cmd_runs(int argc, char **argv)
 {
@@ -978,15 +1142,11 @@ cmd_runs(int argc, char **argv)
 		{ "follow", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *status = NULL, *sub, *bundle_out = NULL;
-	int follow = 0;
+	const char *status = NULL, *sub, *bundle_out = NULL, *id;
 	struct store *st;
 	struct conf *c;
-	json_t *rows, *r, *v;
-	const char *k;
 	long limit = 50;
-	size_t i;
-	int ch;
+	int ch, follow = 0, one, rc;
 
 	if (argc < 2)
 		usage();
@@ -1014,160 +1174,26 @@ cmd_runs(int argc, char **argv)
 		    "succeeded, failed or cancelled)\n", status);
 		return CTL_USAGE;
 	}
+	one = optind + 1 == argc;	/* one run named */
+	id = one ? argv[optind] : NULL;
 	c = load_conf();
 	st = open_store(c, OPEN_READY);
-	if (strcmp(sub, "list") == 0 && optind == argc) {
-		if ((rows = store_list_runs(st, status, limit)) == NULL) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		if (json_out) {
-			json_dumpf(rows, stdout, JSON_INDENT(2));
-			putchar('\n');
-		} else {
-			printf("%-36s  %-9s  %-7s  %-4s  %-24s  %-24s  "
-			    "%-16s  %-20s  %-24s  %s\n", "ID", "STATUS",
-			    "ATTEMPT", "EXIT", "STARTED", "COMPLETED",
-			    "WORKSPACE", "CONFIGURATION", "DOCUMENT", "ERROR");
-			json_array_foreach(rows, i, r) {
-				/*
-				 * A run queued again (a retry) has not started
-				 * yet: its row still holds the last attempt's.
-				 */
-				int again = strcmp(sval(r, "status"),
-				    "queued") == 0;
-
-				printf("%-36s  %-9s  %3s/%-3s  %-4s  %-24s  "
-				    "%-24s  ", sval(r, "id"),
-				    sval(r, "status"),
-				    sval(r, "attempt_count"),
-				    sval(r, "max_attempts"),
-				    again ? "-" : sval(r, "exit_code"),
-				    again ? "-" : sval(r, "started_at"),
-				    sval(r, "completed_at"));
-				print_cell(sval(r, "workspace_slug"), 16);
-				print_cell(sval(r, "configuration_name"), 20);
-				print_cell(sval(r, "document_name"), 24);
-				if (again && json_is_string(json_object_get(r,
-				    "error_message")))
-					fputs("last attempt: ", stdout);
-				print_clean(sval(r, "error_message"), 60);
-				putchar('\n');
-			}
-		}
-		json_decref(rows);
-	} else if (strcmp(sub, "show") == 0 && optind + 1 == argc) {
-		if ((rows = store_show_run(st, argv[optind])) == NULL) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		if (json_is_null(json_object_get(rows, "run"))) {
-			fprintf(stderr, "ade-ctl: no run %s\n", argv[optind]);
-			return CTL_NOTFOUND;
-		}
-		json_object_set_new(rows, "events", last_events(c,
-		    json_object_get(rows, "run"), 20));
-		add_run_paths(c, json_object_get(rows, "run"));
-		if (json_out) {
-			json_dumpf(rows, stdout, JSON_INDENT(2));
-			putchar('\n');
-		} else {
-			r = json_object_get(rows, "run");
-			json_object_foreach(r, k, v) {
-				if (strcmp(k, "run_options") == 0 ||
-				    json_is_null(v))
-					continue;
-				printf("%-22s ", k);
-				print_clean(sval(r, k), 2000);
-				putchar('\n');
-			}
-			r = json_object_get(rows, "metrics");
-			if (json_is_object(r)) {
-				printf("metrics:\n");
-				json_object_foreach(r, k, v)
-					if (!json_is_null(v))
-						printf("  %-26s %s\n", k,
-						    sval(r, k));
-			} else
-				printf("metrics:               none\n");
-			printf("fields:                %zu\n",
-			    json_array_size(json_object_get(rows, "fields")));
-			json_array_foreach(json_object_get(rows, "fields"), i,
-			    r) {
-				printf("  %-24s detected=%s score=%s\n",
-				    sval(r, "field"), sval(r, "detected"),
-				    sval(r, "best_mapping_score"));
-			}
-			printf("table columns:         %zu\n",
-			    json_array_size(json_object_get(rows,
-			    "table_columns")));
-			printf("last events:\n");
-			json_array_foreach(json_object_get(rows, "events"), i,
-			    r) {
-				/* UTC, to the millisecond: "Z" or "+00:00" */
-				printf("  %.23s%s %-7s %-28s ",
-				    sval(r, "timestamp"),
-				    strlen(sval(r, "timestamp")) > 23 ? "Z" : "",
-				    sval(r, "level"), sval(r, "event"));
-				print_clean(sval(r, "message"), 80);
-				putchar('\n');
-			}
-		}
-		json_decref(rows);
-	} else if (strcmp(sub, "tail") == 0 && optind + 1 == argc) {
-		static const char *const last[] = {
-			"\"run.complete\"", "\"run.cancelled\"", NULL
-		};
-		struct followed f = { st, argv[optind] };
-		char dir[PATH_MAX], path[PATH_MAX + 32];
-		int rc;
-
-		if ((rows = store_show_run(st, argv[optind])) == NULL) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		r = json_object_get(rows, "run");
-		if (json_is_null(r) || path_run_dir(dir, sizeof(dir),
-		    c->data_dir, sval(r, "workspace_id"), sval(r, "id")) ==
-		    -1) {
-			fprintf(stderr, "ade-ctl: no run %s\n", argv[optind]);
-			return CTL_NOTFOUND;
-		}
-		json_decref(rows);
-		snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
-		rc = follow_log(path, follow, run_over, &f, last);
-		if (rc != CTL_OK)
-			return rc;
-	} else if (strcmp(sub, "bundle") == 0 && optind + 1 == argc &&
-	    bundle_out != NULL) {
-		int rc = bundle_run(c, st, argv[optind], bundle_out);
-
-		if (rc != CTL_OK)
-			return rc;
-	} else if ((strcmp(sub, "requeue") == 0 || strcmp(sub, "cancel") == 0)
-	    && optind + 1 == argc) {
-		int n = strcmp(sub, "requeue") == 0 ?
-		    store_run_requeue(st, argv[optind]) :
-		    store_run_cancel(st, argv[optind]);
-
-		if (n < 0) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		if (n == 0) {
-			fprintf(stderr, "ade-ctl: run %s is not %s\n",
-			    argv[optind], strcmp(sub, "requeue") == 0 ?
-			    "finished (or does not exist)" :
-			    "queued or running (or does not exist)");
-			return CTL_NOTFOUND;
-		}
-		printf("%s %s\n", argv[optind], strcmp(sub, "requeue") == 0 ?
-		    "queued" : "cancelled");
-	} else
+	if (strcmp(sub, "list") == 0 && optind == argc)
+		rc = runs_list(st, status, limit);
+	else if (strcmp(sub, "show") == 0 && one)
+		rc = runs_show(c, st, id);
+	else if (strcmp(sub, "tail") == 0 && one)
+		rc = runs_tail(c, st, id, follow);
+	else if (strcmp(sub, "bundle") == 0 && one && bundle_out != NULL)
+		rc = bundle_run(c, st, id, bundle_out);
+	else if ((strcmp(sub, "requeue") == 0 || strcmp(sub, "cancel") == 0)
+	    && one)
+		rc = runs_act(st, sub, id);
+	else
 		usage();
 	store_close(st);
 	conf_free(c);
-	return CTL_OK;
+	return rc;
 }
 
 /*
