@@ -1257,6 +1257,85 @@ cmd_hosts(int argc, char **argv)
 	return CTL_OK;
 }
 
+/* ade-ctl envs log [-f] ID */
+static int
+envs_log(struct conf *c, struct store *st, const char *id, int follow)
+{
+	static const char *const last[] = {
+		"\"environment.complete\"", "\"environment.failed\"", NULL
+	};
+	struct followed f = { st, id };
+	char root[PATH_MAX], path[PATH_MAX + 32];
+	json_t *r;
+	int n;
+
+	if ((r = find_environment(st, id)) == NULL) {
+		fprintf(stderr, "ade-ctl: no environment %s\n", id);
+		return CTL_NOTFOUND;
+	}
+	n = path_env_root(root, sizeof(root), c->venvs_root,
+	    sval(r, "workspace_id"), sval(r, "configuration_id"),
+	    sval(r, "deps_digest"), sval(r, "id"));
+	json_decref(r);
+	if (n == -1) {
+		fprintf(stderr, "ade-ctl: environment %s: ids do not make a "
+		    "safe path\n", id);
+		return CTL_FAIL;
+	}
+	snprintf(path, sizeof(path), "%s/logs/events.ndjson", root);
+	return follow_log(path, follow, env_over, &f, last);
+}
+
+/* ade-ctl envs list: a table, or the rows as JSON. */
+static int
+envs_list(struct store *st)
+{
+	json_t *rows, *r;
+	size_t i;
+
+	if ((rows = store_list_environments(st)) == NULL) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (json_out) {
+		json_dumpf(rows, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(rows);
+		return CTL_OK;
+	}
+	printf("%-36s  %-8s  %-24s  %-14s  %s\n", "ID", "STATUS",
+	    "LAST USED", "PYTHON", "DEPS / ERROR");
+	json_array_foreach(rows, i, r) {
+		printf("%-36s  %-8s  %-24s  %-14s  ", sval(r, "id"),
+		    sval(r, "status"), sval(r, "last_used_at"),
+		    sval(r, "python_version"));
+		print_clean(strcmp(sval(r, "status"), "failed") == 0 ?
+		    sval(r, "error_message") : sval(r, "deps_digest"), 80);
+		putchar('\n');
+	}
+	json_decref(rows);
+	return CTL_OK;
+}
+
+/* ade-ctl envs rebuild ID */
+static int
+envs_rebuild(struct store *st, const char *id)
+{
+	int n;
+
+	if ((n = store_environment_rebuild(st, id)) < 0) {
+		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
+		return CTL_FAIL;
+	}
+	if (n == 0) {
+		fprintf(stderr, "ade-ctl: environment %s is being built or "
+		    "does not exist\n", id);
+		return CTL_NOTFOUND;
+	}
+	printf("%s queued for a rebuild\n", id);
+	return CTL_OK;
+}
+
 static int
 cmd_envs(int argc, char **argv)
 {
@@ -1267,10 +1346,8 @@ cmd_envs(int argc, char **argv)
 	};
 	struct store *st;
 	struct conf *c;
-	json_t *rows, *r;
 	const char *sub, *id;
-	size_t i;
-	int n, ch, follow = 0;
+	int ch, follow = 0, rc;
 
 	if (argc < 2)
 		usage();
@@ -1291,71 +1368,17 @@ cmd_envs(int argc, char **argv)
 		usage();
 	c = load_conf();
 	st = open_store(c, OPEN_READY);
-	if (strcmp(sub, "log") == 0 && id != NULL) {
-		static const char *const last[] = {
-			"\"environment.complete\"", "\"environment.failed\"",
-			NULL
-		};
-		struct followed f = { st, id };
-		char root[PATH_MAX], path[PATH_MAX + 32];
-
-		if ((r = find_environment(st, id)) == NULL) {
-			fprintf(stderr, "ade-ctl: no environment %s\n",
-			    id);
-			return CTL_NOTFOUND;
-		}
-		n = path_env_root(root, sizeof(root), c->venvs_root,
-		    sval(r, "workspace_id"), sval(r, "configuration_id"),
-		    sval(r, "deps_digest"), sval(r, "id"));
-		json_decref(r);
-		if (n == -1) {
-			fprintf(stderr, "ade-ctl: environment %s: ids do not "
-			    "make a safe path\n", id);
-			return CTL_FAIL;
-		}
-		snprintf(path, sizeof(path), "%s/logs/events.ndjson", root);
-		n = follow_log(path, follow, env_over, &f, last);
-		if (n != CTL_OK)
-			return n;
-	} else if (strcmp(sub, "list") == 0 && id == NULL) {
-		if ((rows = store_list_environments(st)) == NULL) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		if (json_out) {
-			json_dumpf(rows, stdout, JSON_INDENT(2));
-			putchar('\n');
-		} else {
-			printf("%-36s  %-8s  %-24s  %-14s  %s\n", "ID", "STATUS",
-			    "LAST USED", "PYTHON", "DEPS / ERROR");
-			json_array_foreach(rows, i, r) {
-				printf("%-36s  %-8s  %-24s  %-14s  ",
-				    sval(r, "id"), sval(r, "status"),
-				    sval(r, "last_used_at"),
-				    sval(r, "python_version"));
-				print_clean(strcmp(sval(r, "status"), "failed")
-				    == 0 ? sval(r, "error_message") :
-				    sval(r, "deps_digest"), 80);
-				putchar('\n');
-			}
-		}
-		json_decref(rows);
-	} else if (strcmp(sub, "rebuild") == 0 && id != NULL) {
-		if ((n = store_environment_rebuild(st, id)) < 0) {
-			fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-			return CTL_FAIL;
-		}
-		if (n == 0) {
-			fprintf(stderr, "ade-ctl: environment %s is being "
-			    "built or does not exist\n", id);
-			return CTL_NOTFOUND;
-		}
-		printf("%s queued for a rebuild\n", id);
-	} else
+	if (strcmp(sub, "log") == 0 && id != NULL)
+		rc = envs_log(c, st, id, follow);
+	else if (strcmp(sub, "list") == 0 && id == NULL)
+		rc = envs_list(st);
+	else if (strcmp(sub, "rebuild") == 0 && id != NULL)
+		rc = envs_rebuild(st, id);
+	else
 		usage();
 	store_close(st);
 	conf_free(c);
-	return CTL_OK;
+	return rc;
 }
 
 /* Sends one request on the control socket and returns the answer. */
