@@ -445,8 +445,21 @@ add_option(json_t *opts, const char *kv)
 	return 0;
 }
 
+/* What ade-ctl enqueue was asked for. */
+struct enqueue_args {
+	const char	*ws;
+	const char	*cfg;
+	const char	*pkg;
+	const char	*input;
+	const char	*spec;
+	long		 max_attempts;	/* -1: the configuration's default */
+	json_t		*opts;		/* --option KEY=VALUE, as an object */
+	json_t		*sheets;	/* --sheet NAME, in order */
+};
+
+/* Reads enqueue's options into a; returns CTL_OK or CTL_USAGE. */
 static int
-cmd_enqueue(int argc, char **argv)
+enqueue_args(int argc, char **argv, struct enqueue_args *a)
 {
 	static const struct option lo[] = {
 		{ "workspace", required_argument, NULL, 'w' },
@@ -459,40 +472,29 @@ cmd_enqueue(int argc, char **argv)
 		{ "engine-spec", required_argument, NULL, 'e' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *ws = "default", *cfg = "default", *pkg = NULL;
-	const char *input = NULL, *spec = NULL;
-	char ws_id[64], cfg_id[64], doc_id[40], run_id[40], stored[64];
-	char cfgdir[PATH_MAX], docpath[PATH_MAX], digest[DEPS_DIGEST_LEN];
-	char sha[65], *opts_text = NULL, *sheets_text = NULL, *base;
-	json_t *opts = json_object(), *sheets = json_array();
-	struct enqueue_req req;
-	struct store *st;
-	struct conf *c;
-	long long size;
-	long max_attempts = -1;
 	int ch;
 
 	optind = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
-		case 'w': ws = optarg; break;
-		case 'C': cfg = optarg; break;
-		case 'p': pkg = optarg; break;
-		case 'i': input = optarg; break;
-		case 'e': spec = optarg; break;
+		case 'w': a->ws = optarg; break;
+		case 'C': a->cfg = optarg; break;
+		case 'p': a->pkg = optarg; break;
+		case 'i': a->input = optarg; break;
+		case 'e': a->spec = optarg; break;
 		case 's':
-			json_array_append_new(sheets, json_string(optarg));
+			json_array_append_new(a->sheets, json_string(optarg));
 			break;
 		case 'o':
-			if (add_option(opts, optarg) == -1) {
+			if (add_option(a->opts, optarg) == -1) {
 				fprintf(stderr, "ade-ctl: --option wants "
 				    "KEY=VALUE, not \"%s\"\n", optarg);
 				return CTL_USAGE;
 			}
 			break;
 		case 'm':
-			max_attempts = strtol(optarg, NULL, 10);
-			if (max_attempts < 1 || max_attempts > 1000) {
+			a->max_attempts = strtol(optarg, NULL, 10);
+			if (a->max_attempts < 1 || a->max_attempts > 1000) {
 				fprintf(stderr, "ade-ctl: --max-attempts must "
 				    "be 1 to 1000\n");
 				return CTL_USAGE;
@@ -502,68 +504,103 @@ cmd_enqueue(int argc, char **argv)
 			usage();
 		}
 	}
-	if (pkg == NULL || input == NULL || optind != argc) {
+	if (a->pkg == NULL || a->input == NULL || optind != argc) {
 		fprintf(stderr, "ade-ctl: enqueue needs --config-package and "
 		    "--input\n");
 		return CTL_USAGE;
 	}
+	return CTL_OK;
+}
+
+/*
+ * Copies the input file into the workspace's uploads as a new document;
+ * gives its id, stored_uri, SHA-256 and size.  Returns 0 or -1.
+ */
+static int
+copy_input(const struct conf *c, const char *ws_id, const char *input,
+    char doc_id[40], char stored[64], char sha[65], long long *size)
+{
+	char docpath[PATH_MAX], *dir;
+	int rc;
+
+	util_uuid(doc_id);
+	snprintf(stored, 64, "uploads/%s", doc_id);
+	if (path_document(docpath, sizeof(docpath), c->data_dir, ws_id,
+	    stored) == -1)
+		return -1;
+	dir = xstrdup(docpath);
+	*strrchr(dir, '/') = '\0';
+	rc = mkdir_p(dir, 0750) == -1 || copy_file(input, docpath) == -1 ||
+	    sha256_file(docpath, sha, size) == -1 ? -1 : 0;
+	if (rc == -1)
+		fprintf(stderr, "ade-ctl: cannot store %s: %s\n", input,
+		    strerror(errno));
+	free(dir);
+	return rc;
+}
+
+static int
+cmd_enqueue(int argc, char **argv)
+{
+	struct enqueue_args a = { "default", "default", NULL, NULL, NULL, -1,
+	    json_object(), json_array() };
+	char ws_id[64], cfg_id[64], doc_id[40], run_id[40], stored[64];
+	char cfgdir[PATH_MAX], digest[DEPS_DIGEST_LEN], sha[65];
+	char *opts_text = NULL, *sheets_text = NULL;
+	struct enqueue_req req;
+	struct store *st;
+	struct conf *c;
+	long long size;
+	int rc;
+
+	if ((rc = enqueue_args(argc, argv, &a)) != CTL_OK)
+		goto out;
 	c = load_conf();
 	st = open_store(c, OPEN_READY);
-	if (store_register(st, ws, cfg, ws_id, cfg_id) == -1) {
+	rc = CTL_FAIL;
+	if (store_register(st, a.ws, a.cfg, ws_id, cfg_id) == -1) {
 		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-		return CTL_FAIL;
+		goto close;
 	}
 	if (path_config_dir(cfgdir, sizeof(cfgdir), c->data_dir, ws_id,
-	    cfg_id) == -1 || install_package(pkg, cfgdir) == -1) {
-		fprintf(stderr, "ade-ctl: cannot copy %s to %s: %s\n", pkg,
+	    cfg_id) == -1 || install_package(a.pkg, cfgdir) == -1) {
+		fprintf(stderr, "ade-ctl: cannot copy %s to %s: %s\n", a.pkg,
 		    cfgdir, strerror(errno));
-		return CTL_FAIL;
+		goto close;
 	}
 	if (deps_digest(cfgdir, digest, sizeof(digest)) == -1) {
 		fprintf(stderr, "ade-ctl: deps digest of %s: %s\n", cfgdir,
 		    strerror(errno));
-		return CTL_FAIL;
+		goto close;
 	}
-	util_uuid(doc_id);
+	if (copy_input(c, ws_id, a.input, doc_id, stored, sha, &size) == -1)
+		goto close;
 	util_uuid(run_id);
-	snprintf(stored, sizeof(stored), "uploads/%s", doc_id);
-	if (path_document(docpath, sizeof(docpath), c->data_dir, ws_id,
-	    stored) == -1)
-		return CTL_FAIL;
-	base = xstrdup(docpath);
-	*strrchr(base, '/') = '\0';
-	if (mkdir_p(base, 0750) == -1 || copy_file(input, docpath) == -1 ||
-	    sha256_file(docpath, sha, &size) == -1) {
-		fprintf(stderr, "ade-ctl: cannot store %s: %s\n", input,
-		    strerror(errno));
-		return CTL_FAIL;
-	}
-	free(base);
-	if (json_object_size(opts) > 0)
-		opts_text = json_dumps(opts, JSON_COMPACT);
-	if (json_array_size(sheets) > 0)
-		sheets_text = json_dumps(sheets, JSON_COMPACT);
-	base = strrchr(input, '/') ? strrchr(input, '/') + 1 : (char *)input;
+	if (json_object_size(a.opts) > 0)
+		opts_text = json_dumps(a.opts, JSON_COMPACT);
+	if (json_array_size(a.sheets) > 0)
+		sheets_text = json_dumps(a.sheets, JSON_COMPACT);
 	memset(&req, 0, sizeof(req));
 	req.workspace_id = ws_id;
 	req.configuration_id = cfg_id;
 	req.content_digest = digest;
 	req.document_id = doc_id;
-	req.original_filename = base;
+	req.original_filename = strrchr(a.input, '/') != NULL ?
+	    strrchr(a.input, '/') + 1 : a.input;
 	req.stored_uri = stored;
 	req.document_sha256 = sha;
 	req.document_size = size;
 	req.content_type = NULL;
 	req.run_id = run_id;
-	req.engine_spec = spec != NULL ? spec : c->engine_spec;
+	req.engine_spec = a.spec != NULL ? a.spec : c->engine_spec;
 	req.deps_digest = digest;
 	req.run_options = opts_text;
 	req.input_sheet_names = sheets_text;
-	req.max_attempts = max_attempts > 0 ? max_attempts :
+	req.max_attempts = a.max_attempts > 0 ? a.max_attempts :
 	    (long)c->max_attempts_default;
 	if (store_enqueue(st, &req) == -1) {
 		fprintf(stderr, "ade-ctl: %s\n", store_error(st));
-		return CTL_FAIL;
+		goto close;
 	}
 	if (json_out)
 		printf("{\"run_id\":\"%s\",\"workspace_id\":\"%s\","
@@ -572,13 +609,16 @@ cmd_enqueue(int argc, char **argv)
 		    digest);
 	else
 		printf("%s\n", run_id);
+	rc = CTL_OK;
+close:
 	free(opts_text);
 	free(sheets_text);
-	json_decref(opts);
-	json_decref(sheets);
 	store_close(st);
 	conf_free(c);
-	return CTL_OK;
+out:
+	json_decref(a.opts);
+	json_decref(a.sheets);
+	return rc;
 }
 
 static const char *
