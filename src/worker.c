@@ -386,6 +386,8 @@ worker_run_one(struct worker *w)
  * for an environment only every ENV_LOOK seconds, or at once when the
  * environment pass queued one: a run then costs one claim, not two.
  * A look for runs that finds none always asks for an environment too.
+ * A worker told of new work looks for runs first: what woke it is most
+ * likely a run, and its pickup should not wait for another statement.
  */
 static int
 worker_round(struct worker *w)
@@ -393,6 +395,14 @@ worker_round(struct worker *w)
 	double now = now_mono();
 	int r, looked = 0;
 
+	if (w->woken) {
+		w->woken = 0;
+		if ((r = worker_run_one(w)) != 0)
+			return r;
+		/* No run: what woke it may be an environment. */
+		w->next_env_look = now + ENV_LOOK;
+		return worker_build_one(w);
+	}
 	if (w->env_hint || now >= w->next_env_look) {
 		w->env_hint = 0;
 		w->next_env_look = now + ENV_LOOK;
@@ -562,8 +572,10 @@ worker_main(const struct conf *c, int exit_when_idle)
 		if (c->notify && store_listens(w.store)) {
 			/* Told of new work, it looks at once, then at the
 			 * environments should the look find nothing. */
-			if (worker_wait(&w, next_check) == 1)
+			if (worker_wait(&w, next_check) == 1) {
 				next_ensure = 0;
+				w.woken = 1;
+			}
 			continue;
 		}
 		nap(poll_s);

@@ -26,6 +26,7 @@ struct worker {
 	int			 exit_when_idle;
 	long			 jobs_done;
 	int			 env_hint;	/* an environment was queued */
+	int			 woken;		/* told of new work: runs first */
 	double			 next_env_look;
 };
 

@@ -719,6 +719,29 @@ def test_an_idle_look_is_not_repeated_after_an_empty_environment_pass(deploy):
     assert counts["claim"] <= counts["pass"] + 1, counts
 
 
+@pytest.mark.backends("pgsql")      # NOTIFY wakes the worker; the text tells the claims apart
+def test_a_worker_told_of_new_work_looks_for_runs_first(deploy, tmp_path):
+    # Its only wake is the notification (no sweep, no timeout meanwhile).
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"worker.cleanup_interval": "600", "worker.listen_timeout": "600",
+                    "worker.log_level": "debug", "database.echo": "yes"})
+    sup = dep.start_worker()
+    slots = wait_until(lambda: [s for s in status(dep)["slots"] if s.get("looking")],
+                       60, "an idle worker looking for work")
+    looking = slots[0]["pid"]
+    # Longer than the 2 s between looks for environments: one is due.
+    time.sleep(2.5)
+    mark = sup.log_path.stat().st_size
+    run = dep.enqueue(write_input(tmp_path / "doc.csv"))["run_id"]
+    assert dep.wait_run(run)["status"] == "succeeded"
+    with open(sup.log_path, "rb") as f:
+        f.seek(mark)
+        sent = [line.split(" sql: ", 1)[1] for line in
+                f.read().decode(errors="replace").splitlines()
+                if f"[{looking}] worker " in line and " sql: " in line]
+    assert sent and sent[0].startswith("WITH c AS MATERIALIZED (SELECT q.id"), sent[:3]
+
+
 @pytest.mark.sqlite_only("about watching the SQLite files; PostgreSQL has its notifications")
 def test_idle_sqlite_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path):
     # Polls and waits so long that only the watch can explain a pickup.
