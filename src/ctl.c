@@ -47,6 +47,14 @@ static char	 acting_as[64];	/* the service user ade-ctl became */
 
 static void	usage_to(FILE *);
 
+/* A JSON answer on stdout, indented, with a final newline. */
+static void
+print_json(json_t *v)
+{
+	json_dumpf(v, stdout, JSON_INDENT(2));
+	putchar('\n');
+}
+
 static void __attribute__((noreturn))
 usage(void)
 {
@@ -1019,8 +1027,7 @@ runs_list(struct store *st, const char *status, long limit)
 		return CTL_FAIL;
 	}
 	if (json_out) {
-		json_dumpf(rows, stdout, JSON_INDENT(2));
-		putchar('\n');
+		print_json(rows);
 		json_decref(rows);
 		return CTL_OK;
 	}
@@ -1114,8 +1121,7 @@ runs_show(struct conf *c, struct store *st, const char *id)
 	    json_object_get(shown, "run"), 20));
 	add_run_paths(c, json_object_get(shown, "run"));
 	if (json_out) {
-		json_dumpf(shown, stdout, JSON_INDENT(2));
-		putchar('\n');
+		print_json(shown);
 	} else
 		print_run(shown);
 	json_decref(shown);
@@ -1273,8 +1279,7 @@ cmd_hosts(int argc, char **argv)
 	}
 	json_decref(rows);
 	if (json_out) {
-		json_dumpf(out, stdout, JSON_INDENT(2));
-		putchar('\n');
+		print_json(out);
 	} else {
 		printf("%-24s  %-5s  %-7s  %-8s  %-8s  %s\n", "HOST", "STATE",
 		    "WORKERS", "VERSION", "PID", "LAST SEEN");
@@ -1338,8 +1343,7 @@ envs_list(struct store *st)
 		return CTL_FAIL;
 	}
 	if (json_out) {
-		json_dumpf(rows, stdout, JSON_INDENT(2));
-		putchar('\n');
+		print_json(rows);
 		json_decref(rows);
 		return CTL_OK;
 	}
@@ -1543,7 +1547,7 @@ cmd_gc(int argc, char **argv)
 	json_object_set_new(report, "local_venvs", json_integer(
 	    gc_local_venvs(c, st, dry, json_object_get(report, "removed"))));
 	if (json_out)
-		json_dumpf(report, stdout, JSON_INDENT(2));
+		print_json(report);
 	else {
 		json_array_foreach(json_object_get(report, "removed"), i, r)
 			printf("%s %s %s\n", dry ? "would remove" : "removed",
