@@ -767,17 +767,18 @@ print_record(const char *line, size_t len)
 #define FOLLOW_GRACE	10.0
 
 /*
- * Prints an event log and, with follow, what is appended to it until
+ * Prints the event log of the job whose directory is dir (its
+ * logs/events.ndjson) and, with follow, what is appended to it until
  * over(arg) says the job is finished (asked at most once a second, and
  * at once after an event named in last) and the file is read to its end.
  * A file replaced under the same path (the next build's log) is read
  * from its start.  Until the file exists, following waits for it.
  */
 static int
-follow_log(const char *path, int follow, int (*over)(void *), void *arg,
+follow_log(const char *dir, int follow, int (*over)(void *), void *arg,
     const char *const *last)
 {
-	char chunk[65536], *nl;
+	char path[PATH_MAX + 32], chunk[65536], *nl;
 	struct buf pending;
 	struct stat st, now;
 	double check_at = 0, grace_end = 0;
@@ -785,6 +786,7 @@ follow_log(const char *path, int follow, int (*over)(void *), void *arg,
 	size_t i, off;
 	int fd = -1, finishing = 0, seen_last = 0, rc = CTL_OK;
 
+	snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
 	buf_init(&pending);
 	for (;;) {
 		if (fd == -1) {
@@ -1136,7 +1138,7 @@ runs_tail(struct conf *c, struct store *st, const char *id, int follow)
 		"\"run.complete\"", "\"run.cancelled\"", NULL
 	};
 	struct followed f = { st, id };
-	char dir[PATH_MAX], path[PATH_MAX + 32];
+	char dir[PATH_MAX];
 	json_t *shown, *r;
 	int found;
 
@@ -1152,8 +1154,7 @@ runs_tail(struct conf *c, struct store *st, const char *id, int follow)
 		fprintf(stderr, "ade-ctl: no run %s\n", id);
 		return CTL_NOTFOUND;
 	}
-	snprintf(path, sizeof(path), "%s/logs/events.ndjson", dir);
-	return follow_log(path, follow, run_over, &f, last);
+	return follow_log(dir, follow, run_over, &f, last);
 }
 
 /* ade-ctl runs requeue ID | cancel ID */
@@ -1310,7 +1311,7 @@ envs_log(struct conf *c, struct store *st, const char *id, int follow)
 		"\"environment.complete\"", "\"environment.failed\"", NULL
 	};
 	struct followed f = { st, id };
-	char root[PATH_MAX], path[PATH_MAX + 32];
+	char root[PATH_MAX];
 	json_t *r;
 	int n;
 
@@ -1327,8 +1328,7 @@ envs_log(struct conf *c, struct store *st, const char *id, int follow)
 		    "safe path\n", id);
 		return CTL_FAIL;
 	}
-	snprintf(path, sizeof(path), "%s/logs/events.ndjson", root);
-	return follow_log(path, follow, env_over, &f, last);
+	return follow_log(root, follow, env_over, &f, last);
 }
 
 /* ade-ctl envs list: a table, or the rows as JSON. */
