@@ -39,7 +39,7 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c http.c http_ui.c \
 	job_env.c job_run.c log.c maint.c paths.c priv.c proc.c proctitle.c results.c \
 	sandbox.c scoreboard.c store.c store_mssql.c store_pgsql.c \
-	store_sqlite.c super.c util.c worker.c
+	store_sqlite.c super.c tds.c util.c worker.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
 HDRS = $(wildcard src/*.h)
 
@@ -96,6 +96,7 @@ check: all unit-check docs-check integration-check
 
 docs-check: all
 	sh tests/check-docs.sh $(B)
+	sh tests/check-layout.sh
 
 unit-check: $(UNIT_BINS)
 	@if [ "$(HAVE_CMOCKA)" != yes ]; then \

@@ -1,6 +1,7 @@
 /*
- * The SQL Server backend (SQL Server 2019 and later, Azure SQL), through
- * FreeTDS db-lib.  The same statements run on Babelfish for PostgreSQL,
+ * The SQL Server backend (SQL Server 2019 and later, Azure SQL): its
+ * T-SQL and the store operations, over the db-lib driver of tds.c.  The
+ * same statements run on Babelfish for PostgreSQL,
  * which speaks TDS too, so they keep to the subset both understand: no
  * MERGE, no updatable common table expression, every column qualified
  * where a FROM or an alias is in scope, and OUTPUT ... INTO a table
@@ -16,25 +17,21 @@
  * UNIQUEIDENTIFIER and returned lower-cased, the form paths are built
  * from.  There is no notification channel: idle workers poll.
  *
- * A connection that breaks is opened again before the next operation,
- * with a growing delay between attempts; the operation that saw the
- * break reports STORE_DEAD, and its caller decides whether to try again.
+ * A connection that breaks is opened again (by the driver) before the
+ * next operation, with a growing delay between attempts; the operation
+ * that saw the break reports STORE_DEAD, and its caller decides whether
+ * to try again.
  */
 #include <sys/types.h>
 
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <sybfront.h>
-#include <sybdb.h>
 
 #include "conf.h"
 #include "log.h"
@@ -43,8 +40,6 @@
 #include "store_mssql.h"
 #include "util.h"
 
-#define MAXPARAMS	32
-/* SQL Server takes at most 2100 parameters; stay well below. */
 #define MAX_TTL_DAYS	365000L
 
 /*
@@ -130,63 +125,8 @@
 	"    THEN available_at ELSE "					\
 	PLUS(BACKOFF("attempt_count - 1")) " END"
 
-/* One value read back from the server. */
-struct mval {
-	char		 kind;	/* 0 NULL, 's', 'i', 'd', 'b' (BIT) */
-	long long	 i;
-	double		 d;
-	char		*s;
-	size_t		 len;
-};
-
-/* The rows of the last result set of a batch. */
-struct mres {
-	int		 ncols;
-	char		**names;
-	struct mval	*v;
-	size_t		 nrows;
-	size_t		 cap;
-};
-
-struct mq {
-	struct store	 base;
-	DBPROCESS	*dbp;
-	char		*server;
-	char		*user;
-	char		*password;
-	char		*database;
-	char		*app;
-	int		 tds_version;	/* DBVERSION_*, or 0 */
-	int		 login_timeout;
-	int		 query_timeout;
-	int		 echo;
-	int		 in_tx;		/* in a BEGIN ... COMMIT */
-	int		 logging_in;
-	int		 timeouts;	/* SYBETIMEs in this call */
-	int		 err_seen;	/* a server error in this call */
-	int		 msgno;		/* first error of this call */
-	int		 severity;
-	char		 msgtext[512];
-	int		 cls;		/* class of the last failure */
-	double		 reset_at;
-	double		 reset_delay;
-};
 
 static const struct store_ops mssql_ops;
-static int	mq_rollback(struct mq *, int);
-
-/* The store being opened, for handler calls before dbopen returns. */
-static struct mq	*mq_opening;
-static pid_t		 mq_pid;
-static int		 mq_open_count;
-/*
- * Set around calls that a stop (store_stopping) may cancel.  A static
- * rather than a field: the interrupt check does not rely on which
- * pointer db-lib passes it (old FreeTDS passed the TDS socket, not the
- * DBPROCESS).
- */
-static int		 mq_interruptible;
-
 /*
  * The schema of the ADE tables the daemon uses, one batch per table so
  * that a table that exists (created by the ADE migrations, say) is left
@@ -477,74 +417,7 @@ static const struct {
 " END" },
 };
 
-/*
- * Session settings db-lib does not give by default.  Filtered indexes
- * (uq_runs_active_job) refuse changes unless ANSI_NULLS, ANSI_PADDING,
- * ANSI_WARNINGS, ARITHABORT, CONCAT_NULL_YIELDS_NULL and
- * QUOTED_IDENTIFIER are on; TEXTSIZE keeps (N)VARCHAR(MAX) values whole.
- */
-static const char session_sql[] =
-	"SET NOCOUNT ON; SET ANSI_NULLS ON; SET ANSI_PADDING ON;"
-	" SET ANSI_WARNINGS ON; SET ARITHABORT ON;"
-	" SET CONCAT_NULL_YIELDS_NULL ON; SET QUOTED_IDENTIFIER ON;"
-	" SET NUMERIC_ROUNDABORT OFF; SET ANSI_NULL_DFLT_ON ON;"
-	" SET XACT_ABORT ON; SET TEXTSIZE 2147483647";
-
 /* Pure helpers (store_mssql.h). */
-
-/*
- * Sorts a failure into what the caller should do about it.  A dead
- * connection wins over everything; db-lib's own network errors and
- * server errors of severity 20 or more (which end the session) mean the
- * same.  Unknown numbers are "other": report and try later.
- */
-int
-mssql_classify(int msgno, int severity, int dead, const char *text)
-{
-	if (dead || severity >= 20)
-		return MSSQL_DEAD;
-	switch (msgno) {
-	case 20002:	/* SYBEFCON: connection failed */
-	case 20004:	/* SYBEREAD */
-	case 20006:	/* SYBEWRIT */
-	case 20009:	/* SYBECONN: server unavailable */
-	case 20017:	/* SYBESEOF: unexpected EOF */
-	case 20047:	/* SYBEDDNE: DBPROCESS is dead */
-	case 20056:	/* SYBECLOS */
-		return MSSQL_DEAD;
-	case 20003:	/* SYBETIME: query timeout or interrupt */
-		return MSSQL_TIMEOUT;
-	case 1205:
-		return MSSQL_DEADLOCK;
-	case 1222:
-		return MSSQL_LOCK_TIMEOUT;
-	case 33557097:
-		/*
-		 * Babelfish sends every error it does not map under this
-		 * number: only its PostgreSQL text tells them apart.
-		 */
-		if (text != NULL && strcasestr(text, "lock timeout") != NULL)
-			return MSSQL_LOCK_TIMEOUT;
-		if (text != NULL && (strcasestr(text, "deadlock") != NULL ||
-		    strcasestr(text, "could not serialize") != NULL))
-			return MSSQL_DEADLOCK;
-		return MSSQL_OTHER;
-	case 2627:
-	case 2601:
-		return MSSQL_DUPLICATE;
-	case 515:
-	case 547:
-		return MSSQL_CONSTRAINT;
-	}
-	return MSSQL_OTHER;
-}
-
-/* Whether the same batch may simply be sent again at once. */
-int
-mssql_transient(int cls)
-{
-	return cls == MSSQL_DEADLOCK || cls == MSSQL_LOCK_TIMEOUT;
-}
 
 /*
  * Copies len bytes of a URL part into out, decoding %XX escapes.  A
@@ -673,124 +546,6 @@ mssql_parse_url(const char *url, struct mssql_url *u, char *err,
 	return 0;
 }
 
-/* A JSON scalar as a parameter; anything else (null, arrays) is NULL. */
-static void
-param_json(struct mssql_param *p, json_t *v)
-{
-	memset(p, 0, sizeof(*p));
-	p->type = 's';
-	if (json_is_string(v)) {
-		p->s = json_string_value(v);
-		p->len = json_string_length(v);
-	} else if (json_is_integer(v)) {
-		p->type = 'i';
-		p->i = (long long)json_integer_value(v);
-	} else if (json_is_real(v)) {
-		p->type = 'd';
-		p->d = json_real_value(v);
-	} else if (json_is_boolean(v)) {
-		p->type = 'i';
-		p->i = json_is_true(v);
-	}
-}
-
-/* mssql_params, for callers that already hold a va_list. */
-static size_t
-params_va(struct mssql_param *out, size_t max, const char *fmt,
-    va_list ap)
-{
-	size_t n;
-
-	for (n = 0; fmt[n] != '\0' && n < max; n++) {
-		struct mssql_param *p = &out[n];
-
-		memset(p, 0, sizeof(*p));
-		switch (fmt[n]) {
-		case 's':
-			p->type = 's';
-			p->s = va_arg(ap, const char *);
-			p->len = p->s != NULL ? strlen(p->s) : 0;
-			break;
-		case 'i':
-			p->type = 'i';
-			p->i = va_arg(ap, long long);
-			break;
-		case 'd':
-			p->type = 'd';
-			p->d = va_arg(ap, double);
-			break;
-		case 'v':
-			param_json(p, va_arg(ap, json_t *));
-			break;
-		}
-	}
-	return n;
-}
-
-/*
- * Fills out with the values described by fmt, as the other backends
- * take them: s a string (NULL is NULL), i a long long, d a double, v a
- * JSON scalar (booleans become 0 and 1).  Returns how many.
- */
-size_t
-mssql_params(struct mssql_param *out, size_t max, const char *fmt, ...)
-{
-	va_list ap;
-	size_t n;
-
-	va_start(ap, fmt);
-	n = params_va(out, max, fmt, ap);
-	va_end(ap);
-	return n;
-}
-
-/*
- * The second argument of sp_executesql: "@p1 NVARCHAR(4000), @p2
- * BIGINT, @p3 FLOAT".  Strings longer than MSSQL_SHORT_BYTES bytes are
- * NVARCHAR(MAX); a NULL is declared as a short string, which converts
- * to any column type.
- */
-void
-mssql_param_decl(const struct mssql_param *p, size_t n, struct buf *out)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		const char *type;
-
-		switch (p[i].type) {
-		case 'i':
-			type = "BIGINT";
-			break;
-		case 'd':
-			type = "FLOAT";
-			break;
-		default:
-			type = p[i].s != NULL && p[i].len > MSSQL_SHORT_BYTES ?
-			    "NVARCHAR(MAX)" : "NVARCHAR(4000)";
-			break;
-		}
-		buf_printf(out, "%s@p%zu %s", i > 0 ? ", " : "", i + 1, type);
-	}
-}
-
-/*
- * The statement text sent for sql.  db-lib cannot send an empty string
- * (a length of 0 means NULL), so an empty string travels as NULL and
- * the batch first sets that parameter to N'' itself.
- */
-void
-mssql_stmt_text(const char *sql, const struct mssql_param *p, size_t n,
-    struct buf *out)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (p[i].type == 's' && p[i].s != NULL && p[i].len == 0)
-			buf_printf(out, "SET @p%zu = N''; ", i + 1);
-	buf_addstr(out, sql);
-}
-
 /*
  * How many rows of ncols values one INSERT carries: the run id is one
  * shared parameter, and a statement stays well under the 2100
@@ -829,31 +584,6 @@ mssql_insert_sql(const char *table, const char *const *cols, size_t first,
 	}
 }
 
-/*
- * The db-lib code for a tds_version setting: 7.0 to 7.4; "auto" or
- * empty leave it to freetds.conf (0); anything else is -1.
- */
-int
-mssql_tds_version(const char *v)
-{
-	static const struct {
-		const char	*name;
-		int		 code;
-	} map[] = {
-		{ "7.0", DBVERSION_70 }, { "7.1", DBVERSION_71 },
-		{ "7.2", DBVERSION_72 }, { "7.3", DBVERSION_73 },
-		{ "7.4", DBVERSION_74 },
-	};
-	size_t i;
-
-	if (v == NULL || *v == '\0' || strcasecmp(v, "auto") == 0)
-		return 0;
-	for (i = 0; i < NELEM(map); i++)
-		if (strcmp(v, map[i].name) == 0)
-			return map[i].code;
-	return -1;
-}
-
 /* Whether s is a GUID in its 36-character text form, in any case. */
 int
 mssql_is_guid(const char *s)
@@ -872,844 +602,6 @@ mssql_is_guid(const char *s)
 	return 1;
 }
 
-/* Milliseconds since 1970 as "2026-01-25T02:44:00.123Z". */
-void
-mssql_format_ms(long long ms, char *out, size_t len)
-{
-	long long secs = ms / 1000, frac = ms % 1000;
-	struct tm tm;
-	time_t t;
-	char date[32];
-
-	if (frac < 0) {
-		frac += 1000;
-		secs--;
-	}
-	t = (time_t)secs;
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
-		snprintf(out, len, "%lld", ms);
-		return;
-	}
-	snprintf(out, len, "%s.%03lldZ", date, frac);
-}
-
-/* Results. */
-
-static void
-mres_clear(struct mres *r)
-{
-	size_t k;
-	int c;
-
-	for (k = 0; k < r->nrows * (size_t)r->ncols; k++)
-		free(r->v[k].s);
-	for (c = 0; c < r->ncols; c++)
-		free(r->names[c]);
-	free(r->names);
-	free(r->v);
-	memset(r, 0, sizeof(*r));
-}
-
-static const struct mval *
-mres_at(const struct mres *r, size_t row, int col)
-{
-	static const struct mval null;
-
-	if (row >= r->nrows || col < 0 || col >= r->ncols)
-		return &null;
-	return &r->v[row * (size_t)r->ncols + (size_t)col];
-}
-
-/* A number value; a NULL reads as 0 (check mres_isnull first). */
-static long long
-mres_int(const struct mres *r, size_t row, int col)
-{
-	const struct mval *v = mres_at(r, row, col);
-
-	switch (v->kind) {
-	case 'i':
-	case 'b':
-		return v->i;
-	case 'd':
-		return (long long)v->d;
-	case 's':
-		return strtoll(v->s, NULL, 10);
-	}
-	return 0;
-}
-
-static int
-mres_isnull(const struct mres *r, size_t row, int col)
-{
-	return mres_at(r, row, col)->kind == 0;
-}
-
-/* A string value, or NULL for NULL; numbers are not expected here. */
-static const char *
-mres_str(const struct mres *r, size_t row, int col)
-{
-	const struct mval *v = mres_at(r, row, col);
-
-	return v->kind == 's' ? v->s : NULL;
-}
-
-static void
-mres_copy(const struct mres *r, size_t row, int col, char *out, size_t len)
-{
-	const char *s = mres_str(r, row, col);
-
-	snprintf(out, len, "%s", s != NULL ? s : "");
-}
-
-static char *
-mres_dup(const struct mres *r, size_t row, int col)
-{
-	const char *s = mres_str(r, row, col);
-
-	return s != NULL ? xstrdup(s) : NULL;
-}
-
-/* Starts a new result set: only the last one of a batch is kept. */
-static void
-mres_columns(struct mq *m, struct mres *r, int ncols)
-{
-	int c;
-
-	mres_clear(r);
-	r->ncols = ncols;
-	r->names = xcalloc((size_t)ncols, sizeof(*r->names));
-	for (c = 0; c < ncols; c++) {
-		const char *name = dbcolname(m->dbp, c + 1);
-
-		r->names[c] = xstrdup(name != NULL ? name : "");
-	}
-}
-
-/*
- * Copies the current row.  Values are read with dbdata/dbdatlen, never
- * bound: dbcollen says 2 GiB for (N)VARCHAR(MAX).  NULL is exactly a
- * NULL dbdata(); every character type arrives as UTF-8 bytes.
- */
-static void
-mres_row(struct mq *m, struct mres *r)
-{
-	char conv[256];
-	int c;
-
-	if (r->nrows == r->cap) {
-		r->cap = r->cap ? r->cap * 2 : 8;
-		r->v = xrealloc(r->v, r->cap * (size_t)r->ncols *
-		    sizeof(*r->v));
-	}
-	for (c = 0; c < r->ncols; c++) {
-		struct mval *v = &r->v[r->nrows * (size_t)r->ncols + (size_t)c];
-		const BYTE *data = dbdata(m->dbp, c + 1);
-		DBINT len = dbdatlen(m->dbp, c + 1);
-		int type = dbcoltype(m->dbp, c + 1);
-		DBINT n;
-
-		memset(v, 0, sizeof(*v));
-		if (data == NULL)
-			continue;
-		switch (type) {
-		case SYBINT1:
-			v->kind = 'i';
-			v->i = *(const DBTINYINT *)data;
-			break;
-		case SYBINT2: {
-			DBSMALLINT x;
-
-			memcpy(&x, data, sizeof(x));
-			v->kind = 'i';
-			v->i = x;
-			break;
-		}
-		case SYBINT4: {
-			DBINT x;
-
-			memcpy(&x, data, sizeof(x));
-			v->kind = 'i';
-			v->i = x;
-			break;
-		}
-		case SYBINT8: {
-			DBBIGINT x;
-
-			memcpy(&x, data, sizeof(x));
-			v->kind = 'i';
-			v->i = x;
-			break;
-		}
-		case SYBBIT:
-		case SYBBITN:
-			v->kind = 'b';
-			v->i = *(const DBBIT *)data != 0;
-			break;
-		case SYBFLT8: {
-			DBFLT8 x;
-
-			memcpy(&x, data, sizeof(x));
-			v->kind = 'd';
-			v->d = x;
-			break;
-		}
-		case SYBREAL: {
-			DBREAL x;
-
-			memcpy(&x, data, sizeof(x));
-			v->kind = 'd';
-			v->d = x;
-			break;
-		}
-		case SYBCHAR:
-		case SYBVARCHAR:
-		case SYBTEXT:
-		case SYBNTEXT:
-		case SYBNVARCHAR:
-			v->kind = 's';
-			v->len = len > 0 ? (size_t)len : 0;
-			v->s = xmalloc(v->len + 1);
-			memcpy(v->s, data, v->len);
-			v->s[v->len] = '\0';
-			break;
-		default:
-			/* GUIDs, decimals, dates: as text. */
-			n = dbconvert(m->dbp, type, data, len, SYBCHAR,
-			    (BYTE *)conv, (DBINT)sizeof(conv) - 1);
-			if (n < 0 || n >= (DBINT)sizeof(conv))
-				break;
-			/* A CHAR destination may come back padded. */
-			while (n > 0 && conv[n - 1] == ' ')
-				n--;
-			conv[n] = '\0';
-			v->kind = 's';
-			v->s = xstrdup(conv);
-			v->len = (size_t)n;
-			break;
-		}
-	}
-	r->nrows++;
-}
-
-/* The rows as JSON objects keyed by column; "__ts" columns as text. */
-static json_t *
-rows_json(struct mres *r)
-{
-	json_t *a = json_array(), *o, *v;
-	char name[256], ts[48];
-	size_t row, nl;
-	int c, is_ts;
-
-	for (row = 0; row < r->nrows; row++) {
-		o = json_object();
-		for (c = 0; c < r->ncols; c++) {
-			const struct mval *x = mres_at(r, row, c);
-
-			snprintf(name, sizeof(name), "%s", r->names[c]);
-			nl = strlen(name);
-			is_ts = nl > 4 && strcmp(name + nl - 4, "__ts") == 0;
-			if (is_ts)
-				name[nl - 4] = '\0';
-			switch (x->kind) {
-			case 0:
-				v = json_null();
-				break;
-			case 'i':
-				if (is_ts) {
-					mssql_format_ms(x->i, ts, sizeof(ts));
-					v = json_string(ts);
-				} else
-					v = json_integer(x->i);
-				break;
-			case 'b':
-				v = json_boolean(x->i);
-				break;
-			case 'd':
-				v = json_real(x->d);
-				break;
-			default: {
-				struct buf b;
-
-				buf_init(&b);
-				utf8_repair(x->s, x->len, &b);
-				v = json_string(buf_str(&b));
-				buf_free(&b);
-			}
-			}
-			json_object_set_new(o, name, v);
-		}
-		json_array_append_new(a, o);
-	}
-	return a;
-}
-
-/* Errors and the connection. */
-
-/*
- * The store a handler call is about: the DBPROCESS's user data, or the
- * store being opened while dbopen has not returned yet.
- */
-static struct mq *
-mq_of(DBPROCESS *dbp)
-{
-	struct mq *m = NULL;
-
-	if (dbp != NULL)
-		m = (struct mq *)dbgetuserdata(dbp);
-	return m != NULL ? m : mq_opening;
-}
-
-/* Keeps the first error of a call: later ones are usually its echoes. */
-static void
-mq_note(struct mq *m, int msgno, int severity, const char *text)
-{
-	if (m == NULL || m->msgno != 0)
-		return;
-	m->msgno = msgno;
-	m->severity = severity;
-	snprintf(m->msgtext, sizeof(m->msgtext), "%.*s",
-	    (int)strcspn(text != NULL ? text : "", "\r\n"),
-	    text != NULL ? text : "");
-}
-
-/*
- * db-lib's errors (network, timeouts, misuse).  It must never return
- * INT_EXIT: without MS semantics that makes the library call exit().
- * A timeout of a running query (dbsettime, or the stop interrupt) is
- * answered with INT_TIMEOUT once, which cancels the batch and keeps the
- * connection; a second one in the same call, or one while logging in,
- * gives up on the connection.
- */
-static int
-mq_err_handler(DBPROCESS *dbp, int severity, int dberr, int oserr,
-    char *dberrstr, char *oserrstr)
-{
-	struct mq *m = mq_of(dbp);
-	char text[512];
-
-	/* The server's message has already been recorded. */
-	if (dberr == SYBESMSG)
-		return INT_CANCEL;
-	/* A timeout's system error is a leftover (EINPROGRESS). */
-	if (oserr != 0 && oserrstr != NULL && dberr != SYBETIME)
-		snprintf(text, sizeof(text), "%s (%s)", dberrstr != NULL ?
-		    dberrstr : "db-lib error", oserrstr);
-	else
-		snprintf(text, sizeof(text), "%s", dberrstr != NULL ?
-		    dberrstr : "db-lib error");
-	if (dberr == 2403 || dberr == 2404) {
-		/* Characters lost converting to or from UTF-8. */
-		log_warnx("mssql: %s", text);
-		return INT_CANCEL;
-	}
-	mq_note(m, dberr, severity, text);
-	if (dberr == SYBETIME && dbp != NULL && m != NULL && !m->logging_in &&
-	    m->timeouts++ == 0)
-		return INT_TIMEOUT;
-	return INT_CANCEL;
-}
-
-/*
- * Server messages.  Severity 10 and below are information (database
- * changed, PRINT); above that the statement failed, and the first such
- * message of a call is the one reported.
- */
-static int
-mq_msg_handler(DBPROCESS *dbp, DBINT msgno, int state, int severity,
-    char *text, char *srv, char *proc, int line)
-{
-	struct mq *m = mq_of(dbp);
-
-	if (msgno == 5701 || msgno == 5703 || msgno == 5704)
-		return 0;
-	if (severity <= 10) {
-		log_debug("mssql: %s", text != NULL ? text : "");
-		return 0;
-	}
-	if (m != NULL) {
-		mq_note(m, (int)msgno, severity, text);
-		m->err_seen = 1;
-	}
-	return 0;
-}
-
-/*
- * Asked by db-lib about once a second while it waits for the server.
- * A quit (SIGQUIT) stops any query; a stop (SIGTERM) only those whose
- * loss is harmless (claims, sweeps, counts), so that a worker finishing
- * its last job can still record the result.
- */
-static int
-mq_chkintr(void *vdbp)
-{
-	if (store_quitting())
-		return TRUE;
-	return store_stopping() && mq_interruptible ? TRUE : FALSE;
-}
-
-static int
-mq_hndlintr(void *vdbp)
-{
-	return INT_CANCEL;
-}
-
-static void
-mq_call_reset(struct mq *m)
-{
-	m->msgno = 0;
-	m->severity = 0;
-	m->msgtext[0] = '\0';
-	m->err_seen = 0;
-	m->timeouts = 0;
-}
-
-/*
- * Records a failed call in the store's error and classifies it.  Returns
- * STORE_DEAD when the connection is gone, -1 otherwise.
- */
-static int
-mq_fail(struct mq *m, const char *what)
-{
-	int dead = m->dbp == NULL || DBDEAD(m->dbp);
-
-	m->cls = mssql_classify(m->msgno, m->severity, dead, m->msgtext);
-	if (m->msgtext[0] != '\0')
-		snprintf(m->base.err, sizeof(m->base.err),
-		    "mssql: %s: %s (error %d)", what, m->msgtext, m->msgno);
-	else
-		snprintf(m->base.err, sizeof(m->base.err), "mssql: %s: %s",
-		    what, dead ? "connection lost" : "failed");
-	m->base.dead = m->cls == MSSQL_DEAD;
-	return m->base.dead ? STORE_DEAD : -1;
-}
-
-/*
- * Reads every result set of the batch that was sent, keeping the rows
- * of the last one in res (if given).  Every path leaves nothing pending:
- * a failure cancels the rest of the batch.
- */
-static int
-mq_drain(struct mq *m, const char *what, struct mres *res, int failed)
-{
-	RETCODE rc;
-	STATUS row;
-	int ncols;
-
-	while (!failed && (rc = dbresults(m->dbp)) != NO_MORE_RESULTS) {
-		if (rc == FAIL) {
-			failed = 1;
-			break;
-		}
-		ncols = dbnumcols(m->dbp);
-		if (ncols > 0 && res != NULL)
-			mres_columns(m, res, ncols);
-		while ((row = dbnextrow(m->dbp)) != NO_MORE_ROWS) {
-			if (row == FAIL) {
-				failed = 1;
-				break;
-			}
-			if (row == REG_ROW && ncols > 0 && res != NULL)
-				mres_row(m, res);
-		}
-	}
-	if (failed && !DBDEAD(m->dbp))
-		dbcancel(m->dbp);
-	if (failed || m->err_seen || DBDEAD(m->dbp)) {
-		if (res != NULL)
-			mres_clear(res);
-		return mq_fail(m, what);
-	}
-	m->base.dead = 0;
-	return 0;
-}
-
-/* Runs a batch without parameters: settings, transactions, DDL. */
-static int
-mq_plain(struct mq *m, const char *what, const char *sql)
-{
-	if (m->dbp == NULL || DBDEAD(m->dbp)) {
-		mq_call_reset(m);
-		return mq_fail(m, what);
-	}
-	mq_call_reset(m);
-	if (m->echo)
-		log_debug("sql: %s", sql);
-	if (dbcmd(m->dbp, sql) == FAIL) {
-		dbfreebuf(m->dbp);
-		return mq_fail(m, what);
-	}
-	return mq_drain(m, what, NULL, dbsqlexec(m->dbp) == FAIL);
-}
-
-/* Releases db-lib once the last store of this process is closed. */
-static void
-mq_lib_done(void)
-{
-	if (mq_open_count == 0 && mq_pid == getpid()) {
-		dbexit();
-		mq_pid = 0;
-	}
-}
-
-/*
- * db-lib keeps process-wide state and must be set up in the process
- * that uses it: after fork, in the worker.  dbinit() also puts back the
- * library's own error handler, which would exit on the first network
- * error, so ours go in right after it.
- */
-static int
-mq_lib_init(struct buf *err)
-{
-	if (mq_pid == getpid())
-		return 0;
-	if (dbinit() == FAIL) {
-		buf_printf(err, "mssql: dbinit failed");
-		return -1;
-	}
-	dberrhandle(mq_err_handler);
-	dbmsghandle(mq_msg_handler);
-	mq_pid = getpid();
-	mq_open_count = 0;
-	return 0;
-}
-
-/*
- * Logs in and prepares the session.  On failure the reason is in the
- * store's error and dbp is NULL.
- */
-static int
-mq_connect(struct mq *m)
-{
-	LOGINREC *login;
-	int fd, flags;
-
-	dbsetlogintime(m->login_timeout);
-	dbsettime(m->query_timeout);
-	mq_call_reset(m);
-	if ((login = dblogin()) == NULL) {
-		snprintf(m->base.err, sizeof(m->base.err),
-		    "mssql: dblogin failed");
-		return -1;
-	}
-	if (m->user[0] != '\0')
-		DBSETLUSER(login, m->user);
-	if (m->password != NULL)
-		DBSETLPWD(login, m->password);
-	DBSETLAPP(login, m->app);
-	DBSETLCHARSET(login, "UTF-8");
-	if (m->database[0] != '\0')
-		DBSETLDBNAME(login, m->database);
-	if (m->tds_version > 0)
-		DBSETLVERSION(login, (BYTE)m->tds_version);
-	m->logging_in = 1;
-	mq_opening = m;
-	m->dbp = dbopen(login, m->server);
-	mq_opening = NULL;
-	m->logging_in = 0;
-	dbloginfree(login);
-	if (m->dbp == NULL) {
-		if (m->msgtext[0] != '\0')
-			snprintf(m->base.err, sizeof(m->base.err),
-			    "mssql: cannot connect to %s: %s (error %d)",
-			    m->server, m->msgtext, m->msgno);
-		else
-			snprintf(m->base.err, sizeof(m->base.err),
-			    "mssql: cannot connect to %s", m->server);
-		return -1;
-	}
-	dbsetuserdata(m->dbp, (BYTE *)m);
-	dbsetinterrupt(m->dbp, mq_chkintr, mq_hndlintr);
-	/*
-	 * FreeTDS 1.3 creates the socket without close-on-exec; engines
-	 * and build tools must not inherit it.
-	 */
-	if ((fd = dbiordesc(m->dbp)) >= 0 &&
-	    ((flags = fcntl(fd, F_GETFD)) == -1 ||
-	    fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == -1))
-		log_warn("mssql: cannot set close-on-exec on the socket");
-	if (mq_plain(m, "session settings", session_sql) != 0) {
-		dbclose(m->dbp);
-		m->dbp = NULL;
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Makes sure the connection is usable, opening a new one when the old
- * one broke, no more often than the growing delay allows.
- */
-static int
-mq_ready(struct mq *m)
-{
-	double now;
-
-	/* A fatal server error (severity 20 and up) ends the session too. */
-	if (m->dbp != NULL && !DBDEAD(m->dbp) && !m->base.dead)
-		return 0;
-	now = now_mono();
-	if (now < m->reset_at) {
-		snprintf(m->base.err, sizeof(m->base.err), "mssql: connection "
-		    "lost; next reconnect in %.0f s", m->reset_at - now);
-		m->base.dead = 1;
-		m->cls = MSSQL_DEAD;
-		return STORE_DEAD;
-	}
-	if (m->dbp != NULL) {
-		dbclose(m->dbp);
-		m->dbp = NULL;
-	}
-	m->in_tx = 0;
-	if (mq_connect(m) == -1) {
-		m->reset_delay = m->reset_delay < 1 ? 1 :
-		    m->reset_delay * 2 > 30 ? 30 : m->reset_delay * 2;
-		m->reset_at = now + m->reset_delay + jitter(m->reset_delay / 4);
-		m->base.dead = 1;
-		m->cls = MSSQL_DEAD;
-		return STORE_DEAD;
-	}
-	log_notice("mssql: reconnected");
-	store_event(STORE_EV_RECONNECT);
-	m->base.dead = 0;
-	m->reset_delay = 0;
-	return 0;
-}
-
-/* Adds a string parameter: short ones as NVARCHAR, long as NTEXT. */
-static RETCODE
-rpc_string(struct mq *m, const char *name, const char *s, size_t len)
-{
-	int type = len > MSSQL_SHORT_BYTES ? SYBNTEXT : SYBVARCHAR;
-
-	/* A length of 0 is NULL to db-lib, with a NULL pointer. */
-	return dbrpcparam(m->dbp, name, 0, type, -1, (DBINT)len,
-	    len > 0 ? (BYTE *)s : NULL);
-}
-
-/*
- * Sends sql through sp_executesql with the parameters p and reads the
- * answer into res.  Values stay where they are until dbrpcsend copies
- * them.
- */
-static int
-mq_exec_once(struct mq *m, const char *what, const char *sql,
-    struct mssql_param *p, size_t n, struct mres *res)
-{
-	struct buf text, decl;
-	char name[16];
-	size_t i;
-	RETCODE ok = SUCCEED;
-	int rc;
-
-	if (m->in_tx) {
-		if (m->dbp == NULL || DBDEAD(m->dbp)) {
-			mq_call_reset(m);
-			return mq_fail(m, what);
-		}
-	} else if ((rc = mq_ready(m)) != 0)
-		return rc;
-	buf_init(&text);
-	buf_init(&decl);
-	mssql_stmt_text(sql, p, n, &text);
-	mssql_param_decl(p, n, &decl);
-	if (m->echo)
-		log_debug("sql: %s", sql);
-	mq_call_reset(m);
-	if (dbrpcinit(m->dbp, "sp_executesql", 0) == FAIL) {
-		buf_free(&text);
-		buf_free(&decl);
-		return mq_fail(m, what);
-	}
-	/*
-	 * The statement and the declarations go by the names SQL Server
-	 * documents for them.  Sent unnamed, Babelfish gives them positional
-	 * names of its own ("@p1", "@p2"), which collide with ours; and once
-	 * one parameter is named, every later one must be too.
-	 */
-	ok = rpc_string(m, "@stmt", buf_str(&text), text.len);
-	if (ok == SUCCEED && n > 0)
-		ok = rpc_string(m, "@params", buf_str(&decl), decl.len);
-	for (i = 0; i < n && ok == SUCCEED; i++) {
-		snprintf(name, sizeof(name), "@p%zu", i + 1);
-		switch (p[i].type) {
-		case 'i':
-			ok = dbrpcparam(m->dbp, name, 0, SYBINT8, -1, -1,
-			    (BYTE *)&p[i].i);
-			break;
-		case 'd':
-			ok = dbrpcparam(m->dbp, name, 0, SYBFLT8, -1, -1,
-			    (BYTE *)&p[i].d);
-			break;
-		default:
-			ok = rpc_string(m, name, p[i].s, p[i].s != NULL ?
-			    p[i].len : 0);
-			break;
-		}
-	}
-	if (ok == SUCCEED)
-		ok = dbrpcsend(m->dbp);
-	buf_free(&text);
-	buf_free(&decl);
-	if (ok == FAIL) {
-		/* Throw away a half-built call. */
-		dbrpcinit(m->dbp, "", DBRPCRESET);
-		return mq_fail(m, what);
-	}
-	rc = mq_drain(m, what, res, dbsqlok(m->dbp) == FAIL);
-	/*
-	 * A batch with its own BEGIN ... COMMIT that failed may leave its
-	 * transaction open: XACT_ABORT does not cover compile errors (a
-	 * missing table) nor a cancel.  The next call must not run in it.
-	 */
-	if (rc != 0 && !m->in_tx)
-		mq_rollback(m, rc);
-	return rc;
-}
-
-/*
- * Runs one batch.  A deadlock victim or a lock timeout is tried again
- * at once (twice at most): batches that write are single statements or
- * wrap their statements in one transaction, so a failed one left
- * nothing behind.  Inside a transaction spanning several batches the
- * caller starts over instead.
- */
-static int
-mq_exec(struct mq *m, const char *what, const char *sql,
-    struct mssql_param *p, size_t n, struct mres *res)
-{
-	struct timespec ts;
-	int rc, tries;
-
-	for (tries = 0;; tries++) {
-		rc = mq_exec_once(m, what, sql, p, n, res);
-		if (rc != -1 || m->in_tx || !mssql_transient(m->cls) ||
-		    tries >= 2 || store_quitting())
-			return rc;
-		log_debug("%s; trying again", m->base.err);
-		ts.tv_sec = 0;
-		ts.tv_nsec = (long)((20 << (2 * tries)) + jitter(20)) *
-		    1000000L;
-		nanosleep(&ts, NULL);
-	}
-}
-
-/* mq_exec with the values described by fmt (see mssql_params). */
-static int
-mq_call(struct mq *m, const char *what, struct mres *res, const char *sql,
-    const char *fmt, ...)
-{
-	struct mssql_param p[MAXPARAMS];
-	va_list ap;
-	size_t n;
-
-	va_start(ap, fmt);
-	n = params_va(p, MAXPARAMS, fmt, ap);
-	va_end(ap);
-	return mq_exec(m, what, sql, p, n, res);
-}
-
-/*
- * Runs a batch that ends with one number ("SELECT COUNT(*) ...") and
- * returns it, or -1 / STORE_DEAD.
- */
-static int
-mq_count(struct mq *m, const char *what, const char *sql, const char *fmt,
-    ...)
-{
-	struct mssql_param p[MAXPARAMS];
-	struct mres r;
-	va_list ap;
-	size_t n;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	va_start(ap, fmt);
-	n = params_va(p, MAXPARAMS, fmt, ap);
-	va_end(ap);
-	if ((rc = mq_exec(m, what, sql, p, n, &r)) != 0)
-		return rc;
-	rc = r.nrows > 0 ? (int)mres_int(&r, 0, 0) : 0;
-	mres_clear(&r);
-	return rc;
-}
-
-/* Runs a query and returns its rows as JSON objects, or NULL. */
-static json_t *
-mq_rows(struct mq *m, const char *what, const char *sql, const char *fmt,
-    ...)
-{
-	struct mssql_param p[MAXPARAMS];
-	struct mres r;
-	va_list ap;
-	json_t *a;
-	size_t n;
-
-	memset(&r, 0, sizeof(r));
-	va_start(ap, fmt);
-	n = params_va(p, MAXPARAMS, fmt, ap);
-	va_end(ap);
-	if (mq_exec(m, what, sql, p, n, &r) != 0)
-		return NULL;
-	a = rows_json(&r);
-	mres_clear(&r);
-	return a;
-}
-
-/*
- * A transaction over several batches, for writes whose size is not
- * known in advance.  XACT_ABORT rolls it back on any error, and the
- * server rolls it back when the connection breaks.
- */
-static int
-mq_begin(struct mq *m)
-{
-	int rc;
-
-	if ((rc = mq_ready(m)) != 0)
-		return rc;
-	if ((rc = mq_plain(m, "begin", "SET XACT_ABORT ON; "
-	    "BEGIN TRANSACTION")) != 0)
-		return mq_rollback(m, rc);
-	m->in_tx = 1;
-	return 0;
-}
-
-static int
-mq_commit(struct mq *m)
-{
-	int rc = mq_plain(m, "commit", "COMMIT TRANSACTION");
-
-	m->in_tx = 0;
-	if (rc != 0 && m->dbp != NULL && !DBDEAD(m->dbp)) {
-		char keep[sizeof(m->base.err)];
-
-		memcpy(keep, m->base.err, sizeof(keep));
-		mq_plain(m, "rollback", "IF @@TRANCOUNT > 0 "
-		    "ROLLBACK TRANSACTION");
-		memcpy(m->base.err, keep, sizeof(keep));
-	}
-	return rc;
-}
-
-/* Ends a transaction that failed, keeping the error that ended it. */
-static int
-mq_rollback(struct mq *m, int rc)
-{
-	char keep[sizeof(m->base.err)];
-	int cls = m->cls, dead = m->base.dead;
-
-	memcpy(keep, m->base.err, sizeof(keep));
-	if (m->dbp != NULL && !DBDEAD(m->dbp))
-		mq_plain(m, "rollback", "IF @@TRANCOUNT > 0 "
-		    "ROLLBACK TRANSACTION");
-	m->in_tx = 0;
-	memcpy(m->base.err, keep, sizeof(keep));
-	m->cls = cls;
-	m->base.dead = dead;
-	return rc;
-}
-
 /* The store. */
 
 static char *
@@ -1721,25 +613,11 @@ server_name(const char *host, long port)
 	return xasprintf("%s:%ld", host, port);
 }
 
-static void
-mq_free(struct mq *m)
-{
-	free(m->server);
-	free(m->user);
-	if (m->password != NULL) {
-		explicit_bzero(m->password, strlen(m->password));
-		free(m->password);
-	}
-	free(m->database);
-	free(m->app);
-	free(m);
-}
-
 struct store *
 store_mssql_open(const struct conf *c, struct buf *err)
 {
 	struct mssql_url u;
-	struct mq *m;
+	struct tds *m;
 	char why[160];
 	const char *host, *user, *db;
 	long port;
@@ -1777,30 +655,17 @@ store_mssql_open(const struct conf *c, struct buf *err)
 	m->query_timeout = (int)(c->db_query_timeout + 0.999);
 	log_debug("mssql: server %s, database %s, TDS %s", m->server,
 	    m->database, c->db_tds_version);
-	if (mq_lib_init(err) == -1) {
-		mq_free(m);
+	if (tds_open(m, err) == -1) {
+		tds_free(m);
 		return NULL;
 	}
-	if (mq_connect(m) == -1) {
-		buf_printf(err, "%s", m->base.err);
-		mq_free(m);
-		mq_lib_done();
-		return NULL;
-	}
-	mq_open_count++;
 	return &m->base;
 }
 
 static void
 mq_close(struct store *st)
 {
-	struct mq *m = (struct mq *)st;
-
-	if (m->dbp != NULL)
-		dbclose(m->dbp);
-	mq_free(m);
-	mq_open_count--;
-	mq_lib_done();
+	tds_close((struct tds *)st);
 }
 
 /*
@@ -1814,25 +679,25 @@ mq_init_schema(struct store *st)
 	static const char has_triggers[] =
 	    BATCH "SELECT COUNT(*) AS n FROM sys.triggers"
 	    " WHERE parent_id = OBJECT_ID(@p1)";
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	size_t i;
 	int rc, n;
 
-	if ((rc = mq_begin(m)) != 0)
+	if ((rc = tds_begin(m)) != 0)
 		return -1;
 	for (i = 0; schema_batches[i] != NULL; i++)
-		if (mq_plain(m, "schema", schema_batches[i]) != 0)
-			return mq_rollback(m, -1);
+		if (tds_plain(m, "schema", schema_batches[i]) != 0)
+			return tds_rollback(m, -1);
 	for (i = 0; i < NELEM(schema_triggers); i++) {
-		n = mq_count(m, "schema", has_triggers, "s",
+		n = tds_count(m, "schema", has_triggers, "s",
 		    schema_triggers[i].table);
 		if (n < 0)
-			return mq_rollback(m, -1);
-		if (n == 0 && mq_plain(m, "schema", schema_triggers[i].sql) !=
+			return tds_rollback(m, -1);
+		if (n == 0 && tds_plain(m, "schema", schema_triggers[i].sql) !=
 		    0)
-			return mq_rollback(m, -1);
+			return tds_rollback(m, -1);
 	}
-	return mq_commit(m) == 0 ? 0 : -1;
+	return tds_commit(m) == 0 ? 0 : -1;
 }
 
 /*
@@ -1843,7 +708,7 @@ mq_init_schema(struct store *st)
  * database, say) is stored as "?" without an error.
  */
 static void
-mq_check_collation(struct mq *m)
+mq_check_collation(struct tds *m)
 {
 	static const char sql[] =
 	    BATCH "DECLARE @c NVARCHAR(128) = CAST(DATABASEPROPERTYEX(DB_NAME(),"
@@ -1857,23 +722,23 @@ mq_check_collation(struct mq *m)
 	    " (SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS c"
 	    "  WHERE c.TABLE_NAME = N'runs' AND c.COLUMN_NAME = N'error_message'"
 	    "  AND c.DATA_TYPE = N'varchar') AS varchar_text;";
-	struct mres r;
+	struct tds_res r;
 	long long cp;
 
 	memset(&r, 0, sizeof(r));
-	if (mq_call(m, "collation", &r, sql, "") != 0 || r.nrows == 0) {
-		mres_clear(&r);
+	if (tds_call(m, "collation", &r, sql, "") != 0 || r.nrows == 0) {
+		tds_res_clear(&r);
 		return;
 	}
-	cp = mres_int(&r, 0, 1);
-	if (!mres_isnull(&r, 0, 1) && cp != 65001 && cp != 0 &&
-	    mres_int(&r, 0, 2) > 0)
+	cp = tds_int(&r, 0, 1);
+	if (!tds_isnull(&r, 0, 1) && cp != 65001 && cp != 0 &&
+	    tds_int(&r, 0, 2) > 0)
 		log_warnx("mssql: database %s has collation %s (code page %lld):"
 		    " its VARCHAR columns store characters outside that code page"
 		    " as \"?\"; a UTF-8 collation (*_UTF8) or NVARCHAR columns keep"
-		    " all text", m->database, mres_str(&r, 0, 0) != NULL ?
-		    mres_str(&r, 0, 0) : "?", cp);
-	mres_clear(&r);
+		    " all text", m->database, tds_str(&r, 0, 0) != NULL ?
+		    tds_str(&r, 0, 0) : "?", cp);
+	tds_res_clear(&r);
 }
 
 /*
@@ -1893,19 +758,19 @@ mq_table_columns(struct store *st, const char *table, struct buf *out)
 	static const char sql[] =
 	    BATCH "SELECT name FROM sys.columns"
 	    " WHERE object_id = OBJECT_ID(@p1, N'U')";
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	struct buf probe;
-	struct mres r;
+	struct tds_res r;
 	size_t i;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	if ((rc = mq_call(m, "schema check", &r, sql, "s", table)) != 0)
+	if ((rc = tds_call(m, "schema check", &r, sql, "s", table)) != 0)
 		return rc < 0 ? -1 : rc;
 	for (i = 0; i < r.nrows; i++)
-		buf_printf(out, "%s%s", i > 0 ? " " : "", mres_str(&r, i, 0));
+		buf_printf(out, "%s%s", i > 0 ? " " : "", tds_str(&r, i, 0));
 	rc = r.nrows > 0;
-	mres_clear(&r);
+	tds_res_clear(&r);
 	/* Once per check: runs is the table every check reads. */
 	if (rc > 0 && strcmp(table, "runs") == 0)
 		mq_check_collation(m);
@@ -1913,7 +778,7 @@ mq_table_columns(struct store *st, const char *table, struct buf *out)
 		return rc;
 	buf_init(&probe);
 	buf_printf(&probe, BATCH "SELECT TOP (0) * FROM [%s]", table);
-	rc = mq_exec(m, "schema check", buf_str(&probe), NULL, 0, NULL);
+	rc = tds_exec(m, "schema check", buf_str(&probe), NULL, 0, NULL);
 	buf_free(&probe);
 	if (rc == 0 || (rc == -1 && (strstr(m->base.err, "(error 208)") !=
 	    NULL || (strstr(m->base.err, "(error 33557097)") != NULL &&
@@ -1954,22 +819,22 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
 	    "  AND r.status = 'queued' AND r.available_at <= " NOW
 	    "  AND r.attempt_count < r.max_attempts);"
 	    ROWCOUNT;
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	int a, b = 0;
 
-	mq_interruptible = 1;
-	a = mq_count(m, "ensure environments", ins, "");
+	tds_interruptible(1);
+	a = tds_count(m, "ensure environments", ins, "");
 	/*
 	 * A duplicate rolled the whole INSERT back: once more inserts the
 	 * other keys, now that the winner's row is there to be skipped.
 	 */
 	if (a == -1 && m->cls == MSSQL_DUPLICATE)
-		a = mq_count(m, "ensure environments", ins, "");
+		a = tds_count(m, "ensure environments", ins, "");
 	if (a == -1 && m->cls == MSSQL_DUPLICATE)
 		a = 0;
 	if (a >= 0)
-		b = mq_count(m, "ensure environments", req, "");
-	mq_interruptible = 0;
+		b = tds_count(m, "ensure environments", req, "");
+	tds_interruptible(0);
 	if (a < 0)
 		return a;
 	if (b < 0)
@@ -1986,15 +851,15 @@ mq_ensure_environments(struct store *st, long *inserted, long *requeued)
  * would then wait for its lease to run out.
  */
 static void
-claim_undo(struct mq *m, const char *sql, const char *token)
+claim_undo(struct tds *m, const char *sql, const char *token)
 {
 	char keep[sizeof(m->base.err)];
 	int cls = m->cls, n;
 
-	if (cls != MSSQL_TIMEOUT || m->dbp == NULL || DBDEAD(m->dbp))
+	if (cls != MSSQL_TIMEOUT || !tds_alive(m))
 		return;
 	memcpy(keep, m->base.err, sizeof(keep));
-	n = mq_count(m, "claim undo", sql, "s", token);
+	n = tds_count(m, "claim undo", sql, "s", token);
 	if (n > 0)
 		log_notice("put back a claim whose answer was cancelled");
 	memcpy(m->base.err, keep, sizeof(keep));
@@ -2018,26 +883,26 @@ claim_undo(struct mq *m, const char *sql, const char *token)
 #define CLAIM_SPREAD	"32"
 
 static int
-mq_claim(struct mq *m, const char *what, struct mres *r, const char *sql,
+mq_claim(struct tds *m, const char *what, struct tds_res *r, const char *sql,
     const char *undo, const char *token, double lease)
 {
 	struct mssql_param p[3];
 	long long spread;
 	int rc;
 
-	mq_interruptible = 1;
+	tds_interruptible(1);
 	for (spread = 0;; spread++) {
 		mssql_params(p, NELEM(p), "sdi", token, lease, spread);
-		rc = mq_exec_once(m, what, sql, p, NELEM(p), r);
+		rc = tds_exec_once(m, what, sql, p, NELEM(p), r);
 		if (rc != -1 || !mssql_transient(m->cls) || spread >= 2 ||
 		    store_quitting() || store_stopping())
 			break;
 		/* The batch ended before it could put the lock timeout back. */
 		if (m->cls == MSSQL_LOCK_TIMEOUT)
-			mq_plain(m, "claim", "SET LOCK_TIMEOUT -1");
+			tds_plain(m, "claim", "SET LOCK_TIMEOUT -1");
 		log_debug("%s; claiming again", m->base.err);
 	}
-	mq_interruptible = 0;
+	tds_interruptible(0);
 	if (rc == -1)
 		claim_undo(m, undo, token);
 	return rc;
@@ -2095,8 +960,8 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    "  claim_expires_at = NULL, updated_at = " NOW
 	    " WHERE claimed_by = @p1 AND status = 'building';"
 	    ROWCOUNT;
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
@@ -2104,16 +969,16 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
-		mres_copy(&r, 0, 0, out->id, sizeof(out->id));
-		mres_copy(&r, 0, 1, out->workspace_id,
+		tds_copy(&r, 0, 0, out->id, sizeof(out->id));
+		tds_copy(&r, 0, 1, out->workspace_id,
 		    sizeof(out->workspace_id));
-		mres_copy(&r, 0, 2, out->configuration_id,
+		tds_copy(&r, 0, 2, out->configuration_id,
 		    sizeof(out->configuration_id));
-		mres_copy(&r, 0, 3, out->engine_spec, sizeof(out->engine_spec));
-		mres_copy(&r, 0, 4, out->deps_digest, sizeof(out->deps_digest));
+		tds_copy(&r, 0, 3, out->engine_spec, sizeof(out->engine_spec));
+		tds_copy(&r, 0, 4, out->deps_digest, sizeof(out->deps_digest));
 		rc = 1;
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -2128,7 +993,7 @@ mq_heartbeat_environment(struct store *st, const char *id, const char *token,
 	    " AND claimed_by = @p2;"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "heartbeat environment", sql, "ssd",
+	return tds_count((struct tds *)st, "heartbeat environment", sql, "ssd",
 	    id, token, lease);
 }
 
@@ -2146,7 +1011,7 @@ mq_environment_ready(struct store *st, const char *id, const char *token,
 	    " AND claimed_by = @p2;"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "environment ready", sql, "sssss",
+	return tds_count((struct tds *)st, "environment ready", sql, "sssss",
 	    id, token, python, pyver, engver);
 }
 
@@ -2193,21 +1058,21 @@ mq_environment_failed(struct store *st, const char *id, const char *token,
 	    "END;"
 	    "COMMIT TRANSACTION;"
 	    "SELECT @e AS env, @r AS charged;";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	rc = mq_call(m, "environment failed", &r, sql, "ddsss", base, max, id,
+	rc = tds_call(m, "environment failed", &r, sql, "ddsss", base, max, id,
 	    token, error);
 	if (rc != 0)
 		return rc;
 	rc = 0;
-	if (r.nrows > 0 && mres_int(&r, 0, 0) > 0) {
-		*charged = (long)mres_int(&r, 0, 1);
+	if (r.nrows > 0 && tds_int(&r, 0, 0) > 0) {
+		*charged = (long)tds_int(&r, 0, 1);
 		rc = 1;
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -2221,7 +1086,7 @@ mq_environment_requeue(struct store *st, const char *id, const char *error)
 	    " WHERE id = " UUID("@p1") " AND status = 'ready';"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "requeue environment", sql, "ss", id,
+	return tds_count((struct tds *)st, "requeue environment", sql, "ss", id,
 	    error);
 }
 
@@ -2235,7 +1100,7 @@ mq_environment_touch(struct store *st, const char *id)
 	    " WHERE id = " UUID("@p1") ";"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "touch environment", sql, "s", id);
+	return tds_count((struct tds *)st, "touch environment", sql, "s", id);
 }
 
 /*
@@ -2302,8 +1167,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    "   THEN attempt_count - 1 ELSE 0 END"
 	    " WHERE claimed_by = @p1 AND status = 'running';"
 	    ROWCOUNT;
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
@@ -2311,33 +1176,33 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
-		mres_copy(&r, 0, 0, out->id, sizeof(out->id));
-		mres_copy(&r, 0, 1, out->workspace_id,
+		tds_copy(&r, 0, 0, out->id, sizeof(out->id));
+		tds_copy(&r, 0, 1, out->workspace_id,
 		    sizeof(out->workspace_id));
-		mres_copy(&r, 0, 2, out->configuration_id,
+		tds_copy(&r, 0, 2, out->configuration_id,
 		    sizeof(out->configuration_id));
-		mres_copy(&r, 0, 3, out->input_document_id,
+		tds_copy(&r, 0, 3, out->input_document_id,
 		    sizeof(out->input_document_id));
-		mres_copy(&r, 0, 4, out->engine_spec, sizeof(out->engine_spec));
-		mres_copy(&r, 0, 5, out->deps_digest, sizeof(out->deps_digest));
-		if (!mres_isnull(&r, 0, 6))
-			mssql_format_ms(mres_int(&r, 0, 6), out->started_at,
+		tds_copy(&r, 0, 4, out->engine_spec, sizeof(out->engine_spec));
+		tds_copy(&r, 0, 5, out->deps_digest, sizeof(out->deps_digest));
+		if (!tds_isnull(&r, 0, 6))
+			mssql_format_ms(tds_int(&r, 0, 6), out->started_at,
 			    sizeof(out->started_at));
-		out->attempt_count = (long)mres_int(&r, 0, 7);
-		out->max_attempts = (long)mres_int(&r, 0, 8);
-		out->run_options = mres_dup(&r, 0, 9);
-		out->input_sheet_names = mres_dup(&r, 0, 10);
-		mres_copy(&r, 0, 11, out->env_id, sizeof(out->env_id));
-		out->waited = (double)mres_int(&r, 0, 12) / 1000.0;
-		mres_copy(&r, 0, 13, out->env_python,
+		out->attempt_count = (long)tds_int(&r, 0, 7);
+		out->max_attempts = (long)tds_int(&r, 0, 8);
+		out->run_options = tds_dup(&r, 0, 9);
+		out->input_sheet_names = tds_dup(&r, 0, 10);
+		tds_copy(&r, 0, 11, out->env_id, sizeof(out->env_id));
+		out->waited = (double)tds_int(&r, 0, 12) / 1000.0;
+		tds_copy(&r, 0, 13, out->env_python,
 		    sizeof(out->env_python));
 		out->doc_read = 1;
-		out->doc_found = mres_int(&r, 0, 14) != 0;
-		out->doc_stored_uri = mres_dup(&r, 0, 15);
-		out->doc_original_filename = mres_dup(&r, 0, 16);
+		out->doc_found = tds_int(&r, 0, 14) != 0;
+		out->doc_stored_uri = tds_dup(&r, 0, 15);
+		out->doc_original_filename = tds_dup(&r, 0, 16);
 		rc = 1;
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -2352,7 +1217,7 @@ mq_heartbeat_run(struct store *st, const char *id, const char *token,
 	    " AND claimed_by = @p2;"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "heartbeat run", sql, "ssd", id,
+	return tds_count((struct tds *)st, "heartbeat run", sql, "ssd", id,
 	    token, lease);
 }
 
@@ -2362,20 +1227,20 @@ mq_get_document(struct store *st, const char *id, struct document *d)
 	static const char sql[] =
 	    BATCH "SELECT stored_uri, original_filename FROM documents"
 	    " WHERE id = " UUID("@p1");
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	if (!mssql_is_guid(id))
 		return 0;
 	memset(&r, 0, sizeof(r));
-	if ((rc = mq_call(m, "document", &r, sql, "s", id)) != 0)
+	if ((rc = tds_call(m, "document", &r, sql, "s", id)) != 0)
 		return rc;
 	if (r.nrows > 0) {
-		d->stored_uri = mres_dup(&r, 0, 0);
-		d->original_filename = mres_dup(&r, 0, 1);
+		d->stored_uri = tds_dup(&r, 0, 0);
+		d->original_filename = tds_dup(&r, 0, 1);
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return d->stored_uri != NULL;
 }
 
@@ -2384,7 +1249,7 @@ mq_get_document(struct store *st, const char *id, struct document *d)
  * parameter budget allows (the run id is one shared parameter).
  */
 static int
-insert_rows(struct mq *m, const char *table, const char *const *cols,
+insert_rows(struct tds *m, const char *table, const char *const *cols,
     json_t *rows, const char *run_id)
 {
 	struct mssql_param *p;
@@ -2411,10 +1276,10 @@ insert_rows(struct mq *m, const char *table, const char *const *cols,
 			json_t *row = json_array_get(rows, first + i);
 
 			for (k = 0; k < ncols; k++)
-				param_json(&p[np++], json_object_get(row,
+				mssql_param_json(&p[np++], json_object_get(row,
 				    cols[k]));
 		}
-		rc = mq_exec(m, table, buf_str(&sql), p, np, NULL);
+		rc = tds_exec(m, table, buf_str(&sql), p, np, NULL);
 	}
 	buf_free(&sql);
 	free(p);
@@ -2436,8 +1301,8 @@ batch_rows(struct buf *sql, struct mssql_param *p, size_t np,
 	buf_addstr(sql, "; ");
 	for (i = 0; i < n; i++)
 		for (k = 0; k < ncols; k++)
-			param_json(&p[np++], json_object_get(json_array_get(
-			    rows, i), cols[k]));
+			mssql_param_json(&p[np++], json_object_get(
+			    json_array_get(rows, i), cols[k]));
 	return n * ncols;
 }
 
@@ -2449,7 +1314,7 @@ batch_rows(struct buf *sql, struct mssql_param *p, size_t np,
  * 2 when the rows do not fit.
  */
 static int
-run_succeeded_batch(struct mq *m, const char *id, const char *token,
+run_succeeded_batch(struct tds *m, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
 	static const char upd[] =
@@ -2476,7 +1341,7 @@ run_succeeded_batch(struct mq *m, const char *id, const char *token,
 	const char *const *c2 = store_result_columns(&m->base, 2);
 	struct mssql_param *p;
 	struct buf sql;
-	struct mres r;
+	struct tds_res r;
 	size_t need = 3, k;
 	int rc;
 
@@ -2506,10 +1371,10 @@ run_succeeded_batch(struct mq *m, const char *id, const char *token,
 	}
 	buf_addstr(&sql, "COMMIT TRANSACTION; SELECT @n AS n;");
 	memset(&r, 0, sizeof(r));
-	rc = mq_exec(m, "run succeeded", buf_str(&sql), p, need, &r);
+	rc = tds_exec(m, "run succeeded", buf_str(&sql), p, need, &r);
 	if (rc == 0)
-		rc = r.nrows > 0 && mres_int(&r, 0, 0) > 0;
-	mres_clear(&r);
+		rc = r.nrows > 0 && tds_int(&r, 0, 0) > 0;
+	tds_res_clear(&r);
 	buf_free(&sql);
 	free(p);
 	json_decref(one);
@@ -2517,7 +1382,7 @@ run_succeeded_batch(struct mq *m, const char *id, const char *token,
 }
 
 static int
-run_succeeded_once(struct mq *m, const char *id, const char *token,
+run_succeeded_once(struct tds *m, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
 	static const char upd[] =
@@ -2536,14 +1401,14 @@ run_succeeded_once(struct mq *m, const char *id, const char *token,
 	json_t *metrics, *one;
 	int n;
 
-	if ((n = mq_begin(m)) != 0)
+	if ((n = tds_begin(m)) != 0)
 		return n;
-	n = mq_count(m, "run succeeded", upd, "sss", id, token, output_path);
+	n = tds_count(m, "run succeeded", upd, "sss", id, token, output_path);
 	if (n <= 0)
-		return mq_rollback(m, n);
+		return tds_rollback(m, n);
 	if (results != NULL) {
-		if ((n = mq_call(m, "run succeeded", NULL, del, "s", id)) != 0)
-			return mq_rollback(m, n);
+		if ((n = tds_call(m, "run succeeded", NULL, del, "s", id)) != 0)
+			return tds_rollback(m, n);
 		metrics = json_object_get(results, "run_metrics");
 		if (json_is_object(metrics)) {
 			one = json_array();
@@ -2552,7 +1417,7 @@ run_succeeded_once(struct mq *m, const char *id, const char *token,
 			    store_result_columns(&m->base, 0), one, id);
 			json_decref(one);
 			if (n != 0)
-				return mq_rollback(m, n);
+				return tds_rollback(m, n);
 		}
 		if ((n = insert_rows(m, "run_fields",
 		    store_result_columns(&m->base, 1),
@@ -2560,9 +1425,9 @@ run_succeeded_once(struct mq *m, const char *id, const char *token,
 		    (n = insert_rows(m, "run_table_columns",
 		    store_result_columns(&m->base, 2),
 		    json_object_get(results, "run_table_columns"), id)) != 0)
-			return mq_rollback(m, n);
+			return tds_rollback(m, n);
 	}
-	if ((n = mq_commit(m)) != 0)
+	if ((n = tds_commit(m)) != 0)
 		return n;
 	return 1;
 }
@@ -2578,7 +1443,7 @@ static int
 mq_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	struct timespec ts;
 	int rc, tries;
 
@@ -2632,19 +1497,19 @@ mq_run_finish(struct store *st, const char *id, const char *token,
 	    " WHERE id = " UUID("@p1") " AND status = 'running'"
 	    " AND claimed_by = @p2;"
 	    ROWCOUNT;
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 
 	switch (how) {
 	case FINISH_RETRY:
-		return mq_count(m, "retry run", retry, "ssds", id, token,
+		return tds_count(m, "retry run", retry, "ssds", id, token,
 		    delay, error);
 	case FINISH_RELEASE:
-		return mq_count(m, "release run", release, "ssds", id, token,
+		return tds_count(m, "release run", release, "ssds", id, token,
 		    delay, error);
 	case FINISH_FAILED:
 		break;
 	}
-	return mq_count(m, "fail run", failed, "sssi", id, token, error,
+	return tds_count(m, "fail run", failed, "sssi", id, token, error,
 	    (long long)exit_code);
 }
 
@@ -2679,22 +1544,22 @@ mq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 	    "SET @e = @@ROWCOUNT;"
 	    "COMMIT TRANSACTION;"
 	    "SELECT @f AS failed, @q AS requeued, @e AS envs;";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "sweep", &r, sql, "dd", base, max);
-	mq_interruptible = 0;
+	tds_interruptible(1);
+	rc = tds_call(m, "sweep", &r, sql, "dd", base, max);
+	tds_interruptible(0);
 	if (rc != 0)
 		return rc;
 	if (r.nrows > 0) {
-		out->runs_failed = (long)mres_int(&r, 0, 0);
-		out->runs_requeued = (long)mres_int(&r, 0, 1);
-		out->envs_requeued = (long)mres_int(&r, 0, 2);
+		out->runs_failed = (long)tds_int(&r, 0, 0);
+		out->runs_requeued = (long)tds_int(&r, 0, 1);
+		out->envs_requeued = (long)tds_int(&r, 0, 2);
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return 0;
 }
 
@@ -2711,7 +1576,7 @@ mq_run_abandon(struct store *st, const char *id, const char *token,
 	    " AND claimed_by = @p5;"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "abandon run", sql, "ddsss", base,
+	return tds_count((struct tds *)st, "abandon run", sql, "ddsss", base,
 	    max, id, error, token);
 }
 
@@ -2728,7 +1593,7 @@ mq_environment_abandon(struct store *st, const char *id, const char *token,
 	    " AND claimed_by = @p2;"
 	    ROWCOUNT;
 
-	return mq_count((struct mq *)st, "abandon environment", sql, "sss",
+	return tds_count((struct tds *)st, "abandon environment", sql, "sss",
 	    id, token, error);
 }
 
@@ -2741,19 +1606,19 @@ mq_claimed_with(struct store *st, int env, const char *token, char *id)
 	static const char envs[] =
 	    BATCH "SELECT " GUID("id") " AS id FROM environments"
 	    " WHERE claimed_by = @p1 AND status = 'building';";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	if ((rc = mq_call(m, "claim lookup", &r, env ? envs : runs, "s",
+	if ((rc = tds_call(m, "claim lookup", &r, env ? envs : runs, "s",
 	    token)) != 0)
 		return rc;
 	if (r.nrows > 0) {
-		mres_copy(&r, 0, 0, id, 64);
+		tds_copy(&r, 0, 0, id, 64);
 		rc = 1;
 	}
-	mres_clear(&r);
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -2783,10 +1648,10 @@ mq_singleton(struct store *st, const char *name, const char *holder,
 	    "END;"
 	    "COMMIT TRANSACTION;"
 	    "SELECT @n AS n;";
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	int n;
 
-	n = mq_count(m, "lease", sql, "ssd", name, holder, lease);
+	n = tds_count(m, "lease", sql, "ssd", name, holder, lease);
 	if (n == -1 && m->cls == MSSQL_DUPLICATE)
 		return 0;
 	return n < 0 ? n : n == 1;
@@ -2811,7 +1676,7 @@ mq_host_beat(struct store *st, const char *name, const char *info,
 	    "END;"
 	    "SELECT @n AS n;";
 
-	return mq_count((struct mq *)st, "host", sql, "ssd", name, info, ttl);
+	return tds_count((struct tds *)st, "host", sql, "ssd", name, info, ttl);
 }
 
 static json_t *
@@ -2823,7 +1688,7 @@ mq_list_hosts(struct store *st)
 	    "  AS state"
 	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
 
-	return mq_rows((struct mq *)st, "list hosts", sql, "");
+	return tds_rows((struct tds *)st, "list hosts", sql, "");
 }
 
 #define GC_ENV_COND							\
@@ -2854,22 +1719,22 @@ mq_gc_environments(struct store *st, long ttl_days, int dry_run)
 	    " AND environments.id IN (SELECT e.id FROM environments e"
 	    "  WHERE e.id = " UUID("@p2") " AND" GC_ENV_COND ");"
 	    ROWCOUNT;
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	json_t *rows, *gone, *row;
 	size_t i;
 	int n;
 
 	if (ttl_days > MAX_TTL_DAYS)
 		ttl_days = MAX_TTL_DAYS;
-	mq_interruptible = 1;
-	rows = mq_rows(m, "gc environments", list, "i", (long long)ttl_days);
+	tds_interruptible(1);
+	rows = tds_rows(m, "gc environments", list, "i", (long long)ttl_days);
 	if (rows == NULL || dry_run) {
-		mq_interruptible = 0;
+		tds_interruptible(0);
 		return rows;
 	}
 	gone = json_array();
 	json_array_foreach(rows, i, row) {
-		n = mq_count(m, "gc environments", del, "is",
+		n = tds_count(m, "gc environments", del, "is",
 		    (long long)ttl_days,
 		    json_string_value(json_object_get(row, "id")));
 		if (n < 0) {
@@ -2880,7 +1745,7 @@ mq_gc_environments(struct store *st, long ttl_days, int dry_run)
 		if (n > 0)
 			json_array_append(gone, row);
 	}
-	mq_interruptible = 0;
+	tds_interruptible(0);
 	json_decref(rows);
 	return gone;
 }
@@ -2893,8 +1758,8 @@ mq_run_finished_before(struct store *st, const char *id, long ttl_days)
 	    " 'cancelled') AND completed_at <"
 	    " DATEADD(day, -CAST(@p2 AS INT), " NOW ") THEN 1 ELSE 0 END AS v"
 	    " FROM runs WHERE id = " UUID("@p1");
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	/* A directory that is not named by a GUID belongs to no run. */
@@ -2903,11 +1768,11 @@ mq_run_finished_before(struct store *st, const char *id, long ttl_days)
 	if (ttl_days > MAX_TTL_DAYS)
 		ttl_days = MAX_TTL_DAYS;
 	memset(&r, 0, sizeof(r));
-	if ((rc = mq_call(m, "run age", &r, sql, "si", id,
+	if ((rc = tds_call(m, "run age", &r, sql, "si", id,
 	    (long long)ttl_days)) != 0)
 		return rc;
-	rc = r.nrows > 0 ? (int)mres_int(&r, 0, 0) : 2;
-	mres_clear(&r);
+	rc = r.nrows > 0 ? (int)tds_int(&r, 0, 0) : 2;
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -2921,18 +1786,18 @@ mq_pending(struct store *st, long *count)
 	    "  OR status = 'running') +"
 	    " (SELECT COUNT_BIG(*) FROM environments"
 	    "  WHERE status IN ('queued', 'building')) AS n";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "pending", &r, sql, "");
-	mq_interruptible = 0;
+	tds_interruptible(1);
+	rc = tds_call(m, "pending", &r, sql, "");
+	tds_interruptible(0);
 	if (rc != 0)
 		return rc;
-	*count = (long)mres_int(&r, 0, 0);
-	mres_clear(&r);
+	*count = (long)tds_int(&r, 0, 0);
+	tds_res_clear(&r);
 	return 0;
 }
 
@@ -2942,22 +1807,22 @@ mq_queue_stats(struct store *st, struct queue_stats *q)
 	/* Ages in milliseconds: db-lib reads a BIGINT exactly. */
 	static const char sql[] = BATCH QUEUE_STATS(
 	    "DATEDIFF_BIG(millisecond, available_at, " NOW ")");
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	size_t i;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "queue stats", &r, sql, "");
-	mq_interruptible = 0;
+	tds_interruptible(1);
+	rc = tds_call(m, "queue stats", &r, sql, "");
+	tds_interruptible(0);
 	if (rc != 0)
 		return rc;
 	for (i = 0; i < r.nrows; i++)
-		store_queue_stats_add(q, mres_str(&r, i, 0),
-		    (long)mres_int(&r, i, 1), (long)mres_int(&r, i, 2),
-		    (double)mres_int(&r, i, 3) / 1000.0);
-	mres_clear(&r);
+		store_queue_stats_add(q, tds_str(&r, i, 0),
+		    (long)tds_int(&r, i, 1), (long)tds_int(&r, i, 2),
+		    (double)tds_int(&r, i, 3) / 1000.0);
+	tds_res_clear(&r);
 	return 0;
 }
 
@@ -2968,19 +1833,19 @@ mq_next_due(struct store *st, double *seconds)
 	    BATCH "SELECT DATEDIFF_BIG(millisecond, " NOW ", MIN(available_at))"
 	    " AS ms FROM runs WHERE status = 'queued'"
 	    " AND attempt_count < max_attempts";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	mq_interruptible = 1;
-	rc = mq_call(m, "next due", &r, sql, "");
-	mq_interruptible = 0;
+	tds_interruptible(1);
+	rc = tds_call(m, "next due", &r, sql, "");
+	tds_interruptible(0);
 	if (rc != 0)
 		return rc;
-	*seconds = r.nrows == 0 || mres_isnull(&r, 0, 0) ? 1e9 :
-	    (double)mres_int(&r, 0, 0) / 1000.0;
-	mres_clear(&r);
+	*seconds = r.nrows == 0 || tds_isnull(&r, 0, 0) ? 1e9 :
+	    (double)tds_int(&r, 0, 0) / 1000.0;
+	tds_res_clear(&r);
 	return 0;
 }
 
@@ -3019,8 +1884,8 @@ mq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	    "END;"
 	    "COMMIT TRANSACTION;"
 	    "SELECT " GUID("@ws") " AS ws, " GUID("@cfg") " AS cfg;";
-	struct mq *m = (struct mq *)st;
-	struct mres r;
+	struct tds *m = (struct tds *)st;
+	struct tds_res r;
 	char slug[101], new_ws[37], new_cfg[37];
 	int rc;
 
@@ -3028,20 +1893,20 @@ mq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	util_uuid(new_ws);
 	util_uuid(new_cfg);
 	memset(&r, 0, sizeof(r));
-	rc = mq_call(m, "register", &r, sql, "sssssss", slug,
+	rc = tds_call(m, "register", &r, sql, "sssssss", slug,
 	    mssql_is_guid(ws) ? ws : NULL, new_ws, ws, cfg,
 	    mssql_is_guid(cfg) ? cfg : NULL, new_cfg);
 	if (rc != 0)
 		return -1;
 	if (r.nrows == 0) {
-		mres_clear(&r);
+		tds_res_clear(&r);
 		snprintf(m->base.err, sizeof(m->base.err),
 		    "mssql: register: no answer");
 		return -1;
 	}
-	mres_copy(&r, 0, 0, ws_id, 64);
-	mres_copy(&r, 0, 1, cfg_id, 64);
-	mres_clear(&r);
+	tds_copy(&r, 0, 0, ws_id, 64);
+	tds_copy(&r, 0, 1, cfg_id, 64);
+	tds_res_clear(&r);
 	return 0;
 }
 
@@ -3065,9 +1930,9 @@ mq_enqueue(struct store *st, const struct enqueue_req *q)
 	    " VALUES (" UUID("@p8") ", " UUID("@p9") ", " UUID("@p2") ","
 	    "  " UUID("@p1") ", @p11, @p12, @p13, @p14, @p15);"
 	    "COMMIT TRANSACTION;";
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 
-	return mq_call(m, "enqueue", NULL, sql, "ssssisssssssssi",
+	return tds_call(m, "enqueue", NULL, sql, "ssssisssssssssi",
 	    q->document_id, q->workspace_id, q->original_filename,
 	    q->content_type, (long long)q->document_size, q->document_sha256,
 	    q->stored_uri, q->run_id, q->configuration_id, q->content_digest,
@@ -3089,7 +1954,7 @@ mq_list_runs(struct store *st, const char *status, long limit)
 	    " WHERE @p1 IS NULL OR status = @p1"
 	    " ORDER BY runs.created_at DESC, runs.id";
 
-	return mq_rows((struct mq *)st, "list runs", sql, "si", status,
+	return tds_rows((struct tds *)st, "list runs", sql, "si", status,
 	    (long long)(limit < 0 ? 0 : limit));
 }
 
@@ -3109,7 +1974,7 @@ mq_run_requeue(struct store *st, const char *id)
 
 	if (!mssql_is_guid(id))
 		return 0;
-	return mq_count((struct mq *)st, "requeue run", sql, "s", id);
+	return tds_count((struct tds *)st, "requeue run", sql, "s", id);
 }
 
 static int
@@ -3125,7 +1990,7 @@ mq_run_cancel(struct store *st, const char *id)
 
 	if (!mssql_is_guid(id))
 		return 0;
-	return mq_count((struct mq *)st, "cancel run", sql, "s", id);
+	return tds_count((struct tds *)st, "cancel run", sql, "s", id);
 }
 
 static json_t *
@@ -3142,7 +2007,7 @@ mq_list_environments(struct store *st)
 	    " python_version, engine_version, python_interpreter"
 	    " FROM environments ORDER BY environments.created_at";
 
-	return mq_rows((struct mq *)st, "list environments", sql, "");
+	return tds_rows((struct tds *)st, "list environments", sql, "");
 }
 
 static int
@@ -3158,7 +2023,7 @@ mq_environment_rebuild(struct store *st, const char *id)
 
 	if (!mssql_is_guid(id))
 		return 0;
-	return mq_count((struct mq *)st, "rebuild environment", sql, "s", id);
+	return tds_count((struct tds *)st, "rebuild environment", sql, "s", id);
 }
 
 static json_t *
@@ -3187,7 +2052,7 @@ mq_show_run(struct store *st, const char *id)
 	    BATCH "SELECT * FROM run_table_columns"
 	    " WHERE run_id = " UUID("@p1")
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
-	struct mq *m = (struct mq *)st;
+	struct tds *m = (struct tds *)st;
 	struct buf met;
 	json_t *out, *a;
 	size_t k;
@@ -3200,7 +2065,7 @@ mq_show_run(struct store *st, const char *id)
 		json_object_set_new(out, "table_columns", json_array());
 		return out;
 	}
-	if ((a = mq_rows(m, "show run", run, "s", id)) == NULL)
+	if ((a = tds_rows(m, "show run", run, "s", id)) == NULL)
 		goto fail;
 	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
 	    : json_null());
@@ -3212,17 +2077,17 @@ mq_show_run(struct store *st, const char *id)
 		buf_printf(&met, "%s%s", k > 0 ? ", " : "",
 		    results_metric_columns[k]);
 	buf_addstr(&met, " FROM run_metrics WHERE run_id = " UUID("@p1"));
-	a = mq_rows(m, "show run", buf_str(&met), "s", id);
+	a = tds_rows(m, "show run", buf_str(&met), "s", id);
 	buf_free(&met);
 	if (a == NULL)
 		goto fail;
 	json_object_set(out, "metrics", json_array_size(a) ?
 	    json_array_get(a, 0) : json_null());
 	json_decref(a);
-	if ((a = mq_rows(m, "show run", fld, "s", id)) == NULL)
+	if ((a = tds_rows(m, "show run", fld, "s", id)) == NULL)
 		goto fail;
 	json_object_set_new(out, "fields", a);
-	if ((a = mq_rows(m, "show run", col, "s", id)) == NULL)
+	if ((a = tds_rows(m, "show run", col, "s", id)) == NULL)
 		goto fail;
 	json_object_set_new(out, "table_columns", a);
 	return out;
