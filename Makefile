@@ -36,7 +36,7 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 	-DADE_PYTHON='"$(PYTHON)"' -DADE_VERSION='"$(PACKAGE_VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
-LIB_SRCS = arch.c backoff.c conf.c digest.c evlog.c gc.c http.c http_ui.c \
+LIB_SRCS = arch.c backoff.c conf.c control.c digest.c evlog.c gc.c http.c http_ui.c \
 	job_env.c job_run.c log.c maint.c paths.c priv.c proc.c proctitle.c results.c \
 	sandbox.c scoreboard.c store.c store_mssql.c store_pgsql.c \
 	store_sqlite.c super.c tds.c util.c worker.c

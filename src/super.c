@@ -16,9 +16,7 @@
  * log files; TTIN and TTOU add and remove a worker.
  */
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -35,6 +33,7 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "control.h"
 #include "log.h"
 #include "http.h"
 #include "maint.h"
@@ -52,27 +51,6 @@
 /* A maintenance pass at a stop: its time, and passes to free orphans. */
 #define MAINT_GRACE		10.0
 #define MAINT_STOP_PASSES	3
-/* Control connections served at once, request bytes, seconds for all. */
-#define CTL_CLIENTS		16
-#define CTL_REQUEST_MAX		256
-#define CTL_TIMEOUT		10.0
-
-/*
- * A control connection: a request line in, an answer out, then close.
- * Served from the event loop without blocking, so that a slow or silent
- * client delays nobody; each gets CTL_TIMEOUT seconds for all of it.
- */
-struct ctl_client {
-	int		 fd;		/* -1: free */
-	ev_io		 io;
-	ev_timer	 timeout;
-	char		 req[CTL_REQUEST_MAX];
-	size_t		 req_len;
-	int		 too_long;	/* the line is being skipped */
-	struct buf	 out;
-	size_t		 out_off;
-};
-
 /*
  * A slot is active while the supervisor wants a worker in it; scaling
  * down makes a slot inactive and lets its worker finish.  A worker is
@@ -113,10 +91,7 @@ static struct {
 	double		 next_gc;
 	char		 holder[192];
 	time_t		 started;
-	int		 ctl_fd;
-	struct ctl_client clients[CTL_CLIENTS];
 	int		*ready_fd;
-	ev_io		 ctl_io;
 	ev_timer	 maint_timer;
 	ev_timer	 drain_timer;
 	ev_timer	 kill_timer;
@@ -163,7 +138,7 @@ static void
 child_setup(pid_t parent)
 {
 	sigset_t none;
-	int sig, i;
+	int sig;
 
 	for (sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
@@ -173,15 +148,7 @@ child_setup(pid_t parent)
 	prctl(PR_SET_PDEATHSIG, SIGQUIT);
 	if (getppid() != parent)
 		_exit(WORKER_EXIT_OK);
-	if (S.ctl_fd != -1)
-		close(S.ctl_fd);
-	/*
-	 * A child must not keep a client's connection open after we answer
-	 * (nor see its requests).
-	 */
-	for (i = 0; i < CTL_CLIENTS; i++)
-		if (S.clients[i].fd != -1)
-			close(S.clients[i].fd);
+	control_forget();
 	if (S.ready_fd != NULL && *S.ready_fd != -1)
 		close(*S.ready_fd);
 	log_echo(-1);
@@ -919,19 +886,9 @@ status_json(void)
 	    "orphans_pending", sb_orphans_pending(), "slots", slots);
 }
 
-static void
-ctl_close(struct ctl_client *cl)
-{
-	ev_io_stop(S.loop, &cl->io);
-	ev_timer_stop(S.loop, &cl->timeout);
-	close(cl->fd);
-	cl->fd = -1;
-	buf_free(&cl->out);
-}
-
 /* Carries out one request; the answer goes to out. */
 static void
-ctl_request(const char *req, struct buf *out)
+control_request(const char *req, struct buf *out)
 {
 	json_t *j;
 	char *s;
@@ -973,147 +930,6 @@ ctl_request(const char *req, struct buf *out)
 	buf_addstr(out, "\n");
 }
 
-static void
-ctl_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct ctl_client *cl = w->data;
-	ssize_t n;
-
-	while (cl->out_off < cl->out.len) {
-		n = write(cl->fd, cl->out.data + cl->out_off,
-		    cl->out.len - cl->out_off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
-		if (n <= 0)
-			break;
-		cl->out_off += (size_t)n;
-	}
-	ctl_close(cl);
-}
-
-static void
-ctl_read_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct ctl_client *cl = w->data;
-	char *nl;
-	ssize_t n;
-
-	n = read(cl->fd, cl->req + cl->req_len,
-	    sizeof(cl->req) - 1 - cl->req_len);
-	if (n == -1 && (errno == EINTR || errno == EAGAIN ||
-	    errno == EWOULDBLOCK))
-		return;
-	if (n == -1 || (n == 0 && cl->req_len == 0 && !cl->too_long)) {
-		ctl_close(cl);
-		return;
-	}
-	cl->req_len += (size_t)n;
-	cl->req[cl->req_len] = '\0';
-	if ((nl = strpbrk(cl->req, "\r\n")) != NULL)
-		*nl = '\0';
-	else if (n > 0) {
-		/*
-		 * The rest of the line is still to come.  A line longer than
-		 * any request is read to its end and thrown away, so that the
-		 * client can read the answer.
-		 */
-		if (cl->req_len == sizeof(cl->req) - 1) {
-			cl->too_long = 1;
-			cl->req_len = 0;
-		}
-		return;
-	}
-	/* A line, or the end of the input. */
-	cl->out_off = 0;
-	if (cl->too_long)
-		buf_addstr(&cl->out, "error: request too long\n");
-	else
-		ctl_request(cl->req, &cl->out);
-	ev_io_stop(loop, &cl->io);
-	ev_io_init(&cl->io, ctl_write_cb, cl->fd, EV_WRITE);
-	cl->io.data = cl;
-	ev_io_start(loop, &cl->io);
-	/*
-	 * Most answers fit in the socket at once; this one may also be the
-	 * last thing the loop does (a drain with nothing left to wait for).
-	 */
-	ctl_write_cb(loop, &cl->io, EV_WRITE);
-}
-
-static void
-ctl_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	ctl_close(w->data);
-}
-
-static void
-ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct ctl_client *cl;
-	int fd, i;
-
-	while ((fd = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC |
-	    SOCK_NONBLOCK)) != -1) {
-		for (i = 0; i < CTL_CLIENTS && S.clients[i].fd != -1; i++)
-			;
-		if (i == CTL_CLIENTS) {
-			log_warnx("control socket: %d clients already; "
-			    "refusing another", CTL_CLIENTS);
-			close(fd);
-			continue;
-		}
-		cl = &S.clients[i];
-		cl->fd = fd;
-		cl->req_len = 0;
-		cl->too_long = 0;
-		buf_init(&cl->out);
-		ev_io_init(&cl->io, ctl_read_cb, fd, EV_READ);
-		cl->io.data = cl;
-		ev_io_start(loop, &cl->io);
-		ev_timer_init(&cl->timeout, ctl_timeout_cb, CTL_TIMEOUT, 0);
-		cl->timeout.data = cl;
-		ev_timer_start(loop, &cl->timeout);
-	}
-}
-
-static int
-ctl_listen(const struct conf *c)
-{
-	struct sockaddr_un sa;
-	char *dir;
-	int fd;
-
-	dir = xstrdup(c->socket_path);
-	if (strrchr(dir, '/') != NULL) {
-		*strrchr(dir, '/') = '\0';
-		if (dir[0] != '\0' && mkdir_p(dir, 0750) == -1)
-			log_warn("mkdir %s", dir);
-	}
-	free(dir);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->socket_path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC |
-	    SOCK_NONBLOCK, 0)) == -1)
-		return -1;
-	/* A socket file left by a process that died is in the way. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		close(fd);
-		errno = EADDRINUSE;
-		return -1;
-	}
-	unlink(c->socket_path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
-	    chmod(c->socket_path, c->socket_mode) == -1 ||
-	    listen(fd, 16) == -1) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 int
 super_run(struct conf *c, const char *conf_path, int exit_when_idle,
     int *ready_fd, const char *pidfile)
@@ -1133,9 +949,6 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	S.exit_when_idle = exit_when_idle;
 	S.wanted = (int)c->workers;
 	S.started = time(NULL);
-	S.ctl_fd = -1;
-	for (i = 0; i < CTL_CLIENTS; i++)
-		S.clients[i].fd = -1;
 	if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "host");
 	host[sizeof(host) - 1] = '\0';
@@ -1153,7 +966,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	/* Without it, every idle worker looks for work by itself. */
 	if (sb_idle_setup() == -1)
 		log_warn("eventfd");
-	if ((S.ctl_fd = ctl_listen(c)) == -1) {
+	if (control_listen(c->socket_path, c->socket_mode) == -1) {
 		log_error("control socket %s: %s", c->socket_path,
 		    errno == EADDRINUSE ? "another ade-superd answers on it" :
 		    strerror(errno));
@@ -1178,8 +991,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	sigaction(SIGTTOU, &sa, NULL);
 	ev_child_init(&S.child, child_cb, 0, 0);
 	ev_child_start(S.loop, &S.child);
-	ev_io_init(&S.ctl_io, ctl_accept_cb, S.ctl_fd, EV_READ);
-	ev_io_start(S.loop, &S.ctl_io);
+	control_start(S.loop, control_request);
 	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
 	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
 	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
@@ -1228,11 +1040,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		}
 	}
 	ev_run(S.loop, 0);
-	for (i = 0; i < CTL_CLIENTS; i++)
-		if (S.clients[i].fd != -1)
-			ctl_close(&S.clients[i]);
-	close(S.ctl_fd);
-	unlink(S.conf->socket_path);
+	control_stop();
 	if (S.pidfile != NULL)
 		unlink(S.pidfile);
 	log_notice("supervisor stopped");
