@@ -156,6 +156,32 @@ open_store(const struct conf *c, enum open_mode mode)
 	return st;
 }
 
+/* The tables and columns the daemon needs; no database is opened. */
+static int
+db_schema(int argc, char **argv)
+{
+	json_t *schema = store_schema(), *t, *v;
+	const char *table;
+	size_t i;
+
+	if (argc == 3 && strcmp(argv[2], "--json") == 0) {
+		print_json(schema);
+		return CTL_OK;
+	}
+	if (argc != 2)
+		usage();
+	json_object_foreach(schema, table, t) {
+		printf("%s:", table);
+		json_array_foreach(json_object_get(t, "required"), i, v)
+			printf("%s %s", i > 0 ? "," : "", json_string_value(v));
+		json_array_foreach(json_object_get(t, "optional"), i, v)
+			printf("%s %s (optional)", ",", json_string_value(v));
+		printf("\n");
+	}
+	json_decref(schema);
+	return CTL_OK;
+}
+
 static int
 cmd_db(int argc, char **argv)
 {
@@ -164,6 +190,8 @@ cmd_db(int argc, char **argv)
 	struct buf missing, optional;
 	int rc;
 
+	if (argc >= 2 && strcmp(argv[1], "schema") == 0)
+		return db_schema(argc, argv);
 	if (argc != 2)
 		usage();
 	c = load_conf();
@@ -1583,7 +1611,8 @@ static const struct command {
 } commands[] = {
 	{ "db", cmd_db,
 	    "  db init                      create what is missing of the schema\n"
-	    "  db check                     list missing tables and columns\n" },
+	    "  db check                     list missing tables and columns\n"
+	    "  db schema [--json]           the tables and columns it needs\n" },
 	{ "config", cmd_config,
 	    "  config check FILE            check a configuration file\n"
 	    "  config keys                  list every configuration key\n" },

@@ -13,10 +13,13 @@
 #include "util.h"
 
 /*
- * The tables the daemon cannot run without, and the columns of each
- * that it reads or writes (for the result tables, those results.c
- * fills).  The ADE migrations create more columns than these; the
- * daemon leaves the others to their defaults.
+ * The schema, described once: the tables the daemon cannot run without,
+ * and the columns of each that it reads or writes (for the result
+ * tables, run_id and those results.c fills).  db check reads it; each
+ * backend's DDL makes exactly these tables and columns, which a test
+ * holds them to (ade-ctl db schema --json).  The ADE migrations create
+ * more columns than these; the daemon leaves the others to their
+ * defaults.
  */
 static const char *const workspaces_cols[] = {
 	"id", "name", "slug", "created_at", "updated_at", NULL
@@ -47,19 +50,36 @@ static const char *const leases_cols[] = {
 	"name", "holder", "expires_at", NULL
 };
 
+/*
+ * Columns db init makes because the ADE migrations have them, which the
+ * daemon neither reads nor writes.  They are here so that a test can
+ * hold every backend's DDL to this one description.
+ */
+static const char *const workspaces_unused[] = { "settings", NULL };
+static const char *const documents_unused[] = {
+	"assignee_user_id", "attributes", "comment_count", "deleted_at",
+	"deleted_by_user_id", "source", "uploaded_by_user_id", "version",
+	NULL
+};
+static const char *const runs_unused[] = { "submitted_by_user_id", NULL };
+static const char *const run_id_col[] = { "run_id", NULL };
+static const char *const no_cols[] = { NULL };
+
 static const struct {
 	const char		*table;
-	const char *const	*cols;
+	const char *const	*cols;		/* needed */
+	const char *const	*more;		/* needed too */
+	const char *const	*unused;
 } required[] = {
-	{ "workspaces", workspaces_cols },
-	{ "configurations", configurations_cols },
-	{ "documents", documents_cols },
-	{ "runs", runs_cols },
-	{ "environments", environments_cols },
-	{ "run_metrics", results_metric_columns },
-	{ "run_fields", results_field_columns },
-	{ "run_table_columns", results_column_columns },
-	{ "worker_leases", leases_cols },
+	{ "workspaces", workspaces_cols, no_cols, workspaces_unused },
+	{ "configurations", configurations_cols, no_cols, no_cols },
+	{ "documents", documents_cols, no_cols, documents_unused },
+	{ "runs", runs_cols, no_cols, runs_unused },
+	{ "environments", environments_cols, no_cols, no_cols },
+	{ "run_metrics", run_id_col, results_metric_columns, no_cols },
+	{ "run_fields", run_id_col, results_field_columns, no_cols },
+	{ "run_table_columns", run_id_col, results_column_columns, no_cols },
+	{ "worker_leases", leases_cols, no_cols, no_cols },
 };
 
 /*
@@ -235,6 +255,28 @@ list_add(struct buf *b, const char *table, const char *col)
 		buf_addstr(b, table);
 }
 
+/* Lists what of cols a table lacks; returns how many required ones. */
+static int
+check_columns(const char *table, const char *const *cols, const char *have,
+    struct buf *missing, struct buf *optional)
+{
+	size_t k;
+	int n = 0;
+
+	for (k = 0; cols[k] != NULL; k++) {
+		if (has_name(have, cols[k]))
+			continue;
+		if (strcmp(cols[k], OPTIONAL_COLUMN) == 0) {
+			if (optional != NULL)
+				list_add(optional, table, cols[k]);
+			continue;
+		}
+		list_add(missing, table, cols[k]);
+		n++;
+	}
+	return n;
+}
+
 /*
  * Lists in missing the required tables and columns the database lacks
  * ("runs", "runs.claimed_by") and in optional the optional columns it
@@ -245,7 +287,7 @@ store_check_schema(struct store *st, struct buf *missing,
     struct buf *optional)
 {
 	struct buf have;
-	size_t i, k;
+	size_t i;
 	int n = 0, rc;
 
 	buf_init(&have);
@@ -261,22 +303,45 @@ store_check_schema(struct store *st, struct buf *missing,
 			n++;
 			continue;
 		}
-		for (k = 0; required[i].cols[k] != NULL; k++) {
-			if (has_name(buf_str(&have), required[i].cols[k]))
-				continue;
-			if (strcmp(required[i].cols[k], OPTIONAL_COLUMN) == 0) {
-				if (optional != NULL)
-					list_add(optional, required[i].table,
-					    required[i].cols[k]);
-				continue;
-			}
-			list_add(missing, required[i].table,
-			    required[i].cols[k]);
-			n++;
-		}
+		n += check_columns(required[i].table, required[i].cols,
+		    buf_str(&have), missing, optional);
+		n += check_columns(required[i].table, required[i].more,
+		    buf_str(&have), missing, optional);
 	}
 	buf_free(&have);
 	return n;
+}
+
+/*
+ * The schema, as {"table": {"required": [...], "optional": [...],
+ * "unused": [...]}} in the order db check reads it.
+ */
+json_t *
+store_schema(void)
+{
+	json_t *all = json_object(), *req, *opt, *unused;
+	const char *const *lists[2];
+	size_t i, k, l;
+
+	for (i = 0; i < NELEM(required); i++) {
+		req = json_array();
+		opt = json_array();
+		unused = json_array();
+		lists[0] = required[i].cols;
+		lists[1] = required[i].more;
+		for (l = 0; l < NELEM(lists); l++)
+			for (k = 0; lists[l][k] != NULL; k++)
+				json_array_append_new(strcmp(lists[l][k],
+				    OPTIONAL_COLUMN) == 0 ? opt : req,
+				    json_string(lists[l][k]));
+		for (k = 0; required[i].unused[k] != NULL; k++)
+			json_array_append_new(unused,
+			    json_string(required[i].unused[k]));
+		json_object_set_new(all, required[i].table, json_pack(
+		    "{s:o, s:o, s:o}", "required", req, "optional", opt,
+		    "unused", unused));
+	}
+	return all;
 }
 
 static void

@@ -145,6 +145,8 @@ const char	*store_backend(struct store *);
 int	store_init_schema(struct store *);
 int	store_check_schema(struct store *, struct buf *missing,
 	    struct buf *optional);
+/* The tables and columns store_check_schema looks for, as JSON. */
+json_t	*store_schema(void);
 
 int	store_ensure_environments(struct store *, long *inserted,
 	    long *requeued);

@@ -94,3 +94,29 @@ def test_db_init_adds_valid_cells_on_server_backends(deploy, tmp_path):
     dep.close_db()
     assert dep.run_worker(timeout=60).returncode == 0
     assert_sample_results(dep, run_id)
+
+
+def test_db_init_makes_the_schema_db_schema_describes(deploy):
+    """Every backend's DDL makes exactly the tables and columns the one
+    description has (ade-ctl db schema --json), no more and no fewer."""
+    dep = deploy(fresh=True)
+    schema = json.loads(dep.ctl("db", "schema", "--json").stdout)
+    assert "runs" in schema and "run_id" in schema["run_fields"]["required"]
+    db = dep.db()
+    for table, cols in schema.items():
+        described = cols["required"] + cols["optional"] + cols["unused"]
+        assert len(set(described)) == len(described), (table, described)
+        have = db.columns(table)
+        assert have, f"db init made no table {table}"
+        assert have == set(described), (
+            table, "not made:", sorted(set(described) - have),
+            "not described:", sorted(have - set(described)))
+
+
+def test_db_check_needs_the_run_id_of_result_rows(deploy):
+    dep = deploy(fresh=True)
+    dep.db().execute("DROP TABLE run_metrics")
+    dep.db().execute("CREATE TABLE run_metrics (evaluation_outcome TEXT)")
+    result = dep.ctl("db", "check", check=False)
+    assert result.returncode == 1
+    assert "run_metrics.run_id" in result.stdout.splitlines()[0], result.stdout
