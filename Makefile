@@ -36,12 +36,23 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN_CFLAGS) $(SAN_FLAGS) $(PQ_CFLAGS) \
 	-DADE_PYTHON='"$(PYTHON)"' -DADE_VERSION='"$(PACKAGE_VERSION)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS)
 
-LIB_SRCS = arch.c backoff.c conf.c control.c digest.c evlog.c gc.c http.c http_ui.c \
-	job_env.c job_run.c log.c maint.c paths.c priv.c proc.c proctitle.c results.c \
-	sandbox.c scoreboard.c store.c store_mssql.c store_pgsql.c \
-	store_sqlite.c super.c tds.c util.c worker.c
+# src/ has one directory per part: common (configuration, paths, logging
+# and helpers every part uses), store (the database operations and one
+# backend per database), worker (claiming and running jobs), super (the
+# supervisor and its maintenance and HTTP children), ctl (ade-ctl).
+SRC_DIRS = common store worker super ctl
+LIB_SRCS = common/arch.c common/backoff.c common/conf.c common/digest.c \
+	common/log.c common/paths.c common/priv.c common/proctitle.c \
+	common/util.c \
+	store/store.c store/store_mssql.c store/store_pgsql.c \
+	store/store_sqlite.c store/tds.c \
+	worker/evlog.c worker/job_env.c worker/job_run.c worker/proc.c \
+	worker/results.c worker/sandbox.c worker/worker.c \
+	super/control.c super/gc.c super/http.c super/http_ui.c \
+	super/maint.c super/scoreboard.c super/super.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)
-HDRS = $(wildcard src/*.h)
+HDRS = $(wildcard src/*/*.h)
+INCLUDES = $(SRC_DIRS:%=-Isrc/%)
 
 UNIT_TESTS = test_arch test_backoff test_conf test_digest test_mssql \
 	test_paths test_proc test_results
@@ -52,16 +63,16 @@ PYTEST = $(PYTHON) -m pytest
 all: $(B)/ade-superd $(B)/ade-ctl
 
 $(B)/%.o: src/%.c $(HDRS) config.mk
-	@mkdir -p $(B)
+	@mkdir -p $(@D)
 	@echo "CC $<"
-	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -Isrc -c -o $@ $<
+	@$(CC) $(ALL_CFLAGS) $(CPPFLAGS) $(INCLUDES) -c -o $@ $<
 
 # The programs have the configuration file's path and the data_dir default
 # compiled in.  $(B)/installdirs holds the paths of the last build and is
 # rewritten only when they change, so that "make install prefix=/usr"
 # after a plain make compiles again, and copies again, what names them.
 PATH_OBJS = $(patsubst src/%.c,$(B)/%.o,$(shell grep -l \
-	-e ADE_SYSCONFDIR -e ADE_LOCALSTATEDIR src/*.c))
+	-e ADE_SYSCONFDIR -e ADE_LOCALSTATEDIR src/*/*.c))
 $(PATH_OBJS): $(B)/installdirs
 
 $(B)/installdirs: FORCE
@@ -73,15 +84,15 @@ $(B)/libade.a: $(LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
-$(B)/ade-superd: $(B)/superd.o $(B)/libade.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $(B)/superd.o $(B)/libade.a $(LIBS)
+$(B)/ade-superd: $(B)/super/superd.o $(B)/libade.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(B)/super/superd.o $(B)/libade.a $(LIBS)
 
-$(B)/ade-ctl: $(B)/ctl.o $(B)/libade.a
-	$(CC) $(ALL_LDFLAGS) -o $@ $(B)/ctl.o $(B)/libade.a $(LIBS)
+$(B)/ade-ctl: $(B)/ctl/ctl.o $(B)/libade.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(B)/ctl/ctl.o $(B)/libade.a $(LIBS)
 
 $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libade.a $(HDRS)
 	@mkdir -p $(B)/tests
-	$(CC) $(ALL_CFLAGS) $(CPPFLAGS) -Isrc -Itests/unit \
+	$(CC) $(ALL_CFLAGS) $(CPPFLAGS) $(INCLUDES) -Itests/unit \
 		-DTEST_DATA='"$(CURDIR)/tests/data"' -o $@ $< $(B)/libade.a \
 		$(LIBS) -lcmocka
 
