@@ -3,6 +3,7 @@
  * operation to it.
  */
 #include <poll.h>
+#include <stdarg.h>
 #include <strings.h>
 #include <string.h>
 #include <time.h>
@@ -587,11 +588,27 @@ store_host_beat(struct store *st, const char *name, const char *info,
 	return counted(st->ops->host_beat(st, name, info, ttl));
 }
 
+/* The rows of one of the backend's statements (struct store_sql). */
+static json_t *
+rows(struct store *st, const char *what, const char *sql, const char *fmt,
+    ...)
+{
+	va_list ap;
+	json_t *a;
+
+	va_start(ap, fmt);
+	a = st->ops->rows(st, what, sql, fmt, ap);
+	va_end(ap);
+	if (a == NULL)
+		store_event(STORE_EV_ERROR);
+	return a;
+}
+
 /* The hosts' rows: name, holder (the info), expires_at and state. */
 json_t *
 store_list_hosts(struct store *st)
 {
-	return st->ops->list_hosts(st);
+	return rows(st, "list hosts", st->ops->sql->list_hosts, "");
 }
 
 /*
@@ -723,7 +740,8 @@ store_enqueue(struct store *st, const struct enqueue_req *req)
 json_t *
 store_list_runs(struct store *st, const char *status, long limit)
 {
-	return st->ops->list_runs(st, status, limit);
+	return rows(st, "list runs", st->ops->sql->list_runs, "si", status,
+	    (long long)(limit < 0 ? 0 : limit));
 }
 
 /*
@@ -750,7 +768,8 @@ store_run_cancel(struct store *st, const char *id)
 json_t *
 store_list_environments(struct store *st)
 {
-	return st->ops->list_environments(st);
+	return rows(st, "list environments",
+	    st->ops->sql->list_environments, "");
 }
 
 /*
@@ -763,17 +782,51 @@ store_environment_rebuild(struct store *st, const char *id)
 	return counted(st->ops->environment_rebuild(st, id));
 }
 
+/* The first row of a statement's answer, or JSON null. */
+static json_t *
+first_row(json_t *a)
+{
+	json_t *row = json_array_size(a) > 0 ? json_array_get(a, 0) :
+	    json_null();
+
+	json_incref(row);
+	json_decref(a);
+	return row;
+}
+
+/*
+ * A run with its results: {"run": row or null, "metrics": row or null,
+ * "fields": [rows], "table_columns": [rows]}; the result rows without
+ * their run_id.  A text that is no UUID names no run.
+ */
 json_t *
 store_show_run(struct store *st, const char *id)
 {
-	static const char *const lists[] = { "fields", "table_columns" };
-	json_t *out, *row;
-	size_t i, k;
+	static const char *const parts[] = {
+		"run", "metrics", "fields", "table_columns"
+	};
+	const struct store_sql *q = st->ops->sql;
+	const char *sql[NELEM(parts)];
+	json_t *out, *a, *row;
+	char u[37];
+	size_t k, i;
 
-	if ((out = st->ops->show_run(st, id)) == NULL)
-		return NULL;
-	for (k = 0; k < NELEM(lists); k++)
-		json_array_foreach(json_object_get(out, lists[k]), i, row)
-			json_object_del(row, "run_id");
+	sql[0] = q->show_run;
+	sql[1] = q->show_metrics;
+	sql[2] = q->show_fields;
+	sql[3] = q->show_columns;
+	out = json_object();
+	for (k = 0; k < NELEM(parts); k++) {
+		if (util_uuid_canon(id, u) == -1)
+			a = json_array();
+		else if ((a = rows(st, "show run", sql[k], "s", u)) == NULL) {
+			json_decref(out);
+			return NULL;
+		}
+		if (k > 0)
+			json_array_foreach(a, i, row)
+				json_object_del(row, "run_id");
+		json_object_set_new(out, parts[k], k < 2 ? first_row(a) : a);
+	}
 	return out;
 }

@@ -5,10 +5,40 @@
 #ifndef ADE_STORE_IMPL_H
 #define ADE_STORE_IMPL_H
 
+#include <stdarg.h>
+
 #include "store.h"
+
+/*
+ * The statements of the operations store.c carries out itself, in the
+ * backend's dialect.  Parameters are given in the order each names;
+ * every id is passed in its canonical lower-case form.
+ */
+struct store_sql {
+	/* name, holder, expires_at, state ("up" or "gone") of host rows */
+	const char	*list_hosts;
+	/* (status or NULL for all, limit): the newest runs first */
+	const char	*list_runs;
+	const char	*list_environments;
+	/* (id): the run's row with the names of NAMES_OF_RUN */
+	const char	*show_run;
+	/* (id): a run's result rows, each with every column it has */
+	const char	*show_metrics;
+	const char	*show_fields;
+	const char	*show_columns;
+};
 
 struct store_ops {
 	const char *name;
+	/*
+	 * The driver: runs one statement with the values fmt describes (s
+	 * a string, NULL for NULL; i a long long; d a double) and returns
+	 * its rows as JSON objects keyed by column, times as ISO 8601 text
+	 * in UTC; NULL on failure, the reason in the store's err.
+	 */
+	json_t	*(*rows)(struct store *, const char *what, const char *sql,
+		    const char *fmt, va_list);
+	const struct store_sql *sql;
 	void	(*close)(struct store *);
 	int	(*init_schema)(struct store *);
 	/* 1 with the names in the buf, 0 when there is no such table */
@@ -47,7 +77,6 @@ struct store_ops {
 	int	(*singleton)(struct store *, const char *, const char *, double);
 	/* a host's row in worker_leases, written whatever it held */
 	int	(*host_beat)(struct store *, const char *, const char *, double);
-	json_t	*(*list_hosts)(struct store *);
 	json_t	*(*gc_environments)(struct store *, long, int);
 	int	(*run_finished_before)(struct store *, const char *, long);
 	int	(*pending)(struct store *, long *);
@@ -58,12 +87,9 @@ struct store_ops {
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
 	int	(*enqueue)(struct store *, const struct enqueue_req *);
-	json_t	*(*list_runs)(struct store *, const char *, long);
 	int	(*run_requeue)(struct store *, const char *);
 	int	(*run_cancel)(struct store *, const char *);
-	json_t	*(*list_environments)(struct store *);
 	int	(*environment_rebuild)(struct store *, const char *);
-	json_t	*(*show_run)(struct store *, const char *);
 };
 
 struct store {

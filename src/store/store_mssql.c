@@ -1679,18 +1679,6 @@ mq_host_beat(struct store *st, const char *name, const char *info,
 	return tds_count((struct tds *)st, "host", sql, "ssd", name, info, ttl);
 }
 
-static json_t *
-mq_list_hosts(struct store *st)
-{
-	static const char sql[] =
-	    BATCH "SELECT name, holder, " TS("expires_at", "expires_at") ","
-	    " CASE WHEN expires_at < " NOW " THEN 'gone' ELSE 'up' END"
-	    "  AS state"
-	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
-
-	return tds_rows((struct tds *)st, "list hosts", sql, "");
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1940,24 +1928,6 @@ mq_enqueue(struct store *st, const struct enqueue_req *q)
 	    q->run_options, (long long)q->max_attempts) == 0 ? 0 : -1;
 }
 
-static json_t *
-mq_list_runs(struct store *st, const char *status, long limit)
-{
-	static const char sql[] =
-	    BATCH "SELECT TOP (@p2) " GUID("id") " AS id, status,"
-	    "  attempt_count, max_attempts, exit_code, "
-	    TS("created_at", "created_at") ", "
-	    TS("started_at", "started_at") ", "
-	    TS("completed_at", "completed_at") ", "
-	    TS("available_at", "available_at") ","
-	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
-	    " WHERE @p1 IS NULL OR status = @p1"
-	    " ORDER BY runs.created_at DESC, runs.id";
-
-	return tds_rows((struct tds *)st, "list runs", sql, "si", status,
-	    (long long)(limit < 0 ? 0 : limit));
-}
-
 static int
 mq_run_requeue(struct store *st, const char *id)
 {
@@ -1993,23 +1963,6 @@ mq_run_cancel(struct store *st, const char *id)
 	return tds_count((struct tds *)st, "cancel run", sql, "s", id);
 }
 
-static json_t *
-mq_list_environments(struct store *st)
-{
-	static const char sql[] =
-	    BATCH "SELECT " GUID("id") " AS id,"
-	    " " GUID("workspace_id") " AS workspace_id,"
-	    " " GUID("configuration_id") " AS configuration_id,"
-	    " deps_digest, status, error_message, claimed_by, "
-	    TS("created_at", "created_at") ", "
-	    TS("updated_at", "updated_at") ", "
-	    TS("last_used_at", "last_used_at") ","
-	    " python_version, engine_version, python_interpreter"
-	    " FROM environments ORDER BY environments.created_at";
-
-	return tds_rows((struct tds *)st, "list environments", sql, "");
-}
-
 static int
 mq_environment_rebuild(struct store *st, const char *id)
 {
@@ -2026,10 +1979,34 @@ mq_environment_rebuild(struct store *st, const char *id)
 	return tds_count((struct tds *)st, "rebuild environment", sql, "s", id);
 }
 
-static json_t *
-mq_show_run(struct store *st, const char *id)
-{
-	static const char run[] =
+/* The statements store.c runs itself (store_impl.h). */
+static const struct store_sql mssql_sql = {
+	.list_hosts =
+	    BATCH "SELECT name, holder, " TS("expires_at", "expires_at") ","
+	    " CASE WHEN expires_at < " NOW " THEN 'gone' ELSE 'up' END"
+	    "  AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name",
+	.list_runs =
+	    BATCH "SELECT TOP (@p2) " GUID("id") " AS id, status,"
+	    "  attempt_count, max_attempts, exit_code, "
+	    TS("created_at", "created_at") ", "
+	    TS("started_at", "started_at") ", "
+	    TS("completed_at", "completed_at") ", "
+	    TS("available_at", "available_at") ","
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
+	    " WHERE @p1 IS NULL OR status = @p1"
+	    " ORDER BY runs.created_at DESC, runs.id",
+	.list_environments =
+	    BATCH "SELECT " GUID("id") " AS id,"
+	    " " GUID("workspace_id") " AS workspace_id,"
+	    " " GUID("configuration_id") " AS configuration_id,"
+	    " deps_digest, status, error_message, claimed_by, "
+	    TS("created_at", "created_at") ", "
+	    TS("updated_at", "updated_at") ", "
+	    TS("last_used_at", "last_used_at") ","
+	    " python_version, engine_version, python_interpreter"
+	    " FROM environments ORDER BY environments.created_at",
+	.show_run =
 	    BATCH "SELECT " GUID("id") " AS id,"
 	    " " GUID("configuration_id") " AS configuration_id,"
 	    " " GUID("workspace_id") " AS workspace_id,"
@@ -2043,60 +2020,30 @@ mq_show_run(struct store *st, const char *id)
 	    TS("available_at", "available_at") ","
 	    " run_options, attempt_count, max_attempts, claimed_by, "
 	    TS("claim_expires_at", "claim_expires_at") ","
-	    NAMES_OF_RUN " FROM runs WHERE id = " UUID("@p1");
+	    NAMES_OF_RUN " FROM runs WHERE id = " UUID("@p1"),
+	.show_metrics =
+	    BATCH "SELECT * FROM run_metrics WHERE run_id = " UUID("@p1"),
 	/* every column the table has: valid_cells came later */
-	static const char fld[] =
+	.show_fields =
 	    BATCH "SELECT * FROM run_fields WHERE run_id = " UUID("@p1")
-	    " ORDER BY field";
-	static const char col[] =
+	    " ORDER BY field",
+	.show_columns =
 	    BATCH "SELECT * FROM run_table_columns"
 	    " WHERE run_id = " UUID("@p1")
-	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
-	struct tds *m = (struct tds *)st;
-	struct buf met;
-	json_t *out, *a;
-	size_t k;
+	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+};
 
-	out = json_object();
-	if (!mssql_is_guid(id)) {
-		json_object_set_new(out, "run", json_null());
-		json_object_set_new(out, "metrics", json_null());
-		json_object_set_new(out, "fields", json_array());
-		json_object_set_new(out, "table_columns", json_array());
-		return out;
-	}
-	if ((a = tds_rows(m, "show run", run, "s", id)) == NULL)
-		goto fail;
-	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
-	    : json_null());
-	json_decref(a);
-	/* The metric columns are the ones results.c fills. */
-	buf_init(&met);
-	buf_addstr(&met, BATCH "SELECT ");
-	for (k = 0; results_metric_columns[k] != NULL; k++)
-		buf_printf(&met, "%s%s", k > 0 ? ", " : "",
-		    results_metric_columns[k]);
-	buf_addstr(&met, " FROM run_metrics WHERE run_id = " UUID("@p1"));
-	a = tds_rows(m, "show run", buf_str(&met), "s", id);
-	buf_free(&met);
-	if (a == NULL)
-		goto fail;
-	json_object_set(out, "metrics", json_array_size(a) ?
-	    json_array_get(a, 0) : json_null());
-	json_decref(a);
-	if ((a = tds_rows(m, "show run", fld, "s", id)) == NULL)
-		goto fail;
-	json_object_set_new(out, "fields", a);
-	if ((a = tds_rows(m, "show run", col, "s", id)) == NULL)
-		goto fail;
-	json_object_set_new(out, "table_columns", a);
-	return out;
-fail:
-	json_decref(out);
-	return NULL;
+/* The driver's one call (store_impl.h). */
+static json_t *
+mq_rows(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	return tds_rowsv((struct tds *)st, what, sql, fmt, ap);
 }
 
 static const struct store_ops mssql_ops = {
+	.rows = mq_rows,
+	.sql = &mssql_sql,
 	.name = "mssql",
 	.close = mq_close,
 	.init_schema = mq_init_schema,
@@ -2126,12 +2073,8 @@ static const struct store_ops mssql_ops = {
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
 	.enqueue = mq_enqueue,
-	.list_runs = mq_list_runs,
 	.run_requeue = mq_run_requeue,
 	.run_cancel = mq_run_cancel,
-	.list_environments = mq_list_environments,
 	.host_beat = mq_host_beat,
-	.list_hosts = mq_list_hosts,
 	.environment_rebuild = mq_environment_rebuild,
-	.show_run = mq_show_run,
 };

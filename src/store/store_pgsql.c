@@ -449,19 +449,17 @@ param_text(json_t *v, char *num, size_t len)
  * result, or NULL with the error recorded.
  */
 static PGresult *
-pg_query(struct pg *p, const char *sql, const char *fmt, ...)
+pg_queryv(struct pg *p, const char *sql, const char *fmt, va_list ap)
 {
 	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
 	const char *s;
 	PGresult *r;
-	va_list ap;
 	int n, st;
 
 	if (!p->in_tx && pg_ready(p) != 0)
 		return NULL;
 	if (p->echo)
 		log_debug("sql: %s", sql);
-	va_start(ap, fmt);
 	for (n = 0; fmt[n] != '\0' && n < MAXPARAMS; n++) {
 		vals[n] = nums[n];
 		switch (fmt[n]) {
@@ -483,7 +481,6 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 			break;
 		}
 	}
-	va_end(ap);
 	r = PQexecParams(p->conn, sql, n, NULL, (const char *const *)vals,
 	    NULL, NULL, 0);
 	note_notifies(p);
@@ -493,6 +490,18 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 		PQclear(r);
 		return NULL;
 	}
+	return r;
+}
+
+static PGresult *
+pg_query(struct pg *p, const char *sql, const char *fmt, ...)
+{
+	PGresult *r;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = pg_queryv(p, sql, fmt, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -1350,17 +1359,6 @@ pg_host_beat(struct store *st, const char *name, const char *info,
 	    ttl));
 }
 
-static json_t *
-pg_list_hosts(struct store *st)
-{
-	static const char sql[] =
-	    "SELECT name, holder, " UTC_TEXT("expires_at") " AS expires_at,"
-	    "  CASE WHEN expires_at < now() THEN 'gone' ELSE 'up' END AS state"
-	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
-
-	return rows_json(pg_query((struct pg *)st, sql, ""));
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1608,23 +1606,6 @@ pg_enqueue(struct store *st, const struct enqueue_req *r)
 	return pg_commit(p);
 }
 
-static json_t *
-pg_list_runs(struct store *st, const char *status, long limit)
-{
-	static const char sql[] =
-	    "SELECT id::text AS id, status, attempt_count, max_attempts,"
-	    "  exit_code, " UTC_TEXT("created_at") " AS created_at, "
-	    UTC_TEXT("started_at") " AS started_at, "
-	    UTC_TEXT("completed_at") " AS completed_at, "
-	    UTC_TEXT("available_at") " AS available_at,"
-	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
-	    " WHERE $1::text IS NULL OR status = $1"
-	    " ORDER BY created_at DESC, id LIMIT $2";
-
-	return rows_json(pg_query((struct pg *)st, sql, "si", status,
-	    (long long)limit));
-}
-
 static int
 pg_run_requeue(struct store *st, const char *id)
 {
@@ -1658,22 +1639,6 @@ pg_run_cancel(struct store *st, const char *id)
 	    u)));
 }
 
-static json_t *
-pg_list_environments(struct store *st)
-{
-	static const char sql[] =
-	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
-	    "  configuration_id::text AS configuration_id, deps_digest, status,"
-	    "  error_message, claimed_by, "
-	    UTC_TEXT("created_at") " AS created_at, "
-	    UTC_TEXT("updated_at") " AS updated_at, "
-	    UTC_TEXT("last_used_at") " AS last_used_at,"
-	    "  python_version, engine_version, python_interpreter"
-	    " FROM environments ORDER BY created_at";
-
-	return rows_json(pg_query((struct pg *)st, sql, ""));
-}
-
 static int
 pg_environment_rebuild(struct store *st, const char *id)
 {
@@ -1689,10 +1654,31 @@ pg_environment_rebuild(struct store *st, const char *id)
 	    u)));
 }
 
-static json_t *
-pg_show_run(struct store *st, const char *id)
-{
-	static const char run[] =
+/* The statements store.c runs itself (store_impl.h). */
+static const struct store_sql pgsql_sql = {
+	.list_hosts =
+	    "SELECT name, holder, " UTC_TEXT("expires_at") " AS expires_at,"
+	    "  CASE WHEN expires_at < now() THEN 'gone' ELSE 'up' END AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name",
+	.list_runs =
+	    "SELECT id::text AS id, status, attempt_count, max_attempts,"
+	    "  exit_code, " UTC_TEXT("created_at") " AS created_at, "
+	    UTC_TEXT("started_at") " AS started_at, "
+	    UTC_TEXT("completed_at") " AS completed_at, "
+	    UTC_TEXT("available_at") " AS available_at,"
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
+	    " WHERE $1::text IS NULL OR status = $1"
+	    " ORDER BY created_at DESC, id LIMIT $2",
+	.list_environments =
+	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
+	    "  configuration_id::text AS configuration_id, deps_digest, status,"
+	    "  error_message, claimed_by, "
+	    UTC_TEXT("created_at") " AS created_at, "
+	    UTC_TEXT("updated_at") " AS updated_at, "
+	    UTC_TEXT("last_used_at") " AS last_used_at,"
+	    "  python_version, engine_version, python_interpreter"
+	    " FROM environments ORDER BY created_at",
+	.show_run =
 	    "SELECT id::text AS id, configuration_id::text AS configuration_id,"
 	    "  workspace_id::text AS workspace_id,"
 	    "  input_document_id::text AS input_document_id,"
@@ -1705,47 +1691,29 @@ pg_show_run(struct store *st, const char *id)
 	    UTC_TEXT("available_at") " AS available_at,"
 	    "  run_options::text AS run_options, attempt_count, max_attempts,"
 	    "  claimed_by, " UTC_TEXT("claim_expires_at") " AS claim_expires_at,"
-	    NAMES_OF_RUN " FROM runs WHERE id = $1::uuid";
-	static const char met[] =
-	    "SELECT * FROM run_metrics WHERE run_id = $1::uuid";
+	    NAMES_OF_RUN " FROM runs WHERE id = $1::uuid",
+	.show_metrics =
+	    "SELECT * FROM run_metrics WHERE run_id = $1::uuid",
 	/* every column the table has: valid_cells came later */
-	static const char fld[] =
+	.show_fields =
 	    "SELECT * FROM run_fields WHERE run_id = $1::uuid"
-	    " ORDER BY field";
-	static const char col[] =
+	    " ORDER BY field",
+	.show_columns =
 	    "SELECT * FROM run_table_columns WHERE run_id = $1::uuid"
-	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
-	struct pg *p = (struct pg *)st;
-	json_t *out, *a;
-	char u[37];
-	const char *uid = uuid_param(id, u);
+	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+};
 
-	if ((a = rows_json(pg_query(p, run, "s", uid))) == NULL)
-		return NULL;
-	out = json_object();
-	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
-	    : json_null());
-	json_decref(a);
-	if ((a = rows_json(pg_query(p, met, "s", uid))) == NULL)
-		goto fail;
-	if (json_array_size(a) > 0)
-		json_object_del(json_array_get(a, 0), "run_id");
-	json_object_set(out, "metrics", json_array_size(a) ?
-	    json_array_get(a, 0) : json_null());
-	json_decref(a);
-	if ((a = rows_json(pg_query(p, fld, "s", uid))) == NULL)
-		goto fail;
-	json_object_set_new(out, "fields", a);
-	if ((a = rows_json(pg_query(p, col, "s", uid))) == NULL)
-		goto fail;
-	json_object_set_new(out, "table_columns", a);
-	return out;
-fail:
-	json_decref(out);
-	return NULL;
+/* The driver's one call (store_impl.h). */
+static json_t *
+pg_rows(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	return rows_json(pg_queryv((struct pg *)st, sql, fmt, ap));
 }
 
 static const struct store_ops pgsql_ops = {
+	.rows = pg_rows,
+	.sql = &pgsql_sql,
 	.name = "pgsql",
 	.close = pg_close,
 	.init_schema = pg_init_schema,
@@ -1775,12 +1743,8 @@ static const struct store_ops pgsql_ops = {
 	.wait = pg_wait,
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,
-	.list_runs = pg_list_runs,
 	.run_requeue = pg_run_requeue,
 	.run_cancel = pg_run_cancel,
-	.list_environments = pg_list_environments,
 	.host_beat = pg_host_beat,
-	.list_hosts = pg_list_hosts,
 	.environment_rebuild = pg_environment_rebuild,
-	.show_run = pg_show_run,
 };

@@ -327,11 +327,10 @@ sq_done(struct sq *s, sqlite3_stmt *st)
  * (NULL binds NULL), i a long long, d a double, v a JSON scalar.
  */
 static sqlite3_stmt *
-sq_query(struct sq *s, const char *sql, const char *fmt, ...)
+sq_queryv(struct sq *s, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *st;
 	const char *str;
-	va_list ap;
 	json_t *v;
 	int i, rc = SQLITE_OK;
 
@@ -339,7 +338,6 @@ sq_query(struct sq *s, const char *sql, const char *fmt, ...)
 		log_debug("sql: %s", sql);
 	if ((st = sq_prepare(s, sql)) == NULL)
 		return NULL;
-	va_start(ap, fmt);
 	for (i = 1; fmt[i - 1] != '\0' && rc == SQLITE_OK; i++) {
 		switch (fmt[i - 1]) {
 		case 's':
@@ -371,12 +369,23 @@ sq_query(struct sq *s, const char *sql, const char *fmt, ...)
 			break;
 		}
 	}
-	va_end(ap);
 	if (rc != SQLITE_OK) {
 		sq_fail(s, "bind");
 		sq_done(s, st);
 		return NULL;
 	}
+	return st;
+}
+
+static sqlite3_stmt *
+sq_query(struct sq *s, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+
+	va_start(ap, fmt);
+	st = sq_queryv(s, sql, fmt, ap);
+	va_end(ap);
 	return st;
 }
 
@@ -1374,18 +1383,6 @@ sq_host_beat(struct store *st, const char *name, const char *info,
 	return sq_exec_stmt(s, sq_query(s, sql, "sss", name, info, mod));
 }
 
-static json_t *
-sq_list_hosts(struct store *st)
-{
-	static const char sql[] =
-	    "SELECT name, holder, expires_at, CASE WHEN expires_at < " NOW
-	    "  THEN 'gone' ELSE 'up' END AS state"
-	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name";
-	struct sq *s = (struct sq *)st;
-
-	return rows_json(s, sq_query(s, sql, ""));
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1617,21 +1614,6 @@ sq_enqueue(struct store *st, const struct enqueue_req *r)
 	return sq_commit(s);
 }
 
-static json_t *
-sq_list_runs(struct store *st, const char *status, long limit)
-{
-	static const char sql[] =
-	    "SELECT id, status, attempt_count, max_attempts, exit_code,"
-	    "  created_at, started_at, completed_at, available_at,"
-	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
-	    " WHERE ?1 IS NULL OR status = ?1"
-	    " ORDER BY created_at DESC, id LIMIT ?2";
-	struct sq *s = (struct sq *)st;
-
-	return rows_json(s, sq_query(s, sql, "si", status,
-	    (long long)limit));
-}
-
 static int
 sq_run_requeue(struct store *st, const char *id)
 {
@@ -1661,20 +1643,6 @@ sq_run_cancel(struct store *st, const char *id)
 	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
 }
 
-static json_t *
-sq_list_environments(struct store *st)
-{
-	static const char sql[] =
-	    "SELECT id, workspace_id, configuration_id, deps_digest, status,"
-	    "  error_message, claimed_by, created_at, updated_at,"
-	    "  last_used_at, python_version, engine_version,"
-	    "  python_interpreter"
-	    " FROM environments ORDER BY created_at";
-	struct sq *s = (struct sq *)st;
-
-	return rows_json(s, sq_query(s, sql, ""));
-}
-
 static int
 sq_environment_rebuild(struct store *st, const char *id)
 {
@@ -1685,47 +1653,6 @@ sq_environment_rebuild(struct store *st, const char *id)
 	struct sq *s = (struct sq *)st;
 
 	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
-}
-
-static json_t *
-sq_show_run(struct store *st, const char *id)
-{
-	static const char run[] =
-	    "SELECT *," NAMES_OF_RUN " FROM runs WHERE id = lower(?1)";
-	static const char met[] =
-	    "SELECT * FROM run_metrics WHERE run_id = lower(?1)";
-	/* every column the table has: valid_cells came later */
-	static const char fld[] =
-	    "SELECT * FROM run_fields WHERE run_id = lower(?1) ORDER BY field";
-	static const char col[] =
-	    "SELECT * FROM run_table_columns WHERE run_id = lower(?1)"
-	    " ORDER BY workbook_index, sheet_index, table_index, column_index";
-	struct sq *s = (struct sq *)st;
-	json_t *out, *a;
-
-	if ((a = rows_json(s, sq_query(s, run, "s", id))) == NULL)
-		return NULL;
-	out = json_object();
-	json_object_set(out, "run", json_array_size(a) ? json_array_get(a, 0)
-	    : json_null());
-	json_decref(a);
-	if ((a = rows_json(s, sq_query(s, met, "s", id))) == NULL)
-		goto fail;
-	if (json_array_size(a) > 0)
-		json_object_del(json_array_get(a, 0), "run_id");
-	json_object_set(out, "metrics", json_array_size(a) ?
-	    json_array_get(a, 0) : json_null());
-	json_decref(a);
-	if ((a = rows_json(s, sq_query(s, fld, "s", id))) == NULL)
-		goto fail;
-	json_object_set_new(out, "fields", a);
-	if ((a = rows_json(s, sq_query(s, col, "s", id))) == NULL)
-		goto fail;
-	json_object_set_new(out, "table_columns", a);
-	return out;
-fail:
-	json_decref(out);
-	return NULL;
 }
 
 /*
@@ -1771,7 +1698,49 @@ sq_claim_run(struct store *st, const char *token, double lease,
 	return rc;
 }
 
+/* The statements store.c runs itself (store_impl.h). */
+static const struct store_sql sqlite_sql = {
+	.list_hosts =
+	    "SELECT name, holder, expires_at, CASE WHEN expires_at < " NOW
+	    "  THEN 'gone' ELSE 'up' END AS state"
+	    " FROM worker_leases WHERE name LIKE 'host:%' ORDER BY name",
+	.list_runs =
+	    "SELECT id, status, attempt_count, max_attempts, exit_code,"
+	    "  created_at, started_at, completed_at, available_at,"
+	    "  claimed_by, error_message," NAMES_OF_RUN " FROM runs"
+	    " WHERE ?1 IS NULL OR status = ?1"
+	    " ORDER BY created_at DESC, id LIMIT ?2",
+	.list_environments =
+	    "SELECT id, workspace_id, configuration_id, deps_digest, status,"
+	    "  error_message, claimed_by, created_at, updated_at,"
+	    "  last_used_at, python_version, engine_version,"
+	    "  python_interpreter"
+	    " FROM environments ORDER BY created_at",
+	.show_run =
+	    "SELECT *," NAMES_OF_RUN " FROM runs WHERE id = ?1",
+	.show_metrics =
+	    "SELECT * FROM run_metrics WHERE run_id = ?1",
+	/* every column the table has: valid_cells came later */
+	.show_fields =
+	    "SELECT * FROM run_fields WHERE run_id = ?1 ORDER BY field",
+	.show_columns =
+	    "SELECT * FROM run_table_columns WHERE run_id = ?1"
+	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+};
+
+/* The driver's one call (store_impl.h). */
+static json_t *
+sq_rows(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	struct sq *s = (struct sq *)st;
+
+	return rows_json(s, sq_queryv(s, sql, fmt, ap));
+}
+
 static const struct store_ops sqlite_ops = {
+	.rows = sq_rows,
+	.sql = &sqlite_sql,
 	.name = "sqlite",
 	.close = sq_close,
 	.init_schema = sq_init_schema,
@@ -1801,12 +1770,8 @@ static const struct store_ops sqlite_ops = {
 	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
-	.list_runs = sq_list_runs,
 	.run_requeue = sq_run_requeue,
 	.run_cancel = sq_run_cancel,
-	.list_environments = sq_list_environments,
 	.host_beat = sq_host_beat,
-	.list_hosts = sq_list_hosts,
 	.environment_rebuild = sq_environment_rebuild,
-	.show_run = sq_show_run,
 };

@@ -1016,25 +1016,34 @@ tds_count(struct tds *t, const char *what, const char *sql, const char *fmt,
 	return rc;
 }
 
-/* Runs a query and returns its rows as JSON objects, or NULL. */
 json_t *
-tds_rows(struct tds *t, const char *what, const char *sql, const char *fmt,
-    ...)
+tds_rowsv(struct tds *t, const char *what, const char *sql, const char *fmt,
+    va_list ap)
 {
 	struct mssql_param p[MAXPARAMS];
 	struct tds_res r;
-	va_list ap;
 	json_t *a;
 	size_t n;
 
 	memset(&r, 0, sizeof(r));
-	va_start(ap, fmt);
 	n = params_va(p, MAXPARAMS, fmt, ap);
-	va_end(ap);
 	if (tds_exec(t, what, sql, p, n, &r) != 0)
 		return NULL;
 	a = res_json(&r);
 	tds_res_clear(&r);
+	return a;
+}
+
+json_t *
+tds_rows(struct tds *t, const char *what, const char *sql, const char *fmt,
+    ...)
+{
+	va_list ap;
+	json_t *a;
+
+	va_start(ap, fmt);
+	a = tds_rowsv(t, what, sql, fmt, ap);
+	va_end(ap);
 	return a;
 }
 

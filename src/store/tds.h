@@ -12,6 +12,7 @@
 #ifndef ADE_TDS_H
 #define ADE_TDS_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -152,6 +153,8 @@ int	tds_count(struct tds *, const char *what, const char *sql,
 /* The rows as JSON objects keyed by column ("__ts" columns as text). */
 json_t	*tds_rows(struct tds *, const char *what, const char *sql,
 	    const char *fmt, ...);
+json_t	*tds_rowsv(struct tds *, const char *what, const char *sql,
+	    const char *fmt, va_list);
 int	tds_begin(struct tds *);
 int	tds_commit(struct tds *);
 /* Ends a failed transaction, keeping the error; returns rc. */
