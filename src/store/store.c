@@ -133,6 +133,36 @@ counted(int rc)
 	return rc;
 }
 
+/* The rows one of the backend's statements (struct store_sql) changed. */
+static int
+count(struct store *st, const char *what, const char *sql, const char *fmt,
+    ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = st->ops->count(st, what, sql, fmt, ap);
+	va_end(ap);
+	return counted(n);
+}
+
+/* The rows of one of the backend's statements (struct store_sql). */
+static json_t *
+rows(struct store *st, const char *what, const char *sql, const char *fmt,
+    ...)
+{
+	va_list ap;
+	json_t *a;
+
+	va_start(ap, fmt);
+	a = st->ops->rows(st, what, sql, fmt, ap);
+	va_end(ap);
+	if (a == NULL)
+		store_event(STORE_EV_ERROR);
+	return a;
+}
+
 /* Set by a backend whose open failed in a way no retry can mend. */
 static int open_failed_for_good;
 
@@ -422,7 +452,8 @@ int
 store_heartbeat_environment(struct store *st, const char *id,
     const char *token, double lease)
 {
-	return counted(st->ops->heartbeat_environment(st, id, token, lease));
+	return count(st, "heartbeat environment",
+	    st->ops->sql->heartbeat_environment, "ssd", id, token, lease);
 }
 
 int
@@ -445,13 +476,15 @@ store_environment_failed(struct store *st, const char *id, const char *token,
 int
 store_environment_requeue(struct store *st, const char *id, const char *error)
 {
-	return counted(st->ops->environment_requeue(st, id, error));
+	return count(st, "requeue environment",
+	    st->ops->sql->environment_requeue, "ss", id, error);
 }
 
 int
 store_environment_touch(struct store *st, const char *id)
 {
-	return counted(st->ops->environment_touch(st, id));
+	return count(st, "touch environment", st->ops->sql->environment_touch,
+	    "s", id);
 }
 
 int
@@ -477,7 +510,8 @@ int
 store_heartbeat_run(struct store *st, const char *id, const char *token,
     double lease)
 {
-	return counted(st->ops->heartbeat_run(st, id, token, lease));
+	return count(st, "heartbeat run", st->ops->sql->heartbeat_run, "ssd",
+	    id, token, lease);
 }
 
 int
@@ -586,22 +620,6 @@ store_host_beat(struct store *st, const char *name, const char *info,
     double ttl)
 {
 	return counted(st->ops->host_beat(st, name, info, ttl));
-}
-
-/* The rows of one of the backend's statements (struct store_sql). */
-static json_t *
-rows(struct store *st, const char *what, const char *sql, const char *fmt,
-    ...)
-{
-	va_list ap;
-	json_t *a;
-
-	va_start(ap, fmt);
-	a = st->ops->rows(st, what, sql, fmt, ap);
-	va_end(ap);
-	if (a == NULL)
-		store_event(STORE_EV_ERROR);
-	return a;
 }
 
 /* The hosts' rows: name, holder (the info), expires_at and state. */
@@ -751,7 +769,11 @@ store_list_runs(struct store *st, const char *status, long limit)
 int
 store_run_requeue(struct store *st, const char *id)
 {
-	return counted(st->ops->run_requeue(st, id));
+	char u[37];
+
+	if (util_uuid_canon(id, u) == -1)
+		return 0;
+	return count(st, "requeue run", st->ops->sql->run_requeue, "s", u);
 }
 
 /*
@@ -762,7 +784,11 @@ store_run_requeue(struct store *st, const char *id)
 int
 store_run_cancel(struct store *st, const char *id)
 {
-	return counted(st->ops->run_cancel(st, id));
+	char u[37];
+
+	if (util_uuid_canon(id, u) == -1)
+		return 0;
+	return count(st, "cancel run", st->ops->sql->run_cancel, "s", u);
 }
 
 json_t *
@@ -779,7 +805,11 @@ store_list_environments(struct store *st)
 int
 store_environment_rebuild(struct store *st, const char *id)
 {
-	return counted(st->ops->environment_rebuild(st, id));
+	char u[37];
+
+	if (util_uuid_canon(id, u) == -1)
+		return 0;
+	return count(st, "rebuild environment", st->ops->sql->environment_rebuild, "s", u);
 }
 
 /* The first row of a statement's answer, or JSON null. */

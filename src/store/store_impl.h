@@ -26,6 +26,17 @@ struct store_sql {
 	const char	*show_metrics;
 	const char	*show_fields;
 	const char	*show_columns;
+	/* (id, token, lease seconds): renew a held claim's lease */
+	const char	*heartbeat_run;
+	const char	*heartbeat_environment;
+	/* (id): the environment's last use is now */
+	const char	*environment_touch;
+	/* (id, error): a ready environment back to the queue */
+	const char	*environment_requeue;
+	/* (id): an operator's requeue, cancel and rebuild */
+	const char	*run_requeue;
+	const char	*run_cancel;
+	const char	*environment_rebuild;
 };
 
 struct store_ops {
@@ -38,6 +49,13 @@ struct store_ops {
 	 */
 	json_t	*(*rows)(struct store *, const char *what, const char *sql,
 		    const char *fmt, va_list);
+	/*
+	 * The same for a statement that changes rows: how many it changed
+	 * (a SQL Server batch ends with SELECT @@ROWCOUNT), or -1 or
+	 * STORE_DEAD.
+	 */
+	int	(*count)(struct store *, const char *what, const char *sql,
+		    const char *fmt, va_list);
 	const struct store_sql *sql;
 	void	(*close)(struct store *);
 	int	(*init_schema)(struct store *);
@@ -46,19 +64,12 @@ struct store_ops {
 	int	(*ensure_environments)(struct store *, long *, long *);
 	int	(*claim_environment)(struct store *, const char *, double,
 		    struct env_claim *);
-	int	(*heartbeat_environment)(struct store *, const char *,
-		    const char *, double);
 	int	(*environment_ready)(struct store *, const char *, const char *,
 		    const char *, const char *, const char *);
 	int	(*environment_failed)(struct store *, const char *,
 		    const char *, const char *, double, double, long *);
-	int	(*environment_requeue)(struct store *, const char *,
-		    const char *);
-	int	(*environment_touch)(struct store *, const char *);
 	int	(*claim_run)(struct store *, const char *, double,
 		    struct run_claim *);
-	int	(*heartbeat_run)(struct store *, const char *, const char *,
-		    double);
 	int	(*get_document)(struct store *, const char *,
 		    struct document *);
 	int	(*run_succeeded)(struct store *, const char *, const char *,
@@ -87,9 +98,6 @@ struct store_ops {
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
 	int	(*enqueue)(struct store *, const struct enqueue_req *);
-	int	(*run_requeue)(struct store *, const char *);
-	int	(*run_cancel)(struct store *, const char *);
-	int	(*environment_rebuild)(struct store *, const char *);
 };
 
 struct store {

@@ -983,21 +983,6 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 }
 
 static int
-mq_heartbeat_environment(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET claim_expires_at = " PLUS("@p3")
-	    " WHERE id = " UUID("@p1") " AND status = 'building'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "heartbeat environment", sql, "ssd",
-	    id, token, lease);
-}
-
-static int
 mq_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
@@ -1074,33 +1059,6 @@ mq_environment_failed(struct store *st, const char *id, const char *token,
 	}
 	tds_res_clear(&r);
 	return rc;
-}
-
-static int
-mq_environment_requeue(struct store *st, const char *id, const char *error)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET status = 'queued', error_message = @p2,"
-	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
-	    " WHERE id = " UUID("@p1") " AND status = 'ready';"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "requeue environment", sql, "ss", id,
-	    error);
-}
-
-static int
-mq_environment_touch(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET last_used_at = " NOW ","
-	    "  updated_at = " NOW
-	    " WHERE id = " UUID("@p1") ";"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "touch environment", sql, "s", id);
 }
 
 /*
@@ -1204,21 +1162,6 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	}
 	tds_res_clear(&r);
 	return rc;
-}
-
-static int
-mq_heartbeat_run(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE runs SET claim_expires_at = " PLUS("@p3")
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "heartbeat run", sql, "ssd", id,
-	    token, lease);
 }
 
 static int
@@ -1928,57 +1871,6 @@ mq_enqueue(struct store *st, const struct enqueue_req *q)
 	    q->run_options, (long long)q->max_attempts) == 0 ? 0 : -1;
 }
 
-static int
-mq_run_requeue(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
-	    "  exit_code = NULL,"
-	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
-	    "  claim_expires_at = NULL"
-	    " WHERE id = " UUID("@p1") " AND status IN ('succeeded', 'failed',"
-	    "  'cancelled');"
-	    ROWCOUNT;
-
-	if (!mssql_is_guid(id))
-		return 0;
-	return tds_count((struct tds *)st, "requeue run", sql, "s", id);
-}
-
-static int
-mq_run_cancel(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'Run cancelled by an operator'"
-	    " WHERE id = " UUID("@p1") " AND status IN ('queued', 'running');"
-	    ROWCOUNT;
-
-	if (!mssql_is_guid(id))
-		return 0;
-	return tds_count((struct tds *)st, "cancel run", sql, "s", id);
-}
-
-static int
-mq_environment_rebuild(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET status = 'queued', error_message = NULL,"
-	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
-	    " WHERE id = " UUID("@p1")
-	    "  AND status IN ('ready', 'failed', 'queued');"
-	    ROWCOUNT;
-
-	if (!mssql_is_guid(id))
-		return 0;
-	return tds_count((struct tds *)st, "rebuild environment", sql, "s", id);
-}
-
 /* The statements store.c runs itself (store_impl.h). */
 static const struct store_sql mssql_sql = {
 	.list_hosts =
@@ -2031,6 +1923,54 @@ static const struct store_sql mssql_sql = {
 	    BATCH "SELECT * FROM run_table_columns"
 	    " WHERE run_id = " UUID("@p1")
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+	.heartbeat_run =
+	    BATCH
+	    "UPDATE runs SET claim_expires_at = " PLUS("@p3")
+	    " WHERE id = " UUID("@p1") " AND status = 'running'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.heartbeat_environment =
+	    BATCH
+	    "UPDATE environments SET claim_expires_at = " PLUS("@p3")
+	    " WHERE id = " UUID("@p1") " AND status = 'building'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.environment_touch =
+	    BATCH
+	    "UPDATE environments SET last_used_at = " NOW ","
+	    "  updated_at = " NOW
+	    " WHERE id = " UUID("@p1") ";"
+	    ROWCOUNT,
+	.environment_requeue =
+	    BATCH
+	    "UPDATE environments SET status = 'queued', error_message = @p2,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE id = " UUID("@p1") " AND status = 'ready';"
+	    ROWCOUNT,
+	.run_requeue =
+	    BATCH
+	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
+	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
+	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
+	    "  claim_expires_at = NULL"
+	    " WHERE id = " UUID("@p1") " AND status IN ('succeeded', 'failed',"
+	    "  'cancelled');"
+	    ROWCOUNT,
+	.run_cancel =
+	    BATCH
+	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'Run cancelled by an operator'"
+	    " WHERE id = " UUID("@p1") " AND status IN ('queued', 'running');"
+	    ROWCOUNT,
+	.environment_rebuild =
+	    BATCH
+	    "UPDATE environments SET status = 'queued', error_message = NULL,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE id = " UUID("@p1")
+	    "  AND status IN ('ready', 'failed', 'queued');"
+	    ROWCOUNT,
 };
 
 /* The driver's one call (store_impl.h). */
@@ -2041,8 +1981,16 @@ mq_rows(struct store *st, const char *what, const char *sql,
 	return tds_rowsv((struct tds *)st, what, sql, fmt, ap);
 }
 
+static int
+mq_count(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	return tds_countv((struct tds *)st, what, sql, fmt, ap);
+}
+
 static const struct store_ops mssql_ops = {
 	.rows = mq_rows,
+	.count = mq_count,
 	.sql = &mssql_sql,
 	.name = "mssql",
 	.close = mq_close,
@@ -2050,13 +1998,9 @@ static const struct store_ops mssql_ops = {
 	.table_columns = mq_table_columns,
 	.ensure_environments = mq_ensure_environments,
 	.claim_environment = mq_claim_environment,
-	.heartbeat_environment = mq_heartbeat_environment,
 	.environment_ready = mq_environment_ready,
 	.environment_failed = mq_environment_failed,
-	.environment_requeue = mq_environment_requeue,
-	.environment_touch = mq_environment_touch,
 	.claim_run = mq_claim_run,
-	.heartbeat_run = mq_heartbeat_run,
 	.get_document = mq_get_document,
 	.run_succeeded = mq_run_succeeded,
 	.run_finish = mq_run_finish,
@@ -2073,8 +2017,5 @@ static const struct store_ops mssql_ops = {
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
 	.enqueue = mq_enqueue,
-	.run_requeue = mq_run_requeue,
-	.run_cancel = mq_run_cancel,
 	.host_beat = mq_host_beat,
-	.environment_rebuild = mq_environment_rebuild,
 };

@@ -842,19 +842,6 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 }
 
 static int
-pg_heartbeat_environment(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    "UPDATE environments SET"
-	    "  claim_expires_at = now() + make_interval(secs => $3)"
-	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "ssd", id, token,
-	    lease));
-}
-
-static int
 pg_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
@@ -910,27 +897,6 @@ pg_environment_failed(struct store *st, const char *id, const char *token,
 		return -1;
 	*charged = n;
 	return 1;
-}
-
-static int
-pg_environment_requeue(struct store *st, const char *id, const char *error)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', error_message = $2,"
-	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
-	    " WHERE id = $1 AND status = 'ready'";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "ss", id, error));
-}
-
-static int
-pg_environment_touch(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE environments SET last_used_at = now(), updated_at = now()"
-	    " WHERE id = $1";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "s", id));
 }
 
 /*
@@ -994,19 +960,6 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	}
 	PQclear(r);
 	return got;
-}
-
-static int
-pg_heartbeat_run(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    "UPDATE runs SET claim_expires_at = now() +"
-	    "  make_interval(secs => $3)"
-	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "ssd", id, token,
-	    lease));
 }
 
 static int
@@ -1606,54 +1559,6 @@ pg_enqueue(struct store *st, const struct enqueue_req *r)
 	return pg_commit(p);
 }
 
-static int
-pg_run_requeue(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = now(), started_at = NULL, completed_at = NULL,"
-	    "  exit_code = NULL,"
-	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
-	    "  claim_expires_at = NULL"
-	    " WHERE id = $1::uuid AND status IN ('succeeded', 'failed',"
-	    "  'cancelled')";
-
-	char u[37];
-
-	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
-	    u)));
-}
-
-static int
-pg_run_cancel(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE runs SET status = 'cancelled', completed_at = now(),"
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'Run cancelled by an operator'"
-	    " WHERE id = $1::uuid AND status IN ('queued', 'running')";
-
-	char u[37];
-
-	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
-	    u)));
-}
-
-static int
-pg_environment_rebuild(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', error_message = NULL,"
-	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
-	    " WHERE id = $1::uuid"
-	    "  AND status IN ('ready', 'failed', 'queued')";
-
-	char u[37];
-
-	return pg_exec(pg_query((struct pg *)st, sql, "s", uuid_param(id,
-	    u)));
-}
-
 /* The statements store.c runs itself (store_impl.h). */
 static const struct store_sql pgsql_sql = {
 	.list_hosts =
@@ -1701,6 +1606,39 @@ static const struct store_sql pgsql_sql = {
 	.show_columns =
 	    "SELECT * FROM run_table_columns WHERE run_id = $1::uuid"
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+	.heartbeat_run =
+	    "UPDATE runs SET claim_expires_at = now() +"
+	    "  make_interval(secs => $3)"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2",
+	.heartbeat_environment =
+	    "UPDATE environments SET"
+	    "  claim_expires_at = now() + make_interval(secs => $3)"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2",
+	.environment_touch =
+	    "UPDATE environments SET last_used_at = now(), updated_at = now()"
+	    " WHERE id = $1",
+	.environment_requeue =
+	    "UPDATE environments SET status = 'queued', error_message = $2,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
+	    " WHERE id = $1 AND status = 'ready'",
+	.run_requeue =
+	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
+	    "  available_at = now(), started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
+	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
+	    "  claim_expires_at = NULL"
+	    " WHERE id = $1::uuid AND status IN ('succeeded', 'failed',"
+	    "  'cancelled')",
+	.run_cancel =
+	    "UPDATE runs SET status = 'cancelled', completed_at = now(),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'Run cancelled by an operator'"
+	    " WHERE id = $1::uuid AND status IN ('queued', 'running')",
+	.environment_rebuild =
+	    "UPDATE environments SET status = 'queued', error_message = NULL,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
+	    " WHERE id = $1::uuid"
+	    "  AND status IN ('ready', 'failed', 'queued')",
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1711,8 +1649,16 @@ pg_rows(struct store *st, const char *what, const char *sql,
 	return rows_json(pg_queryv((struct pg *)st, sql, fmt, ap));
 }
 
+static int
+pg_count(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	return pg_exec(pg_queryv((struct pg *)st, sql, fmt, ap));
+}
+
 static const struct store_ops pgsql_ops = {
 	.rows = pg_rows,
+	.count = pg_count,
 	.sql = &pgsql_sql,
 	.name = "pgsql",
 	.close = pg_close,
@@ -1720,13 +1666,9 @@ static const struct store_ops pgsql_ops = {
 	.table_columns = pg_table_columns,
 	.ensure_environments = pg_ensure_environments,
 	.claim_environment = pg_claim_environment,
-	.heartbeat_environment = pg_heartbeat_environment,
 	.environment_ready = pg_environment_ready,
 	.environment_failed = pg_environment_failed,
-	.environment_requeue = pg_environment_requeue,
-	.environment_touch = pg_environment_touch,
 	.claim_run = pg_claim_run,
-	.heartbeat_run = pg_heartbeat_run,
 	.get_document = pg_get_document,
 	.run_succeeded = pg_run_succeeded,
 	.run_finish = pg_run_finish,
@@ -1743,8 +1685,5 @@ static const struct store_ops pgsql_ops = {
 	.wait = pg_wait,
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,
-	.run_requeue = pg_run_requeue,
-	.run_cancel = pg_run_cancel,
 	.host_beat = pg_host_beat,
-	.environment_rebuild = pg_environment_rebuild,
 };

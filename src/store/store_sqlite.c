@@ -30,6 +30,8 @@
 #define TS		"'%Y-%m-%dT%H:%M:%fZ'"
 #define NOW		"strftime(" TS ", 'now')"
 #define NOW_PLUS(p)	"strftime(" TS ", 'now', " p ")"
+/* A number of seconds (a REAL parameter) as a time modifier. */
+#define SECONDS(p)	"printf('%+.3f seconds', " p ")"
 /* The retry delay after failed attempt n, as an SQLite time modifier. */
 #define BACKOFF_MOD(n)	"'+' || MIN(?2, ?1 * (1 << MIN(MAX(" n ", 0), 30)))" \
 			" || ' seconds'"
@@ -879,20 +881,6 @@ claim_environment(struct store *st, const char *token, double lease,
 }
 
 static int
-sq_heartbeat_environment(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    "UPDATE environments SET claim_expires_at = " NOW_PLUS("?3")
-	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-
-	seconds_mod(mod, sizeof(mod), lease);
-	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, mod));
-}
-
-static int
 sq_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
@@ -956,30 +944,6 @@ sq_environment_failed(struct store *st, const char *id, const char *token,
 		return -1;
 	*charged = n;
 	return 1;
-}
-
-static int
-sq_environment_requeue(struct store *st, const char *id, const char *error)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', error_message = ?2,"
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  updated_at = " NOW
-	    " WHERE id = ?1 AND status = 'ready'";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "ss", id, error));
-}
-
-static int
-sq_environment_touch(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE environments SET last_used_at = " NOW ","
-	    "  updated_at = " NOW " WHERE id = ?1";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
 }
 
 /*
@@ -1064,20 +1028,6 @@ claim_run(struct store *st, const char *token, double lease,
 		return -1;
 	}
 	return got;
-}
-
-static int
-sq_heartbeat_run(struct store *st, const char *id, const char *token,
-    double lease)
-{
-	static const char sql[] =
-	    "UPDATE runs SET claim_expires_at = " NOW_PLUS("?3")
-	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-
-	seconds_mod(mod, sizeof(mod), lease);
-	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, mod));
 }
 
 static int
@@ -1614,47 +1564,6 @@ sq_enqueue(struct store *st, const struct enqueue_req *r)
 	return sq_commit(s);
 }
 
-static int
-sq_run_requeue(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
-	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
-	    "  exit_code = NULL,"
-	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
-	    "  claim_expires_at = NULL"
-	    " WHERE id = lower(?1) AND status IN ('succeeded', 'failed',"
-	    "  'cancelled')";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
-}
-
-static int
-sq_run_cancel(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'Run cancelled by an operator'"
-	    " WHERE id = lower(?1) AND status IN ('queued', 'running')";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
-}
-
-static int
-sq_environment_rebuild(struct store *st, const char *id)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', error_message = NULL,"
-	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
-	    " WHERE id = lower(?1) AND status IN ('ready', 'failed', 'queued')";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "s", id));
-}
-
 /*
  * Looking for work, during which a stop (TERM as well as QUIT) ends a
  * wait for another connection's lock: nothing is held yet, and the
@@ -1726,6 +1635,38 @@ static const struct store_sql sqlite_sql = {
 	.show_columns =
 	    "SELECT * FROM run_table_columns WHERE run_id = ?1"
 	    " ORDER BY workbook_index, sheet_index, table_index, column_index",
+	.heartbeat_run =
+	    "UPDATE runs SET claim_expires_at = " NOW_PLUS(SECONDS("?3"))
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2",
+	.heartbeat_environment =
+	    "UPDATE environments SET"
+	    "  claim_expires_at = " NOW_PLUS(SECONDS("?3"))
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2",
+	.environment_touch =
+	    "UPDATE environments SET last_used_at = " NOW ","
+	    "  updated_at = " NOW " WHERE id = ?1",
+	.environment_requeue =
+	    "UPDATE environments SET status = 'queued', error_message = ?2,"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  updated_at = " NOW
+	    " WHERE id = ?1 AND status = 'ready'",
+	.run_requeue =
+	    "UPDATE runs SET status = 'queued', attempt_count = 0,"
+	    "  available_at = " NOW ", started_at = NULL, completed_at = NULL,"
+	    "  exit_code = NULL,"
+	    "  error_message = NULL, output_path = NULL, claimed_by = NULL,"
+	    "  claim_expires_at = NULL"
+	    " WHERE id = ?1 AND status IN ('succeeded', 'failed',"
+	    "  'cancelled')",
+	.run_cancel =
+	    "UPDATE runs SET status = 'cancelled', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'Run cancelled by an operator'"
+	    " WHERE id = ?1 AND status IN ('queued', 'running')",
+	.environment_rebuild =
+	    "UPDATE environments SET status = 'queued', error_message = NULL,"
+	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE id = ?1 AND status IN ('ready', 'failed', 'queued')",
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1738,8 +1679,18 @@ sq_rows(struct store *st, const char *what, const char *sql,
 	return rows_json(s, sq_queryv(s, sql, fmt, ap));
 }
 
+static int
+sq_count(struct store *st, const char *what, const char *sql,
+    const char *fmt, va_list ap)
+{
+	struct sq *s = (struct sq *)st;
+
+	return sq_exec_stmt(s, sq_queryv(s, sql, fmt, ap));
+}
+
 static const struct store_ops sqlite_ops = {
 	.rows = sq_rows,
+	.count = sq_count,
 	.sql = &sqlite_sql,
 	.name = "sqlite",
 	.close = sq_close,
@@ -1747,13 +1698,9 @@ static const struct store_ops sqlite_ops = {
 	.table_columns = sq_table_columns,
 	.ensure_environments = sq_ensure_environments,
 	.claim_environment = sq_claim_environment,
-	.heartbeat_environment = sq_heartbeat_environment,
 	.environment_ready = sq_environment_ready,
 	.environment_failed = sq_environment_failed,
-	.environment_requeue = sq_environment_requeue,
-	.environment_touch = sq_environment_touch,
 	.claim_run = sq_claim_run,
-	.heartbeat_run = sq_heartbeat_run,
 	.get_document = sq_get_document,
 	.run_succeeded = sq_run_succeeded,
 	.run_finish = sq_run_finish,
@@ -1770,8 +1717,5 @@ static const struct store_ops sqlite_ops = {
 	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
-	.run_requeue = sq_run_requeue,
-	.run_cancel = sq_run_cancel,
 	.host_beat = sq_host_beat,
-	.environment_rebuild = sq_environment_rebuild,
 };

@@ -996,23 +996,33 @@ tds_call(struct tds *t, const char *what, struct tds_res *res, const char *sql,
  * returns it, or -1 / STORE_DEAD.
  */
 int
-tds_count(struct tds *t, const char *what, const char *sql, const char *fmt,
-    ...)
+tds_countv(struct tds *t, const char *what, const char *sql, const char *fmt,
+    va_list ap)
 {
 	struct mssql_param p[MAXPARAMS];
 	struct tds_res r;
-	va_list ap;
 	size_t n;
 	int rc;
 
 	memset(&r, 0, sizeof(r));
-	va_start(ap, fmt);
 	n = params_va(p, MAXPARAMS, fmt, ap);
-	va_end(ap);
 	if ((rc = tds_exec(t, what, sql, p, n, &r)) != 0)
 		return rc;
 	rc = r.nrows > 0 ? (int)tds_int(&r, 0, 0) : 0;
 	tds_res_clear(&r);
+	return rc;
+}
+
+int
+tds_count(struct tds *t, const char *what, const char *sql, const char *fmt,
+    ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = tds_countv(t, what, sql, fmt, ap);
+	va_end(ap);
 	return rc;
 }
 

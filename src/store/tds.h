@@ -150,6 +150,8 @@ int	tds_call(struct tds *, const char *what, struct tds_res *res,
 /* The one number a batch ends with, or -1 / STORE_DEAD. */
 int	tds_count(struct tds *, const char *what, const char *sql,
 	    const char *fmt, ...);
+int	tds_countv(struct tds *, const char *what, const char *sql,
+	    const char *fmt, va_list);
 /* The rows as JSON objects keyed by column ("__ts" columns as text). */
 json_t	*tds_rows(struct tds *, const char *what, const char *sql,
 	    const char *fmt, ...);
