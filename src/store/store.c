@@ -564,7 +564,8 @@ int
 store_run_abandon(struct store *st, const char *id, const char *token,
     const char *error, double base, double max)
 {
-	return counted(st->ops->run_abandon(st, id, token, error, base, max));
+	return count(st, "abandon run", st->ops->sql->run_abandon, "ddsss",
+	    base, max, id, error, token);
 }
 
 /* Puts an environment whose builder went away back in the queue. */
@@ -572,7 +573,8 @@ int
 store_environment_abandon(struct store *st, const char *id, const char *token,
     const char *error)
 {
-	return counted(st->ops->environment_abandon(st, id, token, error));
+	return count(st, "abandon environment",
+	    st->ops->sql->environment_abandon, "sss", id, token, error);
 }
 
 /*
@@ -583,6 +585,24 @@ store_environment_abandon(struct store *st, const char *id, const char *token,
  * (64 bytes), or 0 when no row is held with the token: the claim never
  * committed, or has been released since.
  */
+/* 1 with the id (64 bytes) of what token holds, 0 without one. */
+static int
+claimed_with(struct store *st, int env, const char *token, char *id)
+{
+	json_t *a;
+	const char *v;
+
+	if ((a = rows(st, "claim lookup", env ?
+	    st->ops->sql->environment_claimed_with :
+	    st->ops->sql->run_claimed_with, "s", token)) == NULL)
+		return st->dead ? STORE_DEAD : -1;
+	v = json_string_value(json_object_get(json_array_get(a, 0), "id"));
+	if (v != NULL)
+		snprintf(id, 64, "%s", v);
+	json_decref(a);
+	return v != NULL;
+}
+
 int
 store_release_claim(struct store *st, int env, const char *token,
     const char *error, char *id)
@@ -590,11 +610,10 @@ store_release_claim(struct store *st, int env, const char *token,
 	int rc;
 
 	id[0] = '\0';
-	if ((rc = st->ops->claimed_with(st, env, token, id)) <= 0)
+	if ((rc = claimed_with(st, env, token, id)) <= 0)
 		return rc;
 	if (env)
-		return counted(st->ops->environment_abandon(st, id, token,
-		    error));
+		return store_environment_abandon(st, id, token, error);
 	return counted(st->ops->run_finish(st, id, token, FINISH_RELEASE,
 	    0, error, 0));
 }
@@ -648,7 +667,27 @@ store_gc_environments(struct store *st, long ttl_days, int dry_run)
 int
 store_run_finished_before(struct store *st, const char *id, long ttl_days)
 {
-	return counted(st->ops->run_finished_before(st, id, ttl_days));
+	json_t *a, *v;
+	char u[37];
+	int rc;
+
+	/* A directory that is not named by a UUID belongs to no run. */
+	if (util_uuid_canon(id, u) == -1)
+		return 2;
+	if (ttl_days > 365000L)
+		ttl_days = 365000L;
+	if ((a = rows(st, "run age", st->ops->sql->run_finished_before, "si",
+	    u, (long long)ttl_days)) == NULL)
+		return st->dead ? STORE_DEAD : -1;
+	if (json_array_size(a) == 0)
+		rc = 2;
+	else {
+		v = json_object_get(json_array_get(a, 0), "v");
+		rc = json_is_true(v) || (json_is_integer(v) &&
+		    json_integer_value(v) != 0);
+	}
+	json_decref(a);
+	return rc;
 }
 
 const char *const run_statuses[RUN_STATUSES] = {

@@ -37,6 +37,15 @@ struct store_sql {
 	const char	*run_requeue;
 	const char	*run_cancel;
 	const char	*environment_rebuild;
+	/* (backoff base, max, id, error, token): a dead worker's run */
+	const char	*run_abandon;
+	/* (id, token, error) */
+	const char	*environment_abandon;
+	/* (token): the id of the run, or environment, a claim holds */
+	const char	*run_claimed_with;
+	const char	*environment_claimed_with;
+	/* (id, days): "v", whether it finished more than days ago */
+	const char	*run_finished_before;
 };
 
 struct store_ops {
@@ -78,18 +87,10 @@ struct store_ops {
 		    enum run_finish, int, const char *, double);
 	int	(*sweep)(struct store *, double, double,
 		    struct sweep_counts *);
-	int	(*run_abandon)(struct store *, const char *, const char *,
-		    const char *, double, double);
-	int	(*environment_abandon)(struct store *, const char *,
-		    const char *, const char *);
-	/* 1 with the id of the run (or environment) held with a token */
-	int	(*claimed_with)(struct store *, int env, const char *,
-		    char *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
 	/* a host's row in worker_leases, written whatever it held */
 	int	(*host_beat)(struct store *, const char *, const char *, double);
 	json_t	*(*gc_environments)(struct store *, long, int);
-	int	(*run_finished_before)(struct store *, const char *, long);
 	int	(*pending)(struct store *, long *);
 	/* adds one row of SELECT status, count, due, oldest due age */
 	int	(*queue_stats)(struct store *, struct queue_stats *);

@@ -1506,65 +1506,6 @@ mq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 	return 0;
 }
 
-static int
-mq_run_abandon(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = @p4, exit_code = NULL, output_path = NULL"
-	    " WHERE id = " UUID("@p3") " AND status = 'running'"
-	    " AND claimed_by = @p5;"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "abandon run", sql, "ddsss", base,
-	    max, id, error, token);
-}
-
-static int
-mq_environment_abandon(struct store *st, const char *id, const char *token,
-    const char *error)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = @p3,"
-	    "  updated_at = " NOW
-	    " WHERE id = " UUID("@p1") " AND status = 'building'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "abandon environment", sql, "sss",
-	    id, token, error);
-}
-
-static int
-mq_claimed_with(struct store *st, int env, const char *token, char *id)
-{
-	static const char runs[] =
-	    BATCH "SELECT " GUID("id") " AS id FROM runs"
-	    " WHERE claimed_by = @p1 AND status = 'running';";
-	static const char envs[] =
-	    BATCH "SELECT " GUID("id") " AS id FROM environments"
-	    " WHERE claimed_by = @p1 AND status = 'building';";
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	if ((rc = tds_call(m, "claim lookup", &r, env ? envs : runs, "s",
-	    token)) != 0)
-		return rc;
-	if (r.nrows > 0) {
-		tds_copy(&r, 0, 0, id, 64);
-		rc = 1;
-	}
-	tds_res_clear(&r);
-	return rc;
-}
-
 /*
  * Takes or renews a named lease.  There is no MERGE on Babelfish: the
  * UPDATE renews our own or an expired lease, and only when no row exists
@@ -1679,32 +1620,6 @@ mq_gc_environments(struct store *st, long ttl_days, int dry_run)
 	tds_interruptible(0);
 	json_decref(rows);
 	return gone;
-}
-
-static int
-mq_run_finished_before(struct store *st, const char *id, long ttl_days)
-{
-	static const char sql[] =
-	    BATCH "SELECT CASE WHEN status IN ('succeeded', 'failed',"
-	    " 'cancelled') AND completed_at <"
-	    " DATEADD(day, -CAST(@p2 AS INT), " NOW ") THEN 1 ELSE 0 END AS v"
-	    " FROM runs WHERE id = " UUID("@p1");
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	/* A directory that is not named by a GUID belongs to no run. */
-	if (!mssql_is_guid(id))
-		return 2;
-	if (ttl_days > MAX_TTL_DAYS)
-		ttl_days = MAX_TTL_DAYS;
-	memset(&r, 0, sizeof(r));
-	if ((rc = tds_call(m, "run age", &r, sql, "si", id,
-	    (long long)ttl_days)) != 0)
-		return rc;
-	rc = r.nrows > 0 ? (int)tds_int(&r, 0, 0) : 2;
-	tds_res_clear(&r);
-	return rc;
 }
 
 /* Work that is not finished yet: runs that may still execute, builds. */
@@ -1971,6 +1886,33 @@ static const struct store_sql mssql_sql = {
 	    " WHERE id = " UUID("@p1")
 	    "  AND status IN ('ready', 'failed', 'queued');"
 	    ROWCOUNT,
+	.run_abandon =
+	    BATCH
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = @p4, exit_code = NULL, output_path = NULL"
+	    " WHERE id = " UUID("@p3") " AND status = 'running'"
+	    " AND claimed_by = @p5;"
+	    ROWCOUNT,
+	.environment_abandon =
+	    BATCH
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = @p3,"
+	    "  updated_at = " NOW
+	    " WHERE id = " UUID("@p1") " AND status = 'building'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.run_claimed_with =
+	    BATCH "SELECT " GUID("id") " AS id FROM runs"
+	    " WHERE claimed_by = @p1 AND status = 'running';",
+	.environment_claimed_with =
+	    BATCH "SELECT " GUID("id") " AS id FROM environments"
+	    " WHERE claimed_by = @p1 AND status = 'building';",
+	.run_finished_before =
+	    BATCH "SELECT CASE WHEN status IN ('succeeded', 'failed',"
+	    " 'cancelled') AND completed_at <"
+	    " DATEADD(day, -CAST(@p2 AS INT), " NOW ") THEN 1 ELSE 0 END AS v"
+	    " FROM runs WHERE id = " UUID("@p1"),
 };
 
 /* The driver's one call (store_impl.h). */
@@ -2005,12 +1947,8 @@ static const struct store_ops mssql_ops = {
 	.run_succeeded = mq_run_succeeded,
 	.run_finish = mq_run_finish,
 	.sweep = mq_sweep,
-	.run_abandon = mq_run_abandon,
-	.environment_abandon = mq_environment_abandon,
-	.claimed_with = mq_claimed_with,
 	.singleton = mq_singleton,
 	.gc_environments = mq_gc_environments,
-	.run_finished_before = mq_run_finished_before,
 	.pending = mq_pending,
 	.queue_stats = mq_queue_stats,
 	.next_due = mq_next_due,

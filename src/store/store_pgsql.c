@@ -1234,53 +1234,6 @@ pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 }
 
 static int
-pg_run_abandon(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max)
-{
-	static const char sql[] =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = $4, exit_code = NULL, output_path = NULL"
-	    " WHERE id = $3 AND status = 'running' AND claimed_by = $5";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "ddsss", base, max, id,
-	    error, token));
-}
-
-static int
-pg_environment_abandon(struct store *st, const char *id, const char *token,
-    const char *error)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = $3, updated_at = now()"
-	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "sss", id, token,
-	    error));
-}
-
-static int
-pg_claimed_with(struct store *st, int env, const char *token, char *id)
-{
-	static const char runs[] =
-	    "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running'";
-	static const char envs[] =
-	    "SELECT id FROM environments WHERE claimed_by = $1"
-	    " AND status = 'building'";
-	PGresult *r;
-	int got;
-
-	if ((r = pg_query((struct pg *)st, env ? envs : runs, "s", token)) ==
-	    NULL)
-		return -1;
-	if ((got = PQntuples(r) > 0))
-		val_copy(r, 0, 0, id, 64);
-	PQclear(r);
-	return got;
-}
-
-static int
 pg_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1336,28 +1289,6 @@ pg_gc_environments(struct store *st, long ttl_days, int dry_run)
 
 	return rows_json(pg_query((struct pg *)st, dry_run ? list : del, "i",
 	    (long long)ttl_days));
-}
-
-static int
-pg_run_finished_before(struct store *st, const char *id, long ttl_days)
-{
-	static const char sql[] =
-	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
-	    " completed_at < now() - make_interval(days => $2::int)"
-	    " FROM runs WHERE id = $1::uuid";
-	PGresult *r;
-	char u[37];
-	int v = 2;
-
-	if (uuid_param(id, u) == NULL)
-		return 2;
-	if ((r = pg_query((struct pg *)st, sql, "si", u,
-	    (long long)ttl_days)) == NULL)
-		return -1;
-	if (PQntuples(r) > 0)
-		v = PQgetvalue(r, 0, 0)[0] == 't';
-	PQclear(r);
-	return v;
 }
 
 static int
@@ -1639,6 +1570,25 @@ static const struct store_sql pgsql_sql = {
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = now()"
 	    " WHERE id = $1::uuid"
 	    "  AND status IN ('ready', 'failed', 'queued')",
+	.run_abandon =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, exit_code = NULL, output_path = NULL"
+	    " WHERE id = $3 AND status = 'running' AND claimed_by = $5",
+	.environment_abandon =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = $3, updated_at = now()"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2",
+	.run_claimed_with =
+	    "SELECT id::text AS id FROM runs"
+	    " WHERE claimed_by = $1 AND status = 'running'",
+	.environment_claimed_with =
+	    "SELECT id::text AS id FROM environments WHERE claimed_by = $1"
+	    " AND status = 'building'",
+	.run_finished_before =
+	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
+	    " completed_at < now() - make_interval(days => $2::int) AS v"
+	    " FROM runs WHERE id = $1::uuid",
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1673,12 +1623,8 @@ static const struct store_ops pgsql_ops = {
 	.run_succeeded = pg_run_succeeded,
 	.run_finish = pg_run_finish,
 	.sweep = pg_sweep,
-	.run_abandon = pg_run_abandon,
-	.environment_abandon = pg_environment_abandon,
-	.claimed_with = pg_claimed_with,
 	.singleton = pg_singleton,
 	.gc_environments = pg_gc_environments,
-	.run_finished_before = pg_run_finished_before,
 	.pending = pg_pending,
 	.queue_stats = pg_queue_stats,
 	.next_due = pg_next_due,

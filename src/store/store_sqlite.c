@@ -1244,60 +1244,6 @@ sq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 }
 
 static int
-sq_run_abandon(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max)
-{
-	static const char sql[] =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = ?4, exit_code = NULL, output_path = NULL"
-	    " WHERE id = ?3 AND status = 'running' AND claimed_by = ?5";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "ddsss", base, max, id, error,
-	    token));
-}
-
-static int
-sq_environment_abandon(struct store *st, const char *id, const char *token,
-    const char *error)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = ?3,"
-	    "  updated_at = " NOW
-	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "sss", id, token, error));
-}
-
-static int
-sq_claimed_with(struct store *st, int env, const char *token, char *id)
-{
-	static const char runs[] =
-	    "SELECT id FROM runs WHERE claimed_by = ?1 AND status = 'running'";
-	static const char envs[] =
-	    "SELECT id FROM environments WHERE claimed_by = ?1"
-	    " AND status = 'building'";
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc, got = 0;
-
-	if ((q = sq_query(s, env ? envs : runs, "s", token)) == NULL)
-		return -1;
-	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		col_copy(q, 0, id, 64);
-		got = 1;
-	} else if (rc != SQLITE_DONE) {
-		sq_fail(s, "claim lookup");
-		got = -1;
-	}
-	sq_done(s, q);
-	return got;
-}
-
-static int
 sq_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1375,30 +1321,6 @@ sq_gc_environments(struct store *st, long ttl_days, int dry_run)
 		return NULL;
 	}
 	return rows;
-}
-
-static int
-sq_run_finished_before(struct store *st, const char *id, long ttl_days)
-{
-	static const char sql[] =
-	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
-	    " completed_at < strftime(" TS ", 'now', ?2)"
-	    " FROM runs WHERE id = lower(?1)";
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	char mod[64];
-	int rc, v = 2;
-
-	snprintf(mod, sizeof(mod), "-%ld days", ttl_days);
-	if ((q = sq_query(s, sql, "ss", id, mod)) == NULL)
-		return -1;
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW)
-		v = sqlite3_column_int(q, 0);
-	sq_done(s, q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return sq_fail(s, "run age");
-	return v;
 }
 
 /* Work that is not finished yet: runs that may still execute, builds. */
@@ -1667,6 +1589,25 @@ static const struct store_sql sqlite_sql = {
 	    "UPDATE environments SET status = 'queued', error_message = NULL,"
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
 	    " WHERE id = ?1 AND status IN ('ready', 'failed', 'queued')",
+	.run_abandon =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = ?4, exit_code = NULL, output_path = NULL"
+	    " WHERE id = ?3 AND status = 'running' AND claimed_by = ?5",
+	.environment_abandon =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?3,"
+	    "  updated_at = " NOW
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2",
+	.run_claimed_with =
+	    "SELECT id FROM runs WHERE claimed_by = ?1 AND status = 'running'",
+	.environment_claimed_with =
+	    "SELECT id FROM environments WHERE claimed_by = ?1"
+	    " AND status = 'building'",
+	.run_finished_before =
+	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
+	    " completed_at < strftime(" TS ", 'now', printf('-%d days', ?2))"
+	    " AS v FROM runs WHERE id = ?1",
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1705,12 +1646,8 @@ static const struct store_ops sqlite_ops = {
 	.run_succeeded = sq_run_succeeded,
 	.run_finish = sq_run_finish,
 	.sweep = sq_sweep,
-	.run_abandon = sq_run_abandon,
-	.environment_abandon = sq_environment_abandon,
-	.claimed_with = sq_claimed_with,
 	.singleton = sq_singleton,
 	.gc_environments = sq_gc_environments,
-	.run_finished_before = sq_run_finished_before,
 	.pending = sq_pending,
 	.queue_stats = sq_queue_stats,
 	.next_due = sq_next_due,
