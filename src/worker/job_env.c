@@ -65,6 +65,19 @@ struct build {
 	struct buf		 out;	/* a probe's stdout */
 	int			 capture;
 	struct sandbox		 sb;
+	/* Where the build happens and where it goes (build_prepare). */
+	char			 root[PATH_MAX];	/* the environment's */
+	char			 tmp[PATH_MAX];		/* the build's tree */
+	char			 target[PATH_MAX];	/* its generation */
+	char			 python[PATH_MAX];	/* in target, after */
+	char			 venv[PATH_MAX];	/* in tmp */
+	char			 pkg[PATH_MAX];		/* the package */
+	int			 editable;	/* pkg is the data_dir copy */
+	/* What it came to. */
+	int			 failed;
+	char			 err[1024];
+	char			*pyver;
+	char			*engver;
 };
 
 static int
@@ -442,6 +455,297 @@ compare_versions(struct build *b, const char *id, const char *what,
 }
 
 /*
+ * Makes the build's tree (a hidden directory beside the environment's
+ * root, swapped into place at the end) and the environment's log, and
+ * records the start.  0, or -1 with b->err set.
+ */
+static int
+build_prepare(struct build *b, const char *gen)
+{
+	const struct conf *cf = b->w->conf;
+	const struct env_claim *c = b->claim;
+	char parent[PATH_MAX], logdir[PATH_MAX], rnd[9];
+
+	if (path_env_parent(parent, sizeof(parent), cf->venvs_root,
+	    c->workspace_id, c->configuration_id, c->deps_digest) == -1 ||
+	    path_env_root(b->root, sizeof(b->root), cf->venvs_root,
+	    c->workspace_id, c->configuration_id, c->deps_digest,
+	    c->id) == -1) {
+		snprintf(b->err, sizeof(b->err), "environment ids do not "
+		    "make a safe path");
+		return -1;
+	}
+	random_hex(rnd, sizeof(rnd));
+	snprintf(b->tmp, sizeof(b->tmp), "%s/.build-%s", parent, rnd);
+	snprintf(b->venv, sizeof(b->venv), "%s/.venv", b->tmp);
+	snprintf(b->target, sizeof(b->target), "%s%s%s", b->root,
+	    gen[0] ? "/" : "", gen);
+	snprintf(b->python, sizeof(b->python), "%s/.venv/bin/python",
+	    b->target);
+	/* An engine user writes the tree; the log is the worker's. */
+	snprintf(logdir, sizeof(logdir), "%s/logs", b->root);
+	if (mkdir_p(b->tmp, 0750) == -1 || mkdir_p(logdir, 0750) == -1 ||
+	    priv_engine_share(b->tmp, 02770) == -1) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s: %s",
+		    logdir, strerror(errno));
+		return -1;
+	}
+	/* From data_dir when the venvs lie beneath it, else from theirs. */
+	priv_engine_reach(cf->data_dir, b->root);
+	priv_engine_reach(cf->venvs_root, b->root);
+	/* A new file: whoever follows the last build's log sees the change. */
+	strcat(logdir, "/events.ndjson");
+	if (unlink(logdir) == -1 && errno != ENOENT)
+		log_warn("environment %s: unlink %s", c->id, logdir);
+	evlog_open(&b->log, logdir, json_pack("{s:s, s:s, s:s, s:s}",
+	    "environment_id", c->id, "workspace_id", c->workspace_id,
+	    "configuration_id", c->configuration_id, "deps_digest",
+	    c->deps_digest), (size_t)cf->max_log_size);
+	evlog_emit(&b->log, "info", "environment.start", b->token != NULL ?
+	    "Environment build started" : "Building this host's copy of a "
+	    "ready environment", json_pack("{s:s, s:s, s:b}", "engine_spec",
+	    c->engine_spec, "worker", b->token != NULL ? b->token : b->w->id,
+	    "local_copy", b->token == NULL));
+	return 0;
+}
+
+/*
+ * Finds the configuration package, extracting an archive of it into the
+ * build's tree, before the slow steps: a missing or hostile package
+ * fails the build at once.  0, or -1 with b->err set.
+ */
+static int
+build_package(struct build *b)
+{
+	const struct conf *cf = b->w->conf;
+	const struct env_claim *c = b->claim;
+	char cfgdir[PATH_MAX], archive[PATH_MAX];
+
+	b->editable = 1;
+	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
+	    c->workspace_id, c->configuration_id) == -1) {
+		snprintf(b->err, sizeof(b->err), "configuration ids do not "
+		    "make a safe path");
+		return -1;
+	}
+	if (is_dir(cfgdir)) {
+		snprintf(b->pkg, sizeof(b->pkg), "%s", cfgdir);
+		priv_engine_lend(cf->data_dir, cfgdir);
+		return 0;
+	}
+	if (config_archive(cfgdir, archive, sizeof(archive)) == 0) {
+		b->editable = 0;
+		return extract_config(b, archive, b->tmp, b->pkg,
+		    sizeof(b->pkg), b->err, sizeof(b->err));
+	}
+	snprintf(b->err, sizeof(b->err), "config package dir missing: %s "
+	    "(and no .zip or .tar.gz of it)", cfgdir);
+	return -1;
+}
+
+/*
+ * The steps' temporary directory and home (removed before the swap),
+ * the workspace's pip cache, the sandbox and the environment variables
+ * of the steps.  0, or -1 with b->err set.
+ */
+static int
+build_setup(struct build *b, const char *spec)
+{
+	const struct conf *cf = b->w->conf;
+	char home[PATH_MAX], cache[PATH_MAX];
+	char *pip_cache, *tmpdir, *homedir;
+
+	snprintf(home, sizeof(home), "%s/tmp", b->tmp);
+	snprintf(cache, sizeof(cache), "%s/cache/pip/%s", cf->data_dir,
+	    b->claim->workspace_id);
+	if (mkdir_p(home, 0750) == -1 || mkdir_p(cache, 0750) == -1 ||
+	    priv_engine_share(home, 02770) == -1 ||
+	    priv_engine_share(cache, 02770) == -1) {
+		snprintf(b->err, sizeof(b->err), "cannot create %s: %s",
+		    is_dir(home) ? cache : home, strerror(errno));
+		return -1;
+	}
+	priv_engine_reach(cf->data_dir, cache);
+	if (build_sandbox(b, b->tmp, b->pkg, spec, cache, b->err,
+	    sizeof(b->err)) == -1)
+		return -1;
+	pip_cache = xasprintf("PIP_CACHE_DIR=%s", cache);
+	tmpdir = xasprintf("TMPDIR=%s", home);
+	homedir = xasprintf("HOME=%s", home);
+	{
+		char *extra[] = { "PIP_DISABLE_PIP_VERSION_CHECK=1",
+		    "PIP_NO_INPUT=1", "PIP_PROGRESS_BAR=off",
+		    "PYTHONUNBUFFERED=1", pip_cache, tmpdir, homedir, NULL };
+
+		b->env = proc_env(NULL, 1, extra);
+	}
+	free(pip_cache);
+	free(tmpdir);
+	free(homedir);
+	return 0;
+}
+
+/* Runs one pip or venv step: head, the setting's words, then tail. */
+static int
+build_run(struct build *b, const char *scope, const char *const *head,
+    const char *setting, const char *const *tail)
+{
+	char **argv = build_argv(head, setting, tail);
+	int rc;
+
+	rc = build_step(b, scope, argv, 0, b->err, sizeof(b->err));
+	argv_free(argv);
+	return rc;
+}
+
+/*
+ * The venv, the engine and the configuration package installed in it,
+ * and the versions they came with.  0, or -1 with b->err set.
+ */
+static int
+build_venv(struct build *b, const char *spec)
+{
+	const struct conf *cf = b->w->conf;
+	const char *venv_head[] = { cf->python, "-m", "venv", NULL };
+	const char *venv_tail[] = { b->venv, NULL };
+	const char *pip[] = { b->venv, "-m", "pip", "install", NULL };
+	const char *engine_local[] = { "-e", spec, NULL };
+	const char *engine_remote[] = { spec, NULL };
+	const char *pkg_local[] = { "-e", b->pkg, NULL };
+	const char *pkg_snapshot[] = { b->pkg, NULL };
+	char *pv[] = { b->venv, "--version", NULL };
+	char *ev[] = { b->venv, "-c", "import ade_engine; print(getattr("
+	    "ade_engine, '__version__', 'unknown'))", NULL };
+	char msg[256];
+
+	if (build_run(b, "environment.venv", venv_head, cf->venv_args,
+	    venv_tail) == -1)
+		return -1;
+	/* From here on, venv names the venv's interpreter. */
+	snprintf(b->venv, sizeof(b->venv), "%s/.venv/bin/python", b->tmp);
+	if (access(b->venv, X_OK) == -1) {
+		snprintf(b->err, sizeof(b->err), "venv has no bin/python");
+		return -1;
+	}
+	if (build_run(b, "environment.engine", pip, cf->pip_args,
+	    is_dir(spec) ? engine_local : engine_remote) == -1 ||
+	    build_run(b, "environment.config", pip, cf->pip_args,
+	    b->editable ? pkg_local : pkg_snapshot) == -1)
+		return -1;
+	b->pyver = probe(b, "environment.probe.python", pv);
+	b->engver = probe(b, "environment.probe.engine", ev);
+	snprintf(msg, sizeof(msg), "python=%s engine=%s",
+	    b->pyver ? b->pyver : "unknown", b->engver ? b->engver :
+	    "unknown");
+	evlog_emit(&b->log, "info", "environment.versions", msg, NULL);
+	if (b->pyver == NULL) {
+		snprintf(b->err, sizeof(b->err), "the venv's python does not "
+		    "run");
+		return -1;
+	}
+	return 0;
+}
+
+/* Puts a finished build in place; -1 (b->err set) when it cannot. */
+static int
+build_put_in_place(struct build *b)
+{
+	if (put_in_place(b->tmp, b->root, b->target) == 0)
+		return 0;
+	snprintf(b->err, sizeof(b->err), "cannot move the build into "
+	    "place: %s", strerror(errno));
+	(void)move_log(b->tmp, b->root);
+	return -1;
+}
+
+/* The end of a local copy: no row to write. */
+static void
+build_end_copy(struct build *b, const char *want_python,
+    const char *want_engine)
+{
+	const char *id = b->claim->id;
+
+	if (!b->failed) {
+		compare_versions(b, id, "python", want_python, b->pyver);
+		compare_versions(b, id, "engine", want_engine, b->engver);
+	}
+	evlog_close(&b->log);
+	if (!b->failed && build_put_in_place(b) == -1)
+		b->failed = 1;
+	if (!b->failed)
+		log_info("environment %s: this host's copy is ready (%s, "
+		    "engine %s)", id, b->pyver, b->engver ? b->engver :
+		    "unknown");
+}
+
+/*
+ * The end of a build under a claim: the build goes in place and the row
+ * says ready, or the row records the failure (or, when the worker is
+ * stopping, gives the environment back).
+ */
+static void
+build_end_claimed(struct build *b)
+{
+	struct worker *w = b->w;
+	const struct conf *cf = w->conf;
+	const char *id = b->claim->id;
+	long charged;
+	int rc, lost = 0;
+
+	evlog_close(&b->log);
+	/*
+	 * A finished build replaces the environment only while the claim
+	 * is still ours: one renewed here holds for lease_seconds, far
+	 * longer than the rename takes, so nobody else can be building it.
+	 */
+	if (!b->failed) {
+		rc = store_heartbeat_environment(w->store, id, b->token,
+		    cf->lease_seconds);
+		if (rc != 1) {
+			b->failed = 1;
+			lost = rc == 0;
+			snprintf(b->err, sizeof(b->err), "cannot confirm the "
+			    "claim before putting the build in place: %s",
+			    rc == 0 ? "it was lost" : store_error(w->store));
+		} else if (build_put_in_place(b) == -1)
+			b->failed = 1;
+	}
+	if (!b->failed) {
+		rc = store_environment_ready(w->store, id, b->token,
+		    b->python, b->pyver, b->engver);
+		if (rc == 1)
+			log_info("environment %s: ready (%s, engine %s)", id,
+			    b->pyver, b->engver ? b->engver : "unknown");
+	} else if (lost)
+		rc = 0;
+	else if (worker_quit) {
+		/* Not the environment's fault: another worker may build it. */
+		log_notice("environment %s: build interrupted", id);
+		rc = store_environment_abandon(w->store, id, b->token,
+		    "build interrupted: worker stopping");
+		rc = rc < 0 ? rc : 1;
+	} else {
+		rc = store_environment_failed(w->store, id, b->token, b->err,
+		    cf->backoff_base, cf->backoff_max, &charged);
+		if (rc == 1)
+			log_warnx("environment %s: build failed: %s (%ld "
+			    "waiting runs charged an attempt)", id, b->err,
+			    charged);
+	}
+	if (rc == 1 && !b->failed)
+		sb_count_build(SB_BUILD_READY, now_mono() - b->started);
+	else if (rc == 1 && !worker_quit)
+		sb_count_build(SB_BUILD_FAILED, now_mono() - b->started);
+	else if (rc == 0)
+		sb_count_build(SB_BUILD_LOST, now_mono() - b->started);
+	if (rc == 0)
+		log_warnx("environment %s: lost the claim; result dropped", id);
+	else if (rc < 0)
+		log_warnx("environment %s: cannot record the result: %s", id,
+		    store_error(w->store));
+}
+
+/*
  * Builds generation gen of the environment ("": the root itself, as
  * before generations) under the claim token, or, with no token, as a
  * local copy (see job_hydrate_environment).
@@ -452,287 +756,58 @@ build_env(struct worker *w, const struct env_claim *c, const char *token,
     char *errout, size_t errlen)
 {
 	const struct conf *cf = w->conf;
-	char parent[PATH_MAX], root[PATH_MAX], tmp[PATH_MAX], venv[PATH_MAX];
-	char target[PATH_MAX];
-	char python[PATH_MAX], cfgdir[PATH_MAX], logdir[PATH_MAX], rnd[9];
-	char archive[PATH_MAX], pkg[PATH_MAX];
-	char err[1024] = "", *pyver = NULL, *engver = NULL;
-	char home[PATH_MAX], cache[PATH_MAX];
-	char *pip_cache, *tmpdir, *homedir, **argv;
+	struct build *b;
 	const char *spec;
-	struct build b;
-	long charged;
-	int rc, editable = 1, failed = 1, lost = 0;
+	char home[PATH_MAX];
+	int failed;
 
-	tmp[0] = '\0';
-	memset(&b, 0, sizeof(b));
-	b.sb.fd = -1;
-	b.w = w;
-	b.claim = c;
-	b.token = token;
-	b.started = now_mono();
-	b.deadline = b.started + cf->env_build_timeout;
+	b = xcalloc(1, sizeof(*b));
+	b->sb.fd = -1;
+	b->w = w;
+	b->claim = c;
+	b->token = token;
+	b->started = now_mono();
+	b->deadline = b->started + cf->env_build_timeout;
 	/* The claim renewed the lease: it counts as a heartbeat. */
-	b.last_good = now_mono();
-	buf_init(&b.out);
-	b.log.fd = -1;
+	b->last_good = now_mono();
+	buf_init(&b->out);
+	b->log.fd = -1;
+	b->failed = 1;
 	log_info("environment %s: %s (deps %s)", c->id, token != NULL ?
 	    "building" : "building this host's copy", c->deps_digest);
 
-	if (path_env_parent(parent, sizeof(parent), cf->venvs_root,
-	    c->workspace_id, c->configuration_id, c->deps_digest) == -1 ||
-	    path_env_root(root, sizeof(root), cf->venvs_root, c->workspace_id,
-	    c->configuration_id, c->deps_digest, c->id) == -1) {
-		snprintf(err, sizeof(err), "environment ids do not make a "
-		    "safe path");
-		goto finish;
-	}
-	random_hex(rnd, sizeof(rnd));
-	snprintf(tmp, sizeof(tmp), "%s/.build-%s", parent, rnd);
-	snprintf(venv, sizeof(venv), "%s/.venv", tmp);
-	snprintf(target, sizeof(target), "%s%s%s", root, gen[0] ? "/" : "",
-	    gen);
-	snprintf(python, sizeof(python), "%s/.venv/bin/python", target);
-	/* An engine user writes the tree; the log is the worker's. */
-	snprintf(logdir, sizeof(logdir), "%s/logs", root);
-	if (mkdir_p(tmp, 0750) == -1 || mkdir_p(logdir, 0750) == -1 ||
-	    priv_engine_share(tmp, 02770) == -1) {
-		snprintf(err, sizeof(err), "cannot create %s: %s", logdir,
-		    strerror(errno));
-		goto finish;
-	}
-	/* From data_dir when the venvs lie beneath it, else from theirs. */
-	priv_engine_reach(cf->data_dir, root);
-	priv_engine_reach(cf->venvs_root, root);
-	/* A new file: whoever follows the last build's log sees the change. */
-	strcat(logdir, "/events.ndjson");
-	if (unlink(logdir) == -1 && errno != ENOENT)
-		log_warn("environment %s: unlink %s", c->id, logdir);
-	evlog_open(&b.log, logdir, json_pack("{s:s, s:s, s:s, s:s}",
-	    "environment_id", c->id, "workspace_id", c->workspace_id,
-	    "configuration_id", c->configuration_id, "deps_digest",
-	    c->deps_digest), (size_t)cf->max_log_size);
-	evlog_emit(&b.log, "info", "environment.start", token != NULL ?
-	    "Environment build started" : "Building this host's copy of a "
-	    "ready environment", json_pack("{s:s, s:s, s:b}", "engine_spec",
-	    c->engine_spec, "worker", token != NULL ? token : w->id,
-	    "local_copy", token == NULL));
-
-	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
-	    c->workspace_id, c->configuration_id) == -1) {
-		snprintf(err, sizeof(err), "configuration ids do not make a "
-		    "safe path");
-		goto finish;
-	}
-	/*
-	 * The package is found (and an archive extracted) before the slow
-	 * steps, so that a missing or hostile package fails the build at
-	 * once.
-	 */
-	if (is_dir(cfgdir)) {
-		snprintf(pkg, sizeof(pkg), "%s", cfgdir);
-		priv_engine_lend(cf->data_dir, cfgdir);
-	}
-	else if (config_archive(cfgdir, archive, sizeof(archive)) == 0) {
-		if (extract_config(&b, archive, tmp, pkg, sizeof(pkg), err,
-		    sizeof(err)) == -1)
-			goto finish;
-		editable = 0;
-	} else {
-		snprintf(err, sizeof(err), "config package dir missing: %s "
-		    "(and no .zip or .tar.gz of it)", cfgdir);
-		goto finish;
-	}
-	/* The steps' temporary directory and home, removed before the swap. */
-	snprintf(home, sizeof(home), "%s/tmp", tmp);
-	snprintf(cache, sizeof(cache), "%s/cache/pip/%s", cf->data_dir,
-	    c->workspace_id);
-	if (mkdir_p(home, 0750) == -1 || mkdir_p(cache, 0750) == -1 ||
-	    priv_engine_share(home, 02770) == -1 ||
-	    priv_engine_share(cache, 02770) == -1) {
-		snprintf(err, sizeof(err), "cannot create %s: %s",
-		    is_dir(home) ? cache : home, strerror(errno));
-		goto finish;
-	}
-	priv_engine_reach(cf->data_dir, cache);
 	spec = c->engine_spec[0] != '\0' ? c->engine_spec : cf->engine_spec;
-	if (build_sandbox(&b, tmp, pkg, spec, cache, err, sizeof(err)) == -1)
-		goto finish;
-	pip_cache = xasprintf("PIP_CACHE_DIR=%s", cache);
-	tmpdir = xasprintf("TMPDIR=%s", home);
-	homedir = xasprintf("HOME=%s", home);
-	{
-		char *extra[] = { "PIP_DISABLE_PIP_VERSION_CHECK=1",
-		    "PIP_NO_INPUT=1", "PIP_PROGRESS_BAR=off",
-		    "PYTHONUNBUFFERED=1", pip_cache, tmpdir, homedir, NULL };
-
-		b.env = proc_env(NULL, 1, extra);
+	if (build_prepare(b, gen) == 0 && build_package(b) == 0 &&
+	    build_setup(b, spec) == 0 && build_venv(b, spec) == 0) {
+		evlog_emit(&b->log, "info", "environment.complete",
+		    "Environment ready", NULL);
+		b->failed = 0;
 	}
-	free(pip_cache);
-	free(tmpdir);
-	free(homedir);
-
-	{
-		const char *head[] = { cf->python, "-m", "venv", NULL };
-		const char *tail[] = { venv, NULL };
-
-		argv = build_argv(head, cf->venv_args, tail);
-		rc = build_step(&b, "environment.venv", argv, 0, err,
-		    sizeof(err));
-		argv_free(argv);
-		if (rc == -1)
-			goto finish;
-	}
-	snprintf(venv, sizeof(venv), "%s/.venv/bin/python", tmp);
-	if (access(venv, X_OK) == -1) {
-		snprintf(err, sizeof(err), "venv has no bin/python");
-		goto finish;
-	}
-	{
-		const char *head[] = { venv, "-m", "pip", "install", NULL };
-		const char *local[] = { "-e", spec, NULL };
-		const char *remote[] = { spec, NULL };
-
-		argv = build_argv(head, cf->pip_args, is_dir(spec) ? local :
-		    remote);
-		rc = build_step(&b, "environment.engine", argv, 0, err,
-		    sizeof(err));
-		argv_free(argv);
-		if (rc == -1)
-			goto finish;
-	}
-	{
-		const char *head[] = { venv, "-m", "pip", "install", NULL };
-		const char *local[] = { "-e", pkg, NULL };
-		const char *snapshot[] = { pkg, NULL };
-
-		argv = build_argv(head, cf->pip_args, editable ? local :
-		    snapshot);
-		rc = build_step(&b, "environment.config", argv, 0, err,
-		    sizeof(err));
-		argv_free(argv);
-		if (rc == -1)
-			goto finish;
-	}
-	{
-		char *pv[] = { venv, "--version", NULL };
-		char *ev[] = { venv, "-c", "import ade_engine; print(getattr("
-		    "ade_engine, '__version__', 'unknown'))", NULL };
-		char msg[256];
-
-		pyver = probe(&b, "environment.probe.python", pv);
-		engver = probe(&b, "environment.probe.engine", ev);
-		snprintf(msg, sizeof(msg), "python=%s engine=%s",
-		    pyver ? pyver : "unknown", engver ? engver : "unknown");
-		evlog_emit(&b.log, "info", "environment.versions", msg, NULL);
-		if (pyver == NULL) {
-			snprintf(err, sizeof(err), "the venv's python does "
-			    "not run");
-			goto finish;
-		}
-	}
-	evlog_emit(&b.log, "info", "environment.complete",
-	    "Environment ready", NULL);
-	failed = 0;
-
-finish:
 	sb_set_step(NULL);
-	sandbox_end(&b.sb);
-	if (tmp[0] != '\0')
-		priv_engine_settle(tmp);
-	if (tmp[0] != '\0') {
-		snprintf(home, sizeof(home), "%s/tmp", tmp);
+	sandbox_end(&b->sb);
+	if (b->tmp[0] != '\0') {
+		priv_engine_settle(b->tmp);
+		snprintf(home, sizeof(home), "%s/tmp", b->tmp);
 		rm_rf(home);
 	}
-	if (failed && err[0] == '\0')
-		snprintf(err, sizeof(err), "environment build failed");
-	if (failed)
-		evlog_emit(&b.log, "error", "environment.failed", err, NULL);
-	if (token == NULL) {
-		if (!failed) {
-			compare_versions(&b, c->id, "python", want_python,
-			    pyver);
-			compare_versions(&b, c->id, "engine", want_engine,
-			    engver);
-		}
-		evlog_close(&b.log);
-		if (!failed && put_in_place(tmp, root, target) == -1) {
-			failed = 1;
-			snprintf(err, sizeof(err), "cannot move the build "
-			    "into place: %s", strerror(errno));
-			(void)move_log(tmp, root);
-		}
-		if (!failed)
-			log_info("environment %s: this host's copy is ready "
-			    "(%s, engine %s)", c->id, pyver, engver ? engver :
-			    "unknown");
-		goto cleanup;
-	}
-	evlog_close(&b.log);
-	/*
-	 * A finished build replaces the environment only while the claim
-	 * is still ours: one renewed here holds for lease_seconds, far
-	 * longer than the rename takes, so nobody else can be building it.
-	 */
-	if (!failed) {
-		rc = store_heartbeat_environment(w->store, c->id, token,
-		    cf->lease_seconds);
-		if (rc != 1) {
-			failed = 1;
-			lost = rc == 0;
-			snprintf(err, sizeof(err), "cannot confirm the claim "
-			    "before putting the build in place: %s", rc == 0 ?
-			    "it was lost" : store_error(w->store));
-		} else if (put_in_place(tmp, root, target) == -1) {
-			failed = 1;
-			snprintf(err, sizeof(err), "cannot move the build "
-			    "into place: %s", strerror(errno));
-			(void)move_log(tmp, root);
-		}
-	}
-	if (!failed) {
-		rc = store_environment_ready(w->store, c->id, token, python,
-		    pyver, engver);
-		if (rc == 1)
-			log_info("environment %s: ready (%s, engine %s)",
-			    c->id, pyver, engver ? engver : "unknown");
-	} else if (lost)
-		rc = 0;
-	else if (worker_quit) {
-		/* Not the environment's fault: another worker may build it. */
-		log_notice("environment %s: build interrupted", c->id);
-		rc = store_environment_abandon(w->store, c->id, token,
-		    "build interrupted: worker stopping");
-		rc = rc < 0 ? rc : 1;
-	} else {
-		rc = store_environment_failed(w->store, c->id, token, err,
-		    cf->backoff_base, cf->backoff_max, &charged);
-		if (rc == 1) {
-			log_warnx("environment %s: build failed: %s (%ld "
-			    "waiting runs charged an attempt)", c->id, err,
-			    charged);
-		}
-	}
-	if (rc == 1 && !failed)
-		sb_count_build(SB_BUILD_READY, now_mono() - b.started);
-	else if (rc == 1 && !worker_quit)
-		sb_count_build(SB_BUILD_FAILED, now_mono() - b.started);
-	else if (rc == 0)
-		sb_count_build(SB_BUILD_LOST, now_mono() - b.started);
-	if (rc == 0)
-		log_warnx("environment %s: lost the claim; result dropped",
-		    c->id);
-	else if (rc < 0)
-		log_warnx("environment %s: cannot record the result: %s",
-		    c->id, store_error(w->store));
-cleanup:
+	if (b->failed && b->err[0] == '\0')
+		snprintf(b->err, sizeof(b->err), "environment build failed");
+	if (b->failed)
+		evlog_emit(&b->log, "error", "environment.failed", b->err,
+		    NULL);
+	if (token == NULL)
+		build_end_copy(b, want_python, want_engine);
+	else
+		build_end_claimed(b);
 	/* Whatever was not put in place, including a lost claim's build. */
-	if (tmp[0] != '\0' && is_dir(tmp))
-		rm_rf(tmp);
-	argv_free(b.env);
-	buf_free(&b.out);
-	free(pyver);
-	free(engver);
-	snprintf(errout, errlen, "%s", failed ? err : "");
+	if (b->tmp[0] != '\0' && is_dir(b->tmp))
+		rm_rf(b->tmp);
+	argv_free(b->env);
+	buf_free(&b->out);
+	free(b->pyver);
+	free(b->engver);
+	failed = b->failed;
+	snprintf(errout, errlen, "%s", failed ? b->err : "");
+	free(b);
 	return failed ? -1 : 0;
 }
