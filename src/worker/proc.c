@@ -409,193 +409,253 @@ reap_all(pid_t pid, int *status)
 	return found;
 }
 
-int
-proc_run(const struct proc_spec *ps, struct proc_result *res)
+/* One child being watched by proc_run. */
+struct watch {
+	const struct proc_spec	*ps;
+	struct proc_result	*res;
+	struct linebuf		 lb[2];		/* stdout, stderr */
+	pid_t			 pid;
+	int			 pidfd;		/* -1: none */
+	int			 status;
+	int			 exited;
+	int			 killing;	/* 1 asked, 2 TERM sent */
+	int			 killed;	/* KILL sent */
+	double			 start;
+	double			 deadline;	/* 0: none */
+	double			 next_hb;	/* 0: none */
+	double			 last_ok;	/* last heartbeat through */
+	double			 kill_at;
+	double			 exit_at;
+	double			 reap;		/* next wait for the status */
+};
+
+/*
+ * Waits for output, the child's exit, or the next thing to do, and
+ * reads what came.  Returns 0 when the pipes are closed and the child
+ * has been reaped, 1 otherwise.
+ */
+static int
+watch_wait(struct watch *wt)
 {
-	struct linebuf lb[2];
+	const struct proc_spec *ps = wt->ps;
 	struct pollfd pfd[3];
-	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 };
-	int status, exited = 0, killing = 0, killed = 0, i, nfd, rc, pidfd;
-	double start, now, deadline, next_hb, last_ok, kill_at = 0;
-	double exit_at = 0, wait, reap = 0.0005;
 	char chunk[65536];
+	double now, wait;
+	int i, nfd = 0, rc;
 	ssize_t n;
-	pid_t pid;
 
-	memset(res, 0, sizeof(*res));
-	if (pipe2(outp, O_CLOEXEC) == -1 || pipe2(errp, O_CLOEXEC) == -1) {
-		log_warn("pipe");
-		goto spawn_fail;
-	}
-	res->began = start = now_mono();
-	if ((pid = child_start(ps, outp[1], errp[1])) == -1) {
-		log_warn("clone");
-		goto spawn_fail;
-	}
-	res->spawn = now_mono() - start;
-	proc_current_pgid = pid;
-	if (sb_self != NULL)
-		sb_self->engine_pgid = pid;
-	/*
-	 * The child's exit wakes the loop through a pidfd (Linux 5.3);
-	 * without one, the loop looks for the exit ever less often.
-	 */
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	close(outp[1]);
-	close(errp[1]);
-	for (i = 0; i < 2; i++) {
-		lb[i].fd = i == 0 ? outp[0] : errp[0];
-		lb[i].stream = i + 1;
-		lb[i].buf = xmalloc(ps->max_line + 1);
-		lb[i].limit = ps->max_line;
-		lb[i].len = lb[i].full = 0;
-		lb[i].asked = 0;
-		fcntl(lb[i].fd, F_SETFL, O_NONBLOCK);
-	}
-	last_ok = now_mono();
-	/* Counted from the last heartbeat that got through, in any step. */
-	if (ps->last_good != NULL && *ps->last_good > 0)
-		last_ok = *ps->last_good;
-	deadline = ps->timeout > 0 ? start + ps->timeout : 0;
-	next_hb = ps->hb_interval > 0 ? start + ps->hb_interval : 0;
-
-	for (;;) {
-		nfd = 0;
-		for (i = 0; i < 2; i++)
-			if (lb[i].fd != -1) {
-				pfd[nfd].fd = lb[i].fd;
-				pfd[nfd].events = POLLIN;
-				pfd[nfd].revents = 0;
-				nfd++;
-			}
-		if (exited && nfd == 0)
-			break;
-		if (!exited && pidfd != -1) {
-			pfd[nfd].fd = pidfd;
+	for (i = 0; i < 2; i++)
+		if (wt->lb[i].fd != -1) {
+			pfd[nfd].fd = wt->lb[i].fd;
 			pfd[nfd].events = POLLIN;
 			pfd[nfd].revents = 0;
 			nfd++;
 		}
-		now = now_mono();
-		/*
-		 * With both pipes closed the child is exiting: look for its
-		 * status soon, then less and less often.
-		 */
-		if (nfd == 0) {
-			wait = reap;
-			reap = reap * 2 > 0.05 ? 0.05 : reap * 2;
-		} else
-			wait = 1.0;
-		if (next_hb > 0 && !exited && next_hb - now < wait)
-			wait = next_hb - now;
-		if (deadline > 0 && !exited && deadline - now < wait)
-			wait = deadline - now;
-		if (killing && !killed && kill_at - now < wait)
-			wait = kill_at - now;
-		if (wait < 0)
-			wait = 0;
-		rc = nfd == 0 ? (nanosleep(&(struct timespec){ 0,
-		    (long)(wait * 1e9) }, NULL), 0) :
-		    poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
-		if (rc == -1 && errno != EINTR)
-			log_warn("poll");
-		for (i = 0; i < nfd && rc > 0; i++) {
-			struct linebuf *l = pfd[i].fd == lb[0].fd ? &lb[0] :
-			    &lb[1];
+	if (wt->exited && nfd == 0)
+		return 0;
+	if (!wt->exited && wt->pidfd != -1) {
+		pfd[nfd].fd = wt->pidfd;
+		pfd[nfd].events = POLLIN;
+		pfd[nfd].revents = 0;
+		nfd++;
+	}
+	now = now_mono();
+	/*
+	 * With both pipes closed the child is exiting: look for its status
+	 * soon, then less and less often.
+	 */
+	if (nfd == 0) {
+		wait = wt->reap;
+		wt->reap = wt->reap * 2 > 0.05 ? 0.05 : wt->reap * 2;
+	} else
+		wait = 1.0;
+	if (wt->next_hb > 0 && !wt->exited && wt->next_hb - now < wait)
+		wait = wt->next_hb - now;
+	if (wt->deadline > 0 && !wt->exited && wt->deadline - now < wait)
+		wait = wt->deadline - now;
+	if (wt->killing && !wt->killed && wt->kill_at - now < wait)
+		wait = wt->kill_at - now;
+	if (wait < 0)
+		wait = 0;
+	rc = nfd == 0 ? (nanosleep(&(struct timespec){ 0,
+	    (long)(wait * 1e9) }, NULL), 0) :
+	    poll(pfd, (nfds_t)nfd, (int)(wait * 1000) + 1);
+	if (rc == -1 && errno != EINTR)
+		log_warn("poll");
+	for (i = 0; i < nfd && rc > 0; i++) {
+		struct linebuf *l = pfd[i].fd == wt->lb[0].fd ? &wt->lb[0] :
+		    &wt->lb[1];
 
-			if (pfd[i].revents == 0 || pfd[i].fd == pidfd)
-				continue;
-			n = read(l->fd, chunk, sizeof(chunk));
-			if (n > 0)
-				line_feed(ps, l, chunk, (size_t)n);
-			else if (n == 0 || (errno != EAGAIN &&
-			    errno != EINTR)) {
-				line_flush(ps, l);
-				close(l->fd);
-				l->fd = -1;
-			}
-		}
-		now = now_mono();
-		if (!exited && reap_all(pid, &status)) {
-			exited = 1;
-			exit_at = now;
-			/* Nothing the child started may outlive it. */
-			group_kill(pid, SIGKILL);
-			proc_end_descendants();
-		}
-		if (exited) {
-			if (now - exit_at > 2.0)
-				break;
+		if (pfd[i].revents == 0 || pfd[i].fd == wt->pidfd)
 			continue;
-		}
-		if (!killing && ps->stop != NULL && *ps->stop) {
-			res->stopped = 1;
-			killing = 1;
-		}
-		if (!killing && deadline > 0 && now >= deadline) {
-			res->timed_out = 1;
-			killing = 1;
-		}
-		if (!killing && next_hb > 0 && now >= next_hb) {
-			rc = ps->heartbeat(ps->arg);
-			if (rc == 1) {
-				last_ok = now;
-				if (ps->last_good != NULL)
-					*ps->last_good = now;
-				next_hb = now + ps->hb_interval;
-			} else if (rc == 0) {
-				res->lost = 1;
-				killing = 1;
-			} else
-				next_hb = now + (ps->hb_interval < 5 ?
-				    ps->hb_interval : 5);
-			if (!killing && ps->lost_after > 0 &&
-			    now - last_ok > ps->lost_after) {
-				log_warnx("no heartbeat got through for %.0f "
-				    "s; giving the claim up", now - last_ok);
-				res->lost = 1;
-				killing = 1;
-			}
-		}
-		if (killing == 1) {
-			group_kill(pid, SIGTERM);
-			kill_at = now + PROC_KILL_GRACE;
-			killing = 2;
-		} else if (killing && !killed && now >= kill_at) {
-			group_kill(pid, SIGKILL);
-			killed = 1;
+		n = read(l->fd, chunk, sizeof(chunk));
+		if (n > 0)
+			line_feed(ps, l, chunk, (size_t)n);
+		else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			line_flush(ps, l);
+			close(l->fd);
+			l->fd = -1;
 		}
 	}
+	return 1;
+}
+
+/*
+ * Decides, after a wait, whether the child must stop (a stop signal,
+ * the timeout, a lost claim) and renews the claim when a heartbeat is
+ * due; a stop sends TERM, then KILL after PROC_KILL_GRACE.
+ */
+static void
+watch_decide(struct watch *wt, double now)
+{
+	const struct proc_spec *ps = wt->ps;
+	struct proc_result *res = wt->res;
+	int rc;
+
+	if (!wt->killing && ps->stop != NULL && *ps->stop) {
+		res->stopped = 1;
+		wt->killing = 1;
+	}
+	if (!wt->killing && wt->deadline > 0 && now >= wt->deadline) {
+		res->timed_out = 1;
+		wt->killing = 1;
+	}
+	if (!wt->killing && wt->next_hb > 0 && now >= wt->next_hb) {
+		rc = ps->heartbeat(ps->arg);
+		if (rc == 1) {
+			wt->last_ok = now;
+			if (ps->last_good != NULL)
+				*ps->last_good = now;
+			wt->next_hb = now + ps->hb_interval;
+		} else if (rc == 0) {
+			res->lost = 1;
+			wt->killing = 1;
+		} else
+			wt->next_hb = now + (ps->hb_interval < 5 ?
+			    ps->hb_interval : 5);
+		if (!wt->killing && ps->lost_after > 0 &&
+		    now - wt->last_ok > ps->lost_after) {
+			log_warnx("no heartbeat got through for %.0f s; "
+			    "giving the claim up", now - wt->last_ok);
+			res->lost = 1;
+			wt->killing = 1;
+		}
+	}
+	if (wt->killing == 1) {
+		group_kill(wt->pid, SIGTERM);
+		wt->kill_at = now + PROC_KILL_GRACE;
+		wt->killing = 2;
+	} else if (wt->killing && !wt->killed && now >= wt->kill_at) {
+		group_kill(wt->pid, SIGKILL);
+		wt->killed = 1;
+	}
+}
+
+/* Closes what is left, reaps the child if need be, fills in res. */
+static void
+watch_end(struct watch *wt)
+{
+	struct proc_result *res = wt->res;
+	double now;
+	int i;
+
 	for (i = 0; i < 2; i++) {
-		if (lb[i].fd != -1) {
-			line_flush(ps, &lb[i]);
-			close(lb[i].fd);
+		if (wt->lb[i].fd != -1) {
+			line_flush(wt->ps, &wt->lb[i]);
+			close(wt->lb[i].fd);
 		}
-		free(lb[i].buf);
+		free(wt->lb[i].buf);
 	}
-	if (!exited) {
-		group_kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+	if (!wt->exited) {
+		group_kill(wt->pid, SIGKILL);
+		while (waitpid(wt->pid, &wt->status, 0) == -1 &&
+		    errno == EINTR)
 			;
 	}
-	if (pidfd != -1)
-		close(pidfd);
+	if (wt->pidfd != -1)
+		close(wt->pidfd);
 	proc_end_descendants();
 	proc_current_pgid = 0;
 	if (sb_self != NULL)
 		sb_self->engine_pgid = 0;
 	now = now_mono();
-	res->duration = now - start;
-	if (exited) {
-		res->until_exit = exit_at - start - res->spawn;
-		res->after_exit = now - exit_at;
+	res->duration = now - wt->start;
+	if (wt->exited) {
+		res->until_exit = wt->exit_at - wt->start - res->spawn;
+		res->after_exit = now - wt->exit_at;
 	}
-	if (WIFEXITED(status))
-		res->exit_code = WEXITSTATUS(status);
-	else if (WIFSIGNALED(status))
-		res->exit_code = 128 + WTERMSIG(status);
+	if (WIFEXITED(wt->status))
+		res->exit_code = WEXITSTATUS(wt->status);
+	else if (WIFSIGNALED(wt->status))
+		res->exit_code = 128 + WTERMSIG(wt->status);
 	if (res->timed_out)
 		res->exit_code = PROC_EXIT_TIMEOUT;
+}
+
+int
+proc_run(const struct proc_spec *ps, struct proc_result *res)
+{
+	struct watch wt;
+	int outp[2] = { -1, -1 }, errp[2] = { -1, -1 }, i;
+	double now;
+
+	memset(res, 0, sizeof(*res));
+	memset(&wt, 0, sizeof(wt));
+	wt.ps = ps;
+	wt.res = res;
+	wt.reap = 0.0005;
+	if (pipe2(outp, O_CLOEXEC) == -1 || pipe2(errp, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		goto spawn_fail;
+	}
+	res->began = wt.start = now_mono();
+	if ((wt.pid = child_start(ps, outp[1], errp[1])) == -1) {
+		log_warn("clone");
+		goto spawn_fail;
+	}
+	res->spawn = now_mono() - wt.start;
+	proc_current_pgid = wt.pid;
+	if (sb_self != NULL)
+		sb_self->engine_pgid = wt.pid;
+	/*
+	 * The child's exit wakes the loop through a pidfd (Linux 5.3);
+	 * without one, the loop looks for the exit ever less often.
+	 */
+	wt.pidfd = (int)syscall(SYS_pidfd_open, wt.pid, 0);
+	close(outp[1]);
+	close(errp[1]);
+	for (i = 0; i < 2; i++) {
+		wt.lb[i].fd = i == 0 ? outp[0] : errp[0];
+		wt.lb[i].stream = i + 1;
+		wt.lb[i].buf = xmalloc(ps->max_line + 1);
+		wt.lb[i].limit = ps->max_line;
+		fcntl(wt.lb[i].fd, F_SETFL, O_NONBLOCK);
+	}
+	wt.last_ok = now_mono();
+	/* Counted from the last heartbeat that got through, in any step. */
+	if (ps->last_good != NULL && *ps->last_good > 0)
+		wt.last_ok = *ps->last_good;
+	wt.deadline = ps->timeout > 0 ? wt.start + ps->timeout : 0;
+	wt.next_hb = ps->hb_interval > 0 ? wt.start + ps->hb_interval : 0;
+
+	while (watch_wait(&wt)) {
+		now = now_mono();
+		if (!wt.exited && reap_all(wt.pid, &wt.status)) {
+			wt.exited = 1;
+			wt.exit_at = now;
+			/* Nothing the child started may outlive it. */
+			group_kill(wt.pid, SIGKILL);
+			proc_end_descendants();
+		}
+		if (wt.exited) {
+			/* Output still open 2 s after the exit is let go. */
+			if (now - wt.exit_at > 2.0)
+				break;
+			continue;
+		}
+		watch_decide(&wt, now);
+	}
+	watch_end(&wt);
 	return 0;
 
 spawn_fail:
