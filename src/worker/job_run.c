@@ -669,21 +669,79 @@ run_validate(struct job *j, const char *python, const char *cfgdir,
 	    (res.exit_code == 1 || res.exit_code == EXIT_DETERMINISTIC));
 }
 
-static void
-run_process(struct job *j, const char *python, const char *cfgdir,
-    struct run_options *o)
+/*
+ * Checks the document's file and names, and copies it into the run's
+ * input directory as in; out is the output directory.  0, or -1 with
+ * the job failed.
+ */
+static int
+copy_document(struct job *j, const struct document *doc, char *in,
+    size_t inlen, char *out, size_t outlen)
 {
 	const struct conf *cf = j->w->conf;
+	const struct run_claim *c = j->claim;
+	char docpath[PATH_MAX], docbase[PATH_MAX];
+	char msg[PATH_MAX + 64];
+	const char *input;
+	int transient;
+
+	if (path_document(docpath, sizeof(docpath), cf->data_dir,
+	    c->workspace_id, doc->stored_uri) == -1) {
+		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
+		    "stored_uri", c->input_document_id);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		return -1;
+	}
+	snprintf(docbase, sizeof(docbase), "%s/workspaces", cf->data_dir);
+	if (document_check(docpath, docbase, msg, sizeof(msg), &transient) ==
+	    -1) {
+		job_fail(j, transient ? 1 : EXIT_DETERMINISTIC, msg,
+		    !transient);
+		return -1;
+	}
+	input = doc->original_filename;
+	if (input == NULL || input[0] == '\0')
+		input = "input";
+	else if (!path_filename_ok(input)) {
+		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
+		    "original_filename", c->input_document_id);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		return -1;
+	}
+	if (prepare_dir(j->run_dir, "input", in, inlen) == -1 ||
+	    prepare_dir(j->run_dir, "output", out, outlen) == -1) {
+		snprintf(msg, sizeof(msg), "cannot prepare %s: %s", j->run_dir,
+		    strerror(errno));
+		job_fail(j, 1, msg, 0);
+		return -1;
+	}
+	if (strlen(in) + strlen(input) + 2 > inlen) {
+		job_fail(j, EXIT_DETERMINISTIC, "input path too long", 1);
+		return -1;
+	}
+	strcat(in, "/");
+	strcat(in, input);
+	if (copy_file(docpath, in) == -1) {
+		snprintf(msg, sizeof(msg), "cannot copy the document: %s",
+		    strerror(errno));
+		job_fail(j, 1, msg, 0);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The run's input: its document row (or what the claim brought of it),
+ * then its file copied in (copy_document).  0, or -1 with the job
+ * failed.
+ */
+static int
+run_inputs(struct job *j, char *in, size_t inlen, char *out, size_t outlen)
+{
 	struct run_claim *c = j->claim;
-	char docpath[PATH_MAX], docbase[PATH_MAX], in[PATH_MAX];
-	char out[PATH_MAX], input[PATH_MAX], msg[PATH_MAX + 64];
-	char **argv, *output_path = NULL, *err;
-	struct proc_result res;
+	char msg[PATH_MAX + 64];
 	struct document doc;
-	json_t *results = NULL, *v;
-	size_t i;
-	int rc, transient;
-	double t;
+	int rc;
 
 	if (c->doc_read) {
 		/* The claim brought the row; doc takes its strings. */
@@ -697,60 +755,31 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 	if (rc < 0) {
 		job_fail(j, EXIT_DETERMINISTIC, "cannot read the document row",
 		    0);
-		return;
+		return -1;
 	}
 	if (rc == 0) {
 		snprintf(msg, sizeof(msg), "Document not found: %s",
 		    c->input_document_id);
 		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
 		store_document_free(&doc);
-		return;
+		return -1;
 	}
-	if (path_document(docpath, sizeof(docpath), cf->data_dir,
-	    c->workspace_id, doc.stored_uri) == -1) {
-		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
-		    "stored_uri", c->input_document_id);
-		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
-		goto out;
-	}
-	snprintf(docbase, sizeof(docbase), "%s/workspaces", cf->data_dir);
-	if (document_check(docpath, docbase, msg, sizeof(msg), &transient) ==
-	    -1) {
-		job_fail(j, transient ? 1 : EXIT_DETERMINISTIC, msg,
-		    !transient);
-		goto out;
-	}
-	if (doc.original_filename == NULL || doc.original_filename[0] == '\0')
-		snprintf(input, sizeof(input), "input");
-	else if (!path_filename_ok(doc.original_filename)) {
-		snprintf(msg, sizeof(msg), "Document %s has an unsafe "
-		    "original_filename", c->input_document_id);
-		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
-		goto out;
-	} else
-		snprintf(input, sizeof(input), "%s", doc.original_filename);
-	if (prepare_dir(j->run_dir, "input", in, sizeof(in)) == -1 ||
-	    prepare_dir(j->run_dir, "output", out, sizeof(out)) == -1) {
-		snprintf(msg, sizeof(msg), "cannot prepare %s: %s", j->run_dir,
-		    strerror(errno));
-		job_fail(j, 1, msg, 0);
-		goto out;
-	}
-	if (strlen(in) + strlen(input) + 2 > sizeof(in)) {
-		job_fail(j, EXIT_DETERMINISTIC, "input path too long", 1);
-		goto out;
-	}
-	strcat(in, "/");
-	strcat(in, input);
-	if (copy_file(docpath, in) == -1) {
-		snprintf(msg, sizeof(msg), "cannot copy the document: %s",
-		    strerror(errno));
-		job_fail(j, 1, msg, 0);
-		goto out;
-	}
+	rc = copy_document(j, &doc, in, inlen, out, outlen);
+	store_document_free(&doc);
+	return rc;
+}
 
-	argv = engine_argv(cf, python, 24 + 2 * json_array_size(o->sheets) +
-	    json_array_size(o->extra_args));
+/* The engine's command line for the run (protocol: process file). */
+static char **
+run_argv(struct job *j, const char *python, const char *cfgdir,
+    const struct run_options *o, const char *in, const char *out)
+{
+	char **argv;
+	json_t *v;
+	size_t i;
+
+	argv = engine_argv(j->w->conf, python, 24 + 2 *
+	    json_array_size(o->sheets) + json_array_size(o->extra_args));
 	push(argv, "process");
 	push(argv, "file");
 	push(argv, "--input");
@@ -772,34 +801,38 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		}
 	json_array_foreach(o->extra_args, i, v)
 		push(argv, json_string_value(v));
-	run_child(j, "run.engine", argv, &res);
-	argv_free(argv);
+	return argv;
+}
 
-	if (res.lost) {
+/*
+ * Settles a run whose engine did not succeed, or whose results cannot
+ * be read: 1 when it did (nothing done), 0 when the job is settled.
+ */
+static int
+engine_succeeded(struct job *j, const struct proc_result *res)
+{
+	const struct conf *cf = j->w->conf;
+	char msg[PATH_MAX + 64], *err;
+
+	if (res->lost)
 		lost_claim(j);
-		goto out;
-	}
-	if (res.stopped) {
+	else if (res->stopped)
 		job_release(j, "worker stopping", 0);
-		goto out;
-	}
-	if (res.timed_out) {
+	else if (res->timed_out) {
 		snprintf(msg, sizeof(msg), "Run timed out after %g s",
 		    cf->run_timeout);
 		job_fail(j, PROC_EXIT_TIMEOUT, msg, 0);
-		goto out;
-	}
-	if (res.spawn_failed || res.exit_code != 0) {
-		snprintf(msg, sizeof(msg), res.exit_code == EXIT_DETERMINISTIC ?
-		    "Engine rejected its input (usage error, exit %d)" :
-		    "Engine failed (exit %d)", res.exit_code);
+	} else if (res->spawn_failed || res->exit_code != 0) {
+		snprintf(msg, sizeof(msg), res->exit_code ==
+		    EXIT_DETERMINISTIC ? "Engine rejected its input (usage "
+		    "error, exit %d)" : "Engine failed (exit %d)",
+		    res->exit_code);
 		err = append_failure(msg, j->log.completed);
-		job_fail(j, res.exit_code, err,
-		    res.exit_code == EXIT_DETERMINISTIC);
+		job_fail(j, res->exit_code, err,
+		    res->exit_code == EXIT_DETERMINISTIC);
 		free(err);
-		goto out;
-	}
-	if (j->log.completed == NULL && j->log.completed_error[0] != '\0') {
+	} else if (j->log.completed == NULL &&
+	    j->log.completed_error[0] != '\0') {
 		/*
 		 * The engine reported its results, but they cannot be read:
 		 * the same engine and input would report them the same way,
@@ -810,11 +843,24 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		evlog_emit(&j->log, "error", "run.results.unreadable", msg,
 		    NULL);
 		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
-		goto out;
-	}
-	if (j->log.completed != NULL) {
+	} else
+		return 1;
+	return 0;
+}
+
+/* Stores the results of a run whose engine succeeded, and finishes it. */
+static void
+run_store_results(struct job *j, const struct proc_result *res)
+{
+	struct run_claim *c = j->claim;
+	char msg[PATH_MAX + 64], *output_path;
+	json_t *results = NULL;
+	double t;
+	int rc;
+
+	if (j->log.completed != NULL)
 		results = map_results(j);
-	} else {
+	else {
 		log_warnx("run %s: the engine succeeded without an "
 		    "engine.run.completed event; no result rows", c->id);
 		evlog_emit(&j->log, "warning", "run.results.missing_payload",
@@ -836,19 +882,34 @@ run_process(struct job *j, const char *python, const char *cfgdir,
 		 */
 		log_debug("run %s: ms claim %.2f prepare %.2f spawn %.2f "
 		    "engine %.2f reap %.2f finalize %.2f at %.6f", c->id,
-		    c->claim_took * 1e3, (res.began - j->t0) * 1e3,
-		    res.spawn * 1e3, res.until_exit * 1e3,
-		    res.after_exit * 1e3, t * 1e3,
-		    now_wall() - (now_mono() - res.began));
+		    c->claim_took * 1e3, (res->began - j->t0) * 1e3,
+		    res->spawn * 1e3, res->until_exit * 1e3,
+		    res->after_exit * 1e3, t * 1e3,
+		    now_wall() - (now_mono() - res->began));
 	} else {
 		snprintf(msg, sizeof(msg), "storing the results failed: %s",
 		    store_error(j->w->store));
 		job_fail(j, 1, msg, 0);
 	}
-out:
 	json_decref(results);
 	free(output_path);
-	store_document_free(&doc);
+}
+
+/* A run: its input copied in, the engine, then its results stored. */
+static void
+run_process(struct job *j, const char *python, const char *cfgdir,
+    struct run_options *o)
+{
+	char in[PATH_MAX], out[PATH_MAX], **argv;
+	struct proc_result res;
+
+	if (run_inputs(j, in, sizeof(in), out, sizeof(out)) == -1)
+		return;
+	argv = run_argv(j, python, cfgdir, o, in, out);
+	run_child(j, "run.engine", argv, &res);
+	argv_free(argv);
+	if (engine_succeeded(j, &res))
+		run_store_results(j, &res);
 }
 
 /* A venv this host can run: there, and an engine user's own. */
