@@ -1063,16 +1063,128 @@ touch_environment(struct worker *w, const struct run_claim *c)
 	last_at = now;
 }
 
+/*
+ * The run's directory and its event log, opened with the run's start.
+ * 0, or -1 with the job failed.
+ */
+static int
+job_open_log(struct job *j)
+{
+	const struct conf *cf = j->w->conf;
+	const struct run_claim *c = j->claim;
+	char logdir[PATH_MAX];
+
+	if (path_run_dir(j->run_dir, sizeof(j->run_dir), cf->data_dir,
+	    c->workspace_id, c->id) == -1) {
+		job_fail(j, EXIT_DETERMINISTIC, "run ids do not make a safe "
+		    "path", 1);
+		return -1;
+	}
+	snprintf(logdir, sizeof(logdir), "%s/logs", j->run_dir);
+	if (mkdir_p(logdir, 0750) == -1)
+		log_warn("mkdir %s", logdir);
+	/*
+	 * An engine user passes through to its run's directory, which is
+	 * closed to it again when the run is over.
+	 */
+	priv_engine_reach(cf->data_dir, j->run_dir);
+	if (priv_engine_share(j->run_dir, 0750) == -1)
+		log_warn("chgrp %s", j->run_dir);
+	strcat(logdir, "/events.ndjson");
+	evlog_open(&j->log, logdir, json_pack("{s:s, s:s, s:s, s:s, s:i}",
+	    "job_id", c->id, "workspace_id", c->workspace_id,
+	    "configuration_id", c->configuration_id, "environment_id",
+	    c->env_id, "attempt", (int)c->attempt_count),
+	    (size_t)cf->max_log_size);
+	j->log.max_completed = (size_t)(cf->max_completion_size >
+	    cf->max_event_line ? cf->max_completion_size : cf->max_event_line);
+	evlog_emit(&j->log, "info", "run.start", "Run started",
+	    json_pack("{s:i, s:i, s:s}", "attempt", (int)c->attempt_count,
+	    "max_attempts", (int)c->max_attempts, "worker", j->token));
+	return 0;
+}
+
+/*
+ * The environment's generation the row records, in envdir, held against
+ * collection (the lock's descriptor in *held); a host without it makes
+ * its own copy first.  0, or -1 with the job settled.
+ */
+static int
+job_environment(struct job *j, char *envdir, size_t len, int *held)
+{
+	const struct conf *cf = j->w->conf;
+	const struct run_claim *c = j->claim;
+	char envroot[PATH_MAX], gen[GEN_SIZE];
+
+	if (path_env_root(envroot, sizeof(envroot), cf->venvs_root,
+	    c->workspace_id, c->configuration_id, c->deps_digest,
+	    c->env_id) == -1) {
+		job_fail(j, EXIT_DETERMINISTIC, "environment ids do not make "
+		    "a safe path", 1);
+		return -1;
+	}
+	/* The generation the row records, in its own directory. */
+	path_gen_of(c->env_python, gen, sizeof(gen));
+	snprintf(envdir, len, "%s%s%s", envroot, gen[0] ? "/" : "", gen);
+	/*
+	 * Held first, then looked at: collection cannot remove what this
+	 * run found usable (it takes the lock exclusively before it removes).
+	 */
+	*held = venv_hold(envdir);
+	if (*held != -1 && venv_usable(envdir))
+		return 0;
+	if (*held != -1)
+		close(*held);
+	*held = -1;
+	if (!local_copy(j, envdir, gen))
+		return -1;
+	if ((*held = venv_hold(envdir)) == -1 || !venv_usable(envdir)) {
+		job_release(j, "The environment's venv went away on this host",
+		    RELEASE_DELAY);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The configuration package's directory: the data_dir copy, or the
+ * snapshot the build kept of a package delivered as an archive.  0, or
+ * -1 with the job failed.
+ */
+static int
+job_config_dir(struct job *j, const char *envdir, char *cfgdir, size_t len)
+{
+	const struct conf *cf = j->w->conf;
+	const struct run_claim *c = j->claim;
+	char snap[PATH_MAX], msg[PATH_MAX + 64];
+
+	if (path_config_dir(cfgdir, len, cf->data_dir, c->workspace_id,
+	    c->configuration_id) == -1)
+		cfgdir[0] = '\0';
+	else if (access(cfgdir, F_OK) == -1) {
+		snprintf(snap, sizeof(snap), "%s/config", envdir);
+		if (access(snap, F_OK) == 0 &&
+		    arch_package_root(snap, cfgdir, len) == -1)
+			cfgdir[0] = '\0';
+	}
+	if (cfgdir[0] == '\0' || access(cfgdir, F_OK) == -1) {
+		snprintf(msg, sizeof(msg), "Missing config package dir: %s",
+		    cfgdir);
+		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
+		return -1;
+	}
+	priv_engine_lend(cf->data_dir, cfgdir);
+	return 0;
+}
+
 void
 job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 {
 	const struct conf *cf = w->conf;
-	char envroot[PATH_MAX], envdir[PATH_MAX], python[PATH_MAX];
-	char cfgdir[PATH_MAX], gen[GEN_SIZE];
-	int held = -1;
-	char logdir[PATH_MAX], msg[PATH_MAX + 64];
+	char envdir[PATH_MAX], python[PATH_MAX], cfgdir[PATH_MAX];
 	struct run_options opts;
 	struct job j;
+	int held = -1, rc;
 
 	memset(&j, 0, sizeof(j));
 	j.w = w;
@@ -1085,96 +1197,20 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	snprintf(j.started_at, sizeof(j.started_at), "%s", c->started_at);
 	log_info("run %s: attempt %ld/%ld", c->id, c->attempt_count,
 	    c->max_attempts);
-
-	if (path_run_dir(j.run_dir, sizeof(j.run_dir), cf->data_dir,
-	    c->workspace_id, c->id) == -1) {
-		job_fail(&j, EXIT_DETERMINISTIC, "run ids do not make a safe "
-		    "path", 1);
+	if (job_open_log(&j) == -1)
 		return;
-	}
-	snprintf(logdir, sizeof(logdir), "%s/logs", j.run_dir);
-	if (mkdir_p(logdir, 0750) == -1)
-		log_warn("mkdir %s", logdir);
-	/*
-	 * An engine user passes through to its run's directory, which is
-	 * closed to it again when the run is over.
-	 */
-	priv_engine_reach(cf->data_dir, j.run_dir);
-	if (priv_engine_share(j.run_dir, 0750) == -1)
-		log_warn("chgrp %s", j.run_dir);
-	strcat(logdir, "/events.ndjson");
-	evlog_open(&j.log, logdir, json_pack("{s:s, s:s, s:s, s:s, s:i}",
-	    "job_id", c->id, "workspace_id", c->workspace_id,
-	    "configuration_id", c->configuration_id, "environment_id",
-	    c->env_id, "attempt", (int)c->attempt_count),
-	    (size_t)cf->max_log_size);
-	j.log.max_completed = (size_t)(cf->max_completion_size >
-	    cf->max_event_line ? cf->max_completion_size : cf->max_event_line);
-	evlog_emit(&j.log, "info", "run.start", "Run started",
-	    json_pack("{s:i, s:i, s:s}", "attempt", (int)c->attempt_count,
-	    "max_attempts", (int)c->max_attempts, "worker", token));
-
-	if (path_env_root(envroot, sizeof(envroot), cf->venvs_root,
-	    c->workspace_id, c->configuration_id, c->deps_digest,
-	    c->env_id) == -1) {
-		job_fail(&j, EXIT_DETERMINISTIC, "environment ids do not make "
-		    "a safe path", 1);
+	if (job_environment(&j, envdir, sizeof(envdir), &held) == -1 ||
+	    job_config_dir(&j, envdir, cfgdir, sizeof(cfgdir)) == -1)
 		goto out;
-	}
-	/* The generation the row records, in its own directory. */
-	path_gen_of(c->env_python, gen, sizeof(gen));
-	snprintf(envdir, sizeof(envdir), "%s%s%s", envroot, gen[0] ? "/" : "",
-	    gen);
 	snprintf(python, sizeof(python), "%s/.venv/bin/python", envdir);
-	/*
-	 * Held first, then looked at: collection cannot remove what this
-	 * run found usable (it takes the lock exclusively before it removes).
-	 */
-	held = venv_hold(envdir);
-	if (held == -1 || !venv_usable(envdir)) {
-		if (held != -1)
-			close(held);
-		held = -1;
-		if (!local_copy(&j, envdir, gen))
-			goto out;
-		if ((held = venv_hold(envdir)) == -1 ||
-		    !venv_usable(envdir)) {
-			job_release(&j, "The environment's venv went away on "
-			    "this host", RELEASE_DELAY);
-			goto out;
-		}
-	}
-	if (path_config_dir(cfgdir, sizeof(cfgdir), cf->data_dir,
-	    c->workspace_id, c->configuration_id) == -1)
-		cfgdir[0] = '\0';
-	else if (access(cfgdir, F_OK) == -1) {
-		char snap[PATH_MAX];
-
-		/*
-		 * A package delivered as an archive has no directory; the
-		 * build kept the snapshot it installed in the environment.
-		 */
-		snprintf(snap, sizeof(snap), "%s/config", envdir);
-		if (access(snap, F_OK) == 0 &&
-		    arch_package_root(snap, cfgdir, sizeof(cfgdir)) == -1)
-			cfgdir[0] = '\0';
-	}
-	if (cfgdir[0] == '\0' || access(cfgdir, F_OK) == -1) {
-		snprintf(msg, sizeof(msg), "Missing config package dir: %s",
-		    cfgdir);
-		job_fail(&j, EXIT_DETERMINISTIC, msg, 1);
-		goto out;
-	}
-	priv_engine_lend(cf->data_dir, cfgdir);
 	j.envroot = envdir;
 	j.cfgdir = cfgdir;
 	touch_environment(w, c);
 	run_options_parse(&opts, c->run_options, c->input_sheet_names,
 	    cf->log_level);
 	if (opts.dry_run) {
-		int rc = STORE_RETRY(&j, store_run_succeeded(w->store, c->id,
+		rc = STORE_RETRY(&j, store_run_succeeded(w->store, c->id,
 		    token, NULL, NULL));
-
 		if (rc == 0)
 			lost_claim(&j);
 		else if (rc > 0) {
