@@ -457,25 +457,18 @@ idle_sleep_max(const struct conf *c)
 	    c->cleanup_interval : c->poll_interval_max;
 }
 
-int
-worker_main(const struct conf *c, int exit_when_idle)
+/* The worker's name, hooks, signals and process settings. */
+static void
+worker_setup(struct worker *w, const struct conf *c)
 {
-	struct worker w;
-	struct buf missing;
-	double now, next_check, next_ensure, poll_s;
 	char host[128];
-	long pending, job_limit = 0;
-	int r, rc = WORKER_EXIT_OK, permanent = 0;
 
-	memset(&w, 0, sizeof(w));
-	w.conf = c;
-	w.exit_when_idle = exit_when_idle;
 	if (c->worker_id[0] != '\0')
 		snprintf(host, sizeof(host), "%s", c->worker_id);
 	else if (gethostname(host, sizeof(host)) == -1)
 		snprintf(host, sizeof(host), "worker");
 	host[sizeof(host) - 1] = '\0';
-	snprintf(w.id, sizeof(w.id), "%s:%ld", host, (long)getpid());
+	snprintf(w->id, sizeof(w->id), "%s:%ld", host, (long)getpid());
 	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
 	store_event_hook = worker_store_event;
 	store_set_interrupts(&worker_stop, &worker_quit);
@@ -492,35 +485,57 @@ worker_main(const struct conf *c, int exit_when_idle)
 	/* What an engine or a build step detaches must stay within reach. */
 	if (proc_adopt_orphans() == -1)
 		log_warn("prctl(PR_SET_CHILD_SUBREAPER)");
+}
 
-	if ((w.store = worker_connect(c, &permanent)) == NULL)
+/*
+ * Connects and checks the schema.  0, or the exit status: a schema that
+ * lacks what the worker needs is a configuration error.
+ */
+static int
+worker_open(struct worker *w, const struct conf *c)
+{
+	struct buf missing;
+	int r, permanent = 0;
+
+	if ((w->store = worker_connect(c, &permanent)) == NULL)
 		return permanent ? WORKER_EXIT_CONFIG : worker_stop ?
 		    WORKER_EXIT_OK : WORKER_EXIT_ERROR;
 	buf_init(&missing);
-	r = store_check_schema(w.store, &missing, NULL);
+	r = store_check_schema(w->store, &missing, NULL);
+	if (r > 0)
+		log_error("the database lacks required tables or columns: %s; "
+		    "add them with \"ade-ctl db init\" (or the ADE migrations)",
+		    buf_str(&missing));
+	else if (r < 0)
+		log_error("cannot check the schema: %s", store_error(w->store));
+	buf_free(&missing);
 	if (r != 0) {
-		if (r > 0)
-			log_error("the database lacks required tables or "
-			    "columns: %s; add them with \"ade-ctl db init\" "
-			    "(or the ADE migrations)", buf_str(&missing));
-		else
-			log_error("cannot check the schema: %s",
-			    store_error(w.store));
-		buf_free(&missing);
-		store_close(w.store);
+		store_close(w->store);
 		return WORKER_EXIT_CONFIG;
 	}
-	buf_free(&missing);
 	log_info("worker %s started (%s backend, data in %s, engine "
-	    "sandbox %s)", w.id, store_backend(w.store), c->data_dir,
+	    "sandbox %s)", w->id, store_backend(w->store), c->data_dir,
 	    sandbox_describe());
+	return 0;
+}
 
-	worker_state(SB_IDLE, NULL);
+/*
+ * Claims and runs jobs until told to stop, the job limit is reached
+ * (WORKER_EXIT_RECYCLE), or, with exit_when_idle, the queue is empty.
+ * An idle worker either is the host's poller, or sleeps until told.
+ */
+static int
+worker_loop(struct worker *w)
+{
+	const struct conf *c = w->conf;
+	double now, next_check, next_ensure, poll_s;
+	long pending, job_limit = 0;
+	int r;
+
 	if (c->max_jobs_per_child > 0)
 		job_limit = (long)c->max_jobs_per_child +
 		    (long)jitter((double)c->max_jobs_per_child / 10 + 1);
-	now = now_mono();
-	next_ensure = now;
+	next_ensure = now_mono();
 	poll_s = c->poll_interval;
 	while (!worker_stop) {
 		now = now_mono();
@@ -529,7 +544,7 @@ worker_main(const struct conf *c, int exit_when_idle)
 			worker_reopen = 0;
 			log_reopen();
 		}
-		r = worker_round(&w);
+		r = worker_round(w);
 		/*
 		 * Work that is there goes first; then, when it is time, the
 		 * environment pass, which may make runs of a configuration
@@ -539,23 +554,19 @@ worker_main(const struct conf *c, int exit_when_idle)
 			next_ensure = now + (c->poll_interval_max >
 			    ENSURE_MIN_INTERVAL ? c->poll_interval_max :
 			    ENSURE_MIN_INTERVAL);
-			if (worker_ensure(&w))
-				r = worker_round(&w);
+			if (worker_ensure(w))
+				r = worker_round(w);
 		}
 		if (r == 1) {
 			poll_s = c->poll_interval;
-			if (worker_recycle(&w, job_limit)) {
-				rc = WORKER_EXIT_RECYCLE;
-				break;
-			}
+			if (worker_recycle(w, job_limit))
+				return WORKER_EXIT_RECYCLE;
 			continue;
 		}
-		if (r == 0 && w.exit_when_idle) {
-			if (store_pending(w.store, &pending) == 0 &&
-			    pending == 0) {
-				log_info("queue drained; exiting");
-				break;
-			}
+		if (r == 0 && w->exit_when_idle &&
+		    store_pending(w->store, &pending) == 0 && pending == 0) {
+			log_info("queue drained; exiting");
+			break;
 		}
 		if (r < 0) {
 			nap(poll_s);
@@ -569,12 +580,12 @@ worker_main(const struct conf *c, int exit_when_idle)
 				poll_s = c->poll_interval;
 			continue;
 		}
-		if (c->notify && store_listens(w.store)) {
+		if (c->notify && store_listens(w->store)) {
 			/* Told of new work, it looks at once, then at the
 			 * environments should the look find nothing. */
-			if (worker_wait(&w, next_check) == 1) {
+			if (worker_wait(w, next_check) == 1) {
 				next_ensure = 0;
-				w.woken = 1;
+				w->woken = 1;
 			}
 			continue;
 		}
@@ -582,6 +593,23 @@ worker_main(const struct conf *c, int exit_when_idle)
 		poll_s = backoff_idle_next(poll_s, c->poll_interval_max,
 		    jitter(0.05));
 	}
+	return WORKER_EXIT_OK;
+}
+
+int
+worker_main(const struct conf *c, int exit_when_idle)
+{
+	struct worker w;
+	int rc;
+
+	memset(&w, 0, sizeof(w));
+	w.conf = c;
+	w.exit_when_idle = exit_when_idle;
+	worker_setup(&w, c);
+	if ((rc = worker_open(&w, c)) != 0)
+		return rc;
+	worker_state(SB_IDLE, NULL);
+	rc = worker_loop(&w);
 	sb_pass_on();
 	worker_state(SB_STOPPING, NULL);
 	log_info("worker %s stopping after %ld job%s", w.id, w.jobs_done,
