@@ -930,14 +930,68 @@ control_request(const char *req, struct buf *out)
 	buf_addstr(out, "\n");
 }
 
-int
-super_run(struct conf *c, const char *conf_path, int exit_when_idle,
-    int *ready_fd, const char *pidfile)
+/*
+ * db-lib has no call that sets TLS on a login: it comes from
+ * freetds.conf alone, so a stricter setting here is a reminder.
+ */
+static void
+tls_reminder(const struct conf *c)
+{
+	if (strcmp(c->db_backend, "mssql") == 0 &&
+	    ((strcmp(c->db_encrypt, "optional") != 0 &&
+	    strcmp(c->db_encrypt, "no") != 0) || !c->db_trust_server_cert))
+		log_warnx("encrypt = %s, trust_server_certificate = %s: "
+		    "FreeTDS takes TLS from freetds.conf only; make sure the "
+		    "server's section sets \"encryption = require\" and a "
+		    "\"ca file\"", c->db_encrypt,
+		    c->db_trust_server_cert ? "yes" : "no");
+}
+
+/* The event loop and its watchers: signals, children, timers, control. */
+static void
+loop_setup(const struct conf *c)
 {
 	static const int sigs[] = {
 		SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1
 	};
 	struct sigaction sa;
+	size_t i;
+
+	S.loop = ev_default_loop(EVFLAG_AUTO);
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 0; i < NELEM(sigs); i++) {
+		ev_signal_init(&S.sigs[i], signal_cb, sigs[i]);
+		ev_signal_start(S.loop, &S.sigs[i]);
+	}
+	ev_async_init(&S.scale_async, scale_cb);
+	ev_async_start(S.loop, &S.scale_async);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_scale_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGTTIN);
+	sigaddset(&sa.sa_mask, SIGTTOU);
+	sigaction(SIGTTIN, &sa, NULL);
+	sigaction(SIGTTOU, &sa, NULL);
+	ev_child_init(&S.child, child_cb, 0, 0);
+	ev_child_start(S.loop, &S.child);
+	control_start(S.loop, control_request);
+	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
+	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
+	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
+	ev_timer_init(&S.http_respawn, http_respawn_cb, 0, 0);
+	ev_timer_init(&S.maint_timer, maint_cb, maint_period(c),
+	    maint_period(c));
+	ev_timer_start(S.loop, &S.maint_timer);
+	S.next_gc = ev_now(S.loop) + c->gc_interval;
+	for (i = 0; i < SB_MAX_SLOTS; i++)
+		ev_timer_init(&S.slots[i].respawn, respawn_cb, 0, 0);
+}
+
+int
+super_run(struct conf *c, const char *conf_path, int exit_when_idle,
+    int *ready_fd, const char *pidfile)
+{
 	char host[128];
 	size_t i;
 
@@ -973,35 +1027,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 		S.exit_code = WORKER_EXIT_CONFIG;
 		goto out;
 	}
-	S.loop = ev_default_loop(EVFLAG_AUTO);
-	signal(SIGPIPE, SIG_IGN);
-	for (i = 0; i < NELEM(sigs); i++) {
-		ev_signal_init(&S.sigs[i], signal_cb, sigs[i]);
-		ev_signal_start(S.loop, &S.sigs[i]);
-	}
-	ev_async_init(&S.scale_async, scale_cb);
-	ev_async_start(S.loop, &S.scale_async);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_scale_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaddset(&sa.sa_mask, SIGTTIN);
-	sigaddset(&sa.sa_mask, SIGTTOU);
-	sigaction(SIGTTIN, &sa, NULL);
-	sigaction(SIGTTOU, &sa, NULL);
-	ev_child_init(&S.child, child_cb, 0, 0);
-	ev_child_start(S.loop, &S.child);
-	control_start(S.loop, control_request);
-	ev_timer_init(&S.drain_timer, drain_cb, 0, 0);
-	ev_timer_init(&S.kill_timer, kill_cb, 0, 0);
-	ev_timer_init(&S.maint_guard, maint_guard_cb, 0, 0);
-	ev_timer_init(&S.http_respawn, http_respawn_cb, 0, 0);
-	ev_timer_init(&S.maint_timer, maint_cb, maint_period(c),
-	    maint_period(c));
-	ev_timer_start(S.loop, &S.maint_timer);
-	S.next_gc = ev_now(S.loop) + c->gc_interval;
-	for (i = 0; i < SB_MAX_SLOTS; i++)
-		ev_timer_init(&S.slots[i].respawn, respawn_cb, 0, 0);
+	loop_setup(c);
 	for (i = 0; i < (size_t)S.wanted; i++) {
 		S.slots[i].active = 1;
 		spawn((int)i);
@@ -1018,18 +1044,7 @@ super_run(struct conf *c, const char *conf_path, int exit_when_idle,
 	}
 	log_notice("supervisor started: %d worker%s, control socket %s",
 	    S.wanted, PLURAL(S.wanted), c->socket_path);
-	/*
-	 * db-lib has no call that sets TLS on a login: it comes from
-	 * freetds.conf alone, so a stricter setting here is a reminder.
-	 */
-	if (strcmp(c->db_backend, "mssql") == 0 &&
-	    ((strcmp(c->db_encrypt, "optional") != 0 &&
-	    strcmp(c->db_encrypt, "no") != 0) || !c->db_trust_server_cert))
-		log_warnx("encrypt = %s, trust_server_certificate = %s: "
-		    "FreeTDS takes TLS from freetds.conf only; make sure the "
-		    "server's section sets \"encryption = require\" and a "
-		    "\"ca file\"", c->db_encrypt,
-		    c->db_trust_server_cert ? "yes" : "no");
+	tls_reminder(c);
 	if (S.exit_code == 0) {
 		log_echo(-1);
 		if (*ready_fd != -1) {

@@ -182,8 +182,17 @@ daemonize(void)
 	return fds[1];
 }
 
-int
-main(int argc, char *argv[])
+/* What the command line asks for. */
+struct args {
+	const char	*path;
+	int		 check;		/* -n */
+	int		 debug;		/* -d */
+	int		 fg;		/* -f */
+	int		 idle;		/* -x */
+};
+
+static void
+parse_args(int argc, char *argv[], struct args *a)
 {
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -195,45 +204,85 @@ main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *path = ADE_SYSCONFDIR "/ade/worker.conf";
-	char abs[PATH_MAX];
-	struct conf *conf;
-	struct buf errs;
-	enum log_level level;
-	int ch, check = 0, debug = 0, fg = 0, idle = 0, ready = -1, rc;
+	int ch;
 
-	/* optarg must point into a copy: titles overwrite the original. */
-	argv = proctitle_init(argc, argv);
+	memset(a, 0, sizeof(*a));
+	a->path = ADE_SYSCONFDIR "/ade/worker.conf";
 	while ((ch = getopt_long(argc, argv, "c:dfhnxV", longopts, NULL)) !=
 	    -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			a->path = optarg;
 			break;
 		case 'd':
-			debug = 1;
+			a->debug = 1;
 			break;
 		case 'f':
-			fg = 1;
+			a->fg = 1;
 			break;
 		case 'n':
-			check = 1;
+			a->check = 1;
 			break;
 		case 'x':
-			idle = 1;
+			a->idle = 1;
 			break;
 		case 'V':
 			printf("ade-superd %s\n", ADE_VERSION);
-			return 0;
+			exit(0);
 		case 'h':
 			usage_to(stdout);
-			return 0;
+			exit(0);
 		default:
 			usage();
 		}
 	}
 	if (optind != argc)
 		usage();
+}
+
+/*
+ * Logging as the configuration says (stderr with -d), echoed to the
+ * terminal until the daemon is ready.  -1 when the log file cannot be
+ * opened.
+ */
+static int
+start_logging(const struct conf *conf, int debug)
+{
+	enum log_level level;
+
+	if (debug)
+		log_init(LOG_DEST_STDERR, NULL, "ade-superd");
+	else if (conf->log_file[0] != '\0') {
+		if (log_init(LOG_DEST_FILE, conf->log_file, "ade-superd") ==
+		    -1) {
+			fprintf(stderr, "ade-superd: log_file %s: %s\n",
+			    conf->log_file, strerror(errno));
+			return -1;
+		}
+	} else
+		log_init(LOG_DEST_SYSLOG, NULL, "ade-superd");
+	if (log_parse_level(conf->log_level, &level) == 0)
+		log_setlevel(level);
+	log_setrole("supervisor");
+	/* Until it is ready, the terminal hears of errors too. */
+	log_echo(2);
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	char abs[PATH_MAX];
+	struct conf *conf;
+	struct args a;
+	struct buf errs;
+	const char *path;
+	int ready = -1, rc;
+
+	/* optarg must point into a copy: titles overwrite the original. */
+	argv = proctitle_init(argc, argv);
+	parse_args(argc, argv, &a);
+	path = a.path;
 
 	/* -n and a real start check the same things and fail the same way. */
 	conf = conf_new();
@@ -246,7 +295,7 @@ main(int argc, char *argv[])
 		return WORKER_EXIT_CONFIG;
 	}
 	buf_free(&errs);
-	if (check) {
+	if (a.check) {
 		printf("%s: configuration OK\n", path);
 		conf_free(conf);
 		return 0;
@@ -260,23 +309,8 @@ main(int argc, char *argv[])
 		free(conf->path);
 		conf->path = xstrdup(abs);
 	}
-
-	if (debug)
-		log_init(LOG_DEST_STDERR, NULL, "ade-superd");
-	else if (conf->log_file[0] != '\0') {
-		if (log_init(LOG_DEST_FILE, conf->log_file, "ade-superd") ==
-		    -1) {
-			fprintf(stderr, "ade-superd: log_file %s: %s\n",
-			    conf->log_file, strerror(errno));
-			return WORKER_EXIT_CONFIG;
-		}
-	} else
-		log_init(LOG_DEST_SYSLOG, NULL, "ade-superd");
-	if (log_parse_level(conf->log_level, &level) == 0)
-		log_setlevel(level);
-	log_setrole("supervisor");
-	/* Until it is ready, the terminal hears of errors too. */
-	log_echo(2);
+	if (start_logging(conf, a.debug) == -1)
+		return WORKER_EXIT_CONFIG;
 	if (strcmp(conf->engine_sandbox, "auto") == 0 && sandbox_abi() == 0)
 		log_warnx("engine_sandbox = auto: this kernel offers no "
 		    "Landlock, so engines and builds run unconfined");
@@ -285,10 +319,10 @@ main(int argc, char *argv[])
 		return WORKER_EXIT_CONFIG;
 	if (priv_drop(conf, 1) == -1)
 		return WORKER_EXIT_CONFIG;
-	if (!fg)
+	if (!a.fg)
 		ready = daemonize();
 	/* super_run frees conf (or the one a reload put in its place). */
-	rc = super_run(conf, path, idle, &ready, conf->pidfile[0] != '\0' ?
+	rc = super_run(conf, path, a.idle, &ready, conf->pidfile[0] != '\0' ?
 	    conf->pidfile : NULL);
 	if (ready != -1)
 		daemon_failed(ready, rc != 0 ? rc : WORKER_EXIT_ERROR);
