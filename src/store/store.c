@@ -529,13 +529,144 @@ store_document_free(struct document *d)
 	d->stored_uri = d->original_filename = NULL;
 }
 
+size_t
+store_rows_per_insert(size_t max_params, size_t ncols)
+{
+	size_t per = ncols > 0 && max_params > 1 ?
+	    (max_params - 1) / ncols : 0;
+
+	return per > 0 ? per : 1;
+}
+
+void
+store_insert_sql(struct buf *out, const char *param, const char *run_id,
+    const char *table, const char *const *cols, size_t nrows)
+{
+	size_t i, k, n = 1;
+
+	buf_printf(out, "INSERT INTO %s (run_id", table);
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(out, ", %s", cols[k]);
+	buf_addstr(out, ") VALUES ");
+	for (i = 0; i < nrows; i++) {
+		buf_printf(out, "%s(%s", i > 0 ? ", " : "", run_id);
+		for (k = 0; cols[k] != NULL; k++)
+			buf_printf(out, ", %s%zu", param, ++n);
+		buf_addstr(out, ")");
+	}
+}
+
+/* The statements of a transaction as they are put together. */
+struct stmts {
+	struct store_stmt	*v;
+	size_t			 n, cap;
+};
+
+static json_t *
+stmts_add(struct stmts *s, const char *sql, int owned)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap > 0 ? 2 * s->cap : 8;
+		s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
+	}
+	s->v[s->n].sql = owned ? xstrdup(sql) : sql;
+	s->v[s->n].owned = owned;
+	s->v[s->n].values = json_array();
+	return s->v[s->n++].values;
+}
+
+static void
+stmts_free(struct stmts *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		if (s->v[i].owned)
+			free((char *)s->v[i].sql);
+		json_decref(s->v[i].values);
+	}
+	free(s->v);
+}
+
+/*
+ * Adds the INSERTs of one result table's rows, as many rows to a
+ * statement as the backend's parameters allow.
+ */
+static void
+add_inserts(struct store *st, struct stmts *s, const char *table,
+    const char *const *cols, json_t *rows, const char *id)
+{
+	size_t ncols, per, total = json_array_size(rows), first, i, k, n;
+	struct buf sql;
+	json_t *vals;
+
+	for (ncols = 0; cols[ncols] != NULL; ncols++)
+		;
+	per = store_rows_per_insert(st->max_params, ncols);
+	buf_init(&sql);
+	for (first = 0; first < total; first += n) {
+		n = total - first < per ? total - first : per;
+		buf_reset(&sql);
+		store_insert_sql(&sql, st->ops->param, st->ops->run_id_param,
+		    table, cols, n);
+		vals = stmts_add(s, buf_str(&sql), 1);
+		json_array_append_new(vals, json_string(id));
+		for (i = 0; i < n; i++)
+			for (k = 0; k < ncols; k++) {
+				json_t *v = json_object_get(json_array_get(
+				    rows, first + i), cols[k]);
+
+				json_array_append(vals, v != NULL ? v :
+				    json_null());
+			}
+	}
+	buf_free(&sql);
+}
+
+/*
+ * A run's success as one transaction: its row, guarded by the claim,
+ * then, when there are results, the rows of an earlier success cleared
+ * and the new ones inserted.  Either all of it is written or nothing.
+ */
 int
 store_run_succeeded(struct store *st, const char *id, const char *token,
     const char *output_path, json_t *results)
 {
+	static const char *const tables[3] = {
+		"run_metrics", "run_fields", "run_table_columns"
+	};
+	const struct store_sql *sql = st->ops->sql;
+	struct stmts s = { NULL, 0, 0 };
+	json_t *vals, *rows;
+	int i, rc;
+
 	probe_result_columns(st);
-	return counted(st->ops->run_succeeded(st, id, token, output_path,
-	    results));
+	vals = stmts_add(&s, results != NULL ? sql->run_succeeded_replacing :
+	    sql->run_succeeded, 0);
+	json_array_append_new(vals, json_string(id));
+	json_array_append_new(vals, json_string(token));
+	json_array_append_new(vals, output_path != NULL ?
+	    json_string(output_path) : json_null());
+	for (i = 0; results != NULL && i < 3; i++)
+		if (sql->clear_results[i] != NULL)
+			json_array_append_new(stmts_add(&s,
+			    sql->clear_results[i], 0), json_string(id));
+	for (i = 0; results != NULL && i < 3; i++) {
+		rows = json_object_get(results, tables[i]);
+		if (json_is_object(rows)) {
+			/* run_metrics: one row, given as an object */
+			rows = json_array();
+			json_array_append(rows, json_object_get(results,
+			    tables[i]));
+		} else
+			json_incref(rows);
+		add_inserts(st, &s, tables[i], store_result_columns(st, i),
+		    rows, id);
+		json_decref(rows);
+	}
+	rc = st->ops->guarded(st, "run succeeded", s.v, s.n);
+	stmts_free(&s);
+	return counted(rc);
 }
 
 int

@@ -46,6 +46,22 @@ struct store_sql {
 	const char	*environment_claimed_with;
 	/* (id, days): "v", whether it finished more than days ago */
 	const char	*run_finished_before;
+	/*
+	 * (id, token, output path): a run's success, keeping its result
+	 * rows or replacing them.  Replacing clears the rows of an earlier
+	 * success: in the same statement, or with clear_results (id) run
+	 * after it.
+	 */
+	const char	*run_succeeded;
+	const char	*run_succeeded_replacing;
+	const char	*clear_results[3];
+};
+
+/* One statement of a transaction and its values, a JSON array. */
+struct store_stmt {
+	const char	*sql;
+	json_t		*values;
+	int		 owned;		/* sql is freed with it */
 };
 
 struct store_ops {
@@ -65,6 +81,22 @@ struct store_ops {
 	 */
 	int	(*count)(struct store *, const char *what, const char *sql,
 		    const char *fmt, va_list);
+	/*
+	 * Runs the statements, each with its values, as one transaction
+	 * in as few round trips as the backend can.  The first one guards
+	 * the others: when it changes no row, nothing is changed and 0 is
+	 * returned.  (A PostgreSQL pipeline cannot look at a count before
+	 * the rest runs, so there the statement fails with a division by
+	 * zero instead.)  1 when all of it is written, -1 or STORE_DEAD.
+	 */
+	int	(*guarded)(struct store *, const char *what,
+		    const struct store_stmt *, size_t n);
+	/*
+	 * How a statement names its nth parameter (param and n), and the
+	 * first when it is a run id.
+	 */
+	const char *param;
+	const char *run_id_param;
 	const struct store_sql *sql;
 	void	(*close)(struct store *);
 	int	(*init_schema)(struct store *);
@@ -81,8 +113,6 @@ struct store_ops {
 		    struct run_claim *);
 	int	(*get_document)(struct store *, const char *,
 		    struct document *);
-	int	(*run_succeeded)(struct store *, const char *, const char *,
-		    const char *, json_t *);
 	int	(*run_finish)(struct store *, const char *, const char *,
 		    enum run_finish, int, const char *, double);
 	int	(*sweep)(struct store *, double, double,
@@ -109,7 +139,18 @@ struct store {
 	/* The result columns the tables have (store_result_columns). */
 	const char *const	*cols[3];
 	int			 probed;
+	size_t			 max_params;	/* of one statement */
 };
+
+/*
+ * The INSERT of nrows rows of cols into a result table: the run id
+ * (run_id) first, shared by every row, then the values of the rows
+ * (param 2 onwards).
+ */
+void	store_insert_sql(struct buf *, const char *param, const char *run_id,
+	    const char *table, const char *const *cols, size_t nrows);
+/* How many rows of ncols values and a run id fit max_params (1 at least). */
+size_t	store_rows_per_insert(size_t max_params, size_t ncols);
 
 /*
  * The columns to write of run_metrics (0), run_fields (1) and

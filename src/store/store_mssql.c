@@ -546,44 +546,6 @@ mssql_parse_url(const char *url, struct mssql_url *u, char *err,
 	return 0;
 }
 
-/*
- * How many rows of ncols values one INSERT carries: the run id is one
- * shared parameter, and a statement stays well under the 2100
- * parameters an RPC call may have.
- */
-size_t
-mssql_insert_rows_per_batch(size_t ncols)
-{
-	size_t per = ncols > 0 ? (MSSQL_INSERT_PARAMS - 1) / ncols : 0;
-
-	return per > 0 ? per : 1;
-}
-
-/*
- * The INSERT of nrows result rows into table: @p1 is the run id, the
- * values of row i (0-based) are @p(first + i * ncols) onwards.
- */
-void
-mssql_insert_sql(const char *table, const char *const *cols, size_t first,
-    size_t nrows, struct buf *out)
-{
-	size_t ncols, i, k, np = first - 1;
-
-	for (ncols = 0; cols[ncols] != NULL; ncols++)
-		;
-	buf_printf(out, "SET NOCOUNT ON; INSERT INTO %s (run_id", table);
-	for (k = 0; k < ncols; k++)
-		buf_printf(out, ", %s", cols[k]);
-	buf_addstr(out, ") VALUES ");
-	for (i = 0; i < nrows; i++) {
-		buf_printf(out, "%s(CAST(@p1 AS UNIQUEIDENTIFIER)",
-		    i > 0 ? ", " : "");
-		for (k = 0; k < ncols; k++)
-			buf_printf(out, ", @p%zu", ++np);
-		buf_addstr(out, ")");
-	}
-}
-
 /* Whether s is a GUID in its 36-character text form, in any case. */
 int
 mssql_is_guid(const char *s)
@@ -630,6 +592,7 @@ store_mssql_open(const struct conf *c, struct buf *err)
 	}
 	m = xcalloc(1, sizeof(*m));
 	m->base.ops = &mssql_ops;
+	m->base.max_params = MSSQL_BATCH_PARAMS;
 	m->echo = c->db_echo;
 	if ((m->tds_version = mssql_tds_version(c->db_tds_version)) < 0) {
 		buf_printf(err, "mssql: tds_version %s is not one of 7.0, 7.1, "
@@ -1188,213 +1151,138 @@ mq_get_document(struct store *st, const char *id, struct document *d)
 }
 
 /*
- * Inserts one result table's rows, as many rows per statement as the
- * parameter budget allows (the run id is one shared parameter).
+ * Appends a statement of a batch with its parameters numbered from
+ * first on: its @p1 becomes @p(first).  The statements of this file
+ * name their parameters @p1, @p2 ... and write "@p" nowhere else.
  */
-static int
-insert_rows(struct tds *m, const char *table, const char *const *cols,
-    json_t *rows, const char *run_id)
+static void
+renumber(struct buf *out, const char *sql, size_t first)
 {
-	struct mssql_param *p;
-	struct buf sql;
-	size_t ncols, per, total, first, k, i, np;
-	int rc = 0;
+	const char *q;
+	char *end;
 
-	for (ncols = 0; cols[ncols] != NULL; ncols++)
-		;
-	total = json_array_size(rows);
-	if (total == 0)
-		return 0;
-	per = mssql_insert_rows_per_batch(ncols);
-	p = xcalloc(1 + per * ncols, sizeof(*p));
-	buf_init(&sql);
-	for (first = 0; first < total && rc == 0; first += per) {
-		size_t count = total - first < per ? total - first : per;
-
-		buf_reset(&sql);
-		mssql_insert_sql(table, cols, 2, count, &sql);
-		mssql_params(p, 1, "s", run_id);
-		np = 1;
-		for (i = 0; i < count; i++) {
-			json_t *row = json_array_get(rows, first + i);
-
-			for (k = 0; k < ncols; k++)
-				mssql_param_json(&p[np++], json_object_get(row,
-				    cols[k]));
+	while ((q = strstr(sql, "@p")) != NULL) {
+		buf_add(out, sql, (size_t)(q - sql) + 2);
+		sql = q + 2;
+		if (*sql >= '0' && *sql <= '9') {
+			buf_printf(out, "%lu", strtoul(sql, &end, 10) + first -
+			    1);
+			sql = end;
 		}
-		rc = tds_exec(m, table, buf_str(&sql), p, np, NULL);
 	}
-	buf_free(&sql);
-	free(p);
-	return rc;
+	buf_addstr(out, sql);
 }
 
-/* Appends the INSERT of rows to a success batch; returns the values. */
-static size_t
-batch_rows(struct buf *sql, struct mssql_param *p, size_t np,
-    const char *table, const char *const *cols, json_t *rows)
+/* A statement's values as parameters, from p onwards; returns the end. */
+static struct mssql_param *
+json_params(struct mssql_param *p, json_t *values)
 {
-	size_t ncols, i, k, n = json_array_size(rows);
+	size_t i;
 
-	if (n == 0)
-		return 0;
-	for (ncols = 0; cols[ncols] != NULL; ncols++)
-		;
-	mssql_insert_sql(table, cols, np + 1, n, sql);
-	buf_addstr(sql, "; ");
-	for (i = 0; i < n; i++)
-		for (k = 0; k < ncols; k++)
-			mssql_param_json(&p[np++], json_object_get(
-			    json_array_get(rows, i), cols[k]));
-	return n * ncols;
+	for (i = 0; i < json_array_size(values); i++)
+		mssql_param_json(p++, json_array_get(values, i));
+	return p;
 }
 
 /*
- * A run's success as one batch, one round trip, when its result rows
- * fit the parameters of one call: the row, and only if the claim still
- * held, the result rows replaced; one transaction (XACT_ABORT ON).
- * Returns 1, 0 when the claim was lost, -1 or STORE_DEAD on error, and
- * 2 when the rows do not fit.
+ * The statements as one batch, one round trip, the others only if the
+ * first changed a row; one transaction (XACT_ABORT ON).
  */
 static int
-run_succeeded_batch(struct tds *m, const char *id, const char *token,
-    const char *output_path, json_t *results)
+guarded_batch(struct tds *m, const char *what, const struct store_stmt *t,
+    size_t n, size_t nparams)
 {
-	static const char upd[] =
-	    BATCH
-	    "DECLARE @n INT;"
-	    "BEGIN TRANSACTION;"
-	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
-	    "  output_path = @p3, error_message = NULL"
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    "SET @n = @@ROWCOUNT;";
-	static const char del[] =
-	    "IF @n > 0 BEGIN "
-	    "DELETE FROM run_metrics WHERE run_id = " UUID("@p1") ";"
-	    "DELETE FROM run_fields WHERE run_id = " UUID("@p1") ";"
-	    "DELETE FROM run_table_columns WHERE run_id = " UUID("@p1") "; ";
-	json_t *metrics = json_object_get(results, "run_metrics");
-	json_t *fields = json_object_get(results, "run_fields");
-	json_t *columns = json_object_get(results, "run_table_columns");
-	json_t *one = json_array();
-	const char *const *c0 = store_result_columns(&m->base, 0);
-	const char *const *c1 = store_result_columns(&m->base, 1);
-	const char *const *c2 = store_result_columns(&m->base, 2);
-	struct mssql_param *p;
-	struct buf sql;
+	struct mssql_param *p, *end;
 	struct tds_res r;
-	size_t need = 3, k;
+	struct buf sql;
+	size_t i;
 	int rc;
 
-	if (json_is_object(metrics))
-		json_array_append(one, metrics);
-	for (k = 0; c0[k] != NULL; k++)
-		need += json_array_size(one);
-	for (k = 0; c1[k] != NULL; k++)
-		need += json_array_size(fields);
-	for (k = 0; c2[k] != NULL; k++)
-		need += json_array_size(columns);
-	if (need > MSSQL_INSERT_PARAMS) {
-		json_decref(one);
-		return 2;
-	}
-	p = xcalloc(need, sizeof(*p));
-	mssql_params(p, 3, "sss", id, token, output_path);
+	p = end = xcalloc(nparams + 1, sizeof(*p));
 	buf_init(&sql);
-	buf_addstr(&sql, upd);
-	if (results != NULL) {
-		k = 3;
-		buf_addstr(&sql, del);
-		k += batch_rows(&sql, p, k, "run_metrics", c0, one);
-		k += batch_rows(&sql, p, k, "run_fields", c1, fields);
-		k += batch_rows(&sql, p, k, "run_table_columns", c2, columns);
-		buf_addstr(&sql, "END;");
+	buf_addstr(&sql, BATCH "DECLARE @n INT; BEGIN TRANSACTION; ");
+	for (i = 0; i < n; i++) {
+		renumber(&sql, t[i].sql, (size_t)(end - p) + 1);
+		end = json_params(end, t[i].values);
+		buf_addstr(&sql, i == 0 ? "; SET @n = @@ROWCOUNT; " : "; ");
+		if (i == 0 && n > 1)
+			buf_addstr(&sql, "IF @n > 0 BEGIN ");
 	}
+	buf_addstr(&sql, n > 1 ? "END; " : "");
 	buf_addstr(&sql, "COMMIT TRANSACTION; SELECT @n AS n;");
 	memset(&r, 0, sizeof(r));
-	rc = tds_exec(m, "run succeeded", buf_str(&sql), p, need, &r);
+	rc = tds_exec(m, what, buf_str(&sql), p, nparams, &r);
 	if (rc == 0)
 		rc = r.nrows > 0 && tds_int(&r, 0, 0) > 0;
 	tds_res_clear(&r);
 	buf_free(&sql);
 	free(p);
-	json_decref(one);
 	return rc;
 }
 
+/*
+ * The statements one call each, in a transaction, when their parameters
+ * are too many for one call.
+ */
 static int
-run_succeeded_once(struct tds *m, const char *id, const char *token,
-    const char *output_path, json_t *results)
+guarded_each(struct tds *m, const char *what, const struct store_stmt *t,
+    size_t n)
 {
-	static const char upd[] =
-	    BATCH
-	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
-	    "  output_path = @p3, error_message = NULL"
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-	static const char del[] =
-	    BATCH
-	    "DELETE FROM run_metrics WHERE run_id = " UUID("@p1") ";"
-	    "DELETE FROM run_fields WHERE run_id = " UUID("@p1") ";"
-	    "DELETE FROM run_table_columns WHERE run_id = " UUID("@p1") ";";
-	json_t *metrics, *one;
-	int n;
+	struct mssql_param *p;
+	struct tds_res r;
+	struct buf sql;
+	size_t i;
+	int rc;
 
-	if ((n = tds_begin(m)) != 0)
-		return n;
-	n = tds_count(m, "run succeeded", upd, "sss", id, token, output_path);
-	if (n <= 0)
-		return tds_rollback(m, n);
-	if (results != NULL) {
-		if ((n = tds_call(m, "run succeeded", NULL, del, "s", id)) != 0)
-			return tds_rollback(m, n);
-		metrics = json_object_get(results, "run_metrics");
-		if (json_is_object(metrics)) {
-			one = json_array();
-			json_array_append(one, metrics);
-			n = insert_rows(m, "run_metrics",
-			    store_result_columns(&m->base, 0), one, id);
-			json_decref(one);
-			if (n != 0)
-				return tds_rollback(m, n);
-		}
-		if ((n = insert_rows(m, "run_fields",
-		    store_result_columns(&m->base, 1),
-		    json_object_get(results, "run_fields"), id)) != 0 ||
-		    (n = insert_rows(m, "run_table_columns",
-		    store_result_columns(&m->base, 2),
-		    json_object_get(results, "run_table_columns"), id)) != 0)
-			return tds_rollback(m, n);
+	if ((rc = tds_begin(m)) != 0)
+		return rc;
+	buf_init(&sql);
+	memset(&r, 0, sizeof(r));
+	for (i = 0; i < n && rc == 0; i++) {
+		buf_reset(&sql);
+		buf_addstr(&sql, BATCH);
+		buf_addstr(&sql, t[i].sql);
+		buf_addstr(&sql, i == 0 ? ";" ROWCOUNT : ";");
+		p = xcalloc(json_array_size(t[i].values) + 1, sizeof(*p));
+		json_params(p, t[i].values);
+		rc = tds_exec(m, what, buf_str(&sql), p,
+		    json_array_size(t[i].values), i == 0 ? &r : NULL);
+		free(p);
+		if (rc == 0 && i == 0 && (r.nrows == 0 ||
+		    tds_int(&r, 0, 0) <= 0))
+			rc = 1;		/* the guard changed no row */
 	}
-	if ((n = tds_commit(m)) != 0)
-		return n;
-	return 1;
+	tds_res_clear(&r);
+	buf_free(&sql);
+	if (rc == 1)
+		return tds_rollback(m, 0);
+	if (rc != 0)
+		return tds_rollback(m, rc);
+	return (rc = tds_commit(m)) != 0 ? rc : 1;
 }
 
 /*
- * Marks the run succeeded and replaces its result rows, all in one
- * transaction (XACT_ABORT ON): either the run is succeeded with every
- * row, or nothing changed.  A deadlock victim starts over from the
- * beginning, since the server rolled everything back.  Returns 1, 0
- * when the claim was lost, -1 on error.
+ * The statements in one transaction, the first guarding the others
+ * (store_impl.h): one batch when their parameters fit one call.  A
+ * deadlock victim starts over from the beginning, since the server
+ * rolled everything back.
  */
 static int
-mq_run_succeeded(struct store *st, const char *id, const char *token,
-    const char *output_path, json_t *results)
+mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
+    size_t n)
 {
 	struct tds *m = (struct tds *)st;
 	struct timespec ts;
+	size_t i, nparams = 0;
 	int rc, tries;
 
+	for (i = 0; i < n; i++)
+		nparams += json_array_size(t[i].values);
 	for (tries = 0;; tries++) {
-		rc = run_succeeded_batch(m, id, token, output_path, results);
-		if (rc == 2)
-			rc = run_succeeded_once(m, id, token, output_path,
-			    results);
+		if (nparams <= MSSQL_BATCH_PARAMS)
+			rc = guarded_batch(m, what, t, n, nparams);
+		else
+			rc = guarded_each(m, what, t, n);
 		if (rc != -1 || !mssql_transient(m->cls) || tries >= 2 ||
 		    store_quitting())
 			return rc;
@@ -1787,6 +1675,14 @@ mq_enqueue(struct store *st, const struct enqueue_req *q)
 }
 
 /* The statements store.c runs itself (store_impl.h). */
+/* (id, token, output path): a run's success, guarded by its claim */
+#define SUCCEEDED							\
+	"UPDATE runs SET status = 'succeeded', completed_at = " NOW ","	\
+	"  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"	\
+	"  output_path = @p3, error_message = NULL"			\
+	" WHERE id = " UUID("@p1") " AND status = 'running'"		\
+	" AND claimed_by = @p2"
+
 static const struct store_sql mssql_sql = {
 	.list_hosts =
 	    BATCH "SELECT name, holder, " TS("expires_at", "expires_at") ","
@@ -1913,6 +1809,14 @@ static const struct store_sql mssql_sql = {
 	    " 'cancelled') AND completed_at <"
 	    " DATEADD(day, -CAST(@p2 AS INT), " NOW ") THEN 1 ELSE 0 END AS v"
 	    " FROM runs WHERE id = " UUID("@p1"),
+	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
+	.run_succeeded = SUCCEEDED,
+	.run_succeeded_replacing = SUCCEEDED,
+	.clear_results = {
+		"DELETE FROM run_metrics WHERE run_id = " UUID("@p1") ";"
+		" DELETE FROM run_fields WHERE run_id = " UUID("@p1") ";"
+		" DELETE FROM run_table_columns WHERE run_id = " UUID("@p1"),
+	},
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1933,6 +1837,9 @@ mq_count(struct store *st, const char *what, const char *sql,
 static const struct store_ops mssql_ops = {
 	.rows = mq_rows,
 	.count = mq_count,
+	.guarded = mq_guarded,
+	.param = "@p",
+	.run_id_param = UUID("@p1"),
 	.sql = &mssql_sql,
 	.name = "mssql",
 	.close = mq_close,
@@ -1944,7 +1851,6 @@ static const struct store_ops mssql_ops = {
 	.environment_failed = mq_environment_failed,
 	.claim_run = mq_claim_run,
 	.get_document = mq_get_document,
-	.run_succeeded = mq_run_succeeded,
 	.run_finish = mq_run_finish,
 	.sweep = mq_sweep,
 	.singleton = mq_singleton,

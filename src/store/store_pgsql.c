@@ -662,6 +662,8 @@ store_pgsql_open(const struct conf *c, struct buf *err)
 	int n = 0;
 
 	p->base.ops = &pgsql_ops;
+	/* of the 65535 the protocol allows, with room to spare */
+	p->base.max_params = 8000;
 	p->echo = c->db_echo;
 	p->listen = c->notify;
 	snprintf(p->port, sizeof(p->port), "%lld", conf_port_is_default(c) ?
@@ -982,67 +984,6 @@ pg_get_document(struct store *st, const char *id, struct document *d)
 }
 
 /* Rows per INSERT of result rows; each row takes one parameter a column. */
-#define ROWS_PER_INSERT	500
-
-/*
- * Sends one result table's rows into the pipeline, up to ROWS_PER_INSERT
- * of them with each statement (the run's id is the one parameter they
- * share).  Returns the statements sent, or -1 with the error recorded.
- */
-static int
-send_rows(struct pg *p, const char *table, const char *const *cols,
-    json_t *rows, const char *run_id)
-{
-	size_t ncol, total = json_array_size(rows), start, n, i, k, np;
-	char **vals, (*nums)[40];
-	struct buf sql;
-	int sent = 0;
-
-	for (ncol = 0; cols[ncol] != NULL; ncol++)
-		;
-	if (total == 0)
-		return 0;
-	vals = xcalloc(1 + ROWS_PER_INSERT * ncol, sizeof(*vals));
-	nums = xcalloc(1 + ROWS_PER_INSERT * ncol, sizeof(*nums));
-	buf_init(&sql);
-	for (start = 0; start < total; start += n) {
-		n = total - start < ROWS_PER_INSERT ? total - start :
-		    ROWS_PER_INSERT;
-		buf_reset(&sql);
-		buf_printf(&sql, "INSERT INTO %s (run_id", table);
-		for (k = 0; k < ncol; k++)
-			buf_printf(&sql, ", %s", cols[k]);
-		buf_addstr(&sql, ") VALUES ");
-		vals[0] = (char *)run_id;
-		np = 1;
-		for (i = 0; i < n; i++) {
-			json_t *row = json_array_get(rows, start + i);
-
-			buf_addstr(&sql, i == 0 ? "($1" : ", ($1");
-			for (k = 0; k < ncol; k++, np++) {
-				buf_printf(&sql, ", $%zu", np + 1);
-				vals[np] = param_text(json_object_get(row,
-				    cols[k]), nums[np], sizeof(nums[np]));
-			}
-			buf_addstr(&sql, ")");
-		}
-		/* "sql+": in the round trip of the statement before. */
-		if (p->echo)
-			log_debug("sql+: INSERT INTO %s ... (%zu rows)", table,
-			    n);
-		if (PQsendQueryParams(p->conn, buf_str(&sql), (int)np, NULL,
-		    (const char *const *)vals, NULL, NULL, 0) != 1) {
-			sent = pg_fail(p, table, NULL);
-			break;
-		}
-		sent++;
-	}
-	buf_free(&sql);
-	free(vals);
-	free(nums);
-	return sent;
-}
-
 /*
  * Reads a pipeline's answers: those to the n statements sent, then the
  * sync's.  The statements ran as one transaction; the first to fail
@@ -1086,77 +1027,58 @@ pipeline_end(struct pg *p, int n, char state[6])
 }
 
 /*
- * A run's success, in one round trip: its row, the result rows of an
- * earlier success cleared, and the new result rows, sent as one pipeline
- * that the server runs as one transaction.  A claim lost meanwhile makes
- * the first statement divide by zero (it updated no row), which undoes
- * it and skips the rest: nothing is written.
+ * The statements in one pipeline, which the server runs as one
+ * transaction (store_impl.h): one round trip.  The first statement
+ * guards the others by failing with a division by zero when it changed
+ * no row, which undoes it and skips the rest.
  */
 static int
-pg_run_succeeded(struct store *st, const char *id, const char *token,
-    const char *output_path, json_t *results)
+pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
+    size_t n)
 {
-	static const char sql[] =
-	    "WITH u AS (UPDATE runs SET status = 'succeeded',"
-	    "  completed_at = now(), claimed_by = NULL,"
-	    "  claim_expires_at = NULL, exit_code = 0, output_path = $3,"
-	    "  error_message = NULL"
-	    "  WHERE id = $1 AND status = 'running' AND claimed_by = $2"
-	    "  RETURNING id),"
-	    " m AS (DELETE FROM run_metrics"
-	    "  WHERE $4 AND run_id IN (SELECT id FROM u)),"
-	    " f AS (DELETE FROM run_fields"
-	    "  WHERE $4 AND run_id IN (SELECT id FROM u)),"
-	    " c AS (DELETE FROM run_table_columns"
-	    "  WHERE $4 AND run_id IN (SELECT id FROM u))"
-	    " SELECT 1 / count(*) FROM u";
-	const char *vals[4] = { id, token, output_path,
-	    results != NULL ? "true" : "false" };
 	struct pg *p = (struct pg *)st;
-	json_t *metrics, *one;
-	char state[6];
-	int n = 1, k, rc;
+	size_t i, k, nv, most = 0;
+	const char **vals;
+	char (*nums)[40], state[6];
+	int rc;
 
 	if ((rc = pg_ready(p)) != 0)
 		return rc;
-	if (p->echo)
-		log_debug("sql: %s", sql);
-	if (PQenterPipelineMode(p->conn) != 1)
+	for (i = 0; i < n; i++)
+		if (json_array_size(t[i].values) > most)
+			most = json_array_size(t[i].values);
+	vals = xcalloc(most + 1, sizeof(*vals));
+	nums = xcalloc(most + 1, sizeof(*nums));
+	if (PQenterPipelineMode(p->conn) != 1) {
+		free(vals);
+		free(nums);
 		return pg_fail(p, "pipeline", NULL);
-	if (PQsendQueryParams(p->conn, sql, 4, NULL, vals, NULL, NULL, 0) !=
-	    1) {
-		rc = pg_fail(p, "run succeeded", NULL);
-		(void)PQexitPipelineMode(p->conn);
-		return rc;
 	}
-	metrics = json_object_get(results, "run_metrics");
-	if (json_is_object(metrics)) {
-		one = json_array();
-		json_array_append(one, metrics);
-		k = send_rows(p, "run_metrics", store_result_columns(st, 0),
-		    one, id);
-		json_decref(one);
-		n += k > 0 ? k : 0;
-	} else
-		k = 0;
-	if (k >= 0 && (k = send_rows(p, "run_fields",
-	    store_result_columns(st, 1), json_object_get(results,
-	    "run_fields"), id)) > 0)
-		n += k;
-	if (k >= 0 && (k = send_rows(p, "run_table_columns",
-	    store_result_columns(st, 2), json_object_get(results,
-	    "run_table_columns"), id)) > 0)
-		n += k;
-	if (k < 0 || PQpipelineSync(p->conn) != 1) {
+	for (i = 0, rc = 0; i < n && rc == 0; i++) {
+		/* "sql+": in the round trip of the statement before. */
+		if (p->echo)
+			log_debug("%s %s", i == 0 ? "sql:" : "sql+:",
+			    t[i].sql);
+		nv = json_array_size(t[i].values);
+		for (k = 0; k < nv; k++)
+			vals[k] = param_text(json_array_get(t[i].values, k),
+			    nums[k], sizeof(nums[k]));
+		if (PQsendQueryParams(p->conn, t[i].sql, (int)nv, NULL, vals,
+		    NULL, NULL, 0) != 1)
+			rc = pg_fail(p, what, NULL);
+	}
+	free(vals);
+	free(nums);
+	if (rc != 0 || PQpipelineSync(p->conn) != 1) {
 		/* Without the sync nothing commits; the session is reset. */
-		rc = k < 0 ? k : pg_fail(p, "pipeline sync", NULL);
+		rc = rc != 0 ? rc : pg_fail(p, "pipeline sync", NULL);
 		PQreset(p->conn);
 		p->needs_setup = 1;
 		return rc;
 	}
-	rc = pipeline_end(p, n, state);
+	rc = pipeline_end(p, (int)n, state);
 	if (rc != 0 && strcmp(state, "22012") == 0)
-		return 0;	/* the claim is no longer ours */
+		return 0;	/* the guard changed no row */
 	return rc != 0 ? rc : 1;
 }
 
@@ -1491,6 +1413,20 @@ pg_enqueue(struct store *st, const struct enqueue_req *r)
 }
 
 /* The statements store.c runs itself (store_impl.h). */
+/*
+ * (id, token, output path): a run's success, guarded by its claim.  It
+ * divides by zero when the claim is lost (store_impl.h); the replacing
+ * form clears the result rows of an earlier success in the same
+ * statement.
+ */
+#define SUCCEEDED(more)							\
+	"WITH u AS (UPDATE runs SET status = 'succeeded',"		\
+	"  completed_at = now(), claimed_by = NULL,"			\
+	"  claim_expires_at = NULL, exit_code = 0, output_path = $3,"	\
+	"  error_message = NULL"					\
+	"  WHERE id = $1 AND status = 'running' AND claimed_by = $2"	\
+	"  RETURNING id)" more
+
 static const struct store_sql pgsql_sql = {
 	.list_hosts =
 	    "SELECT name, holder, " UTC_TEXT("expires_at") " AS expires_at,"
@@ -1589,6 +1525,13 @@ static const struct store_sql pgsql_sql = {
 	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
 	    " completed_at < now() - make_interval(days => $2::int) AS v"
 	    " FROM runs WHERE id = $1::uuid",
+	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
+	.run_succeeded_replacing = SUCCEEDED(",")
+	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
+	    " f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM u)),"
+	    " c AS (DELETE FROM run_table_columns"
+	    "  WHERE run_id IN (SELECT id FROM u))"
+	    " SELECT 1 / count(*) FROM u",
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1609,6 +1552,9 @@ pg_count(struct store *st, const char *what, const char *sql,
 static const struct store_ops pgsql_ops = {
 	.rows = pg_rows,
 	.count = pg_count,
+	.guarded = pg_guarded,
+	.param = "$",
+	.run_id_param = "$1",
 	.sql = &pgsql_sql,
 	.name = "pgsql",
 	.close = pg_close,
@@ -1620,7 +1566,6 @@ static const struct store_ops pgsql_ops = {
 	.environment_failed = pg_environment_failed,
 	.claim_run = pg_claim_run,
 	.get_document = pg_get_document,
-	.run_succeeded = pg_run_succeeded,
 	.run_finish = pg_run_finish,
 	.sweep = pg_sweep,
 	.singleton = pg_singleton,

@@ -324,6 +324,22 @@ sq_done(struct sq *s, sqlite3_stmt *st)
 	sqlite3_finalize(st);
 }
 
+/* Binds a JSON scalar: a string, a number, a boolean (0 or 1) or null. */
+static int
+bind_json(sqlite3_stmt *st, int i, json_t *v)
+{
+	if (json_is_string(v))
+		return sqlite3_bind_text(st, i, json_string_value(v), -1,
+		    SQLITE_TRANSIENT);
+	if (json_is_integer(v))
+		return sqlite3_bind_int64(st, i, json_integer_value(v));
+	if (json_is_real(v))
+		return sqlite3_bind_double(st, i, json_real_value(v));
+	if (json_is_boolean(v))
+		return sqlite3_bind_int(st, i, json_is_true(v));
+	return sqlite3_bind_null(st, i);
+}
+
 /*
  * Prepares sql and binds the arguments described by fmt: s a string
  * (NULL binds NULL), i a long long, d a double, v a JSON scalar.
@@ -333,7 +349,6 @@ sq_queryv(struct sq *s, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *st;
 	const char *str;
-	json_t *v;
 	int i, rc = SQLITE_OK;
 
 	if (s->echo)
@@ -354,20 +369,7 @@ sq_queryv(struct sq *s, const char *sql, const char *fmt, va_list ap)
 			rc = sqlite3_bind_double(st, i, va_arg(ap, double));
 			break;
 		case 'v':
-			v = va_arg(ap, json_t *);
-			if (json_is_string(v))
-				rc = sqlite3_bind_text(st, i,
-				    json_string_value(v), -1, SQLITE_TRANSIENT);
-			else if (json_is_integer(v))
-				rc = sqlite3_bind_int64(st, i,
-				    json_integer_value(v));
-			else if (json_is_real(v))
-				rc = sqlite3_bind_double(st, i,
-				    json_real_value(v));
-			else if (json_is_boolean(v))
-				rc = sqlite3_bind_int(st, i, json_is_true(v));
-			else
-				rc = sqlite3_bind_null(st, i);
+			rc = bind_json(st, i, va_arg(ap, json_t *));
 			break;
 		}
 	}
@@ -645,6 +647,8 @@ store_sqlite_open(const struct conf *c, struct buf *err, int create)
 		return sq_open_fail(s, err, sq_permanent(s->db, rc), msg);
 	}
 	sqlite3_busy_handler(s->db, sq_busy, s);
+	s->base.max_params = (size_t)sqlite3_limit(s->db,
+	    SQLITE_LIMIT_VARIABLE_NUMBER, -1);
 	if (sq_plain(s, "PRAGMA journal_mode = WAL;"
 	    "PRAGMA synchronous = NORMAL;"
 	    "PRAGMA foreign_keys = ON;") == -1) {
@@ -1053,108 +1057,54 @@ sq_get_document(struct store *st, const char *id, struct document *d)
 	return rc == SQLITE_ROW && d->stored_uri != NULL;
 }
 
-/* Inserts the rows of one result table from an array of objects. */
+/*
+ * Runs one statement of a transaction with its values (store_impl.h);
+ * a statement put together for this one call is not kept prepared.
+ * Returns the rows changed, or -1.
+ */
 static int
-insert_rows(struct sq *s, const char *table, const char *const *cols,
-    json_t *rows, const char *run_id)
+sq_stmt(struct sq *s, const struct store_stmt *t)
 {
-	struct buf sql;
 	sqlite3_stmt *q;
-	json_t *row;
-	size_t i, k;
-	int rc = 0;
+	size_t i;
+	int rc = SQLITE_OK;
 
-	buf_init(&sql);
-	buf_printf(&sql, "INSERT INTO %s (run_id", table);
-	for (k = 0; cols[k] != NULL; k++)
-		buf_printf(&sql, ", %s", cols[k]);
-	buf_addstr(&sql, ") VALUES (?1");
-	for (k = 0; cols[k] != NULL; k++)
-		buf_printf(&sql, ", ?%zu", k + 2);
-	buf_addstr(&sql, ")");
-	if (sqlite3_prepare_v2(s->db, buf_str(&sql), -1, &q, NULL) !=
-	    SQLITE_OK) {
-		buf_free(&sql);
-		return sq_fail(s, table);
+	if (s->echo)
+		log_debug("sql: %s", t->sql);
+	if (t->owned) {
+		if (sqlite3_prepare_v2(s->db, t->sql, -1, &q, NULL) !=
+		    SQLITE_OK)
+			return sq_fail(s, "prepare");
+	} else if ((q = sq_prepare(s, t->sql)) == NULL)
+		return -1;
+	for (i = 0; i < json_array_size(t->values) && rc == SQLITE_OK; i++)
+		rc = bind_json(q, (int)i + 1, json_array_get(t->values, i));
+	if (rc != SQLITE_OK) {
+		sq_fail(s, "bind");
+		sq_done(s, q);
+		return -1;
 	}
-	buf_free(&sql);
-	json_array_foreach(rows, i, row) {
-		sqlite3_reset(q);
-		sqlite3_bind_text(q, 1, run_id, -1, SQLITE_TRANSIENT);
-		for (k = 0; cols[k] != NULL; k++) {
-			json_t *v = json_object_get(row, cols[k]);
-			int p = (int)k + 2;
-
-			if (json_is_string(v))
-				sqlite3_bind_text(q, p, json_string_value(v),
-				    -1, SQLITE_TRANSIENT);
-			else if (json_is_integer(v))
-				sqlite3_bind_int64(q, p, json_integer_value(v));
-			else if (json_is_real(v))
-				sqlite3_bind_double(q, p, json_real_value(v));
-			else if (json_is_boolean(v))
-				sqlite3_bind_int(q, p, json_is_true(v));
-			else
-				sqlite3_bind_null(q, p);
-		}
-		if (sqlite3_step(q) != SQLITE_DONE) {
-			rc = sq_fail(s, table);
-			break;
-		}
-	}
-	sqlite3_finalize(q);
-	return rc;
+	return sq_exec_stmt(s, q);
 }
 
 /*
- * Marks the run succeeded and replaces its result rows, all in one
- * transaction: either the run is succeeded with every row, or nothing
- * changed.  Returns 1, 0 when the claim was lost, -1 on error.
+ * The statements in one transaction, the first one guarding the others
+ * (store_impl.h).
  */
 static int
-sq_run_succeeded(struct store *st, const char *id, const char *token,
-    const char *output_path, json_t *results)
+sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
+    size_t n)
 {
-	static const char upd[] =
-	    "UPDATE runs SET status = 'succeeded', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"
-	    "  output_path = ?3, error_message = NULL"
-	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
-	static const char del_m[] = "DELETE FROM run_metrics WHERE run_id = ?1";
-	static const char del_f[] = "DELETE FROM run_fields WHERE run_id = ?1";
-	static const char del_c[] =
-	    "DELETE FROM run_table_columns WHERE run_id = ?1";
 	struct sq *s = (struct sq *)st;
-	json_t *metrics, *one;
-	int n;
+	size_t i;
+	int rc;
 
+	(void)what;
 	if (sq_begin(s) == -1)
 		return -1;
-	n = sq_exec_stmt(s, sq_query(s, upd, "sss", id, token, output_path));
-	if (n <= 0)
-		return sq_rollback(s, n);
-	if (results != NULL) {
-		if (sq_exec_stmt(s, sq_query(s, del_m, "s", id)) == -1 ||
-		    sq_exec_stmt(s, sq_query(s, del_f, "s", id)) == -1 ||
-		    sq_exec_stmt(s, sq_query(s, del_c, "s", id)) == -1)
-			return sq_rollback(s, -1);
-		metrics = json_object_get(results, "run_metrics");
-		if (json_is_object(metrics)) {
-			one = json_array();
-			json_array_append(one, metrics);
-			n = insert_rows(s, "run_metrics",
-			    store_result_columns(st, 0), one, id);
-			json_decref(one);
-			if (n == -1)
-				return sq_rollback(s, -1);
-		}
-		if (insert_rows(s, "run_fields",
-		    store_result_columns(st, 1),
-		    json_object_get(results, "run_fields"), id) == -1 ||
-		    insert_rows(s, "run_table_columns",
-		    store_result_columns(st, 2),
-		    json_object_get(results, "run_table_columns"), id) == -1)
-			return sq_rollback(s, -1);
+	for (i = 0; i < n; i++) {
+		if ((rc = sq_stmt(s, &t[i])) == -1 || (i == 0 && rc == 0))
+			return sq_rollback(s, rc);
 	}
 	return sq_commit(s) == -1 ? -1 : 1;
 }
@@ -1530,6 +1480,13 @@ sq_claim_run(struct store *st, const char *token, double lease,
 }
 
 /* The statements store.c runs itself (store_impl.h). */
+/* (id, token, output path): a run's success, guarded by its claim */
+#define SUCCEEDED							\
+	"UPDATE runs SET status = 'succeeded', completed_at = " NOW ","	\
+	"  claimed_by = NULL, claim_expires_at = NULL, exit_code = 0,"	\
+	"  output_path = ?3, error_message = NULL"			\
+	" WHERE id = ?1 AND status = 'running' AND claimed_by = ?2"
+
 static const struct store_sql sqlite_sql = {
 	.list_hosts =
 	    "SELECT name, holder, expires_at, CASE WHEN expires_at < " NOW
@@ -1608,6 +1565,13 @@ static const struct store_sql sqlite_sql = {
 	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
 	    " completed_at < strftime(" TS ", 'now', printf('-%d days', ?2))"
 	    " AS v FROM runs WHERE id = ?1",
+	.run_succeeded = SUCCEEDED,
+	.run_succeeded_replacing = SUCCEEDED,
+	.clear_results = {
+		"DELETE FROM run_metrics WHERE run_id = ?1",
+		"DELETE FROM run_fields WHERE run_id = ?1",
+		"DELETE FROM run_table_columns WHERE run_id = ?1",
+	},
 };
 
 /* The driver's one call (store_impl.h). */
@@ -1632,6 +1596,9 @@ sq_count(struct store *st, const char *what, const char *sql,
 static const struct store_ops sqlite_ops = {
 	.rows = sq_rows,
 	.count = sq_count,
+	.guarded = sq_guarded,
+	.param = "?",
+	.run_id_param = "?1",
 	.sql = &sqlite_sql,
 	.name = "sqlite",
 	.close = sq_close,
@@ -1643,7 +1610,6 @@ static const struct store_ops sqlite_ops = {
 	.environment_failed = sq_environment_failed,
 	.claim_run = sq_claim_run,
 	.get_document = sq_get_document,
-	.run_succeeded = sq_run_succeeded,
 	.run_finish = sq_run_finish,
 	.sweep = sq_sweep,
 	.singleton = sq_singleton,

@@ -133,3 +133,35 @@ def test_invalid_completion_fails_the_run_saying_so(deploy, tmp_path):
     assert row["exit_code"] == 2
     assert "not valid JSON" in row["error_message"], row
     assert events_named(dep, run_id, "run.results.missing_payload") == []
+
+
+def test_results_beyond_one_statement_are_stored_whole_and_replaced_on_rerun(
+        deploy, tmp_path):
+    # 2,000 fields and 2,500 table columns: more values than one statement
+    # may carry on every backend, so the rows go in several INSERTs (and on
+    # SQL Server in several calls), still as one transaction
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    run_id = dep.enqueue(write_input(tmp_path / "many.csv", payload="many",
+                                     fields=2000, columns=2500))["run_id"]
+
+    def stored():
+        fields = dep.rows("SELECT field, valid_cells FROM run_fields"
+                          " WHERE run_id = ?", run_id)
+        columns = dep.rows("SELECT column_index FROM run_table_columns"
+                           " WHERE run_id = ?", run_id)
+        metrics = dep.rows("SELECT run_id FROM run_metrics WHERE run_id = ?",
+                           run_id)
+        return fields, columns, metrics
+
+    for attempt in (1, 2):
+        assert dep.run_worker(timeout=120).returncode == 0
+        row = dep.run_row(run_id)
+        assert row["status"] == "succeeded", (row, dep.worker_logs())
+        fields, columns, metrics = stored()
+        # a second success replaces the rows of the first, none doubled
+        assert sorted((f["field"], f["valid_cells"]) for f in fields) == \
+            sorted((f"f{i}", i) for i in range(2000)), attempt
+        assert sorted(c["column_index"] for c in columns) == list(range(2500))
+        assert len(metrics) == 1
+        if attempt == 1:
+            dep.ctl("runs", "requeue", run_id)

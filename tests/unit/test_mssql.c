@@ -362,7 +362,10 @@ test_stmt_text(void **state)
 	buf_free(&b);
 }
 
-/* The multi-row INSERT of result rows and its parameter budget. */
+/*
+ * The multi-row INSERT of result rows, in SQL Server's and PostgreSQL's
+ * words, and how many rows a statement's parameters allow.
+ */
 static void
 test_insert_sql(void **state)
 {
@@ -372,34 +375,28 @@ test_insert_sql(void **state)
 
 	(void)state;
 	buf_init(&b);
-	mssql_insert_sql("run_fields", cols, 2, 2, &b);
-	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO "
+	store_insert_sql(&b, "@p", "CAST(@p1 AS UNIQUEIDENTIFIER)",
+	    "run_fields", cols, 2);
+	assert_string_equal(buf_str(&b), "INSERT INTO "
 	    "run_fields (run_id, field, label) VALUES "
 	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3), "
 	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p4, @p5)");
 	buf_reset(&b);
-	mssql_insert_sql("t", cols, 2, 1, &b);
-	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO t "
-	    "(run_id, field, label) VALUES "
-	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p2, @p3)");
-	/* after other parameters, in a batch of several statements */
-	buf_reset(&b);
-	mssql_insert_sql("t", cols, 7, 2, &b);
-	assert_string_equal(buf_str(&b), "SET NOCOUNT ON; INSERT INTO t "
-	    "(run_id, field, label) VALUES "
-	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p7, @p8), "
-	    "(CAST(@p1 AS UNIQUEIDENTIFIER), @p9, @p10)");
+	store_insert_sql(&b, "$", "$1", "t", cols, 1);
+	assert_string_equal(buf_str(&b), "INSERT INTO t "
+	    "(run_id, field, label) VALUES ($1, $2, $3)");
 	buf_free(&b);
 
-	/* run id + rows x columns stays within the budget (2100 at most) */
+	/* run id + rows x columns stays within the budget */
 	for (per = 1; per <= 40; per++)
-		assert_true(1 + mssql_insert_rows_per_batch(per) * per <=
-		    MSSQL_INSERT_PARAMS);
-	assert_int_equal(mssql_insert_rows_per_batch(15), 66);
-	assert_int_equal(mssql_insert_rows_per_batch(24), 41);
+		assert_true(1 + store_rows_per_insert(MSSQL_BATCH_PARAMS,
+		    per) * per <= MSSQL_BATCH_PARAMS);
+	assert_int_equal(store_rows_per_insert(1000, 15), 66);
+	assert_int_equal(store_rows_per_insert(1000, 24), 41);
 	/* a row always fits, even a wide one */
-	assert_int_equal(mssql_insert_rows_per_batch(5000), 1);
-	assert_true(MSSQL_INSERT_PARAMS < 2100);
+	assert_int_equal(store_rows_per_insert(1000, 5000), 1);
+	assert_int_equal(store_rows_per_insert(0, 3), 1);
+	assert_true(MSSQL_BATCH_PARAMS < 2100);
 }
 
 static void
