@@ -4,6 +4,8 @@
  */
 #include <poll.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 #include <string.h>
 #include <time.h>
@@ -440,12 +442,58 @@ store_ensure_environments(struct store *st, long *ins, long *req)
 	return counted(st->ops->ensure_environments(st, ins, req));
 }
 
+/* A claimed row's text value into out ("" for NULL), cut to its size. */
+static void
+claimed_text(json_t *row, const char *col, char *out, size_t len)
+{
+	snprintf(out, len, "%s", json_string_value(json_object_get(row,
+	    col)) != NULL ? json_string_value(json_object_get(row, col)) :
+	    "");
+}
+
+static char *
+claimed_dup(json_t *row, const char *col)
+{
+	const char *v = json_string_value(json_object_get(row, col));
+
+	return v != NULL ? xstrdup(v) : NULL;
+}
+
+/* A number, whichever way the driver gave it. */
+static double
+claimed_number(json_t *row, const char *col)
+{
+	json_t *v = json_object_get(row, col);
+
+	if (json_is_string(v))
+		return strtod(json_string_value(v), NULL);
+	if (json_is_boolean(v))
+		return json_is_true(v);
+	return json_number_value(v);
+}
+
 int
 store_claim_environment(struct store *st, const char *token, double lease,
     struct env_claim *out)
 {
+	json_t *row = NULL;
+	int rc;
+
 	memset(out, 0, sizeof(*out));
-	return counted(st->ops->claim_environment(st, token, lease, out));
+	rc = st->ops->claim_environment(st, token, lease, &row);
+	if (rc == 1) {
+		claimed_text(row, "id", out->id, sizeof(out->id));
+		claimed_text(row, "workspace_id", out->workspace_id,
+		    sizeof(out->workspace_id));
+		claimed_text(row, "configuration_id", out->configuration_id,
+		    sizeof(out->configuration_id));
+		claimed_text(row, "engine_spec", out->engine_spec,
+		    sizeof(out->engine_spec));
+		claimed_text(row, "deps_digest", out->deps_digest,
+		    sizeof(out->deps_digest));
+	}
+	json_decref(row);
+	return counted(rc);
 }
 
 int
@@ -491,8 +539,45 @@ int
 store_claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
 {
+	json_t *row = NULL;
+	int rc;
+
 	memset(out, 0, sizeof(*out));
-	return counted(st->ops->claim_run(st, token, lease, out));
+	rc = st->ops->claim_run(st, token, lease, &row);
+	if (rc == 1) {
+		claimed_text(row, "id", out->id, sizeof(out->id));
+		claimed_text(row, "workspace_id", out->workspace_id,
+		    sizeof(out->workspace_id));
+		claimed_text(row, "configuration_id", out->configuration_id,
+		    sizeof(out->configuration_id));
+		claimed_text(row, "input_document_id", out->input_document_id,
+		    sizeof(out->input_document_id));
+		claimed_text(row, "engine_spec", out->engine_spec,
+		    sizeof(out->engine_spec));
+		claimed_text(row, "deps_digest", out->deps_digest,
+		    sizeof(out->deps_digest));
+		claimed_text(row, "started_at", out->started_at,
+		    sizeof(out->started_at));
+		out->attempt_count = (long)claimed_number(row,
+		    "attempt_count");
+		out->max_attempts = (long)claimed_number(row, "max_attempts");
+		out->run_options = claimed_dup(row, "run_options");
+		out->input_sheet_names = claimed_dup(row, "input_sheet_names");
+		claimed_text(row, "env_id", out->env_id, sizeof(out->env_id));
+		claimed_text(row, "env_python", out->env_python,
+		    sizeof(out->env_python));
+		out->waited = claimed_number(row, "waited_ms") / 1000.0;
+		if ((out->doc_read = json_object_get(row, "doc_found") !=
+		    NULL)) {
+			out->doc_found = claimed_number(row, "doc_found") != 0;
+			out->doc_stored_uri = claimed_dup(row,
+			    "doc_stored_uri");
+			out->doc_original_filename = claimed_dup(row,
+			    "doc_original_filename");
+		}
+	}
+	json_decref(row);
+	return counted(rc);
 }
 
 void

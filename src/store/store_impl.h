@@ -103,14 +103,18 @@ struct store_ops {
 	/* 1 with the names in the buf, 0 when there is no such table */
 	int	(*table_columns)(struct store *, const char *, struct buf *);
 	int	(*ensure_environments)(struct store *, long *, long *);
+	/*
+	 * The claims: 1 with the claimed row (token, lease seconds) as a
+	 * JSON object keyed as CLAIMED_ENVIRONMENT and CLAIMED_RUN name,
+	 * which store.c reads; 0 when there was nothing to claim.
+	 */
 	int	(*claim_environment)(struct store *, const char *, double,
-		    struct env_claim *);
+		    json_t **);
 	int	(*environment_ready)(struct store *, const char *, const char *,
 		    const char *, const char *, const char *);
 	int	(*environment_failed)(struct store *, const char *,
 		    const char *, const char *, double, double, long *);
-	int	(*claim_run)(struct store *, const char *, double,
-		    struct run_claim *);
+	int	(*claim_run)(struct store *, const char *, double, json_t **);
 	int	(*get_document)(struct store *, const char *,
 		    struct document *);
 	int	(*run_finish)(struct store *, const char *, const char *,
@@ -191,6 +195,21 @@ struct store	*store_mssql_open(const struct conf *, struct buf *);
 	"  MAX(CASE WHEN status = 'queued' AND " age " >= 0"		\
 	"   AND attempt_count < max_attempts THEN " age " END) AS oldest" \
 	" FROM runs GROUP BY status"
+
+/*
+ * The columns of a claimed environment's row and of a claimed run's
+ * row, as its claim answers them.  waited_ms is how long the run was
+ * due; doc_found whether its document has a row, whose stored_uri and
+ * original_filename come as doc_stored_uri and doc_original_filename.
+ * A backend that does not read the document leaves these three out.
+ */
+#define CLAIMED_ENVIRONMENT	"id, workspace_id, configuration_id, "	\
+	"engine_spec, deps_digest"
+#define CLAIMED_RUN	"id, workspace_id, configuration_id, "		\
+	"input_document_id, engine_spec, deps_digest, started_at, "	\
+	"attempt_count, max_attempts, run_options, input_sheet_names, "	\
+	"env_id, env_python, waited_ms, doc_found, doc_stored_uri, "	\
+	"doc_original_filename"
 
 void	store_queue_stats_add(struct queue_stats *, const char *status,
 	    long n, long due, double oldest);

@@ -830,8 +830,9 @@ claim_undo(struct tds *m, const char *sql, const char *token)
 }
 
 /*
- * Runs a claim batch (parameters: token, lease, spread), which a stop
- * signal may cancel; a cancelled one is undone by undo.
+ * Runs a claim batch (parameters: token, lease, spread): 1 with the
+ * claimed row in row, 0 when there was none.  A stop signal may cancel
+ * it; a cancelled one is undone by undo.
  *
  * A claim waits at most CLAIM_LOCK_MS for a row lock.  SQL Server never
  * waits here (READPAST skips locked rows), but Babelfish ignores the
@@ -846,17 +847,20 @@ claim_undo(struct tds *m, const char *sql, const char *token)
 #define CLAIM_SPREAD	"32"
 
 static int
-mq_claim(struct tds *m, const char *what, struct tds_res *r, const char *sql,
-    const char *undo, const char *token, double lease)
+mq_claim(struct tds *m, const char *what, const char *sql, const char *undo,
+    const char *token, double lease, json_t **row)
 {
 	struct mssql_param p[3];
+	struct tds_res r;
 	long long spread;
+	json_t *a;
 	int rc;
 
+	memset(&r, 0, sizeof(r));
 	tds_interruptible(1);
 	for (spread = 0;; spread++) {
 		mssql_params(p, NELEM(p), "sdi", token, lease, spread);
-		rc = tds_exec_once(m, what, sql, p, NELEM(p), r);
+		rc = tds_exec_once(m, what, sql, p, NELEM(p), &r);
 		if (rc != -1 || !mssql_transient(m->cls) || spread >= 2 ||
 		    store_quitting() || store_stopping())
 			break;
@@ -868,6 +872,13 @@ mq_claim(struct tds *m, const char *what, struct tds_res *r, const char *sql,
 	tds_interruptible(0);
 	if (rc == -1)
 		claim_undo(m, undo, token);
+	if (rc == 0 && r.nrows > 0) {
+		a = tds_res_json(&r);
+		*row = json_incref(json_array_get(a, 0));
+		json_decref(a);
+		rc = 1;
+	}
+	tds_res_clear(&r);
 	return rc;
 }
 
@@ -883,7 +894,7 @@ mq_claim(struct tds *m, const char *what, struct tds_res *r, const char *sql,
  */
 static int
 mq_claim_environment(struct store *st, const char *token, double lease,
-    struct env_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    BATCH
@@ -923,26 +934,8 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    "  claim_expires_at = NULL, updated_at = " NOW
 	    " WHERE claimed_by = @p1 AND status = 'building';"
 	    ROWCOUNT;
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	rc = mq_claim(m, "claim environment", &r, sql, undo, token, lease);
-	if (rc != 0)
-		return rc;
-	if (r.nrows > 0) {
-		tds_copy(&r, 0, 0, out->id, sizeof(out->id));
-		tds_copy(&r, 0, 1, out->workspace_id,
-		    sizeof(out->workspace_id));
-		tds_copy(&r, 0, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		tds_copy(&r, 0, 3, out->engine_spec, sizeof(out->engine_spec));
-		tds_copy(&r, 0, 4, out->deps_digest, sizeof(out->deps_digest));
-		rc = 1;
-	}
-	tds_res_clear(&r);
-	return rc;
+	return mq_claim((struct tds *)st, "claim environment", sql, undo,
+	    token, lease, row);
 }
 
 static int
@@ -1034,7 +1027,7 @@ mq_environment_failed(struct store *st, const char *id, const char *token,
  */
 static int
 mq_claim_run(struct store *st, const char *token, double lease,
-    struct run_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    BATCH
@@ -1073,10 +1066,11 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    " c.engine_spec, c.deps_digest, " TS("c.started_at", "started_at")
 	    ", c.attempt_count, c.max_attempts, c.run_options,"
 	    " c.input_sheet_names, " GUID("e.id") " AS env_id,"
-	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited,"
-	    " e.python_interpreter,"
+	    " DATEDIFF_BIG(millisecond, c.available_at, " NOW ") AS waited_ms,"
+	    " e.python_interpreter AS env_python,"
 	    " CASE WHEN d.id IS NULL THEN 0 ELSE 1 END AS doc_found,"
-	    " d.stored_uri, d.original_filename"
+	    " d.stored_uri AS doc_stored_uri,"
+	    " d.original_filename AS doc_original_filename"
 	    " FROM runs c LEFT JOIN environments e ON " ENV_KEY("e", "c")
 	    " LEFT JOIN documents d ON d.id = c.input_document_id"
 	    " WHERE @n > 0 AND c.id = @id;";
@@ -1088,43 +1082,8 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    "   THEN attempt_count - 1 ELSE 0 END"
 	    " WHERE claimed_by = @p1 AND status = 'running';"
 	    ROWCOUNT;
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	rc = mq_claim(m, "claim run", &r, sql, undo, token, lease);
-	if (rc != 0)
-		return rc;
-	if (r.nrows > 0) {
-		tds_copy(&r, 0, 0, out->id, sizeof(out->id));
-		tds_copy(&r, 0, 1, out->workspace_id,
-		    sizeof(out->workspace_id));
-		tds_copy(&r, 0, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		tds_copy(&r, 0, 3, out->input_document_id,
-		    sizeof(out->input_document_id));
-		tds_copy(&r, 0, 4, out->engine_spec, sizeof(out->engine_spec));
-		tds_copy(&r, 0, 5, out->deps_digest, sizeof(out->deps_digest));
-		if (!tds_isnull(&r, 0, 6))
-			mssql_format_ms(tds_int(&r, 0, 6), out->started_at,
-			    sizeof(out->started_at));
-		out->attempt_count = (long)tds_int(&r, 0, 7);
-		out->max_attempts = (long)tds_int(&r, 0, 8);
-		out->run_options = tds_dup(&r, 0, 9);
-		out->input_sheet_names = tds_dup(&r, 0, 10);
-		tds_copy(&r, 0, 11, out->env_id, sizeof(out->env_id));
-		out->waited = (double)tds_int(&r, 0, 12) / 1000.0;
-		tds_copy(&r, 0, 13, out->env_python,
-		    sizeof(out->env_python));
-		out->doc_read = 1;
-		out->doc_found = tds_int(&r, 0, 14) != 0;
-		out->doc_stored_uri = tds_dup(&r, 0, 15);
-		out->doc_original_filename = tds_dup(&r, 0, 16);
-		rc = 1;
-	}
-	tds_res_clear(&r);
-	return rc;
+	return mq_claim((struct tds *)st, "claim run", sql, undo, token,
+	    lease, row);
 }
 
 static int

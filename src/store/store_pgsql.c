@@ -630,6 +630,20 @@ rows_json(PGresult *r)
 	return a;
 }
 
+/* A claim's answer: 1 with its row, 0 without one, -1 on error. */
+static int
+first_row(PGresult *r, json_t **row)
+{
+	json_t *a = rows_json(r);
+
+	if (a == NULL)
+		return -1;
+	if (json_array_size(a) > 0)
+		*row = json_incref(json_array_get(a, 0));
+	json_decref(a);
+	return *row != NULL;
+}
+
 /* SQLAlchemy-style URLs (postgresql+psycopg://) become libpq URIs. */
 static char *
 dsn_for_libpq(const char *dsn)
@@ -813,7 +827,7 @@ pg_ensure_environments(struct store *st, long *inserted, long *requeued)
 
 static int
 pg_claim_environment(struct store *st, const char *token, double lease,
-    struct env_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    "WITH c AS MATERIALIZED (SELECT id FROM environments"
@@ -825,22 +839,9 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 	    " FROM c WHERE e.id = c.id AND e.status = 'queued'"
 	    " RETURNING e.id, e.workspace_id, e.configuration_id,"
 	    "  e.engine_spec, e.deps_digest";
-	struct pg *p = (struct pg *)st;
-	PGresult *r;
-	int got;
 
-	if ((r = pg_query(p, sql, "sd", token, lease)) == NULL)
-		return -1;
-	if ((got = PQntuples(r) > 0)) {
-		val_copy(r, 0, 0, out->id, sizeof(out->id));
-		val_copy(r, 0, 1, out->workspace_id, sizeof(out->workspace_id));
-		val_copy(r, 0, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		val_copy(r, 0, 3, out->engine_spec, sizeof(out->engine_spec));
-		val_copy(r, 0, 4, out->deps_digest, sizeof(out->deps_digest));
-	}
-	PQclear(r);
-	return got;
+	return first_row(pg_query((struct pg *)st, sql, "sd", token, lease),
+	    row);
 }
 
 static int
@@ -907,7 +908,7 @@ pg_environment_failed(struct store *st, const char *id, const char *token,
  */
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
-    struct run_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
@@ -928,40 +929,17 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    "  AND r.attempt_count < r.max_attempts"
 	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
 	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
-	    UTC_TEXT("r.started_at") ", r.attempt_count, r.max_attempts,"
-	    "  r.run_options::text, r.input_sheet_names::text, c.env_id,"
-	    "  extract(epoch FROM now() - r.available_at), c.env_python,"
-	    "  d.id IS NOT NULL, d.stored_uri, d.original_filename";
-	struct pg *p = (struct pg *)st;
-	PGresult *r;
-	int got;
+	    UTC_TEXT("r.started_at") " AS started_at, r.attempt_count,"
+	    "  r.max_attempts, r.run_options::text AS run_options,"
+	    "  r.input_sheet_names::text AS input_sheet_names, c.env_id,"
+	    "  c.env_python,"
+	    "  extract(epoch FROM now() - r.available_at) * 1000 AS waited_ms,"
+	    "  d.id IS NOT NULL AS doc_found,"
+	    "  d.stored_uri AS doc_stored_uri,"
+	    "  d.original_filename AS doc_original_filename";
 
-	if ((r = pg_query(p, sql, "sd", token, lease)) == NULL)
-		return -1;
-	if ((got = PQntuples(r) > 0)) {
-		val_copy(r, 0, 0, out->id, sizeof(out->id));
-		val_copy(r, 0, 1, out->workspace_id, sizeof(out->workspace_id));
-		val_copy(r, 0, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		val_copy(r, 0, 3, out->input_document_id,
-		    sizeof(out->input_document_id));
-		val_copy(r, 0, 4, out->engine_spec, sizeof(out->engine_spec));
-		val_copy(r, 0, 5, out->deps_digest, sizeof(out->deps_digest));
-		val_copy(r, 0, 6, out->started_at, sizeof(out->started_at));
-		out->attempt_count = atol(PQgetvalue(r, 0, 7));
-		out->max_attempts = atol(PQgetvalue(r, 0, 8));
-		out->run_options = val_dup(r, 0, 9);
-		out->input_sheet_names = val_dup(r, 0, 10);
-		val_copy(r, 0, 11, out->env_id, sizeof(out->env_id));
-		out->waited = strtod(PQgetvalue(r, 0, 12), NULL);
-		val_copy(r, 0, 13, out->env_python, sizeof(out->env_python));
-		out->doc_read = 1;
-		out->doc_found = PQgetvalue(r, 0, 14)[0] == 't';
-		out->doc_stored_uri = val_dup(r, 0, 15);
-		out->doc_original_filename = val_dup(r, 0, 16);
-	}
-	PQclear(r);
-	return got;
+	return first_row(pg_query((struct pg *)st, sql, "sd", token, lease),
+	    row);
 }
 
 static int

@@ -528,6 +528,20 @@ rows_json(struct sq *s, sqlite3_stmt *st)
 	return a;
 }
 
+/* A claim's answer: 1 with its row, 0 without one, -1 on error. */
+static int
+first_row(struct sq *s, sqlite3_stmt *q, json_t **row)
+{
+	json_t *a = rows_json(s, q);
+
+	if (a == NULL)
+		return -1;
+	if (json_array_size(a) > 0)
+		*row = json_incref(json_array_get(a, 0));
+	json_decref(a);
+	return *row != NULL;
+}
+
 /*
  * Whether an SQLite error can only be mended by someone changing files or
  * settings: not a database, read-only, no permission, cannot be opened
@@ -846,7 +860,7 @@ ensure_environments(struct store *st, long *inserted, long *requeued)
 
 static int
 claim_environment(struct store *st, const char *token, double lease,
-    struct env_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    "UPDATE environments SET status = 'building', claimed_by = ?1,"
@@ -854,33 +868,17 @@ claim_environment(struct store *st, const char *token, double lease,
 	    "  updated_at = " NOW
 	    " WHERE id = (SELECT id FROM environments WHERE status = 'queued'"
 	    "  ORDER BY created_at LIMIT 1) AND status = 'queued'"
-	    " RETURNING id, workspace_id, configuration_id, engine_spec,"
-	    "  deps_digest";
+	    " RETURNING " CLAIMED_ENVIRONMENT;
 	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
 	char mod[64];
-	int rc, got = 0;
+	int got;
 
 	seconds_mod(mod, sizeof(mod), lease);
 	if (sq_begin(s) == -1)
 		return -1;
-	if ((q = sq_query(s, sql, "ss", token, mod)) == NULL)
+	if ((got = first_row(s, sq_query(s, sql, "ss", token, mod), row)) ==
+	    -1)
 		return sq_rollback(s, -1);
-	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		col_copy(q, 0, out->id, sizeof(out->id));
-		col_copy(q, 1, out->workspace_id, sizeof(out->workspace_id));
-		col_copy(q, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		col_copy(q, 3, out->engine_spec, sizeof(out->engine_spec));
-		col_copy(q, 4, out->deps_digest, sizeof(out->deps_digest));
-		got = 1;
-		rc = sqlite3_step(q);
-	}
-	sq_done(s, q);
-	if (rc != SQLITE_DONE) {
-		sq_fail(s, "claim environment");
-		return sq_rollback(s, -1);
-	}
 	return sq_commit(s) == -1 ? -1 : got;
 }
 
@@ -957,7 +955,7 @@ sq_environment_failed(struct store *st, const char *id, const char *token,
  */
 static int
 claim_run(struct store *st, const char *token, double lease,
-    struct run_claim *out)
+    json_t **row)
 {
 	static const char sql[] =
 	    "UPDATE runs SET status = 'running', claimed_by = ?1,"
@@ -974,61 +972,38 @@ claim_run(struct store *st, const char *token, double lease,
 	    " RETURNING id, workspace_id, configuration_id, input_document_id,"
 	    "  engine_spec, deps_digest, started_at, attempt_count,"
 	    "  max_attempts, run_options, input_sheet_names,"
-	    "  (julianday('now') - julianday(available_at)) * 86400.0";
+	    "  (julianday('now') - julianday(available_at)) * 86400000.0"
+	    "  AS waited_ms";
 	static const char env[] =
-	    "SELECT id, python_interpreter FROM environments"
-	    " WHERE workspace_id = ?1 AND"
-	    " configuration_id = ?2 AND engine_spec = ?3 AND deps_digest = ?4";
+	    "SELECT e.id AS env_id, e.python_interpreter AS env_python"
+	    " FROM runs r JOIN environments e ON " ENV_KEY("e", "r")
+	    " WHERE r.id = ?1";
 	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
+	json_t *e = NULL;
 	char mod[64];
-	int rc, got = 0;
+	int got;
 
 	seconds_mod(mod, sizeof(mod), lease);
 	if (sq_begin(s) == -1)
 		return -1;
-	if ((q = sq_query(s, sql, "ss", token, mod)) == NULL)
+	if ((got = first_row(s, sq_query(s, sql, "ss", token, mod), row)) ==
+	    -1)
 		return sq_rollback(s, -1);
-	if ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		col_copy(q, 0, out->id, sizeof(out->id));
-		col_copy(q, 1, out->workspace_id, sizeof(out->workspace_id));
-		col_copy(q, 2, out->configuration_id,
-		    sizeof(out->configuration_id));
-		col_copy(q, 3, out->input_document_id,
-		    sizeof(out->input_document_id));
-		col_copy(q, 4, out->engine_spec, sizeof(out->engine_spec));
-		col_copy(q, 5, out->deps_digest, sizeof(out->deps_digest));
-		col_copy(q, 6, out->started_at, sizeof(out->started_at));
-		out->attempt_count = sqlite3_column_int(q, 7);
-		out->max_attempts = sqlite3_column_int(q, 8);
-		out->run_options = col_dup(q, 9);
-		out->input_sheet_names = col_dup(q, 10);
-		out->waited = sqlite3_column_double(q, 11);
-		got = 1;
-		rc = sqlite3_step(q);
-	}
-	sq_done(s, q);
-	if (rc != SQLITE_DONE) {
-		sq_fail(s, "claim run");
-		store_run_claim_free(out);
-		return sq_rollback(s, -1);
-	}
-	if (got) {
-		q = sq_query(s, env, "ssss", out->workspace_id,
-		    out->configuration_id, out->engine_spec, out->deps_digest);
-		if (q == NULL || (rc = sqlite3_step(q)) != SQLITE_ROW) {
-			if (q != NULL)
-				sq_done(s, q);
+	if (got && first_row(s, sq_query(s, env, "v",
+	    json_object_get(*row, "id")), &e) != 1) {
+		if (e == NULL)
 			sq_fail(s, "claim run: environment");
-			store_run_claim_free(out);
-			return sq_rollback(s, -1);
-		}
-		col_copy(q, 0, out->env_id, sizeof(out->env_id));
-		col_copy(q, 1, out->env_python, sizeof(out->env_python));
-		sq_done(s, q);
+		json_decref(e);
+		json_decref(*row);
+		*row = NULL;
+		return sq_rollback(s, -1);
 	}
+	if (got)
+		json_object_update(*row, e);
+	json_decref(e);
 	if (sq_commit(s) == -1) {
-		store_run_claim_free(out);
+		json_decref(*row);
+		*row = NULL;
 		return -1;
 	}
 	return got;
@@ -1455,7 +1430,7 @@ sq_ensure_environments(struct store *st, long *inserted, long *requeued)
 
 static int
 sq_claim_environment(struct store *st, const char *token, double lease,
-    struct env_claim *out)
+    json_t **out)
 {
 	struct sq *s = (struct sq *)st;
 	int rc;
@@ -1468,7 +1443,7 @@ sq_claim_environment(struct store *st, const char *token, double lease,
 
 static int
 sq_claim_run(struct store *st, const char *token, double lease,
-    struct run_claim *out)
+    json_t **out)
 {
 	struct sq *s = (struct sq *)st;
 	int rc;

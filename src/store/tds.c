@@ -474,9 +474,8 @@ res_row(struct tds *t, struct tds_res *r)
 	r->nrows++;
 }
 
-/* The rows as JSON objects keyed by column; "__ts" columns as text. */
-static json_t *
-res_json(struct tds_res *r)
+json_t *
+tds_res_json(const struct tds_res *r)
 {
 	json_t *a = json_array(), *o, *v;
 	char name[256], ts[48];
@@ -1039,7 +1038,7 @@ tds_rowsv(struct tds *t, const char *what, const char *sql, const char *fmt,
 	n = params_va(p, MAXPARAMS, fmt, ap);
 	if (tds_exec(t, what, sql, p, n, &r) != 0)
 		return NULL;
-	a = res_json(&r);
+	a = tds_res_json(&r);
 	tds_res_clear(&r);
 	return a;
 }

@@ -93,6 +93,8 @@ const char	*tds_str(const struct tds_res *, size_t row, int col);
 void		 tds_copy(const struct tds_res *, size_t row, int col,
 		    char *out, size_t len);
 char		*tds_dup(const struct tds_res *, size_t row, int col);
+/* The rows as JSON objects keyed by column; "__ts" columns as text. */
+json_t		*tds_res_json(const struct tds_res *);
 
 struct tds_dblib_dbprocess;	/* db-lib's DBPROCESS */
 
