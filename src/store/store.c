@@ -461,7 +461,7 @@ claimed_dup(json_t *row, const char *col)
 
 /* A number, whichever way the driver gave it. */
 static double
-claimed_number(json_t *row, const char *col)
+number_of(json_t *row, const char *col)
 {
 	json_t *v = json_object_get(row, col);
 
@@ -558,18 +558,18 @@ store_claim_run(struct store *st, const char *token, double lease,
 		    sizeof(out->deps_digest));
 		claimed_text(row, "started_at", out->started_at,
 		    sizeof(out->started_at));
-		out->attempt_count = (long)claimed_number(row,
+		out->attempt_count = (long)number_of(row,
 		    "attempt_count");
-		out->max_attempts = (long)claimed_number(row, "max_attempts");
+		out->max_attempts = (long)number_of(row, "max_attempts");
 		out->run_options = claimed_dup(row, "run_options");
 		out->input_sheet_names = claimed_dup(row, "input_sheet_names");
 		claimed_text(row, "env_id", out->env_id, sizeof(out->env_id));
 		claimed_text(row, "env_python", out->env_python,
 		    sizeof(out->env_python));
-		out->waited = claimed_number(row, "waited_ms") / 1000.0;
+		out->waited = number_of(row, "waited_ms") / 1000.0;
 		if ((out->doc_read = json_object_get(row, "doc_found") !=
 		    NULL)) {
-			out->doc_found = claimed_number(row, "doc_found") != 0;
+			out->doc_found = number_of(row, "doc_found") != 0;
 			out->doc_stored_uri = claimed_dup(row,
 			    "doc_stored_uri");
 			out->doc_original_filename = claimed_dup(row,
@@ -854,7 +854,8 @@ int
 store_host_beat(struct store *st, const char *name, const char *info,
     double ttl)
 {
-	return counted(st->ops->host_beat(st, name, info, ttl));
+	return count(st, "host", st->ops->sql->host_beat, "ssd", name, info,
+	    ttl);
 }
 
 /* The hosts' rows: name, holder (the info), expires_at and state. */
@@ -910,8 +911,8 @@ const char *const run_statuses[RUN_STATUSES] = {
 	"queued", "running", "succeeded", "failed", "cancelled"
 };
 
-void
-store_queue_stats_add(struct queue_stats *q, const char *status, long n,
+static void
+queue_stats_add(struct queue_stats *q, const char *status, long n,
     long due, double oldest)
 {
 	size_t i;
@@ -924,17 +925,49 @@ store_queue_stats_add(struct queue_stats *q, const char *status, long n,
 		q->oldest_due = oldest;
 }
 
+/*
+ * The rows of a statement that only looks, which a stop may cut short
+ * (the worker is idle when it asks).
+ */
+static json_t *
+look(struct store *st, const char *what, const char *sql)
+{
+	json_t *a;
+
+	st->may_stop = 1;
+	a = rows(st, what, sql, "");
+	st->may_stop = 0;
+	return a;
+}
+
 int
 store_queue_stats(struct store *st, struct queue_stats *q)
 {
+	json_t *a, *row;
+	size_t i;
+
 	memset(q, 0, sizeof(*q));
-	return counted(st->ops->queue_stats(st, q));
+	if ((a = look(st, "queue stats", st->ops->sql->queue_stats)) == NULL)
+		return st->dead ? STORE_DEAD : -1;
+	json_array_foreach(a, i, row)
+		queue_stats_add(q, json_string_value(json_object_get(row,
+		    "status")), (long)number_of(row, "n"),
+		    (long)number_of(row, "due"),
+		    number_of(row, "oldest_ms") / 1000.0);
+	json_decref(a);
+	return 0;
 }
 
 int
 store_pending(struct store *st, long *count)
 {
-	return counted(st->ops->pending(st, count));
+	json_t *a;
+
+	if ((a = look(st, "pending", st->ops->sql->pending)) == NULL)
+		return st->dead ? STORE_DEAD : -1;
+	*count = (long)number_of(json_array_get(a, 0), "n");
+	json_decref(a);
+	return 0;
 }
 
 /*
@@ -944,7 +977,15 @@ store_pending(struct store *st, long *count)
 int
 store_next_due(struct store *st, double *seconds)
 {
-	return counted(st->ops->next_due(st, seconds));
+	json_t *a, *ms;
+
+	if ((a = look(st, "next due", st->ops->sql->next_due)) == NULL)
+		return st->dead ? STORE_DEAD : -1;
+	ms = json_object_get(json_array_get(a, 0), "ms");
+	*seconds = ms == NULL || json_is_null(ms) ? 1e9 :
+	    number_of(json_array_get(a, 0), "ms") / 1000.0;
+	json_decref(a);
+	return 0;
 }
 
 /*

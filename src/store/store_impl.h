@@ -47,6 +47,17 @@ struct store_sql {
 	/* (id, days): "v", whether it finished more than days ago */
 	const char	*run_finished_before;
 	/*
+	 * Looks at the queue; a stop may cut them short.  pending: "n",
+	 * the runs and builds queued or under way; queue_stats:
+	 * QUEUE_STATS's rows; next_due: "ms" until the earliest queued
+	 * run is due, NULL when none is queued.
+	 */
+	const char	*pending;
+	const char	*queue_stats;
+	const char	*next_due;
+	/* (name, info, ttl seconds): a host's row, whatever it held */
+	const char	*host_beat;
+	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
 	 * success: in the same statement, or with clear_results (id) run
@@ -122,13 +133,7 @@ struct store_ops {
 	int	(*sweep)(struct store *, double, double,
 		    struct sweep_counts *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
-	/* a host's row in worker_leases, written whatever it held */
-	int	(*host_beat)(struct store *, const char *, const char *, double);
 	json_t	*(*gc_environments)(struct store *, long, int);
-	int	(*pending)(struct store *, long *);
-	/* adds one row of SELECT status, count, due, oldest due age */
-	int	(*queue_stats)(struct store *, struct queue_stats *);
-	int	(*next_due)(struct store *, double *);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
@@ -143,6 +148,7 @@ struct store {
 	/* The result columns the tables have (store_result_columns). */
 	const char *const	*cols[3];
 	int			 probed;
+	int			 may_stop;	/* a stop may cut this call */
 	size_t			 max_params;	/* of one statement */
 };
 
@@ -186,15 +192,16 @@ struct store	*store_mssql_open(const struct conf *, struct buf *);
 
 /*
  * The runs table counted by status in one pass: the same statement in
- * the three dialects but for how a time's age in seconds is written.
+ * the three dialects but for how a time's age in milliseconds is
+ * written.
  */
 #define QUEUE_STATS(age)						\
 	"SELECT status, COUNT(*) AS n,"					\
 	"  SUM(CASE WHEN status = 'queued' AND " age " >= 0"		\
 	"   AND attempt_count < max_attempts THEN 1 ELSE 0 END) AS due,"	\
 	"  MAX(CASE WHEN status = 'queued' AND " age " >= 0"		\
-	"   AND attempt_count < max_attempts THEN " age " END) AS oldest" \
-	" FROM runs GROUP BY status"
+	"   AND attempt_count < max_attempts THEN " age " END)"		\
+	"  AS oldest_ms FROM runs GROUP BY status"
 
 /*
  * The columns of a claimed environment's row and of a claimed run's
@@ -210,8 +217,5 @@ struct store	*store_mssql_open(const struct conf *, struct buf *);
 	"attempt_count, max_attempts, run_options, input_sheet_names, "	\
 	"env_id, env_python, waited_ms, doc_found, doc_stored_uri, "	\
 	"doc_original_filename"
-
-void	store_queue_stats_add(struct queue_stats *, const char *status,
-	    long n, long due, double oldest);
 
 #endif

@@ -1388,28 +1388,6 @@ mq_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
-/* Only the host writes its row: an UPDATE, or the first INSERT. */
-static int
-mq_host_beat(struct store *st, const char *name, const char *info,
-    double ttl)
-{
-	static const char sql[] =
-	    BATCH
-	    "DECLARE @n INT;"
-	    "UPDATE worker_leases SET holder = @p2,"
-	    "  expires_at = " PLUS("@p3")
-	    " WHERE name = @p1;"
-	    "SET @n = @@ROWCOUNT;"
-	    "IF @n = 0 BEGIN"
-	    " INSERT INTO worker_leases (name, holder, expires_at)"
-	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
-	    " SET @n = @@ROWCOUNT;"
-	    "END;"
-	    "SELECT @n AS n;";
-
-	return tds_count((struct tds *)st, "host", sql, "ssd", name, info, ttl);
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1467,79 +1445,6 @@ mq_gc_environments(struct store *st, long ttl_days, int dry_run)
 	tds_interruptible(0);
 	json_decref(rows);
 	return gone;
-}
-
-/* Work that is not finished yet: runs that may still execute, builds. */
-static int
-mq_pending(struct store *st, long *count)
-{
-	static const char sql[] =
-	    BATCH "SELECT (SELECT COUNT_BIG(*) FROM runs WHERE"
-	    "  (status = 'queued' AND attempt_count < max_attempts)"
-	    "  OR status = 'running') +"
-	    " (SELECT COUNT_BIG(*) FROM environments"
-	    "  WHERE status IN ('queued', 'building')) AS n";
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	tds_interruptible(1);
-	rc = tds_call(m, "pending", &r, sql, "");
-	tds_interruptible(0);
-	if (rc != 0)
-		return rc;
-	*count = (long)tds_int(&r, 0, 0);
-	tds_res_clear(&r);
-	return 0;
-}
-
-static int
-mq_queue_stats(struct store *st, struct queue_stats *q)
-{
-	/* Ages in milliseconds: db-lib reads a BIGINT exactly. */
-	static const char sql[] = BATCH QUEUE_STATS(
-	    "DATEDIFF_BIG(millisecond, available_at, " NOW ")");
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	size_t i;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	tds_interruptible(1);
-	rc = tds_call(m, "queue stats", &r, sql, "");
-	tds_interruptible(0);
-	if (rc != 0)
-		return rc;
-	for (i = 0; i < r.nrows; i++)
-		store_queue_stats_add(q, tds_str(&r, i, 0),
-		    (long)tds_int(&r, i, 1), (long)tds_int(&r, i, 2),
-		    (double)tds_int(&r, i, 3) / 1000.0);
-	tds_res_clear(&r);
-	return 0;
-}
-
-static int
-mq_next_due(struct store *st, double *seconds)
-{
-	static const char sql[] =
-	    BATCH "SELECT DATEDIFF_BIG(millisecond, " NOW ", MIN(available_at))"
-	    " AS ms FROM runs WHERE status = 'queued'"
-	    " AND attempt_count < max_attempts";
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	tds_interruptible(1);
-	rc = tds_call(m, "next due", &r, sql, "");
-	tds_interruptible(0);
-	if (rc != 0)
-		return rc;
-	*seconds = r.nrows == 0 || tds_isnull(&r, 0, 0) ? 1e9 :
-	    (double)tds_int(&r, 0, 0) / 1000.0;
-	tds_res_clear(&r);
-	return 0;
 }
 
 /*
@@ -1768,6 +1673,32 @@ static const struct store_sql mssql_sql = {
 	    " 'cancelled') AND completed_at <"
 	    " DATEADD(day, -CAST(@p2 AS INT), " NOW ") THEN 1 ELSE 0 END AS v"
 	    " FROM runs WHERE id = " UUID("@p1"),
+	.pending =
+	    BATCH "SELECT (SELECT COUNT_BIG(*) FROM runs WHERE"
+	    "  (status = 'queued' AND attempt_count < max_attempts)"
+	    "  OR status = 'running') +"
+	    " (SELECT COUNT_BIG(*) FROM environments"
+	    "  WHERE status IN ('queued', 'building')) AS n",
+	/* ages in milliseconds: db-lib reads a BIGINT exactly */
+	.queue_stats = BATCH QUEUE_STATS(
+	    "DATEDIFF_BIG(millisecond, available_at, " NOW ")"),
+	.next_due =
+	    BATCH "SELECT DATEDIFF_BIG(millisecond, " NOW ", MIN(available_at))"
+	    " AS ms FROM runs WHERE status = 'queued'"
+	    " AND attempt_count < max_attempts",
+	.host_beat =
+	    BATCH
+	    "DECLARE @n INT;"
+	    "UPDATE worker_leases SET holder = @p2,"
+	    "  expires_at = " PLUS("@p3")
+	    " WHERE name = @p1;"
+	    "SET @n = @@ROWCOUNT;"
+	    "IF @n = 0 BEGIN"
+	    " INSERT INTO worker_leases (name, holder, expires_at)"
+	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
+	    " SET @n = @@ROWCOUNT;"
+	    "END;"
+	    "SELECT @n AS n;",
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
@@ -1783,7 +1714,12 @@ static json_t *
 mq_rows(struct store *st, const char *what, const char *sql,
     const char *fmt, va_list ap)
 {
-	return tds_rowsv((struct tds *)st, what, sql, fmt, ap);
+	json_t *a;
+
+	tds_interruptible(st->may_stop);
+	a = tds_rowsv((struct tds *)st, what, sql, fmt, ap);
+	tds_interruptible(0);
+	return a;
 }
 
 static int
@@ -1814,11 +1750,7 @@ static const struct store_ops mssql_ops = {
 	.sweep = mq_sweep,
 	.singleton = mq_singleton,
 	.gc_environments = mq_gc_environments,
-	.pending = mq_pending,
-	.queue_stats = mq_queue_stats,
-	.next_due = mq_next_due,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
 	.enqueue = mq_enqueue,
-	.host_beat = mq_host_beat,
 };

@@ -1151,20 +1151,6 @@ pg_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
-static int
-pg_host_beat(struct store *st, const char *name, const char *info,
-    double ttl)
-{
-	static const char sql[] =
-	    "INSERT INTO worker_leases (name, holder, expires_at)"
-	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
-	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-	    "  expires_at = excluded.expires_at";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "ssd", name, info,
-	    ttl));
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1189,58 +1175,6 @@ pg_gc_environments(struct store *st, long ttl_days, int dry_run)
 
 	return rows_json(pg_query((struct pg *)st, dry_run ? list : del, "i",
 	    (long long)ttl_days));
-}
-
-static int
-pg_pending(struct store *st, long *count)
-{
-	static const char sql[] =
-	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
-	    "  AND attempt_count < max_attempts) OR status = 'running') +"
-	    " (SELECT count(*) FROM environments"
-	    "  WHERE status IN ('queued', 'building'))";
-	PGresult *r;
-
-	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
-		return -1;
-	*count = atol(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return 0;
-}
-
-static int
-pg_queue_stats(struct store *st, struct queue_stats *q)
-{
-	static const char sql[] =
-	    QUEUE_STATS("extract(epoch FROM now() - available_at)");
-	PGresult *r;
-	int i;
-
-	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
-		return -1;
-	for (i = 0; i < PQntuples(r); i++)
-		store_queue_stats_add(q, PQgetvalue(r, i, 0),
-		    atol(PQgetvalue(r, i, 1)), atol(PQgetvalue(r, i, 2)),
-		    strtod(PQgetvalue(r, i, 3), NULL));
-	PQclear(r);
-	return 0;
-}
-
-static int
-pg_next_due(struct store *st, double *seconds)
-{
-	static const char sql[] =
-	    "SELECT extract(epoch FROM min(available_at) - now())"
-	    " FROM runs WHERE status = 'queued'"
-	    " AND attempt_count < max_attempts";
-	PGresult *r;
-
-	if ((r = pg_query((struct pg *)st, sql, "")) == NULL)
-		return -1;
-	*seconds = PQgetisnull(r, 0, 0) ? 1e9 : strtod(PQgetvalue(r, 0, 0),
-	    NULL);
-	PQclear(r);
-	return 0;
 }
 
 /* Consumes pending notifications; returns how many there were. */
@@ -1503,6 +1437,22 @@ static const struct store_sql pgsql_sql = {
 	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
 	    " completed_at < now() - make_interval(days => $2::int) AS v"
 	    " FROM runs WHERE id = $1::uuid",
+	.pending =
+	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
+	    "  AND attempt_count < max_attempts) OR status = 'running') +"
+	    " (SELECT count(*) FROM environments"
+	    "  WHERE status IN ('queued', 'building')) AS n",
+	.queue_stats =
+	    QUEUE_STATS("extract(epoch FROM now() - available_at) * 1000"),
+	.next_due =
+	    "SELECT extract(epoch FROM min(available_at) - now()) * 1000"
+	    " AS ms FROM runs WHERE status = 'queued'"
+	    " AND attempt_count < max_attempts",
+	.host_beat =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at",
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1548,11 +1498,7 @@ static const struct store_ops pgsql_ops = {
 	.sweep = pg_sweep,
 	.singleton = pg_singleton,
 	.gc_environments = pg_gc_environments,
-	.pending = pg_pending,
-	.queue_stats = pg_queue_stats,
-	.next_due = pg_next_due,
 	.wait = pg_wait,
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,
-	.host_beat = pg_host_beat,
 };

@@ -1188,22 +1188,6 @@ sq_singleton(struct store *st, const char *name, const char *holder,
 	return n < 0 ? n : n == 1;
 }
 
-static int
-sq_host_beat(struct store *st, const char *name, const char *info,
-    double ttl)
-{
-	static const char sql[] =
-	    "INSERT INTO worker_leases (name, holder, expires_at)"
-	    " VALUES (?1, ?2, " NOW_PLUS("?3") ")"
-	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-	    "  expires_at = excluded.expires_at";
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-
-	seconds_mod(mod, sizeof(mod), ttl);
-	return sq_exec_stmt(s, sq_query(s, sql, "sss", name, info, mod));
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1246,70 +1230,6 @@ sq_gc_environments(struct store *st, long ttl_days, int dry_run)
 		return NULL;
 	}
 	return rows;
-}
-
-/* Work that is not finished yet: runs that may still execute, builds. */
-static int
-sq_pending(struct store *st, long *count)
-{
-	static const char sql[] =
-	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
-	    "  AND attempt_count < max_attempts) OR status = 'running') +"
-	    " (SELECT count(*) FROM environments"
-	    "  WHERE status IN ('queued', 'building'))";
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc;
-
-	if ((q = sq_query(s, sql, "")) == NULL)
-		return -1;
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW)
-		*count = (long)sqlite3_column_int64(q, 0);
-	sq_done(s, q);
-	return rc == SQLITE_ROW ? 0 : sq_fail(s, "pending");
-}
-
-static int
-sq_queue_stats(struct store *st, struct queue_stats *out)
-{
-	static const char sql[] = QUEUE_STATS(
-	    "((julianday('now') - julianday(available_at)) * 86400.0)");
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc;
-
-	if ((q = sq_query(s, sql, "")) == NULL)
-		return -1;
-	while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-		store_queue_stats_add(out,
-		    (const char *)sqlite3_column_text(q, 0),
-		    (long)sqlite3_column_int64(q, 1),
-		    (long)sqlite3_column_int64(q, 2),
-		    sqlite3_column_double(q, 3));
-	sq_done(s, q);
-	return rc == SQLITE_DONE ? 0 : sq_fail(s, "queue stats");
-}
-
-static int
-sq_next_due(struct store *st, double *seconds)
-{
-	static const char sql[] =
-	    "SELECT (julianday(min(available_at)) - julianday('now')) * 86400"
-	    " FROM runs WHERE status = 'queued'"
-	    " AND attempt_count < max_attempts";
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc;
-
-	if ((q = sq_query(s, sql, "")) == NULL)
-		return -1;
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW)
-		*seconds = sqlite3_column_type(q, 0) == SQLITE_NULL ? 1e9 :
-		    sqlite3_column_double(q, 0);
-	sq_done(s, q);
-	return rc == SQLITE_ROW ? 0 : sq_fail(s, "next due");
 }
 
 static int
@@ -1540,6 +1460,22 @@ static const struct store_sql sqlite_sql = {
 	    "SELECT status IN ('succeeded', 'failed', 'cancelled') AND"
 	    " completed_at < strftime(" TS ", 'now', printf('-%d days', ?2))"
 	    " AS v FROM runs WHERE id = ?1",
+	.pending =
+	    "SELECT (SELECT count(*) FROM runs WHERE (status = 'queued'"
+	    "  AND attempt_count < max_attempts) OR status = 'running') +"
+	    " (SELECT count(*) FROM environments"
+	    "  WHERE status IN ('queued', 'building')) AS n",
+	.queue_stats = QUEUE_STATS(
+	    "((julianday('now') - julianday(available_at)) * 86400000.0)"),
+	.next_due =
+	    "SELECT (julianday(min(available_at)) - julianday('now'))"
+	    " * 86400000.0 AS ms FROM runs WHERE status = 'queued'"
+	    " AND attempt_count < max_attempts",
+	.host_beat =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES (?1, ?2, " NOW_PLUS(SECONDS("?3")) ")"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at",
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1589,11 +1525,7 @@ static const struct store_ops sqlite_ops = {
 	.sweep = sq_sweep,
 	.singleton = sq_singleton,
 	.gc_environments = sq_gc_environments,
-	.pending = sq_pending,
-	.queue_stats = sq_queue_stats,
-	.next_due = sq_next_due,
 	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
-	.host_beat = sq_host_beat,
 };
