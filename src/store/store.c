@@ -444,7 +444,7 @@ store_ensure_environments(struct store *st, long *ins, long *req)
 
 /* A claimed row's text value into out ("" for NULL), cut to its size. */
 static void
-claimed_text(json_t *row, const char *col, char *out, size_t len)
+text_copy(json_t *row, const char *col, char *out, size_t len)
 {
 	snprintf(out, len, "%s", json_string_value(json_object_get(row,
 	    col)) != NULL ? json_string_value(json_object_get(row, col)) :
@@ -452,7 +452,7 @@ claimed_text(json_t *row, const char *col, char *out, size_t len)
 }
 
 static char *
-claimed_dup(json_t *row, const char *col)
+text_dup(json_t *row, const char *col)
 {
 	const char *v = json_string_value(json_object_get(row, col));
 
@@ -482,14 +482,14 @@ store_claim_environment(struct store *st, const char *token, double lease,
 	memset(out, 0, sizeof(*out));
 	rc = st->ops->claim_environment(st, token, lease, &row);
 	if (rc == 1) {
-		claimed_text(row, "id", out->id, sizeof(out->id));
-		claimed_text(row, "workspace_id", out->workspace_id,
+		text_copy(row, "id", out->id, sizeof(out->id));
+		text_copy(row, "workspace_id", out->workspace_id,
 		    sizeof(out->workspace_id));
-		claimed_text(row, "configuration_id", out->configuration_id,
+		text_copy(row, "configuration_id", out->configuration_id,
 		    sizeof(out->configuration_id));
-		claimed_text(row, "engine_spec", out->engine_spec,
+		text_copy(row, "engine_spec", out->engine_spec,
 		    sizeof(out->engine_spec));
-		claimed_text(row, "deps_digest", out->deps_digest,
+		text_copy(row, "deps_digest", out->deps_digest,
 		    sizeof(out->deps_digest));
 	}
 	json_decref(row);
@@ -508,8 +508,8 @@ int
 store_environment_ready(struct store *st, const char *id, const char *token,
     const char *python, const char *pyver, const char *engver)
 {
-	return counted(st->ops->environment_ready(st, id, token, python, pyver,
-	    engver));
+	return count(st, "environment ready", st->ops->sql->environment_ready,
+	    "sssss", id, token, python, pyver, engver);
 }
 
 int
@@ -545,34 +545,34 @@ store_claim_run(struct store *st, const char *token, double lease,
 	memset(out, 0, sizeof(*out));
 	rc = st->ops->claim_run(st, token, lease, &row);
 	if (rc == 1) {
-		claimed_text(row, "id", out->id, sizeof(out->id));
-		claimed_text(row, "workspace_id", out->workspace_id,
+		text_copy(row, "id", out->id, sizeof(out->id));
+		text_copy(row, "workspace_id", out->workspace_id,
 		    sizeof(out->workspace_id));
-		claimed_text(row, "configuration_id", out->configuration_id,
+		text_copy(row, "configuration_id", out->configuration_id,
 		    sizeof(out->configuration_id));
-		claimed_text(row, "input_document_id", out->input_document_id,
+		text_copy(row, "input_document_id", out->input_document_id,
 		    sizeof(out->input_document_id));
-		claimed_text(row, "engine_spec", out->engine_spec,
+		text_copy(row, "engine_spec", out->engine_spec,
 		    sizeof(out->engine_spec));
-		claimed_text(row, "deps_digest", out->deps_digest,
+		text_copy(row, "deps_digest", out->deps_digest,
 		    sizeof(out->deps_digest));
-		claimed_text(row, "started_at", out->started_at,
+		text_copy(row, "started_at", out->started_at,
 		    sizeof(out->started_at));
 		out->attempt_count = (long)number_of(row,
 		    "attempt_count");
 		out->max_attempts = (long)number_of(row, "max_attempts");
-		out->run_options = claimed_dup(row, "run_options");
-		out->input_sheet_names = claimed_dup(row, "input_sheet_names");
-		claimed_text(row, "env_id", out->env_id, sizeof(out->env_id));
-		claimed_text(row, "env_python", out->env_python,
+		out->run_options = text_dup(row, "run_options");
+		out->input_sheet_names = text_dup(row, "input_sheet_names");
+		text_copy(row, "env_id", out->env_id, sizeof(out->env_id));
+		text_copy(row, "env_python", out->env_python,
 		    sizeof(out->env_python));
 		out->waited = number_of(row, "waited_ms") / 1000.0;
 		if ((out->doc_read = json_object_get(row, "doc_found") !=
 		    NULL)) {
 			out->doc_found = number_of(row, "doc_found") != 0;
-			out->doc_stored_uri = claimed_dup(row,
+			out->doc_stored_uri = text_dup(row,
 			    "doc_stored_uri");
-			out->doc_original_filename = claimed_dup(row,
+			out->doc_original_filename = text_dup(row,
 			    "doc_original_filename");
 		}
 	}
@@ -602,8 +602,21 @@ store_heartbeat_run(struct store *st, const char *id, const char *token,
 int
 store_get_document(struct store *st, const char *id, struct document *d)
 {
+	json_t *a, *row;
+	char u[37];
+
 	memset(d, 0, sizeof(*d));
-	return counted(st->ops->get_document(st, id, d));
+	/* An id that is no UUID names no document. */
+	if (util_uuid_canon(id, u) == -1)
+		return 0;
+	if ((a = rows(st, "document", st->ops->sql->document, "s", u)) ==
+	    NULL)
+		return st->dead ? STORE_DEAD : -1;
+	row = json_array_get(a, 0);
+	d->stored_uri = text_dup(row, "stored_uri");
+	d->original_filename = text_dup(row, "original_filename");
+	json_decref(a);
+	return d->stored_uri != NULL;
 }
 
 void
@@ -758,8 +771,20 @@ int
 store_run_finish(struct store *st, const char *id, const char *token,
     enum run_finish how, int exit_code, const char *error, double delay)
 {
-	return counted(st->ops->run_finish(st, id, token, how, exit_code, error,
-	    delay));
+	const struct store_sql *sql = st->ops->sql;
+
+	switch (how) {
+	case FINISH_RETRY:
+		return count(st, "retry run", sql->run_retry, "ssds", id, token,
+		    delay, error);
+	case FINISH_RELEASE:
+		return count(st, "release run", sql->run_release, "ssds", id,
+		    token, delay, error);
+	case FINISH_FAILED:
+		break;
+	}
+	return count(st, "fail run", sql->run_fail, "sssi", id, token, error,
+	    (long long)exit_code);
 }
 
 int
@@ -830,8 +855,7 @@ store_release_claim(struct store *st, int env, const char *token,
 		return rc;
 	if (env)
 		return store_environment_abandon(st, id, token, error);
-	return counted(st->ops->run_finish(st, id, token, FINISH_RELEASE,
-	    0, error, 0));
+	return store_run_finish(st, id, token, FINISH_RELEASE, 0, error, 0);
 }
 
 /*
@@ -874,7 +898,37 @@ store_list_hosts(struct store *st)
 json_t *
 store_gc_environments(struct store *st, long ttl_days, int dry_run)
 {
-	return st->ops->gc_environments(st, ttl_days, dry_run);
+	json_t *found, *gone, *row;
+	size_t i;
+	int n;
+
+	if (ttl_days > 365000L)
+		ttl_days = 365000L;
+	st->may_stop = 1;
+	found = rows(st, "gc environments", st->ops->sql->gc_candidates, "i",
+	    (long long)ttl_days);
+	if (found == NULL || dry_run) {
+		st->may_stop = 0;
+		return found;
+	}
+	/* Each goes by a statement that decides again: a run queued
+	 * meanwhile keeps its environment. */
+	gone = json_array();
+	json_array_foreach(found, i, row) {
+		n = count(st, "gc environments", st->ops->sql->gc_delete, "is",
+		    (long long)ttl_days, json_string_value(json_object_get(row,
+		    "id")));
+		if (n < 0) {
+			json_decref(gone);
+			gone = NULL;
+			break;
+		}
+		if (n > 0)
+			json_array_append(gone, row);
+	}
+	st->may_stop = 0;
+	json_decref(found);
+	return gone;
 }
 
 /*

@@ -57,6 +57,23 @@ struct store_sql {
 	const char	*next_due;
 	/* (name, info, ttl seconds): a host's row, whatever it held */
 	const char	*host_beat;
+	/* (id, token, python, python version, engine version) */
+	const char	*environment_ready;
+	/* (id): stored_uri and original_filename of a document */
+	const char	*document;
+	/* (id, token, delay seconds, error): a run back to the queue */
+	const char	*run_retry;
+	/* the same, without using up the attempt */
+	const char	*run_release;
+	/* (id, token, error, exit code) */
+	const char	*run_fail;
+	/*
+	 * (days): id, workspace_id, configuration_id, deps_digest of the
+	 * environments no run needs that were last used days ago or more;
+	 * (days, id): deletes one of them if it still is one.
+	 */
+	const char	*gc_candidates;
+	const char	*gc_delete;
 	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
@@ -121,19 +138,12 @@ struct store_ops {
 	 */
 	int	(*claim_environment)(struct store *, const char *, double,
 		    json_t **);
-	int	(*environment_ready)(struct store *, const char *, const char *,
-		    const char *, const char *, const char *);
 	int	(*environment_failed)(struct store *, const char *,
 		    const char *, const char *, double, double, long *);
 	int	(*claim_run)(struct store *, const char *, double, json_t **);
-	int	(*get_document)(struct store *, const char *,
-		    struct document *);
-	int	(*run_finish)(struct store *, const char *, const char *,
-		    enum run_finish, int, const char *, double);
 	int	(*sweep)(struct store *, double, double,
 		    struct sweep_counts *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
-	json_t	*(*gc_environments)(struct store *, long, int);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);

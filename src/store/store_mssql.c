@@ -938,24 +938,6 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 	    token, lease, row);
 }
 
-static int
-mq_environment_ready(struct store *st, const char *id, const char *token,
-    const char *python, const char *pyver, const char *engver)
-{
-	static const char sql[] =
-	    BATCH
-	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = NULL,"
-	    "  updated_at = " NOW ", python_interpreter = @p3,"
-	    "  python_version = @p4, engine_version = @p5"
-	    " WHERE id = " UUID("@p1") " AND status = 'building'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-
-	return tds_count((struct tds *)st, "environment ready", sql, "sssss",
-	    id, token, python, pyver, engver);
-}
-
 /*
  * Marks a build failed and, in the same transaction, charges one attempt
  * to every run that was waiting for it: those with attempts left go back
@@ -1084,29 +1066,6 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    ROWCOUNT;
 	return mq_claim((struct tds *)st, "claim run", sql, undo, token,
 	    lease, row);
-}
-
-static int
-mq_get_document(struct store *st, const char *id, struct document *d)
-{
-	static const char sql[] =
-	    BATCH "SELECT stored_uri, original_filename FROM documents"
-	    " WHERE id = " UUID("@p1");
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	if (!mssql_is_guid(id))
-		return 0;
-	memset(&r, 0, sizeof(r));
-	if ((rc = tds_call(m, "document", &r, sql, "s", id)) != 0)
-		return rc;
-	if (r.nrows > 0) {
-		d->stored_uri = tds_dup(&r, 0, 0);
-		d->original_filename = tds_dup(&r, 0, 1);
-	}
-	tds_res_clear(&r);
-	return d->stored_uri != NULL;
 }
 
 /*
@@ -1253,56 +1212,6 @@ mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	}
 }
 
-static int
-mq_run_finish(struct store *st, const char *id, const char *token,
-    enum run_finish how, int exit_code, const char *error, double delay)
-{
-	static const char retry[] =
-	    BATCH
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = " PLUS("@p3") ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = @p4, completed_at = NULL, exit_code = NULL,"
-	    "  output_path = NULL"
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-	static const char release[] =
-	    BATCH
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = " PLUS("@p3") ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = @p4, completed_at = NULL, exit_code = NULL,"
-	    "  output_path = NULL,"
-	    "  attempt_count = CASE WHEN attempt_count > 0"
-	    "    THEN attempt_count - 1 ELSE 0 END"
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-	static const char failed[] =
-	    BATCH
-	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = @p3, exit_code = @p4, output_path = NULL"
-	    " WHERE id = " UUID("@p1") " AND status = 'running'"
-	    " AND claimed_by = @p2;"
-	    ROWCOUNT;
-	struct tds *m = (struct tds *)st;
-
-	switch (how) {
-	case FINISH_RETRY:
-		return tds_count(m, "retry run", retry, "ssds", id, token,
-		    delay, error);
-	case FINISH_RELEASE:
-		return tds_count(m, "release run", release, "ssds", id, token,
-		    delay, error);
-	case FINISH_FAILED:
-		break;
-	}
-	return tds_count(m, "fail run", failed, "sssi", id, token, error,
-	    (long long)exit_code);
-}
-
 /*
  * Recovers the work of workers that died: each statement decides and
  * changes in one step, so a heartbeat that lands first always wins.
@@ -1397,55 +1306,6 @@ mq_singleton(struct store *st, const char *name, const char *holder,
 	"  WHERE c.id = e.configuration_id AND c.status = 'active')"	\
 	" AND NOT EXISTS (SELECT 1 FROM runs r WHERE " ENV_KEY("e", "r") \
 	"  AND r.status IN ('queued', 'running'))"
-
-static json_t *
-mq_gc_environments(struct store *st, long ttl_days, int dry_run)
-{
-	static const char list[] =
-	    BATCH "SELECT " GUID("e.id") " AS id,"
-	    " " GUID("e.workspace_id") " AS workspace_id,"
-	    " " GUID("e.configuration_id") " AS configuration_id,"
-	    " e.deps_digest FROM environments e WHERE" GC_ENV_COND;
-	/*
-	 * Each candidate is deleted by a statement that decides again, so
-	 * a run queued meanwhile keeps its environment.
-	 */
-	static const char del[] =
-	    BATCH
-	    "DELETE FROM environments WHERE environments.id = " UUID("@p2")
-	    " AND environments.id IN (SELECT e.id FROM environments e"
-	    "  WHERE e.id = " UUID("@p2") " AND" GC_ENV_COND ");"
-	    ROWCOUNT;
-	struct tds *m = (struct tds *)st;
-	json_t *rows, *gone, *row;
-	size_t i;
-	int n;
-
-	if (ttl_days > MAX_TTL_DAYS)
-		ttl_days = MAX_TTL_DAYS;
-	tds_interruptible(1);
-	rows = tds_rows(m, "gc environments", list, "i", (long long)ttl_days);
-	if (rows == NULL || dry_run) {
-		tds_interruptible(0);
-		return rows;
-	}
-	gone = json_array();
-	json_array_foreach(rows, i, row) {
-		n = tds_count(m, "gc environments", del, "is",
-		    (long long)ttl_days,
-		    json_string_value(json_object_get(row, "id")));
-		if (n < 0) {
-			json_decref(gone);
-			gone = NULL;
-			break;
-		}
-		if (n > 0)
-			json_array_append(gone, row);
-	}
-	tds_interruptible(0);
-	json_decref(rows);
-	return gone;
-}
 
 /*
  * Finds or creates the workspace (by slug, or by id when the name is a
@@ -1699,6 +1559,59 @@ static const struct store_sql mssql_sql = {
 	    " SET @n = @@ROWCOUNT;"
 	    "END;"
 	    "SELECT @n AS n;",
+	.environment_ready =
+	    BATCH
+	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = NULL,"
+	    "  updated_at = " NOW ", python_interpreter = @p3,"
+	    "  python_version = @p4, engine_version = @p5"
+	    " WHERE id = " UUID("@p1") " AND status = 'building'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.document =
+	    BATCH "SELECT stored_uri, original_filename FROM documents"
+	    " WHERE id = " UUID("@p1"),
+	.run_retry =
+	    BATCH
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " PLUS("@p3") ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = @p4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL"
+	    " WHERE id = " UUID("@p1") " AND status = 'running'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.run_release =
+	    BATCH
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " PLUS("@p3") ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = @p4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL,"
+	    "  attempt_count = CASE WHEN attempt_count > 0"
+	    "    THEN attempt_count - 1 ELSE 0 END"
+	    " WHERE id = " UUID("@p1") " AND status = 'running'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.run_fail =
+	    BATCH
+	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = @p3, exit_code = @p4, output_path = NULL"
+	    " WHERE id = " UUID("@p1") " AND status = 'running'"
+	    " AND claimed_by = @p2;"
+	    ROWCOUNT,
+	.gc_candidates =
+	    BATCH "SELECT " GUID("e.id") " AS id,"
+	    " " GUID("e.workspace_id") " AS workspace_id,"
+	    " " GUID("e.configuration_id") " AS configuration_id,"
+	    " e.deps_digest FROM environments e WHERE" GC_ENV_COND,
+	.gc_delete =
+	    BATCH
+	    "DELETE FROM environments WHERE environments.id = " UUID("@p2")
+	    " AND environments.id IN (SELECT e.id FROM environments e"
+	    "  WHERE e.id = " UUID("@p2") " AND" GC_ENV_COND ");"
+	    ROWCOUNT,
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
@@ -1726,7 +1639,12 @@ static int
 mq_count(struct store *st, const char *what, const char *sql,
     const char *fmt, va_list ap)
 {
-	return tds_countv((struct tds *)st, what, sql, fmt, ap);
+	int n;
+
+	tds_interruptible(st->may_stop);
+	n = tds_countv((struct tds *)st, what, sql, fmt, ap);
+	tds_interruptible(0);
+	return n;
 }
 
 static const struct store_ops mssql_ops = {
@@ -1742,14 +1660,10 @@ static const struct store_ops mssql_ops = {
 	.table_columns = mq_table_columns,
 	.ensure_environments = mq_ensure_environments,
 	.claim_environment = mq_claim_environment,
-	.environment_ready = mq_environment_ready,
 	.environment_failed = mq_environment_failed,
 	.claim_run = mq_claim_run,
-	.get_document = mq_get_document,
-	.run_finish = mq_run_finish,
 	.sweep = mq_sweep,
 	.singleton = mq_singleton,
-	.gc_environments = mq_gc_environments,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
 	.enqueue = mq_enqueue,

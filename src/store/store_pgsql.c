@@ -579,13 +579,6 @@ val_copy(PGresult *r, int row, int col, char *out, size_t len)
 	    PQgetvalue(r, row, col));
 }
 
-static char *
-val_dup(PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? NULL :
-	    xstrdup(PQgetvalue(r, row, col));
-}
-
 static json_t *
 rows_json(PGresult *r)
 {
@@ -845,21 +838,6 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 }
 
 static int
-pg_environment_ready(struct store *st, const char *id, const char *token,
-    const char *python, const char *pyver, const char *engver)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = NULL,"
-	    "  updated_at = now(), python_interpreter = $3,"
-	    "  python_version = $4, engine_version = $5"
-	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
-
-	return pg_exec(pg_query((struct pg *)st, sql, "sssss", id, token,
-	    python, pyver, engver));
-}
-
-static int
 pg_environment_failed(struct store *st, const char *id, const char *token,
     const char *error, double base, double max, long *charged)
 {
@@ -940,25 +918,6 @@ pg_claim_run(struct store *st, const char *token, double lease,
 
 	return first_row(pg_query((struct pg *)st, sql, "sd", token, lease),
 	    row);
-}
-
-static int
-pg_get_document(struct store *st, const char *id, struct document *d)
-{
-	static const char sql[] =
-	    "SELECT stored_uri, original_filename FROM documents"
-	    " WHERE id = $1";
-	PGresult *r;
-	int got;
-
-	if ((r = pg_query((struct pg *)st, sql, "s", id)) == NULL)
-		return -1;
-	if ((got = PQntuples(r) > 0)) {
-		d->stored_uri = val_dup(r, 0, 0);
-		d->original_filename = val_dup(r, 0, 1);
-	}
-	PQclear(r);
-	return got && d->stored_uri != NULL;
 }
 
 /* Rows per INSERT of result rows; each row takes one parameter a column. */
@@ -1061,46 +1020,6 @@ pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
 }
 
 static int
-pg_run_finish(struct store *st, const char *id, const char *token,
-    enum run_finish how, int exit_code, const char *error, double delay)
-{
-	static const char retry[] =
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = now() + make_interval(secs => $3),"
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
-	    "  output_path = NULL"
-	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
-	static const char release[] =
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = now() + make_interval(secs => $3),"
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
-	    "  output_path = NULL,"
-	    "  attempt_count = GREATEST(attempt_count - 1, 0)"
-	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
-	static const char failed[] =
-	    "UPDATE runs SET status = 'failed', completed_at = now(),"
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = $3, exit_code = $4, output_path = NULL"
-	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2";
-	struct pg *p = (struct pg *)st;
-
-	switch (how) {
-	case FINISH_RETRY:
-		return pg_exec(pg_query(p, retry, "ssds", id, token, delay,
-		    error));
-	case FINISH_RELEASE:
-		return pg_exec(pg_query(p, release, "ssds", id, token, delay,
-		    error));
-	case FINISH_FAILED:
-		break;
-	}
-	return pg_exec(pg_query(p, failed, "sssi", id, token, error,
-	    (long long)exit_code));
-}
-
-static int
 pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
 {
 	static const char runs[] =
@@ -1160,22 +1079,6 @@ pg_singleton(struct store *st, const char *name, const char *holder,
 	"  WHERE c.id = e.configuration_id AND c.status = 'active')"	\
 	" AND NOT EXISTS (SELECT 1 FROM runs r WHERE " ENV_KEY("e", "r") \
 	"  AND r.status IN ('queued', 'running'))"
-
-static json_t *
-pg_gc_environments(struct store *st, long ttl_days, int dry_run)
-{
-	static const char list[] =
-	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
-	    " configuration_id::text AS configuration_id, deps_digest"
-	    " FROM environments e WHERE" GC_ENV_COND;
-	static const char del[] =
-	    "DELETE FROM environments e WHERE" GC_ENV_COND
-	    " RETURNING id::text AS id, workspace_id::text AS workspace_id,"
-	    " configuration_id::text AS configuration_id, deps_digest";
-
-	return rows_json(pg_query((struct pg *)st, dry_run ? list : del, "i",
-	    (long long)ttl_days));
-}
 
 /* Consumes pending notifications; returns how many there were. */
 static int
@@ -1453,6 +1356,42 @@ static const struct store_sql pgsql_sql = {
 	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
 	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
 	    "  expires_at = excluded.expires_at",
+	.environment_ready =
+	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = NULL,"
+	    "  updated_at = now(), python_interpreter = $3,"
+	    "  python_version = $4, engine_version = $5"
+	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2",
+	.document =
+	    "SELECT stored_uri, original_filename FROM documents"
+	    " WHERE id = $1",
+	.run_retry =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = now() + make_interval(secs => $3),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2",
+	.run_release =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = now() + make_interval(secs => $3),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $4, completed_at = NULL, exit_code = NULL,"
+	    "  output_path = NULL,"
+	    "  attempt_count = GREATEST(attempt_count - 1, 0)"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2",
+	.run_fail =
+	    "UPDATE runs SET status = 'failed', completed_at = now(),"
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = $3, exit_code = $4, output_path = NULL"
+	    " WHERE id = $1 AND status = 'running' AND claimed_by = $2",
+	.gc_candidates =
+	    "SELECT id::text AS id, workspace_id::text AS workspace_id,"
+	    " configuration_id::text AS configuration_id, deps_digest"
+	    " FROM environments e WHERE" GC_ENV_COND,
+	.gc_delete =
+	    "DELETE FROM environments e WHERE e.id = $2::uuid AND"
+	    GC_ENV_COND,
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1490,14 +1429,10 @@ static const struct store_ops pgsql_ops = {
 	.table_columns = pg_table_columns,
 	.ensure_environments = pg_ensure_environments,
 	.claim_environment = pg_claim_environment,
-	.environment_ready = pg_environment_ready,
 	.environment_failed = pg_environment_failed,
 	.claim_run = pg_claim_run,
-	.get_document = pg_get_document,
-	.run_finish = pg_run_finish,
 	.sweep = pg_sweep,
 	.singleton = pg_singleton,
-	.gc_environments = pg_gc_environments,
 	.wait = pg_wait,
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,

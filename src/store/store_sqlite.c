@@ -459,14 +459,6 @@ col_copy(sqlite3_stmt *st, int i, char *out, size_t len)
 	snprintf(out, len, "%s", t != NULL ? (const char *)t : "");
 }
 
-static char *
-col_dup(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return t != NULL ? xstrdup((const char *)t) : NULL;
-}
-
 /* A lease or delay as an SQLite time modifier: "+900.000 seconds". */
 static void
 seconds_mod(char *out, size_t len, double secs)
@@ -882,22 +874,6 @@ claim_environment(struct store *st, const char *token, double lease,
 	return sq_commit(s) == -1 ? -1 : got;
 }
 
-static int
-sq_environment_ready(struct store *st, const char *id, const char *token,
-    const char *python, const char *pyver, const char *engver)
-{
-	static const char sql[] =
-	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = NULL,"
-	    "  updated_at = " NOW ", python_interpreter = ?3,"
-	    "  python_version = ?4, engine_version = ?5"
-	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
-	struct sq *s = (struct sq *)st;
-
-	return sq_exec_stmt(s, sq_query(s, sql, "sssss", id, token, python,
-	    pyver, engver));
-}
-
 /*
  * Marks a build failed and, in the same transaction, charges one attempt
  * to every run that was waiting for it: those with attempts left go back
@@ -1009,29 +985,6 @@ claim_run(struct store *st, const char *token, double lease,
 	return got;
 }
 
-static int
-sq_get_document(struct store *st, const char *id, struct document *d)
-{
-	static const char sql[] =
-	    "SELECT stored_uri, original_filename FROM documents"
-	    " WHERE id = lower(?1)";
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc;
-
-	if ((q = sq_query(s, sql, "s", id)) == NULL)
-		return -1;
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_ROW) {
-		d->stored_uri = col_dup(q, 0);
-		d->original_filename = col_dup(q, 1);
-	}
-	sq_done(s, q);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return sq_fail(s, "document");
-	return rc == SQLITE_ROW && d->stored_uri != NULL;
-}
-
 /*
  * Runs one statement of a transaction with its values (store_impl.h);
  * a statement put together for this one call is not kept prepared.
@@ -1082,46 +1035,6 @@ sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 			return sq_rollback(s, rc);
 	}
 	return sq_commit(s) == -1 ? -1 : 1;
-}
-
-static int
-sq_run_finish(struct store *st, const char *id, const char *token,
-    enum run_finish how, int exit_code, const char *error, double delay)
-{
-	static const char retry[] =
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = " NOW_PLUS("?3") ", claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = ?4,"
-	    "  completed_at = NULL, exit_code = NULL, output_path = NULL"
-	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
-	static const char release[] =
-	    "UPDATE runs SET status = 'queued',"
-	    "  available_at = " NOW_PLUS("?3") ", claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = ?4,"
-	    "  completed_at = NULL, exit_code = NULL, output_path = NULL,"
-	    "  attempt_count = MAX(attempt_count - 1, 0)"
-	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
-	static const char failed[] =
-	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = ?3, exit_code = ?4, output_path = NULL"
-	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2";
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-
-	seconds_mod(mod, sizeof(mod), delay);
-	switch (how) {
-	case FINISH_RETRY:
-		return sq_exec_stmt(s, sq_query(s, retry, "ssss", id, token,
-		    mod, error));
-	case FINISH_RELEASE:
-		return sq_exec_stmt(s, sq_query(s, release, "ssss", id, token,
-		    mod, error));
-	case FINISH_FAILED:
-		break;
-	}
-	return sq_exec_stmt(s, sq_query(s, failed, "sssi", id, token, error,
-	    (long long)exit_code));
 }
 
 /*
@@ -1191,46 +1104,12 @@ sq_singleton(struct store *st, const char *name, const char *holder,
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
-	"  strftime(" TS ", 'now', ?1)"					\
+	"  strftime(" TS ", 'now', printf('-%d days', ?1))"		\
 	" AND (e.claim_expires_at IS NULL OR e.claim_expires_at <= " NOW ")" \
 	" AND NOT EXISTS (SELECT 1 FROM configurations c"		\
 	"  WHERE c.id = e.configuration_id AND c.status = 'active')"	\
 	" AND NOT EXISTS (SELECT 1 FROM runs r WHERE " ENV_KEY("e", "r") \
 	"  AND r.status IN ('queued', 'running'))"
-
-static json_t *
-sq_gc_environments(struct store *st, long ttl_days, int dry_run)
-{
-	static const char list[] =
-	    "SELECT id, workspace_id, configuration_id, deps_digest"
-	    " FROM environments e WHERE" GC_ENV_COND;
-	/*
-	 * One statement decides and deletes, so a run queued meanwhile
-	 * keeps its environment.
-	 */
-	static const char del[] =
-	    "DELETE FROM environments WHERE id IN (SELECT e.id"
-	    " FROM environments e WHERE" GC_ENV_COND ")"
-	    " RETURNING id, workspace_id, configuration_id, deps_digest";
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-	json_t *rows;
-
-	snprintf(mod, sizeof(mod), "-%ld days", ttl_days);
-	if (dry_run)
-		return rows_json(s, sq_query(s, list, "s", mod));
-	if (sq_begin(s) == -1)
-		return NULL;
-	if ((rows = rows_json(s, sq_query(s, del, "s", mod))) == NULL) {
-		sq_rollback(s, -1);
-		return NULL;
-	}
-	if (sq_commit(s) == -1) {
-		json_decref(rows);
-		return NULL;
-	}
-	return rows;
-}
 
 static int
 lookup_one(struct sq *s, sqlite3_stmt *q, char *out)
@@ -1476,6 +1355,39 @@ static const struct store_sql sqlite_sql = {
 	    " VALUES (?1, ?2, " NOW_PLUS(SECONDS("?3")) ")"
 	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
 	    "  expires_at = excluded.expires_at",
+	.environment_ready =
+	    "UPDATE environments SET status = 'ready', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = NULL,"
+	    "  updated_at = " NOW ", python_interpreter = ?3,"
+	    "  python_version = ?4, engine_version = ?5"
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2",
+	.document =
+	    "SELECT stored_uri, original_filename FROM documents"
+	    " WHERE id = ?1",
+	.run_retry =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " NOW_PLUS(SECONDS("?3")) ", claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?4,"
+	    "  completed_at = NULL, exit_code = NULL, output_path = NULL"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2",
+	.run_release =
+	    "UPDATE runs SET status = 'queued',"
+	    "  available_at = " NOW_PLUS(SECONDS("?3")) ", claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?4,"
+	    "  completed_at = NULL, exit_code = NULL, output_path = NULL,"
+	    "  attempt_count = MAX(attempt_count - 1, 0)"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2",
+	.run_fail =
+	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = ?3, exit_code = ?4, output_path = NULL"
+	    " WHERE id = ?1 AND status = 'running' AND claimed_by = ?2",
+	.gc_candidates =
+	    "SELECT id, workspace_id, configuration_id, deps_digest"
+	    " FROM environments e WHERE" GC_ENV_COND,
+	.gc_delete =
+	    "DELETE FROM environments WHERE id = ?2 AND id IN (SELECT e.id"
+	    " FROM environments e WHERE e.id = ?2 AND" GC_ENV_COND ")",
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1517,14 +1429,10 @@ static const struct store_ops sqlite_ops = {
 	.table_columns = sq_table_columns,
 	.ensure_environments = sq_ensure_environments,
 	.claim_environment = sq_claim_environment,
-	.environment_ready = sq_environment_ready,
 	.environment_failed = sq_environment_failed,
 	.claim_run = sq_claim_run,
-	.get_document = sq_get_document,
-	.run_finish = sq_run_finish,
 	.sweep = sq_sweep,
 	.singleton = sq_singleton,
-	.gc_environments = sq_gc_environments,
 	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,
