@@ -451,6 +451,14 @@ text_copy(json_t *row, const char *col, char *out, size_t len)
 	    "");
 }
 
+static const char *
+text_of(json_t *row, const char *col)
+{
+	const char *v = json_string_value(json_object_get(row, col));
+
+	return v != NULL ? v : "";
+}
+
 static char *
 text_dup(json_t *row, const char *col)
 {
@@ -791,8 +799,33 @@ int
 store_sweep(struct store *st, double base, double max,
     struct sweep_counts *out)
 {
+	const struct store_sql *sql = st->ops->sql;
+	json_t *a, *row;
+	size_t i;
+	long n;
+	int rc = 0;
+
 	memset(out, 0, sizeof(*out));
-	return counted(st->ops->sweep(st, base, max, out));
+	st->may_stop = 1;
+	if ((a = rows(st, "sweep", sql->sweep_runs, "dd", base, max)) ==
+	    NULL)
+		rc = st->dead ? STORE_DEAD : -1;
+	json_array_foreach(a, i, row) {
+		n = json_object_get(row, "n") != NULL ? (long)number_of(row,
+		    "n") : 1;
+		if (strcmp(text_of(row, "status"), "failed") == 0)
+			out->runs_failed += n;
+		else
+			out->runs_requeued += n;
+	}
+	json_decref(a);
+	if (rc == 0 && (rc = count(st, "sweep", sql->sweep_environments,
+	    "")) >= 0) {
+		out->envs_requeued = rc;
+		rc = 0;
+	}
+	st->may_stop = 0;
+	return rc;
 }
 
 /*

@@ -75,6 +75,14 @@ struct store_sql {
 	const char	*gc_candidates;
 	const char	*gc_delete;
 	/*
+	 * (backoff base, max): runs whose lease expired back to the queue,
+	 * or failed when their attempts are used up; rows of the status
+	 * each got, with how many in "n" when a row stands for several.
+	 * Then (): environments whose build's lease expired.
+	 */
+	const char	*sweep_runs;
+	const char	*sweep_environments;
+	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
 	 * success: in the same statement, or with clear_results (id) run
@@ -141,8 +149,6 @@ struct store_ops {
 	int	(*environment_failed)(struct store *, const char *,
 		    const char *, const char *, double, double, long *);
 	int	(*claim_run)(struct store *, const char *, double, json_t **);
-	int	(*sweep)(struct store *, double, double,
-		    struct sweep_counts *);
 	int	(*singleton)(struct store *, const char *, const char *, double);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,

@@ -1213,56 +1213,6 @@ mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 }
 
 /*
- * Recovers the work of workers that died: each statement decides and
- * changes in one step, so a heartbeat that lands first always wins.
- */
-static int
-mq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
-{
-	static const char sql[] =
-	    BATCH
-	    "DECLARE @f INT, @q INT, @e INT;"
-	    "BEGIN TRANSACTION;"
-	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'lease expired'"
-	    " WHERE status = 'running' AND claim_expires_at < " NOW
-	    " AND attempt_count >= max_attempts;"
-	    "SET @f = @@ROWCOUNT;"
-	    "UPDATE runs SET status = 'queued', completed_at = NULL,"
-	    "  available_at = " PLUS(BACKOFF("attempt_count - 1")) ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'lease expired'"
-	    " WHERE status = 'running' AND claim_expires_at < " NOW
-	    " AND attempt_count < max_attempts;"
-	    "SET @q = @@ROWCOUNT;"
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = 'lease expired',"
-	    "  updated_at = " NOW
-	    " WHERE status = 'building' AND claim_expires_at < " NOW ";"
-	    "SET @e = @@ROWCOUNT;"
-	    "COMMIT TRANSACTION;"
-	    "SELECT @f AS failed, @q AS requeued, @e AS envs;";
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	tds_interruptible(1);
-	rc = tds_call(m, "sweep", &r, sql, "dd", base, max);
-	tds_interruptible(0);
-	if (rc != 0)
-		return rc;
-	if (r.nrows > 0) {
-		out->runs_failed = (long)tds_int(&r, 0, 0);
-		out->runs_requeued = (long)tds_int(&r, 0, 1);
-		out->envs_requeued = (long)tds_int(&r, 0, 2);
-	}
-	tds_res_clear(&r);
-	return 0;
-}
-
-/*
  * Takes or renews a named lease.  There is no MERGE on Babelfish: the
  * UPDATE renews our own or an expired lease, and only when no row exists
  * the INSERT creates it; the primary key is the real guard, so losing
@@ -1612,6 +1562,34 @@ static const struct store_sql mssql_sql = {
 	    " AND environments.id IN (SELECT e.id FROM environments e"
 	    "  WHERE e.id = " UUID("@p2") " AND" GC_ENV_COND ");"
 	    ROWCOUNT,
+	/* an UPDATE of runs cannot OUTPUT without INTO: it has triggers */
+	.sweep_runs =
+	    BATCH
+	    "DECLARE @f INT, @q INT;"
+	    "BEGIN TRANSACTION;"
+	    "UPDATE runs SET status = 'failed', completed_at = " NOW ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " AND attempt_count >= max_attempts;"
+	    "SET @f = @@ROWCOUNT;"
+	    "UPDATE runs SET status = 'queued', completed_at = NULL,"
+	    "  available_at = " PLUS(BACKOFF("attempt_count - 1")) ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " AND attempt_count < max_attempts;"
+	    "SET @q = @@ROWCOUNT;"
+	    "COMMIT TRANSACTION;"
+	    "SELECT 'failed' AS status, @f AS n"
+	    " UNION ALL SELECT 'queued', @q;",
+	.sweep_environments =
+	    BATCH
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = 'lease expired',"
+	    "  updated_at = " NOW
+	    " WHERE status = 'building' AND claim_expires_at < " NOW ";"
+	    ROWCOUNT,
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
@@ -1662,7 +1640,6 @@ static const struct store_ops mssql_ops = {
 	.claim_environment = mq_claim_environment,
 	.environment_failed = mq_environment_failed,
 	.claim_run = mq_claim_run,
-	.sweep = mq_sweep,
 	.singleton = mq_singleton,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,

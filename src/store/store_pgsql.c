@@ -1020,39 +1020,6 @@ pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
 }
 
 static int
-pg_sweep(struct store *st, double base, double max, struct sweep_counts *out)
-{
-	static const char runs[] =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'lease expired'"
-	    " WHERE status = 'running' AND claim_expires_at < now()"
-	    " RETURNING status";
-	static const char envs[] =
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = 'lease expired',"
-	    "  updated_at = now()"
-	    " WHERE status = 'building' AND claim_expires_at < now()";
-	struct pg *p = (struct pg *)st;
-	PGresult *r;
-	int i, n;
-
-	if ((r = pg_query(p, runs, "dd", base, max)) == NULL)
-		return -1;
-	for (i = 0; i < PQntuples(r); i++) {
-		if (strcmp(PQgetvalue(r, i, 0), "failed") == 0)
-			out->runs_failed++;
-		else
-			out->runs_requeued++;
-	}
-	PQclear(r);
-	if ((n = pg_exec(pg_query(p, envs, ""))) < 0)
-		return -1;
-	out->envs_requeued = n;
-	return 0;
-}
-
-static int
 pg_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
@@ -1392,6 +1359,17 @@ static const struct store_sql pgsql_sql = {
 	.gc_delete =
 	    "DELETE FROM environments e WHERE e.id = $2::uuid AND"
 	    GC_ENV_COND,
+	.sweep_runs =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < now()"
+	    " RETURNING status",
+	.sweep_environments =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = 'lease expired',"
+	    "  updated_at = now()"
+	    " WHERE status = 'building' AND claim_expires_at < now()",
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1431,7 +1409,6 @@ static const struct store_ops pgsql_ops = {
 	.claim_environment = pg_claim_environment,
 	.environment_failed = pg_environment_failed,
 	.claim_run = pg_claim_run,
-	.sweep = pg_sweep,
 	.singleton = pg_singleton,
 	.wait = pg_wait,
 	.register_names = pg_register,

@@ -1037,50 +1037,6 @@ sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	return sq_commit(s) == -1 ? -1 : 1;
 }
 
-/*
- * Recovers the work of workers that died: each statement decides and
- * changes in one step, so a heartbeat that lands first always wins.
- */
-static int
-sq_sweep(struct store *st, double base, double max, struct sweep_counts *out)
-{
-	static const char runs[] =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
-	    "  claimed_by = NULL, claim_expires_at = NULL,"
-	    "  error_message = 'lease expired'"
-	    " WHERE status = 'running' AND claim_expires_at < " NOW
-	    " RETURNING status";
-	static const char envs[] =
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = 'lease expired',"
-	    "  updated_at = " NOW
-	    " WHERE status = 'building' AND claim_expires_at < " NOW;
-	struct sq *s = (struct sq *)st;
-	sqlite3_stmt *q;
-	int rc, n;
-
-	if (sq_begin(s) == -1)
-		return -1;
-	if ((q = sq_query(s, runs, "dd", base, max)) == NULL)
-		return sq_rollback(s, -1);
-	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-		if (strcmp((const char *)sqlite3_column_text(q, 0),
-		    "failed") == 0)
-			out->runs_failed++;
-		else
-			out->runs_requeued++;
-	}
-	sq_done(s, q);
-	if (rc != SQLITE_DONE) {
-		sq_fail(s, "sweep");
-		return sq_rollback(s, -1);
-	}
-	if ((n = sq_exec_stmt(s, sq_query(s, envs, ""))) == -1)
-		return sq_rollback(s, -1);
-	out->envs_requeued = n;
-	return sq_commit(s);
-}
-
 static int
 sq_singleton(struct store *st, const char *name, const char *holder,
     double lease)
@@ -1388,6 +1344,17 @@ static const struct store_sql sqlite_sql = {
 	.gc_delete =
 	    "DELETE FROM environments WHERE id = ?2 AND id IN (SELECT e.id"
 	    " FROM environments e WHERE e.id = ?2 AND" GC_ENV_COND ")",
+	.sweep_runs =
+	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "  claimed_by = NULL, claim_expires_at = NULL,"
+	    "  error_message = 'lease expired'"
+	    " WHERE status = 'running' AND claim_expires_at < " NOW
+	    " RETURNING status",
+	.sweep_environments =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = 'lease expired',"
+	    "  updated_at = " NOW
+	    " WHERE status = 'building' AND claim_expires_at < " NOW,
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1431,7 +1398,6 @@ static const struct store_ops sqlite_ops = {
 	.claim_environment = sq_claim_environment,
 	.environment_failed = sq_environment_failed,
 	.claim_run = sq_claim_run,
-	.sweep = sq_sweep,
 	.singleton = sq_singleton,
 	.wait = sq_wait,
 	.register_names = sq_register,
