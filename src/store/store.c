@@ -135,7 +135,24 @@ counted(int rc)
 	return rc;
 }
 
-/* The rows one of the backend's statements (struct store_sql) changed. */
+/*
+ * The rows one of the backend's statements (struct store_sql) changed;
+ * a failure is left to the caller to count.
+ */
+static int
+changed(struct store *st, const char *what, const char *sql,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = st->ops->count(st, what, sql, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+/* The same, a failure counted. */
 static int
 count(struct store *st, const char *what, const char *sql, const char *fmt,
     ...)
@@ -899,7 +916,13 @@ int
 store_singleton(struct store *st, const char *name, const char *holder,
     double lease)
 {
-	return counted(st->ops->singleton(st, name, holder, lease));
+	int n;
+
+	n = changed(st, "lease", st->ops->sql->singleton, "ssd", name, holder,
+	    lease);
+	if (n == -1 && st->fail == STORE_FAIL_CONSTRAINT)
+		return 0;
+	return counted(n < 0 ? n : n == 1);
 }
 
 /*

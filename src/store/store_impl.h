@@ -83,6 +83,13 @@ struct store_sql {
 	const char	*sweep_runs;
 	const char	*sweep_environments;
 	/*
+	 * (name, holder, lease seconds): takes or renews a lease row of
+	 * worker_leases unless another holder's is still running; changes
+	 * one row when it is the holder's.  A unique key's failure there
+	 * means another took it first.
+	 */
+	const char	*singleton;
+	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
 	 * success: in the same statement, or with clear_results (id) run
@@ -149,17 +156,25 @@ struct store_ops {
 	int	(*environment_failed)(struct store *, const char *,
 		    const char *, const char *, double, double, long *);
 	int	(*claim_run)(struct store *, const char *, double, json_t **);
-	int	(*singleton)(struct store *, const char *, const char *, double);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
 	int	(*enqueue)(struct store *, const struct enqueue_req *);
 };
 
+/* What the last failure of a driver call means. */
+enum store_fail {
+	STORE_FAIL_OTHER,	/* an error of the statement: report it */
+	STORE_FAIL_DEAD,	/* the connection is gone */
+	STORE_FAIL_RETRY,	/* a deadlock, a lock or busy timeout */
+	STORE_FAIL_CONSTRAINT	/* a unique key, NOT NULL, CHECK or foreign key */
+};
+
 struct store {
 	const struct store_ops	*ops;
 	char			 err[1024];
 	int			 dead;	/* the last error lost the connection */
+	enum store_fail		 fail;	/* and what it means */
 	int			 wake_fd;	/* readable: end waits now */
 	/* The result columns the tables have (store_result_columns). */
 	const char *const	*cols[3];

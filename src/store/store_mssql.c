@@ -1212,41 +1212,6 @@ mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	}
 }
 
-/*
- * Takes or renews a named lease.  There is no MERGE on Babelfish: the
- * UPDATE renews our own or an expired lease, and only when no row exists
- * the INSERT creates it; the primary key is the real guard, so losing
- * an insert race (a duplicate key) means someone else holds it.
- */
-static int
-mq_singleton(struct store *st, const char *name, const char *holder,
-    double lease)
-{
-	static const char sql[] =
-	    BATCH
-	    "DECLARE @n INT;"
-	    "BEGIN TRANSACTION;"
-	    "UPDATE worker_leases SET holder = @p2,"
-	    "  expires_at = " PLUS("@p3")
-	    " WHERE name = @p1 AND (holder = @p2 OR expires_at < " NOW ");"
-	    "SET @n = @@ROWCOUNT;"
-	    "IF @n = 0 AND NOT EXISTS (SELECT 1"
-	    "  FROM worker_leases w WHERE w.name = @p1) BEGIN"
-	    " INSERT INTO worker_leases (name, holder, expires_at)"
-	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
-	    " SET @n = @@ROWCOUNT;"
-	    "END;"
-	    "COMMIT TRANSACTION;"
-	    "SELECT @n AS n;";
-	struct tds *m = (struct tds *)st;
-	int n;
-
-	n = tds_count(m, "lease", sql, "ssd", name, holder, lease);
-	if (n == -1 && m->cls == MSSQL_DUPLICATE)
-		return 0;
-	return n < 0 ? n : n == 1;
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1590,6 +1555,22 @@ static const struct store_sql mssql_sql = {
 	    "  updated_at = " NOW
 	    " WHERE status = 'building' AND claim_expires_at < " NOW ";"
 	    ROWCOUNT,
+	.singleton =
+	    BATCH
+	    "DECLARE @n INT;"
+	    "BEGIN TRANSACTION;"
+	    "UPDATE worker_leases SET holder = @p2,"
+	    "  expires_at = " PLUS("@p3")
+	    " WHERE name = @p1 AND (holder = @p2 OR expires_at < " NOW ");"
+	    "SET @n = @@ROWCOUNT;"
+	    "IF @n = 0 AND NOT EXISTS (SELECT 1"
+	    "  FROM worker_leases w WHERE w.name = @p1) BEGIN"
+	    " INSERT INTO worker_leases (name, holder, expires_at)"
+	    "  VALUES (@p1, @p2, " PLUS("@p3") ");"
+	    " SET @n = @@ROWCOUNT;"
+	    "END;"
+	    "COMMIT TRANSACTION;"
+	    "SELECT @n AS n;",
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
@@ -1640,7 +1621,6 @@ static const struct store_ops mssql_ops = {
 	.claim_environment = mq_claim_environment,
 	.environment_failed = mq_environment_failed,
 	.claim_run = mq_claim_run,
-	.singleton = mq_singleton,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
 	.enqueue = mq_enqueue,

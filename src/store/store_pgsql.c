@@ -321,6 +321,22 @@ uuid_param(const char *id, char *buf)
 	return util_uuid_canon(id, buf) == 0 ? buf : NULL;
 }
 
+/* What a failure means, by its SQLSTATE. */
+static enum store_fail
+pg_fail_class(int dead, const char *state)
+{
+	if (dead)
+		return STORE_FAIL_DEAD;
+	if (state == NULL)
+		return STORE_FAIL_OTHER;
+	if (strncmp(state, "23", 2) == 0)	/* integrity constraints */
+		return STORE_FAIL_CONSTRAINT;
+	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	    strcmp(state, "55P03") == 0)	/* serialization, locks */
+		return STORE_FAIL_RETRY;
+	return STORE_FAIL_OTHER;
+}
+
 static int
 pg_fail(struct pg *p, const char *what, const PGresult *r)
 {
@@ -331,6 +347,8 @@ pg_fail(struct pg *p, const char *what, const PGresult *r)
 	snprintf(p->base.err, sizeof(p->base.err), "pgsql: %s: %.*s", what,
 	    (int)strcspn(msg, "\n"), msg);
 	p->base.dead = PQstatus(p->conn) != CONNECTION_OK;
+	p->base.fail = pg_fail_class(p->base.dead, r != NULL ?
+	    PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
 	return p->base.dead ? STORE_DEAD : -1;
 }
 
@@ -1019,24 +1037,6 @@ pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	return rc != 0 ? rc : 1;
 }
 
-static int
-pg_singleton(struct store *st, const char *name, const char *holder,
-    double lease)
-{
-	static const char sql[] =
-	    "INSERT INTO worker_leases (name, holder, expires_at)"
-	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
-	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-	    "  expires_at = excluded.expires_at"
-	    " WHERE worker_leases.holder = excluded.holder"
-	    "  OR worker_leases.expires_at < now()";
-	int n;
-
-	n = pg_exec(pg_query((struct pg *)st, sql, "ssd", name, holder,
-	    lease));
-	return n < 0 ? n : n == 1;
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1370,6 +1370,13 @@ static const struct store_sql pgsql_sql = {
 	    "  claim_expires_at = NULL, error_message = 'lease expired',"
 	    "  updated_at = now()"
 	    " WHERE status = 'building' AND claim_expires_at < now()",
+	.singleton =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES ($1, $2, now() + make_interval(secs => $3))"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at"
+	    " WHERE worker_leases.holder = excluded.holder"
+	    "  OR worker_leases.expires_at < now()",
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1409,7 +1416,6 @@ static const struct store_ops pgsql_ops = {
 	.claim_environment = pg_claim_environment,
 	.environment_failed = pg_environment_failed,
 	.claim_run = pg_claim_run,
-	.singleton = pg_singleton,
 	.wait = pg_wait,
 	.register_names = pg_register,
 	.enqueue = pg_enqueue,

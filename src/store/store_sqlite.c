@@ -281,8 +281,13 @@ static const char schema_sql[] =
 static int
 sq_fail(struct sq *s, const char *what)
 {
+	int code = sqlite3_errcode(s->db) & 0xff;
+
 	snprintf(s->base.err, sizeof(s->base.err), "sqlite: %s: %s", what,
 	    sqlite3_errmsg(s->db));
+	s->base.fail = code == SQLITE_CONSTRAINT ? STORE_FAIL_CONSTRAINT :
+	    code == SQLITE_BUSY || code == SQLITE_LOCKED ? STORE_FAIL_RETRY :
+	    STORE_FAIL_OTHER;
 	return -1;
 }
 
@@ -1037,26 +1042,6 @@ sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	return sq_commit(s) == -1 ? -1 : 1;
 }
 
-static int
-sq_singleton(struct store *st, const char *name, const char *holder,
-    double lease)
-{
-	static const char sql[] =
-	    "INSERT INTO worker_leases (name, holder, expires_at)"
-	    " VALUES (?1, ?2, " NOW_PLUS("?3") ")"
-	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-	    "  expires_at = excluded.expires_at"
-	    " WHERE worker_leases.holder = excluded.holder"
-	    "  OR worker_leases.expires_at < " NOW;
-	struct sq *s = (struct sq *)st;
-	char mod[64];
-	int n;
-
-	seconds_mod(mod, sizeof(mod), lease);
-	n = sq_exec_stmt(s, sq_query(s, sql, "sss", name, holder, mod));
-	return n < 0 ? n : n == 1;
-}
-
 #define GC_ENV_COND							\
 	" e.status IN ('ready', 'failed')"				\
 	" AND COALESCE(e.last_used_at, e.updated_at) <"			\
@@ -1355,6 +1340,13 @@ static const struct store_sql sqlite_sql = {
 	    "  claim_expires_at = NULL, error_message = 'lease expired',"
 	    "  updated_at = " NOW
 	    " WHERE status = 'building' AND claim_expires_at < " NOW,
+	.singleton =
+	    "INSERT INTO worker_leases (name, holder, expires_at)"
+	    " VALUES (?1, ?2, " NOW_PLUS(SECONDS("?3")) ")"
+	    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+	    "  expires_at = excluded.expires_at"
+	    " WHERE worker_leases.holder = excluded.holder"
+	    "  OR worker_leases.expires_at < " NOW,
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1398,7 +1390,6 @@ static const struct store_ops sqlite_ops = {
 	.claim_environment = sq_claim_environment,
 	.environment_failed = sq_environment_failed,
 	.claim_run = sq_claim_run,
-	.singleton = sq_singleton,
 	.wait = sq_wait,
 	.register_names = sq_register,
 	.enqueue = sq_enqueue,

@@ -662,6 +662,10 @@ tds_fail(struct tds *t, const char *what)
 		snprintf(t->base.err, sizeof(t->base.err), "mssql: %s: %s",
 		    what, dead ? "connection lost" : "failed");
 	t->base.dead = t->cls == MSSQL_DEAD;
+	t->base.fail = t->base.dead ? STORE_FAIL_DEAD :
+	    mssql_transient(t->cls) ? STORE_FAIL_RETRY :
+	    t->cls == MSSQL_DUPLICATE || t->cls == MSSQL_CONSTRAINT ?
+	    STORE_FAIL_CONSTRAINT : STORE_FAIL_OTHER;
 	return t->base.dead ? STORE_DEAD : -1;
 }
 
@@ -834,6 +838,7 @@ tds_ready(struct tds *t)
 		snprintf(t->base.err, sizeof(t->base.err), "mssql: connection "
 		    "lost; next reconnect in %.0f s", t->reset_at - now);
 		t->base.dead = 1;
+		t->base.fail = STORE_FAIL_DEAD;
 		t->cls = MSSQL_DEAD;
 		return STORE_DEAD;
 	}
@@ -847,6 +852,7 @@ tds_ready(struct tds *t)
 		    t->reset_delay * 2 > 30 ? 30 : t->reset_delay * 2;
 		t->reset_at = now + t->reset_delay + jitter(t->reset_delay / 4);
 		t->base.dead = 1;
+		t->base.fail = STORE_FAIL_DEAD;
 		t->cls = MSSQL_DEAD;
 		return STORE_DEAD;
 	}
@@ -1098,6 +1104,7 @@ tds_rollback(struct tds *t, int rc)
 {
 	char keep[sizeof(t->base.err)];
 	int cls = t->cls, dead = t->base.dead;
+	enum store_fail fail = t->base.fail;
 
 	memcpy(keep, t->base.err, sizeof(keep));
 	if (t->dbp != NULL && !DBDEAD(t->dbp))
@@ -1107,6 +1114,7 @@ tds_rollback(struct tds *t, int rc)
 	memcpy(t->base.err, keep, sizeof(keep));
 	t->cls = cls;
 	t->base.dead = dead;
+	t->base.fail = fail;
 	return rc;
 }
 
