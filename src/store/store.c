@@ -541,9 +541,20 @@ int
 store_environment_failed(struct store *st, const char *id, const char *token,
     const char *error, double base, double max, long *charged)
 {
+	struct store_stmt t[2];
+	int rc;
+
 	*charged = 0;
-	return counted(st->ops->environment_failed(st, id, token, error,
-	    base, max, charged));
+	t[0].sql = st->ops->sql->environment_failed;
+	t[0].values = json_pack("[sss?]", id, token, error);
+	t[0].owned = 0;
+	t[1].sql = st->ops->sql->charge_runs;
+	t[1].values = json_pack("[ffss?]", base, max, id, error);
+	t[1].owned = 0;
+	rc = st->ops->guarded(st, "environment failed", t, 2, charged);
+	json_decref(t[0].values);
+	json_decref(t[1].values);
+	return counted(rc);
 }
 
 int
@@ -787,7 +798,7 @@ store_run_succeeded(struct store *st, const char *id, const char *token,
 		    rows, id);
 		json_decref(rows);
 	}
-	rc = st->ops->guarded(st, "run succeeded", s.v, s.n);
+	rc = st->ops->guarded(st, "run succeeded", s.v, s.n, NULL);
 	stmts_free(&s);
 	return counted(rc);
 }

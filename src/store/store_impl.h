@@ -90,6 +90,14 @@ struct store_sql {
 	 */
 	const char	*singleton;
 	/*
+	 * (id, token, error): a build's failure, guarded by its claim (on
+	 * PostgreSQL it divides by zero when the claim is lost); then
+	 * (backoff base, max, id, error): one attempt charged to every due
+	 * run that waited for it.
+	 */
+	const char	*environment_failed;
+	const char	*charge_runs;
+	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
 	 * success: in the same statement, or with clear_results (id) run
@@ -130,10 +138,11 @@ struct store_ops {
 	 * the others: when it changes no row, nothing is changed and 0 is
 	 * returned.  (A PostgreSQL pipeline cannot look at a count before
 	 * the rest runs, so there the statement fails with a division by
-	 * zero instead.)  1 when all of it is written, -1 or STORE_DEAD.
+	 * zero instead.)  1 when all of it is written, with the rows the
+	 * last statement changed in last (if not NULL); -1 or STORE_DEAD.
 	 */
 	int	(*guarded)(struct store *, const char *what,
-		    const struct store_stmt *, size_t n);
+		    const struct store_stmt *, size_t n, long *last);
 	/*
 	 * How a statement names its nth parameter (param and n), and the
 	 * first when it is a run id.
@@ -153,8 +162,6 @@ struct store_ops {
 	 */
 	int	(*claim_environment)(struct store *, const char *, double,
 		    json_t **);
-	int	(*environment_failed)(struct store *, const char *,
-		    const char *, const char *, double, double, long *);
 	int	(*claim_run)(struct store *, const char *, double, json_t **);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,

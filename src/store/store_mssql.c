@@ -939,67 +939,6 @@ mq_claim_environment(struct store *st, const char *token, double lease,
 }
 
 /*
- * Marks a build failed and, in the same transaction, charges one attempt
- * to every run that was waiting for it: those with attempts left go back
- * to the queue after their backoff, the others fail with the build's
- * error.  A broken environment therefore ends its runs within their
- * attempts instead of keeping them queued forever.
- */
-static int
-mq_environment_failed(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max, long *charged)
-{
-	static const char sql[] =
-	    BATCH
-	    "DECLARE @e INT = 0, @r INT = 0;"
-	    "BEGIN TRANSACTION;"
-	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = @p5,"
-	    "  updated_at = " NOW ", python_interpreter = NULL,"
-	    "  python_version = NULL, engine_version = NULL"
-	    " WHERE id = " UUID("@p3") " AND status = 'building'"
-	    " AND claimed_by = @p4;"
-	    "SET @e = @@ROWCOUNT;"
-	    "IF @e > 0 BEGIN"
-	    " UPDATE runs SET"
-	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN 'failed' ELSE 'queued' END,"
-	    "  completed_at = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN " NOW " ELSE NULL END,"
-	    "  exit_code = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN 2 ELSE NULL END,"
-	    "  available_at = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN available_at ELSE " PLUS(BACKOFF("attempt_count"))
-	    "    END,"
-	    "  error_message = 'Environment build failed: ' + @p5,"
-	    "  attempt_count = attempt_count + 1"
-	    " WHERE runs.status = 'queued' AND runs.available_at <= " NOW
-	    "  AND runs.attempt_count < runs.max_attempts"
-	    "  AND EXISTS (SELECT 1 FROM environments e"
-	    "  WHERE e.id = " UUID("@p3") " AND " ENV_KEY("e", "runs") ");"
-	    " SET @r = @@ROWCOUNT;"
-	    "END;"
-	    "COMMIT TRANSACTION;"
-	    "SELECT @e AS env, @r AS charged;";
-	struct tds *m = (struct tds *)st;
-	struct tds_res r;
-	int rc;
-
-	memset(&r, 0, sizeof(r));
-	rc = tds_call(m, "environment failed", &r, sql, "ddsss", base, max, id,
-	    token, error);
-	if (rc != 0)
-		return rc;
-	rc = 0;
-	if (r.nrows > 0 && tds_int(&r, 0, 0) > 0) {
-		*charged = (long)tds_int(&r, 0, 1);
-		rc = 1;
-	}
-	tds_res_clear(&r);
-	return rc;
-}
-
-/*
  * Claims the oldest due run whose environment is ready, the way
  * environments are claimed: pick with UPDLOCK, READPAST (concurrent
  * claimers skip each other's rows on SQL Server), and an UPDATE whose
@@ -1108,7 +1047,7 @@ json_params(struct mssql_param *p, json_t *values)
  */
 static int
 guarded_batch(struct tds *m, const char *what, const struct store_stmt *t,
-    size_t n, size_t nparams)
+    size_t n, size_t nparams, long *last)
 {
 	struct mssql_param *p, *end;
 	struct tds_res r;
@@ -1118,20 +1057,24 @@ guarded_batch(struct tds *m, const char *what, const struct store_stmt *t,
 
 	p = end = xcalloc(nparams + 1, sizeof(*p));
 	buf_init(&sql);
-	buf_addstr(&sql, BATCH "DECLARE @n INT; BEGIN TRANSACTION; ");
+	buf_addstr(&sql, BATCH "DECLARE @n INT, @last INT = 0; "
+	    "BEGIN TRANSACTION; ");
 	for (i = 0; i < n; i++) {
 		renumber(&sql, t[i].sql, (size_t)(end - p) + 1);
 		end = json_params(end, t[i].values);
-		buf_addstr(&sql, i == 0 ? "; SET @n = @@ROWCOUNT; " : "; ");
+		buf_addstr(&sql, i == 0 ? "; SET @n = @@ROWCOUNT; " :
+		    i == n - 1 ? "; SET @last = @@ROWCOUNT; " : "; ");
 		if (i == 0 && n > 1)
 			buf_addstr(&sql, "IF @n > 0 BEGIN ");
 	}
 	buf_addstr(&sql, n > 1 ? "END; " : "");
-	buf_addstr(&sql, "COMMIT TRANSACTION; SELECT @n AS n;");
+	buf_addstr(&sql, "COMMIT TRANSACTION; SELECT @n AS n, @last AS last;");
 	memset(&r, 0, sizeof(r));
 	rc = tds_exec(m, what, buf_str(&sql), p, nparams, &r);
 	if (rc == 0)
 		rc = r.nrows > 0 && tds_int(&r, 0, 0) > 0;
+	if (rc == 1 && last != NULL)
+		*last = (long)(n > 1 ? tds_int(&r, 0, 1) : tds_int(&r, 0, 0));
 	tds_res_clear(&r);
 	buf_free(&sql);
 	free(p);
@@ -1144,7 +1087,7 @@ guarded_batch(struct tds *m, const char *what, const struct store_stmt *t,
  */
 static int
 guarded_each(struct tds *m, const char *what, const struct store_stmt *t,
-    size_t n)
+    size_t n, long *last)
 {
 	struct mssql_param *p;
 	struct tds_res r;
@@ -1160,15 +1103,18 @@ guarded_each(struct tds *m, const char *what, const struct store_stmt *t,
 		buf_reset(&sql);
 		buf_addstr(&sql, BATCH);
 		buf_addstr(&sql, t[i].sql);
-		buf_addstr(&sql, i == 0 ? ";" ROWCOUNT : ";");
+		buf_addstr(&sql, i == 0 || i == n - 1 ? ";" ROWCOUNT : ";");
 		p = xcalloc(json_array_size(t[i].values) + 1, sizeof(*p));
 		json_params(p, t[i].values);
+		tds_res_clear(&r);
 		rc = tds_exec(m, what, buf_str(&sql), p,
-		    json_array_size(t[i].values), i == 0 ? &r : NULL);
+		    json_array_size(t[i].values), &r);
 		free(p);
 		if (rc == 0 && i == 0 && (r.nrows == 0 ||
 		    tds_int(&r, 0, 0) <= 0))
 			rc = 1;		/* the guard changed no row */
+		if (rc == 0 && i == n - 1 && last != NULL)
+			*last = r.nrows > 0 ? (long)tds_int(&r, 0, 0) : 0;
 	}
 	tds_res_clear(&r);
 	buf_free(&sql);
@@ -1187,7 +1133,7 @@ guarded_each(struct tds *m, const char *what, const struct store_stmt *t,
  */
 static int
 mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
-    size_t n)
+    size_t n, long *last)
 {
 	struct tds *m = (struct tds *)st;
 	struct timespec ts;
@@ -1198,9 +1144,9 @@ mq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 		nparams += json_array_size(t[i].values);
 	for (tries = 0;; tries++) {
 		if (nparams <= MSSQL_BATCH_PARAMS)
-			rc = guarded_batch(m, what, t, n, nparams);
+			rc = guarded_batch(m, what, t, n, nparams, last);
 		else
-			rc = guarded_each(m, what, t, n);
+			rc = guarded_each(m, what, t, n, last);
 		if (rc != -1 || !mssql_transient(m->cls) || tries >= 2 ||
 		    store_quitting())
 			return rc;
@@ -1572,6 +1518,30 @@ static const struct store_sql mssql_sql = {
 	    "COMMIT TRANSACTION;"
 	    "SELECT @n AS n;",
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
+	.environment_failed =
+	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = @p3,"
+	    "  updated_at = " NOW ", python_interpreter = NULL,"
+	    "  python_version = NULL, engine_version = NULL"
+	    " WHERE id = " UUID("@p1") " AND status = 'building'"
+	    " AND claimed_by = @p2",
+	.charge_runs =
+	    "UPDATE runs SET"
+	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN " NOW " ELSE NULL END,"
+	    "  exit_code = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 2 ELSE NULL END,"
+	    "  available_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN available_at ELSE " PLUS(BACKOFF("attempt_count"))
+	    "    END,"
+	    "  error_message = 'Environment build failed: ' + @p4,"
+	    "  attempt_count = attempt_count + 1"
+	    " WHERE runs.status = 'queued' AND runs.available_at <= " NOW
+	    "  AND runs.attempt_count < runs.max_attempts"
+	    "  AND EXISTS (SELECT 1 FROM environments e"
+	    "  WHERE e.id = " UUID("@p3") " AND " ENV_KEY("e", "runs") ")",
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1619,7 +1589,6 @@ static const struct store_ops mssql_ops = {
 	.table_columns = mq_table_columns,
 	.ensure_environments = mq_ensure_environments,
 	.claim_environment = mq_claim_environment,
-	.environment_failed = mq_environment_failed,
 	.claim_run = mq_claim_run,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,

@@ -855,49 +855,6 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 	    row);
 }
 
-static int
-pg_environment_failed(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max, long *charged)
-{
-	static const char env[] =
-	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = $3,"
-	    "  updated_at = now(), python_interpreter = NULL,"
-	    "  python_version = NULL, engine_version = NULL"
-	    " WHERE id = $1 AND status = 'building' AND claimed_by = $2";
-	static const char runs[] =
-	    "UPDATE runs r SET"
-	    "  status = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
-	    "    THEN 'failed' ELSE 'queued' END,"
-	    "  completed_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
-	    "    THEN now() ELSE NULL END,"
-	    "  exit_code = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
-	    "    THEN 2 ELSE NULL END,"
-	    "  available_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
-	    "    THEN r.available_at ELSE now() + " BACKOFF("r.attempt_count")
-	    "    END,"
-	    "  error_message = 'Environment build failed: ' || $4::text,"
-	    "  attempt_count = r.attempt_count + 1"
-	    " FROM environments e"
-	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
-	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts";
-	struct pg *p = (struct pg *)st;
-	int n;
-
-	if (pg_begin(p) == -1)
-		return -1;
-	n = pg_exec(pg_query(p, env, "sss", id, token, error));
-	if (n <= 0)
-		return pg_rollback(p, n);
-	n = pg_exec(pg_query(p, runs, "ddss", base, max, id, error));
-	if (n < 0)
-		return pg_rollback(p, -1);
-	if (pg_commit(p) == -1)
-		return -1;
-	*charged = n;
-	return 1;
-}
-
 /*
  * Claims the oldest due run whose environment is ready (SKIP LOCKED: the
  * claimers pass each other by); the run's document row comes with it.
@@ -946,7 +903,7 @@ pg_claim_run(struct store *st, const char *token, double lease,
  * Returns 0, or -1 with the error recorded.
  */
 static int
-pipeline_end(struct pg *p, int n, char state[6])
+pipeline_end(struct pg *p, int n, char state[6], long *last)
 {
 	PGresult *r;
 	int i, rc = 0, st;
@@ -956,6 +913,8 @@ pipeline_end(struct pg *p, int n, char state[6])
 	for (i = 0; i < n && PQstatus(p->conn) == CONNECTION_OK; i++)
 		while ((r = PQgetResult(p->conn)) != NULL) {
 			st = PQresultStatus(r);
+			if (i == n - 1 && last != NULL)
+				*last = atol(PQcmdTuples(r));
 			if (rc == 0 && st != PGRES_COMMAND_OK &&
 			    st != PGRES_TUPLES_OK) {
 				const char *code = PQresultErrorField(r,
@@ -989,7 +948,7 @@ pipeline_end(struct pg *p, int n, char state[6])
  */
 static int
 pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
-    size_t n)
+    size_t n, long *last)
 {
 	struct pg *p = (struct pg *)st;
 	size_t i, k, nv, most = 0;
@@ -1031,7 +990,7 @@ pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
 		p->needs_setup = 1;
 		return rc;
 	}
-	rc = pipeline_end(p, (int)n, state);
+	rc = pipeline_end(p, (int)n, state, last);
 	if (rc != 0 && strcmp(state, "22012") == 0)
 		return 0;	/* the guard changed no row */
 	return rc != 0 ? rc : 1;
@@ -1377,6 +1336,30 @@ static const struct store_sql pgsql_sql = {
 	    "  expires_at = excluded.expires_at"
 	    " WHERE worker_leases.holder = excluded.holder"
 	    "  OR worker_leases.expires_at < now()",
+	.environment_failed =
+	    "WITH u AS (UPDATE environments SET status = 'failed',"
+	    "  claimed_by = NULL, claim_expires_at = NULL, error_message = $3,"
+	    "  updated_at = now(), python_interpreter = NULL,"
+	    "  python_version = NULL, engine_version = NULL"
+	    "  WHERE id = $1 AND status = 'building' AND claimed_by = $2"
+	    "  RETURNING id)"
+	    " SELECT 1 / count(*) FROM u",
+	.charge_runs =
+	    "UPDATE runs r SET"
+	    "  status = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN now() ELSE NULL END,"
+	    "  exit_code = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN 2 ELSE NULL END,"
+	    "  available_at = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
+	    "    THEN r.available_at ELSE now() + " BACKOFF("r.attempt_count")
+	    "    END,"
+	    "  error_message = 'Environment build failed: ' || $4::text,"
+	    "  attempt_count = r.attempt_count + 1"
+	    " FROM environments e"
+	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts",
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1414,7 +1397,6 @@ static const struct store_ops pgsql_ops = {
 	.table_columns = pg_table_columns,
 	.ensure_environments = pg_ensure_environments,
 	.claim_environment = pg_claim_environment,
-	.environment_failed = pg_environment_failed,
 	.claim_run = pg_claim_run,
 	.wait = pg_wait,
 	.register_names = pg_register,

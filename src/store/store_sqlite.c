@@ -880,56 +880,6 @@ claim_environment(struct store *st, const char *token, double lease,
 }
 
 /*
- * Marks a build failed and, in the same transaction, charges one attempt
- * to every run that was waiting for it: those with attempts left go back
- * to the queue after their backoff, the others fail with the build's
- * error.  A broken environment therefore ends its runs within their
- * attempts instead of keeping them queued forever.
- */
-static int
-sq_environment_failed(struct store *st, const char *id, const char *token,
-    const char *error, double base, double max, long *charged)
-{
-	static const char env[] =
-	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, error_message = ?3,"
-	    "  updated_at = " NOW ", python_interpreter = NULL,"
-	    "  python_version = NULL, engine_version = NULL"
-	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2";
-	static const char runs[] =
-	    "UPDATE runs SET"
-	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN 'failed' ELSE 'queued' END,"
-	    "  completed_at = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN " NOW " ELSE NULL END,"
-	    "  exit_code = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN 2 ELSE NULL END,"
-	    "  available_at = CASE WHEN attempt_count + 1 >= max_attempts"
-	    "    THEN available_at ELSE strftime(" TS ", 'now', "
-	    BACKOFF_MOD("attempt_count") ") END,"
-	    "  error_message = 'Environment build failed: ' || ?4,"
-	    "  attempt_count = attempt_count + 1"
-	    " WHERE status = 'queued' AND available_at <= " NOW
-	    "  AND attempt_count < max_attempts AND EXISTS (SELECT 1 FROM"
-	    "  environments e WHERE e.id = ?3 AND " ENV_KEY("e", "runs") ")";
-	struct sq *s = (struct sq *)st;
-	int n;
-
-	if (sq_begin(s) == -1)
-		return -1;
-	n = sq_exec_stmt(s, sq_query(s, env, "sss", id, token, error));
-	if (n <= 0)
-		return sq_rollback(s, n);
-	n = sq_exec_stmt(s, sq_query(s, runs, "ddss", base, max, id, error));
-	if (n == -1)
-		return sq_rollback(s, -1);
-	if (sq_commit(s) == -1)
-		return -1;
-	*charged = n;
-	return 1;
-}
-
-/*
  * Claims the oldest due run whose environment is ready.  The outer WHERE
  * repeats the state check, so the statement is safe on its own; the
  * transaction adds the lookup of the environment id.
@@ -1026,7 +976,7 @@ sq_stmt(struct sq *s, const struct store_stmt *t)
  */
 static int
 sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
-    size_t n)
+    size_t n, long *last)
 {
 	struct sq *s = (struct sq *)st;
 	size_t i;
@@ -1038,6 +988,8 @@ sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 	for (i = 0; i < n; i++) {
 		if ((rc = sq_stmt(s, &t[i])) == -1 || (i == 0 && rc == 0))
 			return sq_rollback(s, rc);
+		if (i == n - 1 && last != NULL)
+			*last = rc;
 	}
 	return sq_commit(s) == -1 ? -1 : 1;
 }
@@ -1347,6 +1299,28 @@ static const struct store_sql sqlite_sql = {
 	    "  expires_at = excluded.expires_at"
 	    " WHERE worker_leases.holder = excluded.holder"
 	    "  OR worker_leases.expires_at < " NOW,
+	.environment_failed =
+	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, error_message = ?3,"
+	    "  updated_at = " NOW ", python_interpreter = NULL,"
+	    "  python_version = NULL, engine_version = NULL"
+	    " WHERE id = ?1 AND status = 'building' AND claimed_by = ?2",
+	.charge_runs =
+	    "UPDATE runs SET"
+	    "  status = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 'failed' ELSE 'queued' END,"
+	    "  completed_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN " NOW " ELSE NULL END,"
+	    "  exit_code = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN 2 ELSE NULL END,"
+	    "  available_at = CASE WHEN attempt_count + 1 >= max_attempts"
+	    "    THEN available_at ELSE strftime(" TS ", 'now', "
+	    BACKOFF_MOD("attempt_count") ") END,"
+	    "  error_message = 'Environment build failed: ' || ?4,"
+	    "  attempt_count = attempt_count + 1"
+	    " WHERE status = 'queued' AND available_at <= " NOW
+	    "  AND attempt_count < max_attempts AND EXISTS (SELECT 1 FROM"
+	    "  environments e WHERE e.id = ?3 AND " ENV_KEY("e", "runs") ")",
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1388,7 +1362,6 @@ static const struct store_ops sqlite_ops = {
 	.table_columns = sq_table_columns,
 	.ensure_environments = sq_ensure_environments,
 	.claim_environment = sq_claim_environment,
-	.environment_failed = sq_environment_failed,
 	.claim_run = sq_claim_run,
 	.wait = sq_wait,
 	.register_names = sq_register,
