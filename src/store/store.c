@@ -1169,7 +1169,32 @@ store_register(struct store *st, const char *ws, const char *cfg,
 int
 store_enqueue(struct store *st, const struct enqueue_req *req)
 {
-	return counted(st->ops->enqueue(st, req));
+	const struct store_sql *sql = st->ops->sql;
+	struct store_stmt t[3] = {
+		{ sql->enqueue_document, NULL, 0 },
+		{ sql->enqueue_configuration, NULL, 0 },
+		{ sql->enqueue_run, NULL, 0 },
+	};
+	int rc;
+
+	t[0].values = json_pack("[s?s?s?s?Is?s?s?]", req->document_id,
+	    req->workspace_id, req->original_filename, req->content_type,
+	    (json_int_t)req->document_size, req->document_sha256,
+	    req->stored_uri, req->run_id);
+	t[1].values = json_pack("[s?s?]", req->configuration_id,
+	    req->content_digest);
+	t[2].values = json_pack("[s?s?s?s?s?s?s?s?I]", req->run_id,
+	    req->configuration_id, req->workspace_id, req->document_id,
+	    req->input_sheet_names, req->engine_spec, req->deps_digest,
+	    req->run_options, (json_int_t)req->max_attempts);
+	rc = st->ops->guarded(st, "enqueue", t, 3, NULL);
+	json_decref(t[0].values);
+	json_decref(t[1].values);
+	json_decref(t[2].values);
+	if (rc == 0)
+		snprintf(st->err, sizeof(st->err), "enqueue: the document's "
+		    "row was not written");
+	return counted(rc == 1 ? 0 : rc == 0 ? -1 : rc);
 }
 
 json_t *

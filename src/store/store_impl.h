@@ -98,6 +98,17 @@ struct store_sql {
 	const char	*environment_failed;
 	const char	*charge_runs;
 	/*
+	 * What ade-ctl enqueue writes, in one transaction.  The document
+	 * (id, workspace id, original filename, content type, byte size,
+	 * sha256, stored uri, run id); the configuration's last use (id,
+	 * content digest); the run (id, configuration id, workspace id,
+	 * document id, input sheet names, engine spec, deps digest, run
+	 * options, max attempts).
+	 */
+	const char	*enqueue_document;
+	const char	*enqueue_configuration;
+	const char	*enqueue_run;
+	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
 	 * success: in the same statement, or with clear_results (id) run
@@ -166,7 +177,6 @@ struct store_ops {
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
-	int	(*enqueue)(struct store *, const struct enqueue_req *);
 };
 
 /* What the last failure of a driver call means. */

@@ -1229,36 +1229,6 @@ mq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	return 0;
 }
 
-static int
-mq_enqueue(struct store *st, const struct enqueue_req *q)
-{
-	static const char sql[] =
-	    BATCH
-	    "BEGIN TRANSACTION;"
-	    "INSERT INTO documents (id, workspace_id, original_filename,"
-	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
-	    "  last_run_id)"
-	    " VALUES (" UUID("@p1") ", " UUID("@p2") ", @p3, @p4, @p5, @p6,"
-	    "  @p7, DATEADD(day, 30, " NOW "), " UUID("@p8") ");"
-	    "UPDATE configurations SET content_digest = @p10,"
-	    "  last_used_at = " NOW ", updated_at = " NOW
-	    " WHERE id = " UUID("@p9") ";"
-	    "INSERT INTO runs (id, configuration_id, workspace_id,"
-	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
-	    "  run_options, max_attempts)"
-	    " VALUES (" UUID("@p8") ", " UUID("@p9") ", " UUID("@p2") ","
-	    "  " UUID("@p1") ", @p11, @p12, @p13, @p14, @p15);"
-	    "COMMIT TRANSACTION;";
-	struct tds *m = (struct tds *)st;
-
-	return tds_call(m, "enqueue", NULL, sql, "ssssisssssssssi",
-	    q->document_id, q->workspace_id, q->original_filename,
-	    q->content_type, (long long)q->document_size, q->document_sha256,
-	    q->stored_uri, q->run_id, q->configuration_id, q->content_digest,
-	    q->input_sheet_names, q->engine_spec, q->deps_digest,
-	    q->run_options, (long long)q->max_attempts) == 0 ? 0 : -1;
-}
-
 /* The statements store.c runs itself (store_impl.h). */
 /* (id, token, output path): a run's success, guarded by its claim */
 #define SUCCEEDED							\
@@ -1518,6 +1488,22 @@ static const struct store_sql mssql_sql = {
 	    "COMMIT TRANSACTION;"
 	    "SELECT @n AS n;",
 	/* statements of a batch (mq_guarded): no BATCH, no last ";" */
+	.enqueue_document =
+	    "INSERT INTO documents (id, workspace_id, original_filename,"
+	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
+	    "  last_run_id)"
+	    " VALUES (" UUID("@p1") ", " UUID("@p2") ", @p3, @p4, @p5, @p6,"
+	    "  @p7, DATEADD(day, 30, " NOW "), " UUID("@p8") ")",
+	.enqueue_configuration =
+	    "UPDATE configurations SET content_digest = @p2,"
+	    "  last_used_at = " NOW ", updated_at = " NOW
+	    " WHERE id = " UUID("@p1"),
+	.enqueue_run =
+	    "INSERT INTO runs (id, configuration_id, workspace_id,"
+	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
+	    "  run_options, max_attempts)"
+	    " VALUES (" UUID("@p1") ", " UUID("@p2") ", " UUID("@p3") ","
+	    "  " UUID("@p4") ", @p5, @p6, @p7, @p8, @p9)",
 	.environment_failed =
 	    "UPDATE environments SET status = 'failed', claimed_by = NULL,"
 	    "  claim_expires_at = NULL, error_message = @p3,"
@@ -1592,5 +1578,4 @@ static const struct store_ops mssql_ops = {
 	.claim_run = mq_claim_run,
 	.wait = NULL,		/* no notifications: idle workers poll */
 	.register_names = mq_register,
-	.enqueue = mq_enqueue,
 };

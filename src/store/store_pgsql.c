@@ -1118,41 +1118,6 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	return pg_commit(p);
 }
 
-static int
-pg_enqueue(struct store *st, const struct enqueue_req *r)
-{
-	static const char doc[] =
-	    "INSERT INTO documents (id, workspace_id, original_filename,"
-	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
-	    "  last_run_id)"
-	    " VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '30 days',"
-	    "  $8)";
-	static const char cfg[] =
-	    "UPDATE configurations SET content_digest = $2,"
-	    "  last_used_at = now(), updated_at = now() WHERE id = $1";
-	static const char run[] =
-	    "INSERT INTO runs (id, configuration_id, workspace_id,"
-	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
-	    "  run_options, max_attempts)"
-	    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-	struct pg *p = (struct pg *)st;
-
-	if (pg_begin(p) == -1)
-		return -1;
-	if (pg_exec(pg_query(p, doc, "ssssisss", r->document_id,
-	    r->workspace_id, r->original_filename, r->content_type,
-	    r->document_size, r->document_sha256, r->stored_uri,
-	    r->run_id)) < 0 ||
-	    pg_exec(pg_query(p, cfg, "ss", r->configuration_id,
-	    r->content_digest)) < 0 ||
-	    pg_exec(pg_query(p, run, "ssssssssi", r->run_id,
-	    r->configuration_id, r->workspace_id, r->document_id,
-	    r->input_sheet_names, r->engine_spec, r->deps_digest,
-	    r->run_options, (long long)r->max_attempts)) < 0)
-		return pg_rollback(p, -1);
-	return pg_commit(p);
-}
-
 /* The statements store.c runs itself (store_impl.h). */
 /*
  * (id, token, output path): a run's success, guarded by its claim.  It
@@ -1360,6 +1325,20 @@ static const struct store_sql pgsql_sql = {
 	    " FROM environments e"
 	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
 	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts",
+	.enqueue_document =
+	    "INSERT INTO documents (id, workspace_id, original_filename,"
+	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
+	    "  last_run_id)"
+	    " VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '30 days',"
+	    "  $8)",
+	.enqueue_configuration =
+	    "UPDATE configurations SET content_digest = $2,"
+	    "  last_used_at = now(), updated_at = now() WHERE id = $1",
+	.enqueue_run =
+	    "INSERT INTO runs (id, configuration_id, workspace_id,"
+	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
+	    "  run_options, max_attempts)"
+	    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
 	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
 	.run_succeeded_replacing = SUCCEEDED(",")
 	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
@@ -1400,5 +1379,4 @@ static const struct store_ops pgsql_ops = {
 	.claim_run = pg_claim_run,
 	.wait = pg_wait,
 	.register_names = pg_register,
-	.enqueue = pg_enqueue,
 };

@@ -1068,41 +1068,6 @@ sq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	return sq_commit(s);
 }
 
-static int
-sq_enqueue(struct store *st, const struct enqueue_req *r)
-{
-	static const char doc[] =
-	    "INSERT INTO documents (id, workspace_id, original_filename,"
-	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
-	    "  last_run_id)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-	    "  strftime(" TS ", 'now', '+30 days'), ?8)";
-	static const char cfg[] =
-	    "UPDATE configurations SET content_digest = ?2,"
-	    "  last_used_at = " NOW ", updated_at = " NOW " WHERE id = ?1";
-	static const char run[] =
-	    "INSERT INTO runs (id, configuration_id, workspace_id,"
-	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
-	    "  run_options, max_attempts)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-	struct sq *s = (struct sq *)st;
-
-	if (sq_begin(s) == -1)
-		return -1;
-	if (sq_exec_stmt(s, sq_query(s, doc, "ssssisss", r->document_id,
-	    r->workspace_id, r->original_filename, r->content_type,
-	    r->document_size, r->document_sha256, r->stored_uri,
-	    r->run_id)) == -1 ||
-	    sq_exec_stmt(s, sq_query(s, cfg, "ss", r->configuration_id,
-	    r->content_digest)) == -1 ||
-	    sq_exec_stmt(s, sq_query(s, run, "ssssssssi", r->run_id,
-	    r->configuration_id, r->workspace_id, r->document_id,
-	    r->input_sheet_names, r->engine_spec, r->deps_digest,
-	    r->run_options, (long long)r->max_attempts)) == -1)
-		return sq_rollback(s, -1);
-	return sq_commit(s);
-}
-
 /*
  * Looking for work, during which a stop (TERM as well as QUIT) ends a
  * wait for another connection's lock: nothing is held yet, and the
@@ -1321,6 +1286,20 @@ static const struct store_sql sqlite_sql = {
 	    " WHERE status = 'queued' AND available_at <= " NOW
 	    "  AND attempt_count < max_attempts AND EXISTS (SELECT 1 FROM"
 	    "  environments e WHERE e.id = ?3 AND " ENV_KEY("e", "runs") ")",
+	.enqueue_document =
+	    "INSERT INTO documents (id, workspace_id, original_filename,"
+	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
+	    "  last_run_id)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+	    "  strftime(" TS ", 'now', '+30 days'), ?8)",
+	.enqueue_configuration =
+	    "UPDATE configurations SET content_digest = ?2,"
+	    "  last_used_at = " NOW ", updated_at = " NOW " WHERE id = ?1",
+	.enqueue_run =
+	    "INSERT INTO runs (id, configuration_id, workspace_id,"
+	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
+	    "  run_options, max_attempts)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	.run_succeeded = SUCCEEDED,
 	.run_succeeded_replacing = SUCCEEDED,
 	.clear_results = {
@@ -1365,5 +1344,4 @@ static const struct store_ops sqlite_ops = {
 	.claim_run = sq_claim_run,
 	.wait = sq_wait,
 	.register_names = sq_register,
-	.enqueue = sq_enqueue,
 };
