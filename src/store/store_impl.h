@@ -238,6 +238,27 @@ struct store	*store_mssql_open(const struct conf *, struct buf *);
 	"  (SELECT original_filename FROM documents d"			\
 	"   WHERE d.id = runs.input_document_id) AS document_name"
 
+/* An environment's row (e) and a run's (r) are for the same build. */
+#define ENV_KEY(e, r)							\
+	e ".workspace_id = " r ".workspace_id AND "			\
+	e ".configuration_id = " r ".configuration_id AND "		\
+	e ".engine_spec = " r ".engine_spec AND "			\
+	e ".deps_digest = " r ".deps_digest"
+
+/*
+ * A running run whose claim ended without a result (a lease that
+ * expired, a worker that died): failed when its attempts are used up,
+ * else queued again at retry_at, after the backoff of the attempt it
+ * just lost.  now and retry_at are written in the backend's dialect.
+ */
+#define GIVE_UP_OR_RETRY(now, retry_at)					\
+	"  status = CASE WHEN attempt_count >= max_attempts"		\
+	"    THEN 'failed' ELSE 'queued' END,"				\
+	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN " now " ELSE NULL END,"				\
+	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
+	"    THEN available_at ELSE " retry_at " END"
+
 /*
  * The runs table counted by status in one pass: the same statement in
  * the three dialects but for how a time's age in milliseconds is

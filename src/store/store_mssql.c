@@ -89,10 +89,6 @@
 			" WHERE q.status = 'queued' AND q.available_at <= "	\
 			NOW " AND q.attempt_count < q.max_attempts"	\
 			" AND e.status = 'ready'"
-#define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "\
-			e ".configuration_id = " r ".configuration_id AND " \
-			e ".engine_spec = " r ".engine_spec AND "	\
-			e ".deps_digest = " r ".deps_digest"
 /*
  * Every batch starts like this.  NOCOUNT keeps row counts from arriving
  * as results; XACT_ABORT makes any error roll back the whole transaction
@@ -111,19 +107,8 @@
  * own statements run in the trigger's scope and leave it alone.
  */
 #define ROWCOUNT	" SELECT @@ROWCOUNT AS n;"
-/*
- * A running run whose claim ended without a result (a lease that
- * expired, a worker that died): failed when its attempts are used up,
- * else queued again after the backoff of the attempt it just lost.
- */
-#define GIVE_UP_OR_RETRY						\
-	"  status = CASE WHEN attempt_count >= max_attempts"		\
-	"    THEN 'failed' ELSE 'queued' END,"				\
-	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN " NOW " ELSE NULL END,"				\
-	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN available_at ELSE "					\
-	PLUS(BACKOFF("attempt_count - 1")) " END"
+/* A run whose claim ended without a result (store_impl.h). */
+#define LOST_RUN	GIVE_UP_OR_RETRY(NOW, PLUS(BACKOFF("attempt_count - 1")))
 
 
 static const struct store_ops mssql_ops;
@@ -1339,7 +1324,7 @@ static const struct store_sql mssql_sql = {
 	    ROWCOUNT,
 	.run_abandon =
 	    BATCH
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET" LOST_RUN ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = @p4, exit_code = NULL, output_path = NULL"
 	    " WHERE id = " UUID("@p3") " AND status = 'running'"

@@ -35,26 +35,12 @@
 #define MAXPARAMS	32
 #define UTC_TEXT(col)	"to_char(" col " AT TIME ZONE 'UTC', "		\
 			"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "	\
-			e ".configuration_id = " r ".configuration_id AND " \
-			e ".engine_spec = " r ".engine_spec AND "	\
-			e ".deps_digest = " r ".deps_digest"
 /* The retry delay after failed attempt n. */
 #define BACKOFF(n)	"make_interval(secs => LEAST($2::float8, $1::float8 *" \
 			" power(2, GREATEST(" n ", 0))))"
-/*
- * A running run whose claim ended without a result (a lease that
- * expired, a worker that died): failed when its attempts are used up,
- * else queued again after the backoff of the attempt it just lost.
- */
-#define GIVE_UP_OR_RETRY						\
-	"  status = CASE WHEN attempt_count >= max_attempts"		\
-	"    THEN 'failed' ELSE 'queued' END,"				\
-	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN now() ELSE NULL END,"					\
-	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN available_at ELSE now() + " BACKOFF("attempt_count - 1") \
-	"    END"
+/* A run whose claim ended without a result (store_impl.h). */
+#define LOST_RUN	GIVE_UP_OR_RETRY("now()",			\
+			    "now() + " BACKOFF("attempt_count - 1"))
 
 struct pg {
 	struct store	 base;
@@ -1213,7 +1199,7 @@ static const struct store_sql pgsql_sql = {
 	    " WHERE id = $1::uuid"
 	    "  AND status IN ('ready', 'failed', 'queued')",
 	.run_abandon =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET" LOST_RUN ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = $4, exit_code = NULL, output_path = NULL"
 	    " WHERE id = $3 AND status = 'running' AND claimed_by = $5",
@@ -1284,7 +1270,7 @@ static const struct store_sql pgsql_sql = {
 	    "DELETE FROM environments e WHERE e.id = $2::uuid AND"
 	    GC_ENV_COND,
 	.sweep_runs =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET" LOST_RUN ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'lease expired'"
 	    " WHERE status = 'running' AND claim_expires_at < now()"

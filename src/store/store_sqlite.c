@@ -35,23 +35,9 @@
 /* The retry delay after failed attempt n, as an SQLite time modifier. */
 #define BACKOFF_MOD(n)	"'+' || MIN(?2, ?1 * (1 << MIN(MAX(" n ", 0), 30)))" \
 			" || ' seconds'"
-/*
- * A running run whose claim ended without a result (a lease that
- * expired, a worker that died): failed when its attempts are used up,
- * else queued again after the backoff of the attempt it just lost.
- */
-#define GIVE_UP_OR_RETRY						\
-	"  status = CASE WHEN attempt_count >= max_attempts"		\
-	"    THEN 'failed' ELSE 'queued' END,"				\
-	"  completed_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN " NOW " ELSE NULL END,"				\
-	"  available_at = CASE WHEN attempt_count >= max_attempts"	\
-	"    THEN available_at ELSE strftime(" TS ", 'now', "		\
-	BACKOFF_MOD("attempt_count - 1") ") END"
-#define ENV_KEY(e, r)	e ".workspace_id = " r ".workspace_id AND "	\
-			e ".configuration_id = " r ".configuration_id AND " \
-			e ".engine_spec = " r ".engine_spec AND "	\
-			e ".deps_digest = " r ".deps_digest"
+/* A run whose claim ended without a result (store_impl.h). */
+#define LOST_RUN	GIVE_UP_OR_RETRY(NOW, "strftime(" TS ", 'now', "	\
+			    BACKOFF_MOD("attempt_count - 1") ")")
 
 #define STMT_CACHE	48
 
@@ -1179,7 +1165,7 @@ static const struct store_sql sqlite_sql = {
 	    "  claimed_by = NULL, claim_expires_at = NULL, updated_at = " NOW
 	    " WHERE id = ?1 AND status IN ('ready', 'failed', 'queued')",
 	.run_abandon =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET" LOST_RUN ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = ?4, exit_code = NULL, output_path = NULL"
 	    " WHERE id = ?3 AND status = 'running' AND claimed_by = ?5",
@@ -1247,7 +1233,7 @@ static const struct store_sql sqlite_sql = {
 	    "DELETE FROM environments WHERE id = ?2 AND id IN (SELECT e.id"
 	    " FROM environments e WHERE e.id = ?2 AND" GC_ENV_COND ")",
 	.sweep_runs =
-	    "UPDATE runs SET" GIVE_UP_OR_RETRY ","
+	    "UPDATE runs SET" LOST_RUN ","
 	    "  claimed_by = NULL, claim_expires_at = NULL,"
 	    "  error_message = 'lease expired'"
 	    " WHERE status = 'running' AND claim_expires_at < " NOW
