@@ -476,6 +476,10 @@ text_of(json_t *row, const char *col)
 	return v != NULL ? v : "";
 }
 
+/* A claimed row's column into the field of the same name. */
+#define TEXT_FIELD(row, out, field)					\
+	text_copy(row, #field, (out)->field, sizeof((out)->field))
+
 static char *
 text_dup(json_t *row, const char *col)
 {
@@ -507,15 +511,11 @@ store_claim_environment(struct store *st, const char *token, double lease,
 	memset(out, 0, sizeof(*out));
 	rc = st->ops->claim_environment(st, token, lease, &row);
 	if (rc == 1) {
-		text_copy(row, "id", out->id, sizeof(out->id));
-		text_copy(row, "workspace_id", out->workspace_id,
-		    sizeof(out->workspace_id));
-		text_copy(row, "configuration_id", out->configuration_id,
-		    sizeof(out->configuration_id));
-		text_copy(row, "engine_spec", out->engine_spec,
-		    sizeof(out->engine_spec));
-		text_copy(row, "deps_digest", out->deps_digest,
-		    sizeof(out->deps_digest));
+		TEXT_FIELD(row, out, id);
+		TEXT_FIELD(row, out, workspace_id);
+		TEXT_FIELD(row, out, configuration_id);
+		TEXT_FIELD(row, out, engine_spec);
+		TEXT_FIELD(row, out, deps_digest);
 	}
 	json_decref(row);
 	return counted(rc);
@@ -581,27 +581,19 @@ store_claim_run(struct store *st, const char *token, double lease,
 	memset(out, 0, sizeof(*out));
 	rc = st->ops->claim_run(st, token, lease, &row);
 	if (rc == 1) {
-		text_copy(row, "id", out->id, sizeof(out->id));
-		text_copy(row, "workspace_id", out->workspace_id,
-		    sizeof(out->workspace_id));
-		text_copy(row, "configuration_id", out->configuration_id,
-		    sizeof(out->configuration_id));
-		text_copy(row, "input_document_id", out->input_document_id,
-		    sizeof(out->input_document_id));
-		text_copy(row, "engine_spec", out->engine_spec,
-		    sizeof(out->engine_spec));
-		text_copy(row, "deps_digest", out->deps_digest,
-		    sizeof(out->deps_digest));
-		text_copy(row, "started_at", out->started_at,
-		    sizeof(out->started_at));
-		out->attempt_count = (long)number_of(row,
-		    "attempt_count");
+		TEXT_FIELD(row, out, id);
+		TEXT_FIELD(row, out, workspace_id);
+		TEXT_FIELD(row, out, configuration_id);
+		TEXT_FIELD(row, out, input_document_id);
+		TEXT_FIELD(row, out, engine_spec);
+		TEXT_FIELD(row, out, deps_digest);
+		TEXT_FIELD(row, out, started_at);
+		TEXT_FIELD(row, out, env_id);
+		TEXT_FIELD(row, out, env_python);
+		out->attempt_count = (long)number_of(row, "attempt_count");
 		out->max_attempts = (long)number_of(row, "max_attempts");
 		out->run_options = text_dup(row, "run_options");
 		out->input_sheet_names = text_dup(row, "input_sheet_names");
-		text_copy(row, "env_id", out->env_id, sizeof(out->env_id));
-		text_copy(row, "env_python", out->env_python,
-		    sizeof(out->env_python));
 		out->waited = number_of(row, "waited_ms") / 1000.0;
 		if ((out->doc_read = json_object_get(row, "doc_found") !=
 		    NULL)) {
