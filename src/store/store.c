@@ -456,7 +456,29 @@ store_result_columns(struct store *st, int which)
 int
 store_ensure_environments(struct store *st, long *ins, long *req)
 {
-	return counted(st->ops->ensure_environments(st, ins, req));
+	const struct store_sql *sql = st->ops->sql;
+	int a, b = 0;
+
+	st->may_stop = 1;
+	a = changed(st, "ensure environments", sql->ensure_insert, "");
+	/*
+	 * Where two hosts insert the same key at once, the loser's whole
+	 * INSERT is undone: once more inserts the other keys, now that the
+	 * winner's row is there to be skipped.
+	 */
+	if (a == -1 && st->fail == STORE_FAIL_CONSTRAINT)
+		a = changed(st, "ensure environments", sql->ensure_insert, "");
+	if (a == -1 && st->fail == STORE_FAIL_CONSTRAINT)
+		a = 0;
+	if (a >= 0)
+		b = changed(st, "ensure environments", sql->ensure_requeue,
+		    "");
+	st->may_stop = 0;
+	if (a < 0 || b < 0)
+		return counted(a < 0 ? a : b);
+	*ins = a;
+	*req = b;
+	return 0;
 }
 
 /* A claimed row's text value into out ("" for NULL), cut to its size. */

@@ -105,6 +105,13 @@ struct store_sql {
 	 * document id, input sheet names, engine spec, deps digest, run
 	 * options, max attempts).
 	 */
+	/*
+	 * (): an environment row queued for each build that due runs need
+	 * and none has; the failed ones such runs wait for queued again.
+	 * A stop may cut them short.
+	 */
+	const char	*ensure_insert;
+	const char	*ensure_requeue;
 	const char	*enqueue_document;
 	const char	*enqueue_configuration;
 	const char	*enqueue_run;
@@ -165,7 +172,6 @@ struct store_ops {
 	int	(*init_schema)(struct store *);
 	/* 1 with the names in the buf, 0 when there is no such table */
 	int	(*table_columns)(struct store *, const char *, struct buf *);
-	int	(*ensure_environments)(struct store *, long *, long *);
 	/*
 	 * The claims: 1 with the claimed row (token, lease seconds) as a
 	 * JSON object keyed as CLAIMED_ENVIRONMENT and CLAIMED_RUN name,

@@ -736,63 +736,6 @@ mq_table_columns(struct store *st, const char *table, struct buf *out)
 }
 
 /*
- * Creates the missing environment rows for runnable queued runs, and
- * puts a failed environment back in the queue once one of its runs is
- * due again.  UPDLOCK, HOLDLOCK on the existence check keeps two workers
- * from inserting the same key on SQL Server; Babelfish ignores hints, so
- * a duplicate key there only means another worker was first.
- */
-static int
-mq_ensure_environments(struct store *st, long *inserted, long *requeued)
-{
-	static const char ins[] =
-	    BATCH
-	    "INSERT INTO environments (id, workspace_id, configuration_id,"
-	    "  engine_spec, deps_digest, status, created_at, updated_at)"
-	    " SELECT NEWID(), k.workspace_id, k.configuration_id,"
-	    "  k.engine_spec, k.deps_digest, 'queued', " NOW ", " NOW
-	    " FROM (SELECT DISTINCT q.workspace_id, q.configuration_id,"
-	    "  q.engine_spec, q.deps_digest FROM runs q"
-	    "  WHERE q.status = 'queued' AND q.available_at <= " NOW
-	    "  AND q.attempt_count < q.max_attempts) k"
-	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WITH (UPDLOCK,"
-	    "  HOLDLOCK) WHERE " ENV_KEY("e", "k") ");"
-	    ROWCOUNT;
-	static const char req[] =
-	    BATCH
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, updated_at = " NOW
-	    " WHERE environments.status = 'failed' AND EXISTS (SELECT 1"
-	    "  FROM runs r WHERE " ENV_KEY("r", "environments")
-	    "  AND r.status = 'queued' AND r.available_at <= " NOW
-	    "  AND r.attempt_count < r.max_attempts);"
-	    ROWCOUNT;
-	struct tds *m = (struct tds *)st;
-	int a, b = 0;
-
-	tds_interruptible(1);
-	a = tds_count(m, "ensure environments", ins, "");
-	/*
-	 * A duplicate rolled the whole INSERT back: once more inserts the
-	 * other keys, now that the winner's row is there to be skipped.
-	 */
-	if (a == -1 && m->cls == MSSQL_DUPLICATE)
-		a = tds_count(m, "ensure environments", ins, "");
-	if (a == -1 && m->cls == MSSQL_DUPLICATE)
-		a = 0;
-	if (a >= 0)
-		b = tds_count(m, "ensure environments", req, "");
-	tds_interruptible(0);
-	if (a < 0)
-		return a;
-	if (b < 0)
-		return b;
-	*inserted = a;
-	*requeued = b;
-	return 0;
-}
-
-/*
  * After a claim batch was cancelled (a stop signal, the query timeout),
  * puts back whatever it may still have committed under its token: the
  * cancel can land between COMMIT and the final SELECT, and the claim
@@ -1456,6 +1399,28 @@ static const struct store_sql mssql_sql = {
 	    "  updated_at = " NOW
 	    " WHERE status = 'building' AND claim_expires_at < " NOW ";"
 	    ROWCOUNT,
+	.ensure_insert =
+	    BATCH
+	    "INSERT INTO environments (id, workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest, status, created_at, updated_at)"
+	    " SELECT NEWID(), k.workspace_id, k.configuration_id,"
+	    "  k.engine_spec, k.deps_digest, 'queued', " NOW ", " NOW
+	    " FROM (SELECT DISTINCT q.workspace_id, q.configuration_id,"
+	    "  q.engine_spec, q.deps_digest FROM runs q"
+	    "  WHERE q.status = 'queued' AND q.available_at <= " NOW
+	    "  AND q.attempt_count < q.max_attempts) k"
+	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WITH (UPDLOCK,"
+	    "  HOLDLOCK) WHERE " ENV_KEY("e", "k") ");"
+	    ROWCOUNT,
+	.ensure_requeue =
+	    BATCH
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE environments.status = 'failed' AND EXISTS (SELECT 1"
+	    "  FROM runs r WHERE " ENV_KEY("r", "environments")
+	    "  AND r.status = 'queued' AND r.available_at <= " NOW
+	    "  AND r.attempt_count < r.max_attempts);"
+	    ROWCOUNT,
 	.singleton =
 	    BATCH
 	    "DECLARE @n INT;"
@@ -1558,7 +1523,6 @@ static const struct store_ops mssql_ops = {
 	.close = mq_close,
 	.init_schema = mq_init_schema,
 	.table_columns = mq_table_columns,
-	.ensure_environments = mq_ensure_environments,
 	.claim_environment = mq_claim_environment,
 	.claim_run = mq_claim_run,
 	.wait = NULL,		/* no notifications: idle workers poll */

@@ -793,36 +793,6 @@ pg_table_columns(struct store *st, const char *table, struct buf *out)
 }
 
 static int
-pg_ensure_environments(struct store *st, long *inserted, long *requeued)
-{
-	static const char ins[] =
-	    "INSERT INTO environments (id, workspace_id, configuration_id,"
-	    "  engine_spec, deps_digest, status, created_at, updated_at)"
-	    " SELECT gen_random_uuid(), k.workspace_id, k.configuration_id,"
-	    "  k.engine_spec, k.deps_digest, 'queued', now(), now()"
-	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
-	    "  engine_spec, deps_digest FROM runs WHERE status = 'queued'"
-	    "  AND available_at <= now() AND attempt_count < max_attempts) k"
-	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
-	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING";
-	static const char req[] =
-	    "UPDATE environments e SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, updated_at = now()"
-	    " WHERE e.status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
-	    "  WHERE " ENV_KEY("e", "r") " AND r.status = 'queued'"
-	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts)";
-	struct pg *p = (struct pg *)st;
-	int a, b;
-
-	if ((a = pg_exec(pg_query(p, ins, ""))) < 0 ||
-	    (b = pg_exec(pg_query(p, req, ""))) < 0)
-		return -1;
-	*inserted = a;
-	*requeued = b;
-	return 0;
-}
-
-static int
 pg_claim_environment(struct store *st, const char *token, double lease,
     json_t **row)
 {
@@ -1311,6 +1281,22 @@ static const struct store_sql pgsql_sql = {
 	    " FROM environments e"
 	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
 	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts",
+	.ensure_insert =
+	    "INSERT INTO environments (id, workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest, status, created_at, updated_at)"
+	    " SELECT gen_random_uuid(), k.workspace_id, k.configuration_id,"
+	    "  k.engine_spec, k.deps_digest, 'queued', now(), now()"
+	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest FROM runs WHERE status = 'queued'"
+	    "  AND available_at <= now() AND attempt_count < max_attempts) k"
+	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
+	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING",
+	.ensure_requeue =
+	    "UPDATE environments e SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = now()"
+	    " WHERE e.status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
+	    "  WHERE " ENV_KEY("e", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts)",
 	.enqueue_document =
 	    "INSERT INTO documents (id, workspace_id, original_filename,"
 	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
@@ -1360,7 +1346,6 @@ static const struct store_ops pgsql_ops = {
 	.close = pg_close,
 	.init_schema = pg_init_schema,
 	.table_columns = pg_table_columns,
-	.ensure_environments = pg_ensure_environments,
 	.claim_environment = pg_claim_environment,
 	.claim_run = pg_claim_run,
 	.wait = pg_wait,

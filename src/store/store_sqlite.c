@@ -582,7 +582,8 @@ sq_busy(void *arg, int count)
 
 	if (count == 0)
 		s->busy_ms = 0;
-	if ((store_stopping() && s->may_give_up) || s->busy_ms >= BUSY_MS ||
+	if ((store_stopping() && (s->may_give_up || s->base.may_stop)) ||
+	    s->busy_ms >= BUSY_MS ||
 	    (store_quitting() && s->busy_ms >= QUIT_BUSY_MS))
 		return 0;
 	ms = (size_t)count < NELEM(steps) ? steps[count] : 100;
@@ -794,51 +795,6 @@ sq_table_columns(struct store *st, const char *table, struct buf *out)
 		n = sq_fail(s, "schema check");
 	sq_done(s, q);
 	return n < 0 ? -1 : n > 0;
-}
-
-/*
- * Creates the missing environment rows for runnable queued runs (the
- * unique key makes concurrent inserts harmless), and puts a failed
- * environment back in the queue once one of its runs is due again.
- */
-static int
-ensure_environments(struct store *st, long *inserted, long *requeued)
-{
-	static const char ins[] =
-	    "INSERT INTO environments (id, workspace_id, configuration_id,"
-	    "  engine_spec, deps_digest, status, created_at, updated_at) "
-	    "SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) ||"
-	    "  '-4' || substr(hex(randomblob(2)), 2) || '-' ||"
-	    "  substr('89ab', 1 + (abs(random()) % 4), 1) ||"
-	    "  substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),"
-	    "  k.workspace_id, k.configuration_id, k.engine_spec,"
-	    "  k.deps_digest, 'queued', " NOW ", " NOW
-	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
-	    "  engine_spec, deps_digest FROM runs"
-	    "  WHERE status = 'queued' AND available_at <= " NOW
-	    "  AND attempt_count < max_attempts) AS k"
-	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
-	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING";
-	static const char req[] =
-	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
-	    "  claim_expires_at = NULL, updated_at = " NOW
-	    " WHERE status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
-	    "  WHERE " ENV_KEY("environments", "r") " AND r.status = 'queued'"
-	    "  AND r.available_at <= " NOW
-	    "  AND r.attempt_count < r.max_attempts)";
-	struct sq *s = (struct sq *)st;
-	int a, b;
-
-	if (sq_begin(s) == -1)
-		return -1;
-	if ((a = sq_exec_stmt(s, sq_query(s, ins, ""))) == -1 ||
-	    (b = sq_exec_stmt(s, sq_query(s, req, ""))) == -1)
-		return sq_rollback(s, -1);
-	if (sq_commit(s) == -1)
-		return -1;
-	*inserted = a;
-	*requeued = b;
-	return 0;
 }
 
 static int
@@ -1054,23 +1010,6 @@ sq_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 	return sq_commit(s);
 }
 
-/*
- * Looking for work, during which a stop (TERM as well as QUIT) ends a
- * wait for another connection's lock: nothing is held yet, and the
- * worker is leaving.
- */
-static int
-sq_ensure_environments(struct store *st, long *inserted, long *requeued)
-{
-	struct sq *s = (struct sq *)st;
-	int rc;
-
-	s->may_give_up = 1;
-	rc = ensure_environments(st, inserted, requeued);
-	s->may_give_up = 0;
-	return rc;
-}
-
 static int
 sq_claim_environment(struct store *st, const char *token, double lease,
     json_t **out)
@@ -1272,6 +1211,28 @@ static const struct store_sql sqlite_sql = {
 	    " WHERE status = 'queued' AND available_at <= " NOW
 	    "  AND attempt_count < max_attempts AND EXISTS (SELECT 1 FROM"
 	    "  environments e WHERE e.id = ?3 AND " ENV_KEY("e", "runs") ")",
+	.ensure_insert =
+	    "INSERT INTO environments (id, workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest, status, created_at, updated_at) "
+	    "SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) ||"
+	    "  '-4' || substr(hex(randomblob(2)), 2) || '-' ||"
+	    "  substr('89ab', 1 + (abs(random()) % 4), 1) ||"
+	    "  substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),"
+	    "  k.workspace_id, k.configuration_id, k.engine_spec,"
+	    "  k.deps_digest, 'queued', " NOW ", " NOW
+	    " FROM (SELECT DISTINCT workspace_id, configuration_id,"
+	    "  engine_spec, deps_digest FROM runs"
+	    "  WHERE status = 'queued' AND available_at <= " NOW
+	    "  AND attempt_count < max_attempts) AS k"
+	    " WHERE NOT EXISTS (SELECT 1 FROM environments e WHERE "
+	    ENV_KEY("e", "k") ") ON CONFLICT DO NOTHING",
+	.ensure_requeue =
+	    "UPDATE environments SET status = 'queued', claimed_by = NULL,"
+	    "  claim_expires_at = NULL, updated_at = " NOW
+	    " WHERE status = 'failed' AND EXISTS (SELECT 1 FROM runs r"
+	    "  WHERE " ENV_KEY("environments", "r") " AND r.status = 'queued'"
+	    "  AND r.available_at <= " NOW
+	    "  AND r.attempt_count < r.max_attempts)",
 	.enqueue_document =
 	    "INSERT INTO documents (id, workspace_id, original_filename,"
 	    "  content_type, byte_size, sha256, stored_uri, expires_at,"
@@ -1325,7 +1286,6 @@ static const struct store_ops sqlite_ops = {
 	.close = sq_close,
 	.init_schema = sq_init_schema,
 	.table_columns = sq_table_columns,
-	.ensure_environments = sq_ensure_environments,
 	.claim_environment = sq_claim_environment,
 	.claim_run = sq_claim_run,
 	.wait = sq_wait,
