@@ -1265,7 +1265,8 @@ store_environment_rebuild(struct store *st, const char *id)
 
 	if (util_uuid_canon(id, u) == -1)
 		return 0;
-	return count(st, "rebuild environment", st->ops->sql->environment_rebuild, "s", u);
+	return count(st, "rebuild environment",
+	    st->ops->sql->environment_rebuild, "s", u);
 }
 
 /* The first row of a statement's answer, or JSON null. */

@@ -98,6 +98,13 @@ struct store_sql {
 	const char	*environment_failed;
 	const char	*charge_runs;
 	/*
+	 * (): an environment row queued for each build that due runs need
+	 * and none has; the failed ones such runs wait for queued again.
+	 * A stop may cut them short.
+	 */
+	const char	*ensure_insert;
+	const char	*ensure_requeue;
+	/*
 	 * What ade-ctl enqueue writes, in one transaction.  The document
 	 * (id, workspace id, original filename, content type, byte size,
 	 * sha256, stored uri, run id); the configuration's last use (id,
@@ -105,13 +112,6 @@ struct store_sql {
 	 * document id, input sheet names, engine spec, deps digest, run
 	 * options, max attempts).
 	 */
-	/*
-	 * (): an environment row queued for each build that due runs need
-	 * and none has; the failed ones such runs wait for queued again.
-	 * A stop may cut them short.
-	 */
-	const char	*ensure_insert;
-	const char	*ensure_requeue;
 	const char	*enqueue_document;
 	const char	*enqueue_configuration;
 	const char	*enqueue_run;
@@ -190,7 +190,7 @@ enum store_fail {
 	STORE_FAIL_OTHER,	/* an error of the statement: report it */
 	STORE_FAIL_DEAD,	/* the connection is gone */
 	STORE_FAIL_RETRY,	/* a deadlock, a lock or busy timeout */
-	STORE_FAIL_CONSTRAINT	/* a unique key, NOT NULL, CHECK or foreign key */
+	STORE_FAIL_CONSTRAINT	/* unique key, NOT NULL, CHECK, foreign key */
 };
 
 struct store {

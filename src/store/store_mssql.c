@@ -108,7 +108,8 @@
  */
 #define ROWCOUNT	" SELECT @@ROWCOUNT AS n;"
 /* A run whose claim ended without a result (store_impl.h). */
-#define LOST_RUN	GIVE_UP_OR_RETRY(NOW, PLUS(BACKOFF("attempt_count - 1")))
+#define LOST_RUN	GIVE_UP_OR_RETRY(NOW,				\
+			    PLUS(BACKOFF("attempt_count - 1")))
 
 
 static const struct store_ops mssql_ops;

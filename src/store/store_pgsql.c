@@ -1280,7 +1280,8 @@ static const struct store_sql pgsql_sql = {
 	    "  attempt_count = r.attempt_count + 1"
 	    " FROM environments e"
 	    " WHERE e.id = $3 AND " ENV_KEY("e", "r") " AND r.status = 'queued'"
-	    "  AND r.available_at <= now() AND r.attempt_count < r.max_attempts",
+	    "  AND r.available_at <= now()"
+	    "  AND r.attempt_count < r.max_attempts",
 	.ensure_insert =
 	    "INSERT INTO environments (id, workspace_id, configuration_id,"
 	    "  engine_spec, deps_digest, status, created_at, updated_at)"
