@@ -202,12 +202,12 @@ static const struct conf_key keys[] = {
 	{ "worker", "notify", CONF_BOOL, O(notify), "yes", 0,
 	    "ADE_WORKER_NOTIFY", 0, 0, NULL,
 	    "Idle, wait to be told of new work: PostgreSQL's notifications, "
-	    "or SQLite's files changing (inotify); no means poll, as on SQL "
-	    "Server." },
+	    "SQLite's files changing (inotify), or on SQL Server a wait on "
+	    "the server that looks at the queue every 100 ms; no means "
+	    "poll every poll_interval." },
 	{ "worker", "listen_timeout", CONF_SECONDS, O(listen_timeout), "60",
 	    R, "ADE_WORKER_LISTEN_TIMEOUT_SECONDS", 1, 86400, NULL,
-	    "PostgreSQL and SQLite: longest wait for news of work before "
-	    "looking anyway." },
+	    "Longest idle wait for news of work before looking anyway." },
 	{ "worker", "notify_jitter_ms", CONF_INT, O(notify_jitter_ms), "0",
 	    R, "ADE_WORKER_NOTIFY_JITTER_MS", 0, 10000, NULL,
 	    "PostgreSQL: random delay up to this many milliseconds after a "

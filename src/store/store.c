@@ -1174,6 +1174,12 @@ store_listens(struct store *st)
 }
 
 int
+store_wait_looks(struct store *st)
+{
+	return st->ops->wait_looks;
+}
+
+int
 store_register(struct store *st, const char *ws, const char *cfg,
     char *ws_id, char *cfg_id)
 {

@@ -196,6 +196,8 @@ int	store_queue_stats(struct store *, struct queue_stats *);
 int	store_next_due(struct store *, double *seconds);
 int	store_wait(struct store *, double timeout);
 int	store_listens(struct store *);
+/* Whether store_wait's 1 means "work is there now", not "told of some". */
+int	store_wait_looks(struct store *);
 void	store_wake_on(struct store *, int fd);
 
 int	store_register(struct store *, const char *workspace,

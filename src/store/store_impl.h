@@ -181,6 +181,12 @@ struct store_ops {
 		    json_t **);
 	int	(*claim_run)(struct store *, const char *, double, json_t **);
 	int	(*wait)(struct store *, double);	/* NULL: sleep */
+	/*
+	 * Whether wait's 1 means "there is work now" (a look at the tables)
+	 * rather than "something happened" (a notification): a look keeps
+	 * seeing work that this host cannot claim yet.
+	 */
+	int	  wait_looks;
 	int	(*register_names)(struct store *, const char *, const char *,
 		    char *, char *);
 };

@@ -579,6 +579,7 @@ store_mssql_open(const struct conf *c, struct buf *err)
 	m = xcalloc(1, sizeof(*m));
 	m->base.ops = &mssql_ops;
 	m->base.max_params = MSSQL_BATCH_PARAMS;
+	m->babelfish = -1;
 	m->echo = c->db_echo;
 	if ((m->tds_version = mssql_tds_version(c->db_tds_version)) < 0) {
 		buf_printf(err, "mssql: tds_version %s is not one of 7.0, 7.1, "
@@ -1513,6 +1514,109 @@ mq_count(struct store *st, const char *what, const char *sql,
 	return n;
 }
 
+/*
+ * The idle wait.  SQL Server tells no one of a new row, so the wait is a
+ * batch that looks at the queue on the server every WAIT_STEP_MS until
+ * it finds work or its time is up: the host sends one statement every
+ * few seconds, and sees a new run within a step of its commit.
+ *
+ * The look stops at the first due queued run, or queued environment,
+ * with READPAST so that a row an application is still inserting does
+ * not hold it up.  Both sides are index seeks on status = 'queued' that
+ * end at their first row; on SQL Server ix_runs_claim (status,
+ * available_at, created_at) can bound the due time too, and
+ * ix_environments_claim serves the environments.  Babelfish's plan
+ * (SET BABELFISH_SHOWPLAN_ALL ON, the look as one SELECT):
+ *
+ *	Result
+ *	  InitPlan 1 (returns $0)
+ *	    ->  Index Scan using ix_runs_status_completed on runs q
+ *	          Index Cond: (status = 'queued')
+ *	          Filter: ((attempt_count < max_attempts) AND
+ *	                   (available_at <= sysutcdatetime()))
+ *	  InitPlan 2 (returns $1)
+ *	    ->  Index Only Scan using ix_environments_status_updated
+ *	          Index Cond: (status = 'queued')
+ *
+ * The look does not ask whether the run's environment is ready: a run
+ * it sees may not be claimable yet, and the worker then backs off before
+ * it waits again (wait_looks).  Babelfish has no WAITFOR; there each
+ * step sleeps in PostgreSQL's pg_sleep, which T-SQL can call there.
+ */
+#define WAIT_STEP_MS	100
+#define WAIT_BATCH_MAX	10.0	/* seconds one batch waits at most */
+#define WAIT_BATCH(sleep)						\
+	BATCH								\
+	"DECLARE @i INT = 0, @hit INT = 0, @z INT;"			\
+	"WHILE @hit = 0 AND @i <= @p1 BEGIN"				\
+	" IF EXISTS (SELECT 1 FROM runs q WITH (READPAST)"		\
+	"  WHERE q.status = 'queued' AND q.available_at <= " NOW		\
+	"  AND q.attempt_count < q.max_attempts)"			\
+	"  OR EXISTS (SELECT 1 FROM environments q WITH (READPAST)"	\
+	"  WHERE q.status = 'queued')"					\
+	"  SET @hit = 1;"						\
+	" ELSE IF @i < @p1 " sleep ";"				\
+	" SET @i = @i + 1;"						\
+	"END;"								\
+	"SELECT @hit AS hit;"
+
+/* Whether the server is Babelfish: 1, 0, or -1 when it cannot tell. */
+static int
+mq_babelfish(struct tds *m)
+{
+	json_t *a;
+
+	if (m->babelfish != -1)
+		return m->babelfish;
+	/* NULL on SQL Server, which knows no such property. */
+	a = tds_rows(m, "server kind", "SELECT CAST(SERVERPROPERTY("
+	    "'babelfish') AS INT) AS b", "");
+	if (a == NULL)
+		return -1;
+	m->babelfish = json_integer_value(json_object_get(
+	    json_array_get(a, 0), "b")) == 1;
+	json_decref(a);
+	return m->babelfish;
+}
+
+static int
+mq_wait(struct store *st, double timeout)
+{
+	/* Each sleeps WAIT_STEP_MS. */
+	static const char sql_server[] = WAIT_BATCH(
+	    "WAITFOR DELAY '00:00:00.100'");
+	static const char babelfish[] = WAIT_BATCH(
+	    "SELECT @z = COUNT(*) FROM (SELECT pg_sleep(0.1) AS s) w");
+	struct tds *m = (struct tds *)st;
+	double end = now_mono() + timeout, left, chunk;
+	json_t *a;
+	int hit = 0, bbf;
+
+	while (!hit && (left = end - now_mono()) > 0 && !store_stopping() &&
+	    !store_quitting()) {
+		chunk = left < WAIT_BATCH_MAX ? left : WAIT_BATCH_MAX;
+		if (chunk > m->query_timeout / 2.0)
+			chunk = m->query_timeout / 2.0;
+		a = NULL;
+		tds_interruptible(1);
+		if ((bbf = mq_babelfish(m)) != -1)
+			a = tds_rows(m, "idle look", bbf ? babelfish :
+			    sql_server, "i", (long long)(chunk * 1000 /
+			    WAIT_STEP_MS));
+		tds_interruptible(0);
+		if (a == NULL) {
+			/* Not in a tight loop: the next call reports it. */
+			if (!store_stopping() && !store_quitting())
+				store_pause(st, left < 1 ? left : 1);
+			return 0;
+		}
+		hit = json_integer_value(json_object_get(json_array_get(a, 0),
+		    "hit")) == 1;
+		json_decref(a);
+	}
+	return hit;
+}
+
 static const struct store_ops mssql_ops = {
 	.rows = mq_rows,
 	.count = mq_count,
@@ -1526,6 +1630,7 @@ static const struct store_ops mssql_ops = {
 	.table_columns = mq_table_columns,
 	.claim_environment = mq_claim_environment,
 	.claim_run = mq_claim_run,
-	.wait = NULL,		/* no notifications: idle workers poll */
+	.wait = mq_wait,
+	.wait_looks = 1,
 	.register_names = mq_register,
 };

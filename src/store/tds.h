@@ -121,6 +121,7 @@ struct tds {
 	int			 cls;		/* class of the last failure */
 	double			 reset_at;
 	double			 reset_delay;
+	int			 babelfish;	/* 1, 0, or -1: not known */
 };
 
 /*

@@ -530,7 +530,7 @@ worker_loop(struct worker *w)
 	const struct conf *c = w->conf;
 	double now, next_check, next_ensure, poll_s;
 	long pending, job_limit = 0;
-	int r;
+	int r, woke = 0;
 
 	if (c->max_jobs_per_child > 0)
 		job_limit = (long)c->max_jobs_per_child +
@@ -559,6 +559,7 @@ worker_loop(struct worker *w)
 		}
 		if (r == 1) {
 			poll_s = c->poll_interval;
+			woke = 0;
 			if (worker_recycle(w, job_limit))
 				return WORKER_EXIT_RECYCLE;
 			continue;
@@ -581,9 +582,21 @@ worker_loop(struct worker *w)
 			continue;
 		}
 		if (c->notify && store_listens(w->store)) {
+			/*
+			 * A wait that looks at the tables (SQL Server) sees
+			 * again at once what this host found it could not
+			 * claim (a run whose environment is being built):
+			 * after such a wake it polls before it waits again.
+			 */
+			if (woke && store_wait_looks(w->store)) {
+				nap(poll_s);
+				poll_s = backoff_idle_next(poll_s,
+				    c->poll_interval_max, jitter(0.05));
+			}
 			/* Told of new work, it looks at once, then at the
 			 * environments should the look find nothing. */
-			if (worker_wait(w, next_check) == 1) {
+			woke = worker_wait(w, next_check) == 1;
+			if (woke) {
 				next_ensure = 0;
 				w->woken = 1;
 			}

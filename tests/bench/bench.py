@@ -414,10 +414,35 @@ def phases(backend, server, n):
         discard(dep, root)
 
 
+def pg_statement_calls(pg, dbname):
+    """Top-level statements PostgreSQL ran in one database since the last
+    reset, BEGIN and COMMIT included, as pg_stat_statements counts them;
+    None without the module."""
+    try:
+        return int(pg.psql(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s"
+            " JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = '%s'" % dbname))
+    except subprocess.CalledProcessError:
+        return None
+
+
+def pg_statements_reset(pg):
+    """Starts pg_stat_statements' count afresh; False without it."""
+    try:
+        pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        pg.psql("SELECT pg_stat_statements_reset()")
+        return True
+    except subprocess.CalledProcessError:
+        return False
+
+
 def statements_per_run(backend, server, n):
     """Statements (or SQL Server batches) and round trips one worker
     sends per run while it works through n queued runs, counted from its
-    echo; the environment pass and the final idle looks are included."""
+    echo; the environment pass and the final idle looks are included.
+    Third, on PostgreSQL, the statements the server ran for it per run
+    (pg_stat_statements), or None."""
     root = tempfile.mkdtemp(prefix="ade-bench-")
     dep = None
     try:
@@ -425,9 +450,12 @@ def statements_per_run(backend, server, n):
         dep.echo_statements()
         dep.enqueue_bulk(n)
         log = os.path.join(root, "superd.log")
+        counted = backend == "pgsql" and pg_statements_reset(server)
         dep.workers(1, exit_when_idle=True, log=log).wait()
+        calls = pg_statement_calls(server, dep.dbname) if counted else None
         return (sent_statements(log, "", "~", pipelined=True) / n,
-                sent_statements(log, "", "~") / n)
+                sent_statements(log, "", "~") / n,
+                calls / n if calls is not None else None)
     finally:
         discard(dep, root)
 
@@ -730,7 +758,9 @@ def main():
     else:
         print("== mssql: n/a (%s)" % version)
     print()
-    pg = pgserver.PgServer().start()
+    pg = pgserver.PgServer(settings={
+        "shared_preload_libraries": "pg_stat_statements",
+        "pg_stat_statements.track": "top"}).start()
     servers = {"sqlite": None, "pgsql": pg, "mssql": ms}
     try:
         floor = args.runs / spawn_floor(args.runs)
@@ -755,14 +785,18 @@ def main():
         per = {"sqlite": statements_per_run("sqlite", None, args.samples),
                "pgsql": statements_per_run("pgsql", pg, args.samples),
                "mssql": statements_per_run("mssql", ms, args.samples)
-               if ms else (None, None)}
+               if ms else (None,) * 3}
         print("%-12s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
-        for i, label in enumerate(("statements", "round trips")):
+        for i, label in enumerate(("statements", "round trips",
+                                   "server count")):
             print("%-12s %10s %10s %10s" % (
                 label, *(fmt("%.1f", per[b][i])
                          for b in ("sqlite", "pgsql", "mssql"))))
-        print("(SQLite's statements are calls into the library, not"
-              " round trips)")
+        print("(statements and round trips from the worker's echo; SQLite's"
+              " are calls into the\n library; server count: what"
+              " PostgreSQL's pg_stat_statements saw, BEGIN and\n COMMIT"
+              " included, the first connection's set-up spread over the"
+              " runs)")
         print()
         print("== where a run's time goes, 1 worker, median of %d runs (ms)"
               % args.samples)
@@ -780,6 +814,7 @@ def main():
                                              "spawn p50", "p99"))
         for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
                                        ("pgsql polling", "pgsql", False),
+                                       ("mssql wait", "mssql", True),
                                        ("mssql polling", "mssql", False),
                                        ("sqlite watch", "sqlite", True),
                                        ("sqlite polling", "sqlite",
@@ -801,6 +836,8 @@ def main():
         rows = [("pgsql NOTIFY", "pgsql", pg, True, pg_count),
                 ("pgsql polling", "pgsql", pg, False, pg_count)]
         if ms is not None:
+            rows.append(("mssql wait", "mssql", ms, True,
+                         babelfish_transactions()))
             rows.append(("mssql polling", "mssql", ms, False,
                          babelfish_transactions()))
         rows.append(("sqlite watch", "sqlite", None, True, None))

@@ -742,9 +742,10 @@ def test_a_worker_told_of_new_work_looks_for_runs_first(deploy, tmp_path):
     assert sent and sent[0].startswith("WITH c AS MATERIALIZED (SELECT q.id"), sent[:3]
 
 
-@pytest.mark.sqlite_only("about watching the SQLite files; PostgreSQL has its notifications")
-def test_idle_sqlite_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path):
-    # Polls and waits so long that only the watch can explain a pickup.
+@pytest.mark.backends("sqlite", "mssql")   # PostgreSQL has its notifications
+def test_idle_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path):
+    # Polls and waits so long that only the wait can explain a pickup: the
+    # watch of the SQLite files, the look on the SQL Server.
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
                  **{"supervisor.workers": 2, "worker.poll_interval": "600",
                     "worker.poll_interval_max": "600", "worker.listen_timeout": "600",
@@ -757,6 +758,34 @@ def test_idle_sqlite_workers_are_woken_by_a_commit_not_a_timer(deploy, tmp_path)
         assert dep.wait_run(run, timeout=120)["status"] == "succeeded"
         wait_until(lambda: any(s.get("looking") for s in status(dep)["slots"]), 60,
                    "the workers to be idle again")
+
+
+@pytest.mark.backends("mssql")     # its idle wait looks at the queue itself
+def test_a_waiting_look_that_sees_unclaimable_work_does_not_spin(deploy, tmp_path):
+    # A queued run whose environment is being built elsewhere is seen by
+    # every look, and no claim can take it: the looking worker polls at
+    # poll_interval then, instead of looking again at once.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"worker.poll_interval": "1", "worker.poll_interval_max": "1",
+                    "worker.log_level": "debug", "database.echo": "yes"})
+    run = dep.enqueue(write_input(tmp_path / "doc.csv"))["run_id"]
+    # Its environment is being built by a worker that is not there (its
+    # claim runs for an hour).
+    dep.db().execute("UPDATE environments SET status = 'building', claimed_by = 'elsewhere',"
+                     " claim_expires_at = DATEADD(hour, 1, SYSUTCDATETIME())")
+    sup = dep.start_worker()
+    wait_until(lambda: any(s.get("looking") for s in status(dep)["slots"]), 60,
+               "an idle worker looking for work")
+    looks = {"look": "SET NOCOUNT ON; SET XACT_ABORT ON; DECLARE @i INT = 0, @hit"}
+    mark = sup.log_path.stat().st_size
+    started = time.monotonic()
+    wait_until(lambda: statement_kinds(sup.log_path, mark, looks)["look"] >= 3, 60,
+               "a few looks")
+    took = time.monotonic() - started
+    # At poll_interval (1 s) between them, three looks take two seconds at
+    # least; looking again at once would make them hundreds a second.
+    assert took >= 1.9, (took, statement_kinds(sup.log_path, mark, looks))
+    assert dep.run_row(run)["status"] == "queued"
 
 
 def test_every_host_on_the_database_is_listed_and_a_dead_one_shown_gone(deploy):

@@ -28,7 +28,10 @@ def available():
 
 
 class PgServer:
-    def __init__(self):
+    def __init__(self, settings=None):
+        """settings: more server settings (name: value), e.g. libraries
+        to preload."""
+        self.settings = dict(settings or {})
         self.bindir = _bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server binaries not found "
@@ -65,6 +68,7 @@ class PgServer:
                 "-c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200"
                 % self.socket_dir)
+        opts += "".join(" -c %s=%s" % kv for kv in self.settings.items())
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
                   "-o", opts, "-l", os.path.join(self.dir, "server.log"),
                   "-w", "-t", "60", "start")
