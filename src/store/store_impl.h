@@ -118,8 +118,8 @@ struct store_sql {
 	/*
 	 * (id, token, output path): a run's success, keeping its result
 	 * rows or replacing them.  Replacing clears the rows of an earlier
-	 * success: in the same statement, or with clear_results (id) run
-	 * after it.
+	 * success with clear_results (id) run after it, unless the claim of
+	 * the run's new attempt already did (PostgreSQL).
 	 */
 	const char	*run_succeeded;
 	const char	*run_succeeded_replacing;

@@ -3,10 +3,10 @@
  * UPDATE SKIP LOCKED in a MATERIALIZED common table expression (as a
  * plain subquery of UPDATE ... FROM, the planner may run it again for
  * every row and claim several), and the UPDATE's own WHERE repeats the
- * state check.  Time is the server's
- * now().  Values travel through PQexecParams as text.  Idle workers LISTEN
- * on ade_run_queued, which triggers installed by "ade-ctl db init" notify
- * when a run is queued or an environment becomes ready.
+ * state check.  Time is the server's now().  Values travel through
+ * PQexecParams as text.  Idle workers LISTEN on ade_run_queued, which
+ * triggers installed by "ade-ctl db init" notify when a run is queued or
+ * an environment becomes ready.
  *
  * A connection that breaks is reset before the next operation, with a
  * growing delay between attempts; the operation that saw the break
@@ -814,6 +814,10 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 /*
  * Claims the oldest due run whose environment is ready (SKIP LOCKED: the
  * claimers pass each other by); the run's document row comes with it.
+ * A run that was attempted before may hold the result rows of an earlier
+ * success (an operator ran it again): the claim removes them, so that
+ * the success can add the new ones in the statement that guards it
+ * (pg_guarded) without meeting them.
  */
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
@@ -822,12 +826,19 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	static const char sql[] =
 	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
 	    "  e.python_interpreter AS env_python,"
-	    "  q.input_document_id AS doc_id FROM runs q"
+	    "  q.input_document_id AS doc_id, q.attempt_count FROM runs q"
 	    "  JOIN environments e ON " ENV_KEY("e", "q")
 	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
 	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
 	    "  ORDER BY q.available_at, q.created_at LIMIT 1"
-	    "  FOR UPDATE OF q SKIP LOCKED)"
+	    "  FOR UPDATE OF q SKIP LOCKED),"
+	    " again AS (SELECT id FROM c WHERE attempt_count > 0),"
+	    " m AS (DELETE FROM run_metrics"
+	    "  WHERE run_id IN (SELECT id FROM again)),"
+	    " f AS (DELETE FROM run_fields"
+	    "  WHERE run_id IN (SELECT id FROM again)),"
+	    " t AS (DELETE FROM run_table_columns"
+	    "  WHERE run_id IN (SELECT id FROM again))"
 	    " UPDATE runs r SET status = 'running', claimed_by = $1,"
 	    "  claim_expires_at = now() + make_interval(secs => $2),"
 	    "  started_at = COALESCE(r.started_at, now()),"
@@ -851,7 +862,14 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    row);
 }
 
-/* Rows per INSERT of result rows; each row takes one parameter a column. */
+/*
+ * How a guard ends (store_impl.h): it divides by zero when the row it
+ * updates (u) was not there.
+ */
+#define GUARD_END	" SELECT 1 / count(*) FROM u"
+/* The parameters one statement may carry (the protocol counts in 16 bits). */
+#define PG_MAX_PARAMS	65535
+
 /*
  * Reads a pipeline's answers: those to the n statements sent, then the
  * sync's.  The statements ran as one transaction; the first to fail
@@ -896,11 +914,102 @@ pipeline_end(struct pg *p, int n, char state[6], long *last)
 	return rc;
 }
 
+/* Whether the statements can run as one: a guard and INSERTs. */
+static size_t
+foldable(const struct store_stmt *t, size_t n)
+{
+	size_t i, len = strlen(t[0].sql), tail = strlen(GUARD_END), nv = 0;
+
+	if (n < 2 || len < tail || strncmp(t[0].sql, "WITH ", 5) != 0 ||
+	    strcmp(t[0].sql + len - tail, GUARD_END) != 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (i > 0 && strncmp(t[i].sql, "INSERT INTO ", 12) != 0)
+			return 0;
+		nv += json_array_size(t[i].values);
+	}
+	return nv <= PG_MAX_PARAMS ? nv : 0;
+}
+
 /*
- * The statements in one pipeline, which the server runs as one
- * transaction (store_impl.h): one round trip.  The first statement
- * guards the others by failing with a division by zero when it changed
- * no row, which undoes it and skips the rest.
+ * Appends sql with its parameters numbered on: $1 becomes $(first).  The
+ * INSERTs folded here write "$" only in front of their parameters.
+ */
+static void
+renumber(struct buf *out, const char *sql, size_t first)
+{
+	const char *q;
+	char *end;
+
+	while ((q = strchr(sql, '$')) != NULL) {
+		buf_add(out, sql, (size_t)(q - sql) + 1);
+		sql = q + 1;
+		if (*sql >= '0' && *sql <= '9') {
+			buf_printf(out, "%lu", strtoul(sql, &end, 10) + first -
+			    1);
+			sql = end;
+		}
+	}
+	buf_addstr(out, sql);
+}
+
+/*
+ * A guard and the INSERTs after it as one statement: each INSERT becomes
+ * a part of the guard's WITH, its parameters numbered on from those
+ * before it.  The server parses, plans and runs one statement instead of
+ * one per table, and the guard's division by zero undoes the INSERTs
+ * with it.  nv is the number of parameters in all.
+ */
+static int
+guarded_one(struct pg *p, const char *what, const struct store_stmt *t,
+    size_t n, size_t nv)
+{
+	const char **vals;
+	char (*nums)[40];
+	const char *state;
+	struct buf sql;
+	size_t i, k, at = 0;
+	PGresult *r;
+	int rc = 1;
+
+	vals = xcalloc(nv + 1, sizeof(*vals));
+	nums = xcalloc(nv + 1, sizeof(*nums));
+	buf_init(&sql);
+	buf_add(&sql, t[0].sql, strlen(t[0].sql) - strlen(GUARD_END));
+	for (i = 0; i < n; i++) {
+		if (i > 0) {
+			buf_printf(&sql, ", i%lu AS (", (unsigned long)i);
+			renumber(&sql, t[i].sql, at + 1);
+			buf_addstr(&sql, ")");
+		}
+		for (k = 0; k < json_array_size(t[i].values); k++, at++)
+			vals[at] = param_text(json_array_get(t[i].values, k),
+			    nums[at], sizeof(nums[at]));
+	}
+	buf_addstr(&sql, GUARD_END);
+	if (p->echo)
+		log_debug("sql: %s", buf_str(&sql));
+	r = PQexecParams(p->conn, buf_str(&sql), (int)nv, NULL, vals, NULL,
+	    NULL, 0);
+	note_notifies(p);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		/* The guard changed no row. */
+		rc = state != NULL && strcmp(state, "22012") == 0 ? 0 :
+		    pg_fail(p, what, r);
+	}
+	PQclear(r);
+	buf_free(&sql);
+	free(vals);
+	free(nums);
+	return rc;
+}
+
+/*
+ * The statements as one transaction in one round trip (store_impl.h):
+ * a guard followed by INSERTs as one statement, others in one pipeline.
+ * The first statement guards the others by failing with a division by
+ * zero when it changed no row, which undoes it and skips the rest.
  */
 static int
 pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
@@ -914,6 +1023,8 @@ pg_guarded(struct store *st, const char *what, const struct store_stmt *t,
 
 	if ((rc = pg_ready(p)) != 0)
 		return rc;
+	if (last == NULL && (nv = foldable(t, n)) > 0)
+		return guarded_one(p, what, t, n, nv);
 	for (i = 0; i < n; i++)
 		if (json_array_size(t[i].values) > most)
 			most = json_array_size(t[i].values);
@@ -1077,17 +1188,17 @@ pg_register(struct store *st, const char *ws, const char *cfg, char *ws_id,
 /* The statements store.c runs itself (store_impl.h). */
 /*
  * (id, token, output path): a run's success, guarded by its claim.  It
- * divides by zero when the claim is lost (store_impl.h); the replacing
- * form clears the result rows of an earlier success in the same
- * statement.
+ * divides by zero when the claim is lost (store_impl.h).  The result rows
+ * of an earlier success need no clearing here: the claim of the run's
+ * new attempt removed them.
  */
-#define SUCCEEDED(more)							\
+#define SUCCEEDED							\
 	"WITH u AS (UPDATE runs SET status = 'succeeded',"		\
 	"  completed_at = now(), claimed_by = NULL,"			\
 	"  claim_expires_at = NULL, exit_code = 0, output_path = $3,"	\
 	"  error_message = NULL"					\
 	"  WHERE id = $1 AND status = 'running' AND claimed_by = $2"	\
-	"  RETURNING id)" more
+	"  RETURNING id)" GUARD_END
 
 static const struct store_sql pgsql_sql = {
 	.list_hosts =
@@ -1263,8 +1374,7 @@ static const struct store_sql pgsql_sql = {
 	    "  updated_at = now(), python_interpreter = NULL,"
 	    "  python_version = NULL, engine_version = NULL"
 	    "  WHERE id = $1 AND status = 'building' AND claimed_by = $2"
-	    "  RETURNING id)"
-	    " SELECT 1 / count(*) FROM u",
+	    "  RETURNING id)" GUARD_END,
 	.charge_runs =
 	    "UPDATE runs r SET"
 	    "  status = CASE WHEN r.attempt_count + 1 >= r.max_attempts"
@@ -1312,13 +1422,8 @@ static const struct store_sql pgsql_sql = {
 	    "  input_document_id, input_sheet_names, engine_spec, deps_digest,"
 	    "  run_options, max_attempts)"
 	    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-	.run_succeeded = SUCCEEDED("") " SELECT 1 / count(*) FROM u",
-	.run_succeeded_replacing = SUCCEEDED(",")
-	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),"
-	    " f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM u)),"
-	    " c AS (DELETE FROM run_table_columns"
-	    "  WHERE run_id IN (SELECT id FROM u))"
-	    " SELECT 1 / count(*) FROM u",
+	.run_succeeded = SUCCEEDED,
+	.run_succeeded_replacing = SUCCEEDED,	/* the claim cleared them */
 };
 
 /* The driver's one call (store_impl.h). */

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from adetest import ENGINES, FAKE_ENGINE_COMMAND, write_input
 
 sys.path.insert(0, str(ENGINES))
@@ -165,3 +167,26 @@ def test_results_beyond_one_statement_are_stored_whole_and_replaced_on_rerun(
         assert len(metrics) == 1
         if attempt == 1:
             dep.ctl("runs", "requeue", run_id)
+
+
+@pytest.mark.backends("pgsql")      # the statements are told apart by their text
+def test_a_success_and_its_result_rows_are_one_statement(deploy, tmp_path):
+    # One statement the server parses and plans, not one per result table;
+    # the second attempt's claim clears what an earlier success stored.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"worker.log_level": "debug", "database.echo": "yes"})
+    runs = [dep.enqueue(write_input(tmp_path / f"r{i}.csv"))["run_id"] for i in range(3)]
+    result = dep.run_worker(timeout=90)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    successes = [line for line in lines
+                 if " sql: WITH u AS (UPDATE runs SET status = 'succeeded'" in line]
+    assert len(successes) == 3, successes
+    for line in successes:
+        for table in ("run_metrics", "run_fields", "run_table_columns"):
+            assert f"INSERT INTO {table} " in line, (table, line[:300])
+    assert not [line for line in lines if " sql+: " in line and "INSERT INTO run_" in line]
+    for run in runs:
+        assert dep.run_row(run)["status"] == "succeeded"
+        for table in ("run_metrics", "run_fields", "run_table_columns"):
+            assert dep.rows(f"SELECT run_id FROM {table} WHERE run_id = ?", run), table
