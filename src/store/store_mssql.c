@@ -1589,20 +1589,22 @@ mq_wait(struct store *st, double timeout)
 	    "SELECT @z = COUNT(*) FROM (SELECT pg_sleep(0.1) AS s) w");
 	struct tds *m = (struct tds *)st;
 	double end = now_mono() + timeout, left, chunk;
+	long long steps = 1;
 	json_t *a;
 	int hit = 0, bbf;
 
-	while (!hit && (left = end - now_mono()) > 0 && !store_stopping() &&
-	    !store_quitting()) {
+	/* The last batch may be one look without a step (steps 0). */
+	while (!hit && steps > 0 && (left = end - now_mono()) > 0 &&
+	    !store_stopping() && !store_quitting()) {
 		chunk = left < WAIT_BATCH_MAX ? left : WAIT_BATCH_MAX;
 		if (chunk > m->query_timeout / 2.0)
 			chunk = m->query_timeout / 2.0;
+		steps = (long long)(chunk * 1000 / WAIT_STEP_MS);
 		a = NULL;
 		tds_interruptible(1);
 		if ((bbf = mq_babelfish(m)) != -1)
 			a = tds_rows(m, "idle look", bbf ? babelfish :
-			    sql_server, "i", (long long)(chunk * 1000 /
-			    WAIT_STEP_MS));
+			    sql_server, "i", steps);
 		tds_interruptible(0);
 		if (a == NULL) {
 			/* Not in a tight loop: the next call reports it. */
