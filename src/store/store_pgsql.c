@@ -814,10 +814,12 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 /*
  * Claims the oldest due run whose environment is ready (SKIP LOCKED: the
  * claimers pass each other by); the run's document row comes with it.
- * A run that was attempted before may hold the result rows of an earlier
- * success (an operator ran it again): the claim removes them, so that
- * the success can add the new ones in the statement that guards it
- * (pg_guarded) without meeting them.
+ * A run may hold the result rows of an earlier success (an operator
+ * queued it again, with ade-ctl or by hand, and its attempts may start
+ * from 0): the claim removes whatever there is, so that the success can
+ * add the new rows in the statement that guards it (pg_guarded) without
+ * meeting them.  For a new run these are three lookups that find
+ * nothing.
  */
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
@@ -826,19 +828,16 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	static const char sql[] =
 	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
 	    "  e.python_interpreter AS env_python,"
-	    "  q.input_document_id AS doc_id, q.attempt_count FROM runs q"
+	    "  q.input_document_id AS doc_id FROM runs q"
 	    "  JOIN environments e ON " ENV_KEY("e", "q")
 	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
 	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
 	    "  ORDER BY q.available_at, q.created_at LIMIT 1"
 	    "  FOR UPDATE OF q SKIP LOCKED),"
-	    " again AS (SELECT id FROM c WHERE attempt_count > 0),"
-	    " m AS (DELETE FROM run_metrics"
-	    "  WHERE run_id IN (SELECT id FROM again)),"
-	    " f AS (DELETE FROM run_fields"
-	    "  WHERE run_id IN (SELECT id FROM again)),"
+	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM c)),"
+	    " f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM c)),"
 	    " t AS (DELETE FROM run_table_columns"
-	    "  WHERE run_id IN (SELECT id FROM again))"
+	    "  WHERE run_id IN (SELECT id FROM c))"
 	    " UPDATE runs r SET status = 'running', claimed_by = $1,"
 	    "  claim_expires_at = now() + make_interval(secs => $2),"
 	    "  started_at = COALESCE(r.started_at, now()),"

@@ -159,6 +159,8 @@ def test_results_beyond_one_statement_are_stored_whole_and_replaced_on_rerun(
         assert dep.run_worker(timeout=120).returncode == 0
         row = dep.run_row(run_id)
         assert row["status"] == "succeeded", (row, dep.worker_logs())
+        # the rows of the first success do not stand in the second's way
+        assert row["attempt_count"] == 1, (row, dep.worker_logs())
         fields, columns, metrics = stored()
         # a second success replaces the rows of the first, none doubled
         assert sorted((f["field"], f["valid_cells"]) for f in fields) == \
