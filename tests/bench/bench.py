@@ -154,9 +154,10 @@ class Deployment:
 
     def close(self):
         """Drops the SQL Server database (the workers must be gone)."""
-        if getattr(self, "pgcon", None) is not None:
-            self.pgcon.close()
-            self.pgcon = None
+        for con in ("pgcon", "mscon"):
+            if getattr(self, con, None) is not None:
+                getattr(self, con).close()
+                setattr(self, con, None)
         if self.ms is None or self.dbname is None:
             return
         try:
@@ -278,9 +279,13 @@ class Deployment:
 
     def enqueue_timed(self):
         """One queued run, and the wall-clock time at which the enqueuer
-        saw it committed.  On PostgreSQL through a connection kept open,
-        so that no process start is counted; None where that cannot be
-        had (SQL Server, whose enqueue opens a connection each time)."""
+        saw it committed.  On PostgreSQL and SQL Server through a
+        connection kept open, so that no login is counted."""
+        if self.backend == "mssql":
+            if getattr(self, "mscon", None) is None:
+                self.mscon = self.ms.connect(self.dbname)
+            self.mscon.cursor().execute(self.mssql_enqueue_batch(1))
+            return time.time()
         if self.backend == "pgsql":
             if psycopg2 is None:
                 self.enqueue_bulk(1)
@@ -297,7 +302,11 @@ class Deployment:
         return time.time() if self.backend == "sqlite" else None
 
     def enqueue_bulk_mssql(self, n):
-        """enqueue_bulk on SQL Server: one batch, one transaction, of
+        """enqueue_bulk on SQL Server."""
+        self.sql(self.mssql_enqueue_batch(n))
+
+    def mssql_enqueue_batch(self, n):
+        """n queued runs on SQL Server: one batch, one transaction, of
         multi-row INSERTs whose ids are made here.  No table variable or
         OUTPUT clause: Babelfish 4.2 mishandles them in a batch whose
         statements fire triggers (runs has one)."""
@@ -326,7 +335,7 @@ class Deployment:
                    ", ".join("('%s', '%s')" % pair for pair in chunk),
                    f["run_id"]))
         batch.append("COMMIT TRANSACTION;")
-        self.sql(" ".join(batch))
+        return " ".join(batch)
 
     def count(self, status):
         return int(self.sql("SELECT count(*) FROM runs WHERE status = '%s'"
@@ -468,7 +477,7 @@ def spawn_times(log):
         for line in f:
             if ": ms claim " in line and " at " in line:
                 run = line.split(" run ", 1)[1].split(":", 1)[0]
-                spawned[run] = float(line.rsplit(" at ", 1)[1])
+                spawned[run.lower()] = float(line.rsplit(" at ", 1)[1])
     return spawned
 
 
@@ -506,7 +515,7 @@ def pickup(backend, server, samples, notify):
         lat = [float(r[0]) for r in dep.sql(PICKUP_SQL[backend])
                if r[0] not in (None, "")]
         # The runs in the order they were enqueued, one at a time.
-        order = [r[0] for r in dep.sql(
+        order = [str(r[0]).lower() for r in dep.sql(
             "SELECT id FROM runs WHERE run_options IS NULL"
             " ORDER BY created_at")]
         spawned = spawn_times(log)
