@@ -738,15 +738,36 @@ def fmt(spec, value):
     return "n/a" if value is None else spec % value
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=2000)
-    ap.add_argument("--samples", type=int, default=40)
-    args = ap.parse_args()
-    for exe in (SUPERD, CTL, NOOP):
-        if not os.access(exe, os.X_OK):
-            sys.exit("missing %s: run make first" % exe)
-    ms, version = mssql_server()
+BACKENDS = ("sqlite", "pgsql", "mssql")
+SECTIONS = ("supervisor", "throughput", "statements", "phases", "pickup",
+            "idle")
+
+
+def names(allowed):
+    """An argparse type: a comma-separated list of some of allowed."""
+    def parse(text):
+        got = [w.strip() for w in text.split(",") if w.strip()]
+        bad = [w for w in got if w not in allowed]
+        if bad or not got:
+            raise argparse.ArgumentTypeError(
+                "%s: choose from %s" % (",".join(bad) or "(none)",
+                                        ",".join(allowed)))
+        return got
+    return parse
+
+
+def counts(text):
+    """An argparse type: a comma-separated list of positive integers."""
+    try:
+        got = [int(w) for w in text.split(",")]
+    except ValueError:
+        got = []
+    if not got or min(got) < 1:
+        raise argparse.ArgumentTypeError("%s: not a list of counts" % text)
+    return got
+
+
+def print_supervisor():
     sup_rss, worker_rss, http_rss, replaced = supervisor_figures()
     print("== supervisor (SQLite, 2 workers)")
     print("%-34s %6d KiB (PSS %d)   target: under 4096" % (
@@ -762,107 +783,159 @@ def main():
         "worker death to its next claim",
         "%.2f s" % replaced if replaced is not None else "n/a"))
     print()
-    if ms is not None:
-        print("== mssql: %s at %s:%d" % (version, ms.host, ms.port))
-    else:
-        print("== mssql: n/a (%s)" % version)
+
+
+def print_throughput(args, servers):
+    floor = args.runs / spawn_floor(args.runs)
+    print("== throughput: %d runs with the no-op engine (runs/s)"
+          % args.runs)
+    no_celery = peers.missing()
+    print("%-10s %10s %10s %10s %10s   %s" % (
+        "workers", "sqlite", "pgsql", "mssql", "celery", "spawn floor"))
+    for w in args.workers:
+        got = {b: throughput(b, servers[b], args.runs, w)
+               for b in BACKENDS if b in servers}
+        c = None if no_celery else peers.celery_throughput(
+            NOOP, args.runs, w, PYTHON)
+        print("%-10d %10s %10s %10s %10s   %.0f spawns/s"
+              % (w, *(fmt("%.0f", got.get(b)) for b in BACKENDS),
+                 fmt("%.0f", c), floor))
+    print("(celery: Celery's prefork pool with a Redis broker running the"
+          " same engine once a job%s)" % (
+              "" if not no_celery else "; n/a: " + no_celery))
     print()
-    pg = pgserver.PgServer(settings={
-        "shared_preload_libraries": "pg_stat_statements",
-        "pg_stat_statements.track": "top"}).start()
-    servers = {"sqlite": None, "pgsql": pg, "mssql": ms}
-    try:
-        floor = args.runs / spawn_floor(args.runs)
-        print("== throughput: %d runs with the no-op engine (runs/s)"
-              % args.runs)
-        no_celery = peers.missing()
-        print("%-10s %10s %10s %10s %10s   %s" % (
-            "workers", "sqlite", "pgsql", "mssql", "celery", "spawn floor"))
-        for w in (1, 2, 4):
-            s = throughput("sqlite", None, args.runs, w)
-            p = throughput("pgsql", pg, args.runs, w)
-            m = throughput("mssql", ms, args.runs, w) if ms else None
-            c = None if no_celery else peers.celery_throughput(
-                NOOP, args.runs, w, PYTHON)
-            print("%-10d %10.0f %10.0f %10s %10s   %.0f spawns/s"
-                  % (w, s, p, fmt("%.0f", m), fmt("%.0f", c), floor))
-        print("(celery: Celery's prefork pool with a Redis broker running the"
-              " same engine once a job%s)" % (
-                  "" if not no_celery else "; n/a: " + no_celery))
-        print()
-        print("== statements per run, 1 worker, %d runs" % args.samples)
-        per = {"sqlite": statements_per_run("sqlite", None, args.samples),
-               "pgsql": statements_per_run("pgsql", pg, args.samples),
-               "mssql": statements_per_run("mssql", ms, args.samples)
-               if ms else (None,) * 3}
-        print("%-12s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
-        for i, label in enumerate(("statements", "round trips",
-                                   "server count")):
-            print("%-12s %10s %10s %10s" % (
-                label, *(fmt("%.1f", per[b][i])
-                         for b in ("sqlite", "pgsql", "mssql"))))
-        print("(statements and round trips from the worker's echo; SQLite's"
-              " are calls into the\n library; server count: what"
-              " PostgreSQL's pg_stat_statements saw, BEGIN and\n COMMIT"
-              " included, the first connection's set-up spread over the"
-              " runs)")
-        print()
-        print("== where a run's time goes, 1 worker, median of %d runs (ms)"
-              % args.samples)
-        cols = {"sqlite": phases("sqlite", None, args.samples),
-                "pgsql": phases("pgsql", pg, args.samples),
-                "mssql": phases("mssql", ms, args.samples) if ms else {}}
-        print("%-12s %10s %10s %10s" % ("", "sqlite", "pgsql", "mssql"))
-        for p in PHASES:
-            print("%-12s %10s %10s %10s" % (p, *(
-                fmt("%.2f", cols[b].get(p))
-                for b in ("sqlite", "pgsql", "mssql"))))
-        print()
-        print("== pickup latency of a new run on an idle worker (ms)")
-        print("%-22s %10s %10s %10s %10s" % ("", "claim p50", "p99",
-                                             "spawn p50", "p99"))
-        for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
-                                       ("pgsql polling", "pgsql", False),
-                                       ("mssql wait", "mssql", True),
-                                       ("mssql polling", "mssql", False),
-                                       ("sqlite watch", "sqlite", True),
-                                       ("sqlite polling", "sqlite",
-                                        False)):
-            got = (None,) * 4
-            if backend != "mssql" or ms is not None:
-                got = pickup(backend, servers[backend], args.samples,
-                             notify)
-            print("%-22s %10s %10s %10s %10s" % (
-                label, *(fmt("%.1f", v) for v in got)))
-        print("(claim: from the INSERT to the claim, on the database's"
-              " clock; spawn: from the\n commit, as the enqueuer saw it,"
-              " to the engine's spawn)")
-        print()
-        print("== statements per second of 4 idle workers"
-              " (HTTP endpoint on, not asked)")
-        print("%-22s %10s %12s" % ("", "sent", "server xacts"))
-        pg_count = lambda dep: pg_transactions(pg, dep.dbname)  # noqa: E731
-        rows = [("pgsql NOTIFY", "pgsql", pg, True, pg_count),
-                ("pgsql polling", "pgsql", pg, False, pg_count)]
+
+
+def print_statements(args, servers):
+    print("== statements per run, 1 worker, %d runs" % args.samples)
+    per = {b: statements_per_run(b, servers[b], args.samples)
+           if b in servers else (None,) * 3 for b in BACKENDS}
+    print("%-12s %10s %10s %10s" % ("", *BACKENDS))
+    for i, label in enumerate(("statements", "round trips",
+                               "server count")):
+        print("%-12s %10s %10s %10s" % (
+            label, *(fmt("%.1f", per[b][i]) for b in BACKENDS)))
+    print("(statements and round trips from the worker's echo; SQLite's"
+          " are calls into the\n library; server count: what"
+          " PostgreSQL's pg_stat_statements saw, BEGIN and\n COMMIT"
+          " included, the first connection's set-up spread over the"
+          " runs)")
+    print()
+
+
+def print_phases(args, servers):
+    print("== where a run's time goes, 1 worker, median of %d runs (ms)"
+          % args.samples)
+    cols = {b: phases(b, servers[b], args.samples) if b in servers else {}
+            for b in BACKENDS}
+    print("%-12s %10s %10s %10s" % ("", *BACKENDS))
+    for p in PHASES:
+        print("%-12s %10s %10s %10s" % (p, *(
+            fmt("%.2f", cols[b].get(p)) for b in BACKENDS)))
+    print()
+
+
+def print_pickup(args, servers):
+    print("== pickup latency of a new run on an idle worker (ms)")
+    print("%-22s %10s %10s %10s %10s" % ("", "claim p50", "p99",
+                                         "spawn p50", "p99"))
+    for label, backend, notify in (("pgsql NOTIFY", "pgsql", True),
+                                   ("pgsql polling", "pgsql", False),
+                                   ("mssql wait", "mssql", True),
+                                   ("mssql polling", "mssql", False),
+                                   ("sqlite watch", "sqlite", True),
+                                   ("sqlite polling", "sqlite", False)):
+        got = (None,) * 4
+        if backend in servers:
+            got = pickup(backend, servers[backend], args.samples, notify)
+        print("%-22s %10s %10s %10s %10s" % (
+            label, *(fmt("%.1f", v) for v in got)))
+    print("(claim: from the INSERT to the claim, on the database's"
+          " clock; spawn: from the\n commit, as the enqueuer saw it,"
+          " to the engine's spawn)")
+    print()
+
+
+def print_idle(servers):
+    print("== statements per second of 4 idle workers"
+          " (HTTP endpoint on, not asked)")
+    print("%-22s %10s %12s" % ("", "sent", "server xacts"))
+    rows = []
+    if "pgsql" in servers:
+        pg = servers["pgsql"]
+        count = lambda dep: pg_transactions(pg, dep.dbname)  # noqa: E731
+        rows.append(("pgsql NOTIFY", "pgsql", True, count))
+        rows.append(("pgsql polling", "pgsql", False, count))
+    if "mssql" in servers:
+        rows.append(("mssql wait", "mssql", True, babelfish_transactions()))
+        rows.append(("mssql polling", "mssql", False,
+                     babelfish_transactions()))
+    if "sqlite" in servers:
+        rows.append(("sqlite watch", "sqlite", True, None))
+        rows.append(("sqlite polling", "sqlite", False, None))
+    for label, backend, notify, count in rows:
+        sent, xacts = idle_statements(backend, servers[backend], 4, 20,
+                                      notify, count)
+        print("%-22s %10.1f %12s" % (label, sent, fmt("%.1f", xacts)))
+    if "mssql" in servers:
+        print("(sent: statements the workers send, from their echo;"
+              " server xacts on Babelfish:\n one sp_executesql call"
+              " counts as about six PostgreSQL transactions)")
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Figures side by side; make bench BENCH_ARGS=...")
+    ap.add_argument("--runs", type=int, default=2000,
+                    help="queued runs per throughput measure")
+    ap.add_argument("--samples", type=int, default=40,
+                    help="runs per statement, phase and pickup measure")
+    ap.add_argument("--backends", type=names(BACKENDS),
+                    default=list(BACKENDS),
+                    help="comma-separated, of: " + ",".join(BACKENDS))
+    ap.add_argument("--workers", type=counts, default=[1, 2, 4],
+                    help="comma-separated worker counts for throughput")
+    ap.add_argument("--only", type=names(SECTIONS), default=list(SECTIONS),
+                    help="comma-separated, of: " + ",".join(SECTIONS))
+    args = ap.parse_args()
+    for exe in (SUPERD, CTL, NOOP):
+        if not os.access(exe, os.X_OK):
+            sys.exit("missing %s: run make first" % exe)
+    servers = {}
+    if "sqlite" in args.backends:
+        servers["sqlite"] = None
+    ms = None
+    if "mssql" in args.backends:
+        ms, version = mssql_server()
         if ms is not None:
-            rows.append(("mssql wait", "mssql", ms, True,
-                         babelfish_transactions()))
-            rows.append(("mssql polling", "mssql", ms, False,
-                         babelfish_transactions()))
-        rows.append(("sqlite watch", "sqlite", None, True, None))
-        rows.append(("sqlite polling", "sqlite", None, False, None))
-        for label, backend, server, notify, count in rows:
-            sent, xacts = idle_statements(backend, server, 4, 20, notify,
-                                          count)
-            print("%-22s %10.1f %12s" % (label, sent, fmt("%.1f", xacts)))
-        if ms is not None:
-            print("(sent: statements the workers send, from their echo;"
-                  " server xacts on Babelfish:\n one sp_executesql call"
-                  " counts as about six PostgreSQL transactions)")
+            servers["mssql"] = ms
+            print("== mssql: %s at %s:%d" % (version, ms.host, ms.port))
         else:
-            print("mssql polling: n/a (%s)" % version)
+            print("== mssql: n/a (%s)" % version)
+        print()
+    pg = None
+    if "pgsql" in args.backends:
+        pg = pgserver.PgServer(settings={
+            "shared_preload_libraries": "pg_stat_statements",
+            "pg_stat_statements.track": "top"}).start()
+        servers["pgsql"] = pg
+    try:
+        if "supervisor" in args.only:
+            print_supervisor()
+        if "throughput" in args.only:
+            print_throughput(args, servers)
+        if "statements" in args.only:
+            print_statements(args, servers)
+        if "phases" in args.only:
+            print_phases(args, servers)
+        if "pickup" in args.only:
+            print_pickup(args, servers)
+        if "idle" in args.only:
+            print_idle(servers)
     finally:
-        pg.stop()
+        if pg is not None:
+            pg.stop()
         if ms is not None:
             ms.drop_all()
 
