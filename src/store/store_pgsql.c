@@ -33,6 +33,8 @@
 
 #define PG_CHANNEL	"ade_run_queued"
 #define MAXPARAMS	32
+/* Statements a session keeps prepared: those sent for every run. */
+#define PG_HOT_MAX	4
 #define UTC_TEXT(col)	"to_char(" col " AT TIME ZONE 'UTC', "		\
 			"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 /* The retry delay after failed attempt n. */
@@ -60,6 +62,10 @@ struct pg {
 	int		 in_tx;
 	double		 reset_at;
 	double		 reset_delay;
+	/* The hot statements this session has prepared (pg_hot). */
+	const char	*prepared[PG_HOT_MAX];
+	int		 nprepared;
+	int		 no_prepare;	/* the server forgot one: send texts */
 };
 
 static const struct store_ops pgsql_ops;
@@ -359,6 +365,8 @@ pg_session_setup(struct pg *p)
 	snprintf(sql, sizeof(sql), "SET TimeZone = 'UTC'; "
 	    "SET statement_timeout = %ld%s", p->stmt_timeout_ms,
 	    p->listen ? "; LISTEN " PG_CHANNEL : "");
+	/* A new session has none of the old one's prepared statements. */
+	p->nprepared = 0;
 	r = PQexec(p->conn, sql);
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok)
@@ -448,13 +456,68 @@ param_text(json_t *v, char *num, size_t len)
 }
 
 /*
+ * The name of a prepared statement: a hash of its text, so that a name
+ * stands for one text whatever the version of the worker that chose it.
+ */
+static void
+pg_stmt_name(const char *sql, char name[24])
+{
+	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+
+	for (; *sql != '\0'; sql++)
+		h = (h ^ (unsigned char)*sql) * 1099511628211ULL;
+	snprintf(name, 24, "ade_%016llx", (unsigned long long)h);
+}
+
+/*
+ * A hot statement (a claim, sent for every run) is parsed and planned
+ * once per session, not at every call: its plan costs more than its
+ * execution.  Returns 1 when sql is prepared under name, 0 when it is
+ * to be sent as text (the set is full, or the server forgot a prepared
+ * statement, as it does behind a pooler that shares sessions), -1 on
+ * error.
+ */
+static int
+pg_hot(struct pg *p, const char *sql, int nparams, char name[24])
+{
+	PGresult *r;
+	int i, st;
+
+	if (p->no_prepare)
+		return 0;
+	pg_stmt_name(sql, name);
+	for (i = 0; i < p->nprepared; i++)
+		if (p->prepared[i] == sql)
+			return 1;
+	if (p->nprepared == PG_HOT_MAX)
+		return 0;
+	if (p->echo)
+		log_debug("sql: PREPARE %s", name);
+	r = PQprepare(p->conn, name, sql, nparams, NULL);
+	note_notifies(p);
+	st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK) {
+		pg_fail(p, "prepare", r);
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	p->prepared[p->nprepared++] = sql;
+	return 1;
+}
+
+/*
  * Runs one statement with parameters described by fmt: s a string (NULL
- * is NULL), i a long long, d a double, v a JSON scalar.  Returns the
- * result, or NULL with the error recorded.
+ * is NULL), i a long long, d a double, v a JSON scalar; hot when it is
+ * one of the statements every run sends (pg_hot).  Returns the result,
+ * or NULL with the error recorded.
  */
 static PGresult *
-pg_queryv(struct pg *p, const char *sql, const char *fmt, va_list ap)
+pg_queryv(struct pg *p, int hot, const char *sql, const char *fmt,
+    va_list ap)
 {
+	char name[24];
+	const char *state;
 	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
 	const char *s;
 	PGresult *r;
@@ -485,11 +548,30 @@ pg_queryv(struct pg *p, const char *sql, const char *fmt, va_list ap)
 			break;
 		}
 	}
-	r = PQexecParams(p->conn, sql, n, NULL, (const char *const *)vals,
-	    NULL, NULL, 0);
+	if (hot && (hot = pg_hot(p, sql, n, name)) == -1)
+		return NULL;
+	if (hot)
+		r = PQexecPrepared(p->conn, name, n, (const char *const *)vals,
+		    NULL, NULL, 0);
+	else
+		r = PQexecParams(p->conn, sql, n, NULL,
+		    (const char *const *)vals, NULL, NULL, 0);
 	note_notifies(p);
 	st = PQresultStatus(r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		/*
+		 * Gone (the session is shared, or was reset), or its plan
+		 * outdated by a change of the tables' columns: from then on
+		 * the text goes each time, as it always can.
+		 */
+		if (hot && state != NULL && (strcmp(state, "26000") == 0 ||
+		    strcmp(state, "0A000") == 0)) {
+			log_notice("pgsql: prepared statement %s unusable "
+			    "(%s); sending statements as text from now on",
+			    name, state);
+			p->no_prepare = 1;
+		}
 		pg_fail(p, "query", r);
 		PQclear(r);
 		return NULL;
@@ -504,7 +586,20 @@ pg_query(struct pg *p, const char *sql, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	r = pg_queryv(p, sql, fmt, ap);
+	r = pg_queryv(p, 0, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* pg_query for a statement every run sends: prepared once a session. */
+static PGresult *
+pg_query_hot(struct pg *p, const char *sql, const char *fmt, ...)
+{
+	PGresult *r;
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = pg_queryv(p, 1, sql, fmt, ap);
 	va_end(ap);
 	return r;
 }
@@ -807,8 +902,8 @@ pg_claim_environment(struct store *st, const char *token, double lease,
 	    " RETURNING e.id, e.workspace_id, e.configuration_id,"
 	    "  e.engine_spec, e.deps_digest";
 
-	return first_row(pg_query((struct pg *)st, sql, "sd", token, lease),
-	    row);
+	return first_row(pg_query_hot((struct pg *)st, sql, "sd", token,
+	    lease), row);
 }
 
 /*
@@ -819,7 +914,11 @@ pg_claim_environment(struct store *st, const char *token, double lease,
  * from 0): the claim removes whatever there is, so that the success can
  * add the new rows in the statement that guards it (pg_guarded) without
  * meeting them.  For a new run these are three lookups that find
- * nothing.
+ * nothing.  The UPDATE finds its row by the primary key alone: c holds
+ * the row's lock, taken where it was still queued and due, so no one
+ * can have changed it since; a test of its status there would let the
+ * planner, whose statistics of a busy queue are always stale, read the
+ * runs by status, the whole queue for one row.
  */
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
@@ -844,8 +943,7 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    "  attempt_count = r.attempt_count + 1, error_message = NULL,"
 	    "  exit_code = NULL, completed_at = NULL"
 	    " FROM c LEFT JOIN documents d ON d.id = c.doc_id"
-	    " WHERE r.id = c.id AND r.status = 'queued'"
-	    "  AND r.attempt_count < r.max_attempts"
+	    " WHERE r.id = c.id"
 	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
 	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
 	    UTC_TEXT("r.started_at") " AS started_at, r.attempt_count,"
@@ -857,8 +955,8 @@ pg_claim_run(struct store *st, const char *token, double lease,
 	    "  d.stored_uri AS doc_stored_uri,"
 	    "  d.original_filename AS doc_original_filename";
 
-	return first_row(pg_query((struct pg *)st, sql, "sd", token, lease),
-	    row);
+	return first_row(pg_query_hot((struct pg *)st, sql, "sd", token,
+	    lease), row);
 }
 
 /*
@@ -1430,14 +1528,14 @@ static json_t *
 pg_rows(struct store *st, const char *what, const char *sql,
     const char *fmt, va_list ap)
 {
-	return rows_json(pg_queryv((struct pg *)st, sql, fmt, ap));
+	return rows_json(pg_queryv((struct pg *)st, 0, sql, fmt, ap));
 }
 
 static int
 pg_count(struct store *st, const char *what, const char *sql,
     const char *fmt, va_list ap)
 {
-	return pg_exec(pg_queryv((struct pg *)st, sql, fmt, ap));
+	return pg_exec(pg_queryv((struct pg *)st, 0, sql, fmt, ap));
 }
 
 static const struct store_ops pgsql_ops = {

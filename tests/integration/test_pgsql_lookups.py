@@ -3,15 +3,17 @@ connection is watched for a server that went silent."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
-from adetest import share, wait_until
+from adetest import FAKE_ENGINE_COMMAND, share, wait_until, write_input
 
 pytestmark = pytest.mark.backends("pgsql")
 
@@ -135,3 +137,78 @@ def test_connection_has_keepalives(deploy, pg_server):
         assert worker.poll() is None
     finally:
         relay.close()
+
+
+def plan_nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_a_claim_reads_the_run_it_claims_not_the_queue(deploy, tmp_path):
+    # The worker's own claim statement, as its echo shows it.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND,
+                 **{"worker.log_level": "debug", "database.echo": "yes"})
+    dep.enqueue(write_input(tmp_path / "first.csv"))
+    result = dep.run_worker(timeout=90)
+    assert result.returncode == 0, result.stderr
+    claims = [line.split(" sql: ", 1)[1] for line in result.stderr.splitlines()
+              if " sql: WITH c AS MATERIALIZED (SELECT q.id" in line]
+    assert claims, result.stderr[-2000:]
+    # A busy queue that the server's statistics have not seen yet, as
+    # they never have on a queue that fills and drains all day.
+    (first,) = dep.rows("SELECT input_document_id, configuration_id, engine_spec,"
+                        " deps_digest FROM runs ORDER BY created_at LIMIT 1")
+    dep.rows(
+        "WITH d AS (INSERT INTO documents (id, workspace_id, original_filename, byte_size,"
+        "  sha256, stored_uri, expires_at)"
+        " SELECT gen_random_uuid(), workspace_id, original_filename, byte_size, sha256,"
+        "  stored_uri, expires_at FROM documents, generate_series(1, 2000) WHERE id = ?"
+        " RETURNING id, workspace_id)"
+        " INSERT INTO runs (id, configuration_id, workspace_id, input_document_id,"
+        "  engine_spec, deps_digest)"
+        " SELECT gen_random_uuid(), ?::uuid, d.workspace_id, d.id, ?, ? FROM d",
+        first["input_document_id"], first["configuration_id"], first["engine_spec"],
+        first["deps_digest"])
+    con = dep.db().conn
+    con.autocommit = False
+    try:
+        with con.cursor() as cur:
+            cur.execute("PREPARE claim (text, float8) AS " + claims[-1])
+            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim ('test', 60)")
+            (plan,) = cur.fetchone()
+    finally:
+        con.rollback()      # the claim was real: undo it
+        con.autocommit = True
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    top = plan[0]["Plan"]
+    assert top["Node Type"] == "ModifyTable" and top["Actual Rows"] == 1, top   # claimed
+    read = [(n["Node Type"], n.get("Index Name"), n["Actual Rows"] * n["Actual Loops"],
+             n.get("Rows Removed by Filter", 0) + n.get("Rows Removed by Join Filter", 0))
+            for n in plan_nodes(top)
+            if n.get("Relation Name") == "runs" and n.get("Alias") == "r"]
+    # The row to update is found by its key: one row read, not 2,000.
+    assert read and all(rows <= 1 and removed == 0 for _, _, rows, removed in read), read
+
+
+def test_claims_are_planned_once_a_session_not_at_every_run(deploy, pg_server, tmp_path):
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    (db,) = dep.rows("SELECT current_database() AS name")
+    dep.db().execute(f'ALTER DATABASE "{db["name"]}" SET log_statement = \'all\'')
+    server_log = Path(pg_server.dir) / "server.log"
+    start = server_log.stat().st_size
+    runs = [dep.enqueue(write_input(tmp_path / f"r{i}.csv"))["run_id"] for i in range(3)]
+    result = dep.run_worker(timeout=90)
+    assert result.returncode == 0, result.stderr
+    for run in runs:
+        assert dep.run_row(run)["status"] == "succeeded"
+    with open(server_log, errors="replace") as f:
+        f.seek(start)
+        logged = f.read()
+    claim = "WITH c AS MATERIALIZED (SELECT q.id"
+    executed = re.findall(r"execute (\S+): " + re.escape(claim), logged)
+    # Every look for a run (three that found one, at least one that did
+    # not) ran the statement the session prepared, by its name.
+    assert len(executed) >= 4, logged[-3000:]
+    assert len(set(executed)) == 1 and executed[0] != "<unnamed>", executed
