@@ -687,6 +687,26 @@ store_rows_per_insert(size_t max_params, size_t ncols)
 }
 
 void
+store_renumber(struct buf *out, const char *sql, const char *param,
+    size_t first)
+{
+	size_t len = strlen(param);
+	const char *q;
+	char *end;
+
+	while ((q = strstr(sql, param)) != NULL) {
+		buf_add(out, sql, (size_t)(q - sql) + len);
+		sql = q + len;
+		if (*sql >= '0' && *sql <= '9') {
+			buf_printf(out, "%lu", strtoul(sql, &end, 10) + first -
+			    1);
+			sql = end;
+		}
+	}
+	buf_addstr(out, sql);
+}
+
+void
 store_insert_sql(struct buf *out, const char *param, const char *run_id,
     const char *table, const char *const *cols, size_t nrows)
 {

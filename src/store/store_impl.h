@@ -221,6 +221,14 @@ void	store_insert_sql(struct buf *, const char *param, const char *run_id,
 	    const char *table, const char *const *cols, size_t nrows);
 /* How many rows of ncols values and a run id fit max_params (1 at least). */
 size_t	store_rows_per_insert(size_t max_params, size_t ncols);
+/*
+ * Appends sql with its parameters numbered from first on, so that it can
+ * follow others in one statement or batch: param ("$", "@p") and 1
+ * become param and first.  The statement writes param only in front of
+ * its parameters' numbers.
+ */
+void	store_renumber(struct buf *, const char *sql, const char *param,
+	    size_t first);
 
 /*
  * The columns to write of run_metrics (0), run_fields (1) and

@@ -937,29 +937,6 @@ mq_claim_run(struct store *st, const char *token, double lease,
 	    lease, row);
 }
 
-/*
- * Appends a statement of a batch with its parameters numbered from
- * first on: its @p1 becomes @p(first).  The statements of this file
- * name their parameters @p1, @p2 ... and write "@p" nowhere else.
- */
-static void
-renumber(struct buf *out, const char *sql, size_t first)
-{
-	const char *q;
-	char *end;
-
-	while ((q = strstr(sql, "@p")) != NULL) {
-		buf_add(out, sql, (size_t)(q - sql) + 2);
-		sql = q + 2;
-		if (*sql >= '0' && *sql <= '9') {
-			buf_printf(out, "%lu", strtoul(sql, &end, 10) + first -
-			    1);
-			sql = end;
-		}
-	}
-	buf_addstr(out, sql);
-}
-
 /* A statement's values as parameters, from p onwards; returns the end. */
 static struct mssql_param *
 json_params(struct mssql_param *p, json_t *values)
@@ -990,7 +967,7 @@ guarded_batch(struct tds *m, const char *what, const struct store_stmt *t,
 	buf_addstr(&sql, BATCH "DECLARE @n INT, @last INT = 0; "
 	    "BEGIN TRANSACTION; ");
 	for (i = 0; i < n; i++) {
-		renumber(&sql, t[i].sql, (size_t)(end - p) + 1);
+		store_renumber(&sql, t[i].sql, "@p", (size_t)(end - p) + 1);
 		end = json_params(end, t[i].values);
 		buf_addstr(&sql, i == 0 ? "; SET @n = @@ROWCOUNT; " :
 		    i == n - 1 ? "; SET @last = @@ROWCOUNT; " : "; ");

@@ -1029,28 +1029,6 @@ foldable(const struct store_stmt *t, size_t n)
 }
 
 /*
- * Appends sql with its parameters numbered on: $1 becomes $(first).  The
- * INSERTs folded here write "$" only in front of their parameters.
- */
-static void
-renumber(struct buf *out, const char *sql, size_t first)
-{
-	const char *q;
-	char *end;
-
-	while ((q = strchr(sql, '$')) != NULL) {
-		buf_add(out, sql, (size_t)(q - sql) + 1);
-		sql = q + 1;
-		if (*sql >= '0' && *sql <= '9') {
-			buf_printf(out, "%lu", strtoul(sql, &end, 10) + first -
-			    1);
-			sql = end;
-		}
-	}
-	buf_addstr(out, sql);
-}
-
-/*
  * A guard and the INSERTs after it as one statement: each INSERT becomes
  * a part of the guard's WITH, its parameters numbered on from those
  * before it.  The server parses, plans and runs one statement instead of
@@ -1076,7 +1054,7 @@ guarded_one(struct pg *p, const char *what, const struct store_stmt *t,
 	for (i = 0; i < n; i++) {
 		if (i > 0) {
 			buf_printf(&sql, ", i%lu AS (", (unsigned long)i);
-			renumber(&sql, t[i].sql, at + 1);
+			store_renumber(&sql, t[i].sql, "$", at + 1);
 			buf_addstr(&sql, ")");
 		}
 		for (k = 0; k < json_array_size(t[i].values); k++, at++)

@@ -363,6 +363,32 @@ test_stmt_text(void **state)
 }
 
 /*
+ * Statements joined into one batch or statement number their parameters
+ * on from those before them; text that is no parameter stays as it is.
+ */
+static void
+test_renumber(void **state)
+{
+	struct buf b;
+
+	(void)state;
+	buf_init(&b);
+	store_renumber(&b, "UPDATE t SET a = @p1, b = @p12 WHERE c = @p2",
+	    "@p", 5);
+	assert_string_equal(buf_str(&b),
+	    "UPDATE t SET a = @p5, b = @p16 WHERE c = @p6");
+	buf_reset(&b);
+	store_renumber(&b, "INSERT INTO t VALUES ($1, $2), ($1, $3) -- $",
+	    "$", 10);
+	assert_string_equal(buf_str(&b),
+	    "INSERT INTO t VALUES ($10, $11), ($10, $12) -- $");
+	buf_reset(&b);
+	store_renumber(&b, "SELECT 1", "$", 3);
+	assert_string_equal(buf_str(&b), "SELECT 1");
+	buf_free(&b);
+}
+
+/*
  * The multi-row INSERT of result rows, in SQL Server's and PostgreSQL's
  * words, and how many rows a statement's parameters allow.
  */
@@ -752,6 +778,7 @@ main(void)
 		cmocka_unit_test(test_params_json),
 		cmocka_unit_test(test_params_max),
 		cmocka_unit_test(test_stmt_text),
+		cmocka_unit_test(test_renumber),
 		cmocka_unit_test(test_insert_sql),
 		cmocka_unit_test(test_tds_version),
 		cmocka_unit_test(test_is_guid),
