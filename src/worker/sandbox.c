@@ -81,6 +81,33 @@ static size_t	 nsecrets;
 static char	 python_prefix[PATH_MAX];
 static char	 described[64];
 
+/*
+ * The system's part of every ruleset, worked out once and kept: a rule
+ * is an open O_PATH descriptor and its rights, so that each child's
+ * ruleset costs one call a rule, not a walk of the trees (a tree that
+ * holds one of the daemon's files, as /etc holds worker.conf, is
+ * granted entry by entry).  The directories so split are kept with
+ * their identity and time of change: when an entry of one is added,
+ * removed or replaced, the part is worked out again.
+ */
+struct sys_rule {
+	int		 fd;
+	uint64_t	 access;
+};
+
+struct sys_split {
+	char		*path;
+	struct stat	 st;
+};
+
+static struct sys_rule	*sys_rules;
+static size_t		 nsys_rules, sys_rules_cap;
+static struct sys_split	*sys_splits;
+static size_t		 nsys_splits, sys_splits_cap;
+static int		 sys_ready;
+
+static void	sys_forget(void);
+
 /* The Landlock ABI this kernel offers, 0 when it offers none. */
 int
 sandbox_abi(void)
@@ -158,6 +185,7 @@ sandbox_setup(const struct conf *c)
 	for (i = 0; i < nsecrets; i++)
 		free(secrets[i]);
 	nsecrets = 0;
+	sys_forget();
 	confine = strcmp(c->engine_sandbox, "off") != 0 && sandbox_abi() > 0;
 	add_secret(c->path);
 	add_secret(c->db_password_file);
@@ -202,37 +230,123 @@ path_within(const char *path, const char *dir)
 	    (path[n] == '\0' || path[n] == '/');
 }
 
-/* One path-beneath rule; rights are cut to what a file can have. */
+/*
+ * The descriptor and rights of one path-beneath rule; rights are cut to
+ * what a file can have.  0, or -1 with errno set.
+ */
+static int
+open_rule(const char *path, int how, struct sys_rule *r)
+{
+	struct stat st;
+	int saved;
+
+	if ((r->fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(r->fd, &st) == -1) {
+		saved = errno;
+		close(r->fd);
+		errno = saved;
+		return -1;
+	}
+	r->access = (how == SANDBOX_WRITE ? handled_fs() : LL_READ) &
+	    handled_fs();
+	if (!S_ISDIR(st.st_mode))
+		r->access &= LL_FILE;
+	return 0;
+}
+
+static int
+put_rule(int ruleset, const struct sys_rule *r)
+{
+	struct landlock_path_beneath_attr pb;
+
+	memset(&pb, 0, sizeof(pb));
+	pb.parent_fd = r->fd;
+	pb.allowed_access = r->access;
+	return (int)syscall(SYS_landlock_add_rule, ruleset,
+	    LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+}
+
+/* One path-beneath rule for path. */
 static int
 add_rule(int ruleset, const char *path, int how)
 {
-	struct landlock_path_beneath_attr pb;
-	struct stat st;
-	int fd, saved;
+	struct sys_rule r;
+	int rc, saved;
 
-	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+	if (open_rule(path, how, &r) == -1)
 		return -1;
-	if (fstat(fd, &st) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
+	rc = put_rule(ruleset, &r);
+	saved = errno;
+	close(r.fd);
+	errno = saved;
+	return rc;
+}
+
+/* Keeps a rule of the system's part; 0, or -1 with errno set. */
+static int
+keep_rule(const char *path, int how)
+{
+	struct sys_rule r;
+
+	if (open_rule(path, how, &r) == -1)
 		return -1;
+	if (nsys_rules == sys_rules_cap) {
+		sys_rules_cap = sys_rules_cap ? sys_rules_cap * 2 : 32;
+		sys_rules = xrealloc(sys_rules, sys_rules_cap *
+		    sizeof(*sys_rules));
 	}
-	memset(&pb, 0, sizeof(pb));
-	pb.parent_fd = fd;
-	pb.allowed_access = (how == SANDBOX_WRITE ? handled_fs() : LL_READ) &
-	    handled_fs();
-	if (!S_ISDIR(st.st_mode))
-		pb.allowed_access &= LL_FILE;
-	if (syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH,
-	    &pb, 0) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	close(fd);
+	sys_rules[nsys_rules++] = r;
 	return 0;
+}
+
+/* Keeps a directory that was split, as it is now. */
+static void
+keep_split(const char *path, const struct stat *st)
+{
+	if (nsys_splits == sys_splits_cap) {
+		sys_splits_cap = sys_splits_cap ? sys_splits_cap * 2 : 8;
+		sys_splits = xrealloc(sys_splits, sys_splits_cap *
+		    sizeof(*sys_splits));
+	}
+	sys_splits[nsys_splits].path = xstrdup(path);
+	sys_splits[nsys_splits++].st = *st;
+}
+
+static void
+sys_forget(void)
+{
+	size_t i;
+
+	for (i = 0; i < nsys_rules; i++)
+		close(sys_rules[i].fd);
+	for (i = 0; i < nsys_splits; i++)
+		free(sys_splits[i].path);
+	nsys_rules = nsys_splits = 0;
+	sys_ready = 0;
+}
+
+/* Whether every split directory is as it was when the part was made. */
+static int
+sys_fresh(void)
+{
+	struct stat st;
+	size_t i;
+
+	if (!sys_ready)
+		return 0;
+	for (i = 0; i < nsys_splits; i++) {
+		const struct stat *was = &sys_splits[i].st;
+
+		if (stat(sys_splits[i].path, &st) == -1 ||
+		    st.st_dev != was->st_dev || st.st_ino != was->st_ino ||
+		    st.st_mtim.tv_sec != was->st_mtim.tv_sec ||
+		    st.st_mtim.tv_nsec != was->st_mtim.tv_nsec ||
+		    st.st_ctim.tv_sec != was->st_ctim.tv_sec ||
+		    st.st_ctim.tv_nsec != was->st_ctim.tv_nsec)
+			return 0;
+	}
+	return 1;
 }
 
 /*
@@ -241,10 +355,11 @@ add_rule(int ruleset, const char *path, int how)
  * and the file itself (or its directory) is left out.
  */
 static void
-allow_system(int ruleset, const char *path, int depth)
+allow_system(const char *path, int depth)
 {
 	char real[PATH_MAX], child[PATH_MAX];
 	struct dirent *de;
+	struct stat st;
 	size_t i;
 	int split = 0;
 	DIR *d;
@@ -258,13 +373,15 @@ allow_system(int ruleset, const char *path, int depth)
 			split = 1;
 	}
 	if (!split) {
-		if (add_rule(ruleset, real, SANDBOX_READ) == -1 &&
+		if (keep_rule(real, SANDBOX_READ) == -1 &&
 		    errno != ENOENT && errno != EACCES)
 			log_warn("sandbox: %s", real);
 		return;
 	}
-	if (depth >= SPLIT_DEPTH || (d = opendir(real)) == NULL)
+	if (depth >= SPLIT_DEPTH || stat(real, &st) == -1 ||
+	    (d = opendir(real)) == NULL)
 		return;
+	keep_split(real, &st);
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 ||
 		    strcmp(de->d_name, "..") == 0)
@@ -273,9 +390,31 @@ allow_system(int ruleset, const char *path, int depth)
 		    strcmp(real, "/") == 0 ? "" : real, de->d_name) >=
 		    sizeof(child))
 			continue;
-		allow_system(ruleset, child, depth + 1);
+		allow_system(child, depth + 1);
 	}
 	closedir(d);
+}
+
+/*
+ * Works out the system's part of the rulesets: the system trees, the
+ * interpreter's prefix, the devices.  -1 when /dev/null cannot be had.
+ */
+static int
+sys_make(void)
+{
+	int i;
+
+	sys_forget();
+	for (i = 0; system_paths[i] != NULL; i++)
+		allow_system(system_paths[i], 0);
+	if (python_prefix[0] != '\0')
+		allow_system(python_prefix, 0);
+	for (i = 0; dev_paths[i] != NULL; i++)
+		(void)keep_rule(dev_paths[i], SANDBOX_READ);
+	if (keep_rule("/dev/null", SANDBOX_WRITE) == -1)
+		return -1;
+	sys_ready = 1;
+	return 0;
 }
 
 /*
@@ -287,8 +426,7 @@ int
 sandbox_begin(struct sandbox *sb)
 {
 	struct ll_ruleset_attr attr;
-	size_t size;
-	int i;
+	size_t size, i;
 
 	sb->fd = -1;
 	if (!confine)
@@ -300,19 +438,18 @@ sandbox_begin(struct sandbox *sb)
 		attr.scoped = LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL;
 		size = sizeof(attr);
 	}
+	if (!sys_fresh() && sys_make() == -1)
+		return -1;
 	sb->fd = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
 	if (sb->fd == -1)
 		return -1;
-	for (i = 0; system_paths[i] != NULL; i++)
-		allow_system(sb->fd, system_paths[i], 0);
-	if (python_prefix[0] != '\0')
-		allow_system(sb->fd, python_prefix, 0);
-	for (i = 0; dev_paths[i] != NULL; i++)
-		(void)add_rule(sb->fd, dev_paths[i], SANDBOX_READ);
-	if (add_rule(sb->fd, "/dev/null", SANDBOX_WRITE) == -1) {
-		sandbox_end(sb);
-		return -1;
-	}
+	for (i = 0; i < nsys_rules; i++)
+		if (put_rule(sb->fd, &sys_rules[i]) == -1) {
+			/* A kept descriptor went bad: start afresh. */
+			sys_forget();
+			sandbox_end(sb);
+			return -1;
+		}
 	return 0;
 }
 

@@ -9,7 +9,10 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +278,51 @@ def test_what_the_engine_user_wrote_is_collected(deploy, tmp_path):
     report = json.loads(dep.ctl("gc", "--now", json_out=True).stdout)
     assert report["runs"]["deleted"] == 1 and report["environments"]["deleted"] == 1, report
     assert not dep.run_dir(run).exists() and not venvs[0].exists()
+
+
+@needs_landlock
+@pytest.mark.skipif(os.geteuid() != 0, reason="writes a daemon file into /etc")
+def test_a_secret_under_etc_stays_hidden_while_etc_changes(deploy, tmp_path):
+    """The password file where an operator keeps it, in a directory of /etc:
+    /etc is then granted entry by entry, and that grant follows /etc as it
+    changes under a running worker (a file added, one replaced)."""
+    etc_dir = Path(tempfile.mkdtemp(prefix="ade-test-", dir="/etc"))
+    late = Path(f"{etc_dir}.late")
+    replaced = Path(f"{etc_dir}.replaced")
+    try:
+        os.chmod(etc_dir, 0o755)
+        secret = etc_dir / "db-password"
+        secret.write_text("not-for-engines\n")
+        private_to_service(secret)
+        replaced.write_text("old\n")
+        dep = deploy(engine_command=SPY_COMMAND, engine_sandbox="required",
+                     **{"database.password_file": str(secret),
+                        "supervisor.workers": 1})
+        worker = dep.start_worker()
+
+        def spied(targets):
+            head = "".join(f"read={t}\n" for t in targets)
+            run = dep.enqueue(write_input(tmp_path / f"spy{len(targets)}.csv",
+                                          body=head + "\nEmail\na@b.c\n"))["run_id"]
+            row = dep.wait_run(run, timeout=120)
+            assert row["status"] == "succeeded", (row, dep.worker_logs())
+            records = json.loads((dep.run_dir(run) / "output" / "spy.json").read_text())
+            return {r["target"]: r for r in records}
+
+        first = spied([secret, "/etc/passwd", replaced])
+        assert not first[str(secret)]["ok"], first
+        assert first["/etc/passwd"]["ok"] and first[str(replaced)]["ok"], first
+        # The same worker, after /etc changed under it.
+        late.write_text("late\n")
+        swap = Path(f"{replaced}.new")
+        swap.write_text("new\n")
+        os.rename(swap, replaced)
+        second = spied([secret, late, replaced, "/etc/passwd"])
+        assert not second[str(secret)]["ok"], second
+        assert second[str(late)]["ok"] and second[str(replaced)]["ok"], second
+        assert second["/etc/passwd"]["ok"], second
+        assert worker.poll() is None
+    finally:
+        shutil.rmtree(etc_dir, ignore_errors=True)
+        for path in (late, replaced, Path(f"{replaced}.new")):
+            path.unlink(missing_ok=True)
