@@ -497,6 +497,19 @@ pg_hot(struct pg *p, const char *sql, int nparams, char name[24])
 	note_notifies(p);
 	st = PQresultStatus(r);
 	if (st != PGRES_COMMAND_OK) {
+		/*
+		 * A session that refuses (one a pooler shares, where another
+		 * client's statement has the name) still takes the text.
+		 */
+		if (PQstatus(p->conn) == CONNECTION_OK && !p->in_tx) {
+			log_notice("pgsql: cannot prepare %s (%.*s); sending "
+			    "statements as text from now on", name,
+			    (int)strcspn(PQresultErrorMessage(r), "\n"),
+			    PQresultErrorMessage(r));
+			p->no_prepare = 1;
+			PQclear(r);
+			return 0;
+		}
 		pg_fail(p, "prepare", r);
 		PQclear(r);
 		return -1;
