@@ -21,6 +21,7 @@ from httpkit import (
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
     NoAlertPresentException, NoSuchElementException, StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -59,8 +60,17 @@ def screenshot(driver, name: str) -> None:
 
 def wait_for(driver, what, timeout: float = 60):
     # A page being left for the next one has elements that go stale.
+    # Chromium may say so as an inspector error rather than as a stale
+    # element: that too means "not yet", and the wait goes on.
+    def attempt(d):
+        try:
+            return what(d)
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return False
+            raise
     return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(
-        NoSuchElementException, StaleElementReferenceException)).until(lambda d: what(d))
+        NoSuchElementException, StaleElementReferenceException)).until(attempt)
 
 
 def log_texts(driver) -> list[str]:
