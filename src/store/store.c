@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "log.h"
 #include "results.h"
 #include "store_impl.h"
 #include "util.h"
@@ -757,8 +758,9 @@ stmts_free(struct stmts *s)
 }
 
 /*
- * Adds the INSERTs of one result table's rows, as many rows to a
- * statement as the backend's parameters allow.
+ * Adds the INSERTs of one result table's rows: as many rows to a
+ * statement as the backend's parameters allow, or all of them as one
+ * JSON value where the backend reads rows from JSON.
  */
 static void
 add_inserts(struct store *st, struct stmts *s, const char *table,
@@ -768,10 +770,23 @@ add_inserts(struct store *st, struct stmts *s, const char *table,
 	struct buf sql;
 	json_t *vals;
 
+	buf_init(&sql);
+	if (st->ops->insert_json_sql != NULL) {
+		char *text = json_dumps(rows, JSON_COMPACT);
+
+		if (text == NULL)
+			fatalx("cannot write result rows as JSON");
+		st->ops->insert_json_sql(&sql, table, cols);
+		vals = stmts_add(s, buf_str(&sql), 1);
+		json_array_append_new(vals, json_string(id));
+		json_array_append_new(vals, json_string(text));
+		free(text);
+		buf_free(&sql);
+		return;
+	}
 	for (ncols = 0; cols[ncols] != NULL; ncols++)
 		;
 	per = store_rows_per_insert(st->max_params, ncols);
-	buf_init(&sql);
 	for (first = 0; first < total; first += n) {
 		n = total - first < per ? total - first : per;
 		buf_reset(&sql);

@@ -167,6 +167,14 @@ struct store_ops {
 	 */
 	const char *param;
 	const char *run_id_param;
+	/*
+	 * When not NULL: the INSERT of a result table's rows given as one
+	 * JSON array (param 2) with the run id (param 1), whatever the
+	 * number of rows.  Its text does not change from run to run, so
+	 * that the server can keep its plan.
+	 */
+	void	(*insert_json_sql)(struct buf *, const char *table,
+		    const char *const *cols);
 	const struct store_sql *sql;
 	void	(*close)(struct store *);
 	int	(*init_schema)(struct store *);

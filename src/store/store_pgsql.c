@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@
 #define PG_CHANNEL	"ade_run_queued"
 #define MAXPARAMS	32
 /* Statements a session keeps prepared: those sent for every run. */
-#define PG_HOT_MAX	4
+#define PG_HOT_MAX	8
 #define UTC_TEXT(col)	"to_char(" col " AT TIME ZONE 'UTC', "		\
 			"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 /* The retry delay after failed attempt n. */
@@ -63,7 +64,7 @@ struct pg {
 	double		 reset_at;
 	double		 reset_delay;
 	/* The hot statements this session has prepared (pg_hot). */
-	const char	*prepared[PG_HOT_MAX];
+	uint64_t	 prepared[PG_HOT_MAX];
 	int		 nprepared;
 	int		 no_prepare;	/* the server forgot one: send texts */
 };
@@ -459,7 +460,7 @@ param_text(json_t *v, char *num, size_t len)
  * The name of a prepared statement: a hash of its text, so that a name
  * stands for one text whatever the version of the worker that chose it.
  */
-static void
+static uint64_t
 pg_stmt_name(const char *sql, char name[24])
 {
 	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
@@ -467,27 +468,29 @@ pg_stmt_name(const char *sql, char name[24])
 	for (; *sql != '\0'; sql++)
 		h = (h ^ (unsigned char)*sql) * 1099511628211ULL;
 	snprintf(name, 24, "ade_%016llx", (unsigned long long)h);
+	return h;
 }
 
 /*
- * A hot statement (a claim, sent for every run) is parsed and planned
- * once per session, not at every call: its plan costs more than its
- * execution.  Returns 1 when sql is prepared under name, 0 when it is
- * to be sent as text (the set is full, or the server forgot a prepared
- * statement, as it does behind a pooler that shares sessions), -1 on
- * error.
+ * A hot statement (a claim or a success, sent for every run) is parsed
+ * and planned once per session, not at every call: its plan costs more
+ * than its execution.  Returns 1 when sql is prepared under name, 0 when
+ * it is to be sent as text (the set is full, or the server forgot a
+ * prepared statement, as it does behind a pooler that shares sessions),
+ * -1 on error.
  */
 static int
 pg_hot(struct pg *p, const char *sql, int nparams, char name[24])
 {
 	PGresult *r;
+	uint64_t h;
 	int i, st;
 
 	if (p->no_prepare)
 		return 0;
-	pg_stmt_name(sql, name);
+	h = pg_stmt_name(sql, name);
 	for (i = 0; i < p->nprepared; i++)
-		if (p->prepared[i] == sql)
+		if (p->prepared[i] == h)
 			return 1;
 	if (p->nprepared == PG_HOT_MAX)
 		return 0;
@@ -515,8 +518,56 @@ pg_hot(struct pg *p, const char *sql, int nparams, char name[24])
 		return -1;
 	}
 	PQclear(r);
-	p->prepared[p->nprepared++] = sql;
+	p->prepared[p->nprepared++] = h;
 	return 1;
+}
+
+/*
+ * Sends sql with its n parameters, prepared when it is hot (pg_hot).
+ * Returns the result, whatever its status, or NULL with the error
+ * recorded.
+ */
+static PGresult *
+pg_send(struct pg *p, int hot, const char *sql, int n,
+    const char *const *vals)
+{
+	char name[24];
+	const char *state;
+	PGresult *r;
+	int st;
+
+	if (hot && (hot = pg_hot(p, sql, n, name)) == -1)
+		return NULL;
+	if (hot) {
+		r = PQexecPrepared(p->conn, name, n, vals, NULL, NULL, 0);
+		st = PQresultStatus(r);
+		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		/*
+		 * Gone (the session is shared, or was reset), or its plan
+		 * outdated by a change of the tables' columns: from then on
+		 * the text goes each time, as it always can, starting with
+		 * this one unless a transaction was open (the failure undid
+		 * it).
+		 */
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
+		    state != NULL && (strcmp(state, "26000") == 0 ||
+		    strcmp(state, "0A000") == 0)) {
+			log_notice("pgsql: prepared statement %s unusable "
+			    "(%s); sending statements as text from now on",
+			    name, state);
+			p->no_prepare = 1;
+			hot = p->in_tx ||
+			    PQstatus(p->conn) != CONNECTION_OK;
+			if (!hot)
+				PQclear(r);
+		}
+	}
+	if (!hot)
+		r = PQexecParams(p->conn, sql, n, NULL, vals, NULL, NULL, 0);
+	note_notifies(p);
+	if (r == NULL)
+		pg_fail(p, "query", NULL);
+	return r;
 }
 
 /*
@@ -529,8 +580,6 @@ static PGresult *
 pg_queryv(struct pg *p, int hot, const char *sql, const char *fmt,
     va_list ap)
 {
-	char name[24];
-	const char *state;
 	char *vals[MAXPARAMS], nums[MAXPARAMS][40];
 	const char *s;
 	PGresult *r;
@@ -561,30 +610,11 @@ pg_queryv(struct pg *p, int hot, const char *sql, const char *fmt,
 			break;
 		}
 	}
-	if (hot && (hot = pg_hot(p, sql, n, name)) == -1)
+	if ((r = pg_send(p, hot, sql, n, (const char *const *)vals)) ==
+	    NULL)
 		return NULL;
-	if (hot)
-		r = PQexecPrepared(p->conn, name, n, (const char *const *)vals,
-		    NULL, NULL, 0);
-	else
-		r = PQexecParams(p->conn, sql, n, NULL,
-		    (const char *const *)vals, NULL, NULL, 0);
-	note_notifies(p);
 	st = PQresultStatus(r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		/*
-		 * Gone (the session is shared, or was reset), or its plan
-		 * outdated by a change of the tables' columns: from then on
-		 * the text goes each time, as it always can.
-		 */
-		if (hot && state != NULL && (strcmp(state, "26000") == 0 ||
-		    strcmp(state, "0A000") == 0)) {
-			log_notice("pgsql: prepared statement %s unusable "
-			    "(%s); sending statements as text from now on",
-			    name, state);
-			p->no_prepare = 1;
-		}
 		pg_fail(p, "query", r);
 		PQclear(r);
 		return NULL;
@@ -1077,10 +1107,11 @@ guarded_one(struct pg *p, const char *what, const struct store_stmt *t,
 	buf_addstr(&sql, GUARD_END);
 	if (p->echo)
 		log_debug("sql: %s", buf_str(&sql));
-	r = PQexecParams(p->conn, buf_str(&sql), (int)nv, NULL, vals, NULL,
-	    NULL, 0);
-	note_notifies(p);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+	/* Its text changes only with the result tables' columns. */
+	r = pg_send(p, 1, buf_str(&sql), (int)nv, vals);
+	if (r == NULL)
+		rc = p->base.dead ? STORE_DEAD : -1;
+	else if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 		/* The guard changed no row. */
 		rc = state != NULL && strcmp(state, "22012") == 0 ? 0 :
@@ -1091,6 +1122,27 @@ guarded_one(struct pg *p, const char *what, const struct store_stmt *t,
 	free(vals);
 	free(nums);
 	return rc;
+}
+
+/*
+ * The INSERT of a result table's rows from one JSON array ($2): the
+ * server turns each element into a row of the table's type, by column
+ * name, as its own input functions read the values.
+ */
+static void
+pg_insert_json_sql(struct buf *out, const char *table,
+    const char *const *cols)
+{
+	size_t k;
+
+	buf_printf(out, "INSERT INTO %s (run_id", table);
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(out, ", %s", cols[k]);
+	buf_addstr(out, ") SELECT $1::uuid");
+	for (k = 0; cols[k] != NULL; k++)
+		buf_printf(out, ", j.%s", cols[k]);
+	buf_printf(out, " FROM json_populate_recordset(NULL::%s, $2::json)"
+	    " j", table);
 }
 
 /*
@@ -1535,6 +1587,7 @@ static const struct store_ops pgsql_ops = {
 	.guarded = pg_guarded,
 	.param = "$",
 	.run_id_param = "$1",
+	.insert_json_sql = pg_insert_json_sql,
 	.sql = &pgsql_sql,
 	.name = "pgsql",
 	.close = pg_close,

@@ -192,7 +192,7 @@ def test_a_claim_reads_the_run_it_claims_not_the_queue(deploy, tmp_path):
     assert read and all(rows <= 1 and removed == 0 for _, _, rows, removed in read), read
 
 
-def test_claims_are_planned_once_a_session_not_at_every_run(deploy, pg_server, tmp_path):
+def test_claims_and_successes_are_planned_once_a_session_not_at_every_run(deploy, pg_server, tmp_path):
     dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
     (db,) = dep.rows("SELECT current_database() AS name")
     dep.db().execute(f'ALTER DATABASE "{db["name"]}" SET log_statement = \'all\'')
@@ -212,3 +212,10 @@ def test_claims_are_planned_once_a_session_not_at_every_run(deploy, pg_server, t
     # not) ran the statement the session prepared, by its name.
     assert len(executed) >= 4, logged[-3000:]
     assert len(set(executed)) == 1 and executed[0] != "<unnamed>", executed
+    # So was each success with its result rows, whatever their number.
+    success = "WITH u AS (UPDATE runs SET status = 'succeeded'"
+    stored = re.findall(r"execute (\S+): " + re.escape(success), logged)
+    assert len(stored) == len(runs), logged[-3000:]
+    assert len(set(stored)) == 1 and stored[0] != "<unnamed>", stored
+    for run in runs:
+        assert dep.rows("SELECT count(*) AS n FROM run_fields WHERE run_id = ?", run)[0]["n"] > 0
