@@ -366,13 +366,29 @@ def spawn_floor(n):
     return time.monotonic() - start
 
 
+# The trees of finished measures, removed when the bench ends (see discard).
+LEFT_TREES = []
+
+
 def discard(dep, root):
-    """Drops a deployment's SQL Server database and removes its tree."""
+    """Drops a deployment's SQL Server database; its tree goes at the end.
+
+    Removing a tree of thousands of run directories just before the next
+    measure would make that one pay for it on a file system that keeps
+    freed inodes aside for a while: ext4 without a journal passes over
+    every inode freed in the last minutes each time it allocates one, and
+    a run allocates several."""
     try:
         if dep is not None:
             dep.close()
     finally:
+        LEFT_TREES.append(root)
+
+
+def remove_trees():
+    for root in LEFT_TREES:
         shutil.rmtree(root, ignore_errors=True)
+    del LEFT_TREES[:]
 
 
 def throughput(backend, server, n, workers):
@@ -938,6 +954,7 @@ def main():
             pg.stop()
         if ms is not None:
             ms.drop_all()
+        remove_trees()
 
 
 if __name__ == "__main__":
