@@ -288,9 +288,19 @@ static const char schema_sql[] =
 "    PERFORM pg_notify('" PG_CHANNEL "', NEW.id::text);"
 "  END IF;"
 "  RETURN NULL; END $$;"
+/*
+ * The triggers' conditions keep them from being queued at all for the
+ * claims and successes that change a run's status at every run.
+ */
 "DROP TRIGGER IF EXISTS trg_runs_notify_queued ON runs;"
-"CREATE TRIGGER trg_runs_notify_queued AFTER INSERT OR UPDATE OF status"
-"  ON runs FOR EACH ROW EXECUTE FUNCTION fn_runs_notify_queued();"
+"CREATE TRIGGER trg_runs_notify_queued AFTER UPDATE OF status"
+"  ON runs FOR EACH ROW WHEN (NEW.status = 'queued'"
+"  AND OLD.status IS DISTINCT FROM 'queued')"
+"  EXECUTE FUNCTION fn_runs_notify_queued();"
+"DROP TRIGGER IF EXISTS trg_runs_notify_inserted ON runs;"
+"CREATE TRIGGER trg_runs_notify_inserted AFTER INSERT"
+"  ON runs FOR EACH ROW WHEN (NEW.status = 'queued')"
+"  EXECUTE FUNCTION fn_runs_notify_queued();"
 "CREATE OR REPLACE FUNCTION fn_environments_notify_ready() RETURNS trigger"
 "  LANGUAGE plpgsql AS $$ BEGIN"
 "  IF NEW.status = 'ready' AND OLD.status IS DISTINCT FROM 'ready' THEN"
@@ -299,7 +309,8 @@ static const char schema_sql[] =
 "  RETURN NULL; END $$;"
 "DROP TRIGGER IF EXISTS trg_environments_notify_ready ON environments;"
 "CREATE TRIGGER trg_environments_notify_ready AFTER UPDATE OF status"
-"  ON environments FOR EACH ROW"
+"  ON environments FOR EACH ROW WHEN (NEW.status = 'ready'"
+"  AND OLD.status IS DISTINCT FROM 'ready')"
 "  EXECUTE FUNCTION fn_environments_notify_ready();";
 
 /*

@@ -219,3 +219,33 @@ def test_claims_and_successes_are_planned_once_a_session_not_at_every_run(deploy
     assert len(set(stored)) == 1 and stored[0] != "<unnamed>", stored
     for run in runs:
         assert dep.rows("SELECT count(*) AS n FROM run_fields WHERE run_id = ?", run)[0]["n"] > 0
+
+
+def test_the_queue_trigger_runs_only_when_a_run_becomes_queued(deploy, tmp_path):
+    """Claims and successes change a run's status at every run: the trigger
+    that tells the workers of new work must not be called for them."""
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    run = dep.enqueue(write_input(tmp_path / "a.csv"))["run_id"]
+    conn = dep.db().conn
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            def calls() -> int:
+                # This transaction's calls so far, as the server counts them.
+                cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+                            " WHERE funcname = 'fn_runs_notify_queued'")
+                return cur.fetchone()[0]
+
+            cur.execute("SET LOCAL track_functions = 'pl'")
+            cur.execute("UPDATE runs SET status = 'running' WHERE id = %s", (run,))
+            assert calls() == 0
+            cur.execute("UPDATE runs SET status = 'succeeded' WHERE id = %s", (run,))
+            assert calls() == 0
+            cur.execute("UPDATE runs SET status = 'queued' WHERE id = %s", (run,))
+            assert calls() == 1
+            cur.execute("UPDATE runs SET status = 'queued', attempt_count = 0 WHERE id = %s",
+                        (run,))
+            assert calls() == 1
+    finally:
+        conn.rollback()
+        conn.autocommit = True
