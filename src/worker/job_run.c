@@ -56,6 +56,9 @@ struct job {
 	const char		*envroot;
 	const char		*cfgdir;
 	int			 cancelled;	/* by an operator, seen */
+	/* Why the engine could not be started, and whether that will last. */
+	char			 not_started[PATH_MAX + 128];
+	int			 not_started_lasts;
 };
 
 static int
@@ -442,7 +445,8 @@ prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
  * is a local directory (an editable install imports from there), the
  * paths named in engine_command, and the run's input; it
  * writes only the run's output and temporary directories.  Returns -1
- * with a reason in msg.
+ * with a reason in msg, -2 when a grant would reach the daemon's own
+ * files.
  */
 static int
 run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
@@ -450,7 +454,7 @@ run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
 	const struct conf *cf = j->w->conf;
 	const char *spec = j->claim->engine_spec[0] != '\0' ?
 	    j->claim->engine_spec : cf->engine_spec;
-	char path[PATH_MAX], **words;
+	char path[PATH_MAX], word[PATH_MAX], **words;
 	const char *fail = NULL;
 	size_t i;
 
@@ -477,8 +481,11 @@ run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
 		if (!is_dir(path))
 			*strrchr(path, '/') = '\0';
 		if (sandbox_allow(sb, path[0] != '\0' ? path : "/",
-		    SANDBOX_READ) == -1)
-			fail = words[i];
+		    SANDBOX_READ) == -1) {
+			/* The words are freed below; the name is kept. */
+			snprintf(word, sizeof(word), "%s", words[i]);
+			fail = word;
+		}
 	}
 	argv_free(words);
 	/* A validation has neither input nor output. */
@@ -494,11 +501,13 @@ run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
 	if (fail == NULL && sandbox_allow(sb, path, SANDBOX_WRITE) == -1)
 		fail = "the temporary directory";
 	if (fail != NULL) {
+		int ours = errno == EPERM;
+
 		snprintf(msg, len, "cannot open %s to the engine's sandbox: "
-		    "%s", fail, errno == EPERM ? "it holds the daemon's own "
-		    "files" : strerror(errno));
+		    "%s", fail, ours ? "it holds the daemon's own files" :
+		    strerror(errno));
 		sandbox_end(sb);
-		return -1;
+		return ours ? -2 : -1;
 	}
 	return 0;
 }
@@ -519,20 +528,30 @@ run_child(struct job *j, const char *scope, char **argv,
 	    "PIP_PROGRESS_BAR=off", NULL, NULL, NULL };
 	char **env;
 	size_t i;
+	int r;
 
 	/* Its own temporary directory, which is also its home. */
 	if (prepare_dir(j->run_dir, "tmp", tmp, sizeof(tmp)) == -1) {
 		memset(res, 0, sizeof(*res));
 		res->spawn_failed = 1;
 		res->exit_code = 127;
+		snprintf(j->not_started, sizeof(j->not_started), "cannot "
+		    "make its temporary directory: %s", strerror(errno));
 		evlog_emit(&j->log, "error", "run.sandbox", "Engine not "
 		    "started", json_pack("{s:s}", "error", strerror(errno)));
 		return;
 	}
-	if (run_sandbox(j, &sb, msg, sizeof(msg)) == -1) {
+	if ((r = run_sandbox(j, &sb, msg, sizeof(msg))) < 0) {
 		memset(res, 0, sizeof(*res));
 		res->spawn_failed = 1;
 		res->exit_code = 127;
+		/*
+		 * A grant that would open the daemon's own files to the
+		 * engine is the configuration's doing: another attempt would
+		 * be refused the same way.
+		 */
+		snprintf(j->not_started, sizeof(j->not_started), "%s", msg);
+		j->not_started_lasts = r == -2;
 		log_warnx("run %s: %s", j->claim->id, msg);
 		evlog_emit(&j->log, "error", "run.sandbox", "Engine not "
 		    "started", json_pack("{s:s}", "error", msg));
@@ -656,6 +675,12 @@ run_validate(struct job *j, const char *python, const char *cfgdir,
 			lost_claim(j);
 		else if (rc > 0)
 			emit_complete(j, "succeeded", 0, NULL, NULL);
+		return;
+	}
+	if (res.spawn_failed && j->not_started[0] != '\0') {
+		snprintf(msg, sizeof(msg), "Validator not started: %s",
+		    j->not_started);
+		job_fail(j, res.exit_code, msg, j->not_started_lasts);
 		return;
 	}
 	snprintf(msg, sizeof(msg), "Validation failed (exit %d)",
@@ -822,6 +847,10 @@ engine_succeeded(struct job *j, const struct proc_result *res)
 		snprintf(msg, sizeof(msg), "Run timed out after %g s",
 		    cf->run_timeout);
 		job_fail(j, PROC_EXIT_TIMEOUT, msg, 0);
+	} else if (res->spawn_failed && j->not_started[0] != '\0') {
+		snprintf(msg, sizeof(msg), "Engine not started: %s",
+		    j->not_started);
+		job_fail(j, res->exit_code, msg, j->not_started_lasts);
 	} else if (res->spawn_failed || res->exit_code != 0) {
 		snprintf(msg, sizeof(msg), res->exit_code ==
 		    EXIT_DETERMINISTIC ? "Engine rejected its input (usage "

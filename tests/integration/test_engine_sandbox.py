@@ -326,3 +326,23 @@ def test_a_secret_under_etc_stays_hidden_while_etc_changes(deploy, tmp_path):
         shutil.rmtree(etc_dir, ignore_errors=True)
         for path in (late, replaced, Path(f"{replaced}.new")):
             path.unlink(missing_ok=True)
+
+
+@needs_landlock
+def test_a_grant_that_leads_around_the_daemons_files_is_refused(deploy, tmp_path):
+    """engine_command names a path through a link to the directory that
+    holds the data directory: the grant it asks for is where the link
+    leads, and the run fails before any engine starts."""
+    link = tmp_path / "looks-harmless"
+    dep = deploy(engine_command=f"{FAKE_ENGINE_COMMAND} {link}/tool", engine_sandbox="required")
+    link.symlink_to(dep.data_dir.parent)
+    answer = dep.enqueue(write_input(tmp_path / "a.csv"))
+    result = dep.run_worker(timeout=90)
+    assert result.returncode == 0, result.stderr
+    row = dep.run_row(answer["run_id"])
+    # Another attempt would be refused the same way: it fails at once,
+    # and says which word of engine_command and why.
+    assert row["status"] == "failed" and row["attempt_count"] == 1, row
+    assert f"{link}/tool" in row["error_message"], row
+    assert "holds the daemon's own files" in row["error_message"], row
+    assert not (dep.run_dir(answer["run_id"]) / "output" / "normalized.xlsx").exists()
