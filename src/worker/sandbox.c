@@ -267,22 +267,6 @@ put_rule(int ruleset, const struct sys_rule *r)
 	    LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
 }
 
-/* One path-beneath rule for path. */
-static int
-add_rule(int ruleset, const char *path, int how)
-{
-	struct sys_rule r;
-	int rc, saved;
-
-	if (open_rule(path, how, &r) == -1)
-		return -1;
-	rc = put_rule(ruleset, &r);
-	saved = errno;
-	close(r.fd);
-	errno = saved;
-	return rc;
-}
-
 /* Keeps a rule of the system's part; 0, or -1 with errno set. */
 static int
 keep_rule(const char *path, int how)
@@ -453,24 +437,53 @@ sandbox_begin(struct sandbox *sb)
 	return 0;
 }
 
+/*
+ * Where an open descriptor really is: the name the kernel keeps for it,
+ * in one call where realpath(3) reads each component's link.  Falls back
+ * to realpath of path when /proc is not there.
+ */
+static int
+real_path_of(int fd, const char *path, char real[PATH_MAX])
+{
+	char proc[40];
+	ssize_t n;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, real, PATH_MAX - 1);
+	if (n > 0 && n < PATH_MAX - 1 && real[0] == '/') {
+		real[n] = '\0';
+		return 0;
+	}
+	return realpath(path, real) != NULL ? 0 : -1;
+}
+
 /* Lets the child read (and with SANDBOX_WRITE, change) path. */
 int
 sandbox_allow(struct sandbox *sb, const char *path, int how)
 {
 	char real[PATH_MAX];
+	struct sys_rule r;
 	size_t i;
+	int rc = -1, saved;
 
 	if (sb->fd == -1)
 		return 0;
-	if (realpath(path, real) == NULL)
+	if (open_rule(path, how, &r) == -1)
 		return -1;
+	if (real_path_of(r.fd, path, real) == -1)
+		goto out;
 	/* A grant may lie beneath the data directory, never around it. */
 	for (i = 0; i < nsecrets; i++)
 		if (path_within(secrets[i], real)) {
 			errno = EPERM;
-			return -1;
+			goto out;
 		}
-	return add_rule(sb->fd, real, how);
+	rc = put_rule(sb->fd, &r);
+out:
+	saved = errno;
+	close(r.fd);
+	errno = saved;
+	return rc;
 }
 
 void
