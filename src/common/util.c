@@ -267,6 +267,11 @@ mkdir_p(const char *path, mode_t mode)
 	char *p, *s;
 	int rc = 0;
 
+	/* Mostly only the last is missing: one call, not one a component. */
+	if (mkdir(path, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -1;
 	p = xstrdup(path);
 	for (s = p + 1; ; s++) {
 		if (*s != '/' && *s != '\0')

@@ -406,6 +406,37 @@ test_generations(void **state)
 	assert_false(path_is_gen(".."));
 }
 
+/* mkdir_p makes what is missing, accepts what is there, stops at a file. */
+static void
+test_mkdir_p(void **state)
+{
+	char base[256], dir[512], file[512];
+	struct stat st;
+	mode_t mask = umask(0);
+
+	(void)state;
+	umask(mask);
+	unit_tmpdir(base, sizeof(base));
+	snprintf(dir, sizeof(dir), "%s/a/b/c", base);
+	assert_int_equal(mkdir_p(dir, 0750), 0);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0750 & ~mask);
+	/* There already, or only the last missing. */
+	assert_int_equal(mkdir_p(dir, 0750), 0);
+	snprintf(dir, sizeof(dir), "%s/a/b/d", base);
+	assert_int_equal(mkdir_p(dir, 0750), 0);
+	assert_int_equal(stat(dir, &st), 0);
+	/* A file where a parent should be. */
+	unit_write_in(base, "f", "x", 0644);
+	snprintf(file, sizeof(file), "%s/f/g/h", base);
+	assert_int_equal(mkdir_p(file, 0750), -1);
+	assert_int_equal(errno, ENOTDIR);
+	snprintf(file, sizeof(file), "%s/f/g", base);
+	assert_int_equal(mkdir_p(file, 0750), -1);
+	assert_int_equal(errno, ENOTDIR);
+}
+
 int
 main(void)
 {
@@ -420,6 +451,7 @@ main(void)
 		cmocka_unit_test(test_deps_segment),
 		cmocka_unit_test(test_document),
 		cmocka_unit_test(test_layout),
+		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_layout_rejects_bad_ids),
 		cmocka_unit_test(test_generations),
 		cmocka_unit_test_setup_teardown(test_within, tree_setup,
