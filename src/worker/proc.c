@@ -39,15 +39,47 @@
 
 volatile pid_t proc_current_pgid;
 
+/*
+ * What a line buffer holds at first: lines are short, and a buffer of
+ * max_line (megabytes) for each stream of each child would be taken from
+ * the system and given back at every run.  It grows as a line needs.
+ */
+#define LINE_START	(64 * 1024)
+
 struct linebuf {
 	int	 fd;
 	int	 stream;
 	char	*buf;
+	size_t	 cap;		/* what buf holds, besides a NUL */
 	size_t	 len;
 	size_t	 full;		/* bytes of the line, kept or not */
 	size_t	 limit;		/* of this line: max_line, or more */
 	int	 asked;		/* line_limit was asked for this line */
 };
+
+static void
+line_alloc(const struct proc_spec *ps, struct linebuf *lb)
+{
+	lb->cap = ps->max_line < LINE_START ? ps->max_line : LINE_START;
+	lb->buf = xmalloc(lb->cap + 1);
+	lb->limit = ps->max_line;
+}
+
+/* Makes room for need bytes (never more than the line's limit). */
+static void
+line_room(struct linebuf *lb, size_t need)
+{
+	size_t cap = lb->cap;
+
+	if (need <= cap)
+		return;
+	while (cap < need)
+		cap = cap > 0 ? cap * 2 : LINE_START;
+	if (cap > lb->limit)
+		cap = lb->limit;
+	lb->buf = xrealloc(lb->buf, cap + 1);
+	lb->cap = cap;
+}
 
 static void
 line_flush(const struct proc_spec *ps, struct linebuf *lb)
@@ -57,10 +89,9 @@ line_flush(const struct proc_spec *ps, struct linebuf *lb)
 	lb->len = lb->full = 0;
 	lb->asked = 0;
 	/* A buffer grown for one long line is not kept for the next. */
-	if (lb->limit != ps->max_line) {
+	if (lb->limit != ps->max_line || lb->cap > LINE_START) {
 		free(lb->buf);
-		lb->buf = xmalloc(ps->max_line + 1);
-		lb->limit = ps->max_line;
+		line_alloc(ps, lb);
 	}
 }
 
@@ -77,6 +108,7 @@ line_add(const struct proc_spec *ps, struct linebuf *lb, const char *p,
 
 	lb->full += n;
 	take = lb->len + n <= lb->limit ? n : lb->limit - lb->len;
+	line_room(lb, lb->len + take);
 	memcpy(lb->buf + lb->len, p, take);
 	lb->len += take;
 	if (take == n || lb->asked || ps->line_limit == NULL)
@@ -85,11 +117,11 @@ line_add(const struct proc_spec *ps, struct linebuf *lb, const char *p,
 	lim = ps->line_limit(ps->arg, lb->buf, lb->len);
 	if (lim <= lb->limit)
 		return;
-	lb->buf = xrealloc(lb->buf, lim + 1);
 	lb->limit = lim;
 	p += take;
 	n -= take;
 	take = lb->len + n <= lim ? n : lim - lb->len;
+	line_room(lb, lb->len + take);
 	memcpy(lb->buf + lb->len, p, take);
 	lb->len += take;
 }
@@ -627,8 +659,7 @@ proc_run(const struct proc_spec *ps, struct proc_result *res)
 	for (i = 0; i < 2; i++) {
 		wt.lb[i].fd = i == 0 ? outp[0] : errp[0];
 		wt.lb[i].stream = i + 1;
-		wt.lb[i].buf = xmalloc(ps->max_line + 1);
-		wt.lb[i].limit = ps->max_line;
+		line_alloc(ps, &wt.lb[i]);
 		fcntl(wt.lb[i].fd, F_SETFL, O_NONBLOCK);
 	}
 	wt.last_ok = now_mono();

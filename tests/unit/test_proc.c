@@ -353,6 +353,37 @@ test_exec_failure_is_told(void **state)
 	buf_free(&err);
 }
 
+/*
+ * Lines far longer than a line buffer starts with are kept whole up to
+ * max_line, and cut there, and a short line after them is whole too.
+ */
+static void
+test_long_lines_grow_to_their_limit(void **state)
+{
+	char *argv[] = { "sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x;"
+	    " echo; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo xx",
+	    NULL };
+	struct proc_spec ps;
+	struct proc_result res;
+	struct buf out;
+
+	(void)state;
+	buf_init(&out);
+	spec(&ps, argv, &out);
+	ps.max_line = 1000000;
+	assert_int_equal(proc_run(&ps, &res), 0);
+	assert_int_equal(res.exit_code, 0);
+	/* collect joins the kept bytes with newlines. */
+	assert_int_equal(out.len, 300000 + 1 + 1000000 + 1 + 2 + 1);
+	assert_int_equal(out.data[300000], '\n');
+	assert_int_equal(out.data[300000 + 1 + 1000000], '\n');
+	assert_memory_equal(out.data + out.len - 3, "xx\n", 3);
+	for (size_t i = 0; i < out.len; i++)
+		if (out.data[i] != 'x' && out.data[i] != '\n')
+			fail_msg("byte %zu is %d", i, out.data[i]);
+	buf_free(&out);
+}
+
 int
 main(void)
 {
@@ -363,6 +394,7 @@ main(void)
 		cmocka_unit_test(test_adopted_orphan_is_not_the_child),
 		cmocka_unit_test(test_child_starts_clean),
 		cmocka_unit_test(test_exec_failure_is_told),
+		cmocka_unit_test(test_long_lines_grow_to_their_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
