@@ -567,10 +567,10 @@ pg_send(struct pg *p, int hot, const char *sql, int n,
 			    "(%s); sending statements as text from now on",
 			    name, state);
 			p->no_prepare = 1;
-			hot = p->in_tx ||
-			    PQstatus(p->conn) != CONNECTION_OK;
-			if (!hot)
+			if (!p->in_tx && PQstatus(p->conn) == CONNECTION_OK) {
 				PQclear(r);
+				hot = 0;
+			}
 		}
 	}
 	if (!hot)
