@@ -249,3 +249,26 @@ def test_the_queue_trigger_runs_only_when_a_run_becomes_queued(deploy, tmp_path)
     finally:
         conn.rollback()
         conn.autocommit = True
+
+
+def test_a_session_that_forgets_its_prepared_statements_goes_on_as_text(deploy, tmp_path):
+    """What a pooler that shares sessions does, done by the server itself:
+    a trigger drops every prepared statement of the session while it
+    writes a success.  The worker resends that statement as text at once
+    and sends text from then on, without a failed call or a retry."""
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND)
+    db = dep.db()
+    db.execute("CREATE FUNCTION test_forget() RETURNS trigger LANGUAGE plpgsql"
+               " AS $$ BEGIN EXECUTE 'DEALLOCATE ALL'; RETURN NULL; END $$")
+    db.execute("CREATE TRIGGER test_forget AFTER UPDATE OF status ON runs FOR EACH ROW"
+               " WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION test_forget()")
+    runs = [dep.enqueue(write_input(tmp_path / f"r{i}.csv"))["run_id"] for i in range(3)]
+    result = dep.run_worker(timeout=90)
+    assert result.returncode == 0, result.stderr
+    for run in runs:
+        row = dep.run_row(run)
+        assert row["status"] == "succeeded" and row["attempt_count"] == 1, row
+    logs = dep.worker_logs(tail=100000)
+    assert "unusable (26000); sending statements as text from now on" in logs, logs
+    assert logs.count("unusable (26000)") == 1, logs
+    assert " warning: " not in logs and "claim run:" not in logs, logs
