@@ -245,8 +245,10 @@ store_open_existing(const struct conf *c, struct buf *err)
 void
 store_close(struct store *st)
 {
-	if (st != NULL)
+	if (st != NULL) {
+		json_decref(st->ahead.row);
 		st->ops->close(st);
+	}
 }
 
 const char *
@@ -594,6 +596,72 @@ store_environment_touch(struct store *st, const char *id)
 	    "s", id);
 }
 
+/*
+ * What a claim ahead is at: asked for the next success; done, with the
+ * run (or none) waiting for store_claim_run; unsure, when the connection
+ * went during the success, so that the claim may have committed unseen.
+ */
+enum { AHEAD_NONE, AHEAD_ASKED, AHEAD_DONE, AHEAD_UNSURE };
+
+int
+store_claim_ahead(struct store *st, const char *token, double lease)
+{
+	if (token == NULL) {
+		if (st->ahead.state == AHEAD_ASKED)
+			st->ahead.state = AHEAD_NONE;
+		return 0;
+	}
+	if (st->ops->guarded_claim == NULL || st->ahead.off ||
+	    st->ahead.state != AHEAD_NONE)
+		return 0;
+	snprintf(st->ahead.token, sizeof(st->ahead.token), "%s", token);
+	st->ahead.lease = lease;
+	st->ahead.state = AHEAD_ASKED;
+	return 1;
+}
+
+int
+store_claimed_ahead(struct store *st, char *token, size_t len, int *found)
+{
+	if (st->ahead.state != AHEAD_DONE)
+		return 0;
+	snprintf(token, len, "%s", st->ahead.token);
+	if (found != NULL)
+		*found = st->ahead.row != NULL;
+	return 1;
+}
+
+/*
+ * Gives back a claim made ahead that will not be acted on, or one that
+ * may have been made unseen; the run loses no attempt.  1 when a run was
+ * given back, 0 when there was none, or the failure (the lease then
+ * gives it back).
+ */
+static int
+ahead_release(struct store *st, const char *error)
+{
+	char id[64];
+	int rc = 0;
+
+	if (st->ahead.state == AHEAD_UNSURE)
+		rc = store_release_claim(st, 0, st->ahead.token, error, id);
+	else if (st->ahead.state == AHEAD_DONE && st->ahead.row != NULL)
+		rc = store_run_finish(st, text_of(st->ahead.row, "id"),
+		    st->ahead.token, FINISH_RELEASE, 0, error, 0);
+	if (rc >= 0 || st->ahead.state == AHEAD_DONE) {
+		json_decref(st->ahead.row);
+		st->ahead.row = NULL;
+		st->ahead.state = AHEAD_NONE;
+	}
+	return rc;
+}
+
+int
+store_release_ahead(struct store *st, const char *error)
+{
+	return ahead_release(st, error);
+}
+
 int
 store_claim_run(struct store *st, const char *token, double lease,
     struct run_claim *out)
@@ -602,7 +670,17 @@ store_claim_run(struct store *st, const char *token, double lease,
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	rc = st->ops->claim_run(st, token, lease, &row);
+	if (st->ahead.state == AHEAD_UNSURE)
+		ahead_release(st, NULL);
+	if (st->ahead.state == AHEAD_DONE &&
+	    strcmp(token, st->ahead.token) == 0) {
+		/* Claimed with the last success: no round trip. */
+		row = st->ahead.row;
+		st->ahead.row = NULL;
+		st->ahead.state = AHEAD_NONE;
+		rc = row != NULL;
+	} else
+		rc = st->ops->claim_run(st, token, lease, &row);
 	if (rc == 1) {
 		TEXT_FIELD(row, out, id);
 		TEXT_FIELD(row, out, workspace_id);
@@ -807,6 +885,35 @@ add_inserts(struct store *st, struct stmts *s, const char *table,
 }
 
 /*
+ * A success that claims the next run too (store_claim_ahead).  Should
+ * that fail for another reason than the connection, the claim may be
+ * what failed: the success is written alone, and no claim is made ahead
+ * again on this connection.
+ */
+static int
+succeeded_claim(struct store *st, struct stmts *s)
+{
+	json_t *row = NULL;
+	int rc, looked = 0;
+
+	rc = st->ops->guarded_claim(st, "run succeeded", s->v, s->n,
+	    st->ahead.token, st->ahead.lease, &row, &looked);
+	st->ahead.state = AHEAD_NONE;
+	if (rc == 1 && looked) {
+		st->ahead.state = AHEAD_DONE;
+		st->ahead.row = row;
+	} else if (rc == STORE_DEAD)
+		st->ahead.state = AHEAD_UNSURE;
+	else if (rc < 0) {
+		log_notice("%s; the next run is claimed on its own from now on",
+		    st->err);
+		st->ahead.off = 1;
+		rc = st->ops->guarded(st, "run succeeded", s->v, s->n, NULL);
+	}
+	return rc;
+}
+
+/*
  * A run's success as one transaction: its row, guarded by the claim,
  * then, when there are results, the rows of an earlier success cleared
  * and the new ones inserted.  Either all of it is written or nothing.
@@ -847,7 +954,8 @@ store_run_succeeded(struct store *st, const char *id, const char *token,
 		    rows, id);
 		json_decref(rows);
 	}
-	rc = st->ops->guarded(st, "run succeeded", s.v, s.n, NULL);
+	rc = st->ahead.state == AHEAD_ASKED ? succeeded_claim(st, &s) :
+	    st->ops->guarded(st, "run succeeded", s.v, s.n, NULL);
 	stmts_free(&s);
 	return counted(rc);
 }

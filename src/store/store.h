@@ -166,6 +166,20 @@ int	store_environment_touch(struct store *, const char *id);
 
 int	store_claim_run(struct store *, const char *token, double lease,
 	    struct run_claim *);
+/*
+ * Claims ahead: the next store_run_succeeded also claims the next run,
+ * with token and lease, in its transaction and round trip, on backends
+ * that can (1; 0 when nothing is asked).  store_claimed_ahead then gives
+ * the token (1, found telling whether a run was claimed; 0 when no
+ * claim was made ahead), and store_claim_run with it returns that run,
+ * or none, without a round trip.  A NULL token withdraws a request not yet used;
+ * store_release_ahead gives back a run claimed ahead that will not be
+ * run (its attempt is not used up).
+ */
+int	store_claim_ahead(struct store *, const char *token, double lease);
+int	store_claimed_ahead(struct store *, char *token, size_t len,
+	    int *found);
+int	store_release_ahead(struct store *, const char *error);
 void	store_run_claim_free(struct run_claim *);
 int	store_heartbeat_run(struct store *, const char *id, const char *token,
 	    double lease);

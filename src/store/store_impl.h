@@ -162,6 +162,17 @@ struct store_ops {
 	int	(*guarded)(struct store *, const char *what,
 		    const struct store_stmt *, size_t n, long *last);
 	/*
+	 * When not NULL: guarded (without last), then in the same
+	 * transaction and round trip claim_run's claim (token, lease).  On
+	 * 1, *looked tells whether the claim was made (a backend may leave
+	 * it out, when the statements do not fit one round trip), and *row
+	 * is the run it claimed, NULL when there was none.  When the claim
+	 * fails, nothing is written.
+	 */
+	int	(*guarded_claim)(struct store *, const char *what,
+		    const struct store_stmt *, size_t n, const char *token,
+		    double lease, json_t **row, int *looked);
+	/*
 	 * How a statement names its nth parameter (param and n), and the
 	 * first when it is a run id.
 	 */
@@ -218,6 +229,14 @@ struct store {
 	int			 probed;
 	int			 may_stop;	/* a stop may cut this call */
 	size_t			 max_params;	/* of one statement */
+	/* The next run, claimed with a success (store_claim_ahead). */
+	struct {
+		int		 state;		/* AHEAD_* of store.c */
+		int		 off;		/* it failed: not again */
+		char		 token[256];
+		double		 lease;
+		json_t		*row;		/* the run, NULL for none */
+	} ahead;
 };
 
 /*

@@ -974,43 +974,43 @@ pg_claim_environment(struct store *st, const char *token, double lease,
  * planner, whose statistics of a busy queue are always stale, read the
  * runs by status, the whole queue for one row.
  */
+static const char claim_run_sql[] =
+    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
+    "  e.python_interpreter AS env_python,"
+    "  q.input_document_id AS doc_id FROM runs q"
+    "  JOIN environments e ON " ENV_KEY("e", "q")
+    "  WHERE q.status = 'queued' AND q.available_at <= now()"
+    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
+    "  ORDER BY q.available_at, q.created_at LIMIT 1"
+    "  FOR UPDATE OF q SKIP LOCKED),"
+    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM c)),"
+    " f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM c)),"
+    " t AS (DELETE FROM run_table_columns"
+    "  WHERE run_id IN (SELECT id FROM c))"
+    " UPDATE runs r SET status = 'running', claimed_by = $1,"
+    "  claim_expires_at = now() + make_interval(secs => $2),"
+    "  started_at = COALESCE(r.started_at, now()),"
+    "  attempt_count = r.attempt_count + 1, error_message = NULL,"
+    "  exit_code = NULL, completed_at = NULL"
+    " FROM c LEFT JOIN documents d ON d.id = c.doc_id"
+    " WHERE r.id = c.id"
+    " RETURNING r.id, r.workspace_id, r.configuration_id,"
+    "  r.input_document_id, r.engine_spec, r.deps_digest, "
+    UTC_TEXT("r.started_at") " AS started_at, r.attempt_count,"
+    "  r.max_attempts, r.run_options::text AS run_options,"
+    "  r.input_sheet_names::text AS input_sheet_names, c.env_id,"
+    "  c.env_python,"
+    "  extract(epoch FROM now() - r.available_at) * 1000 AS waited_ms,"
+    "  d.id IS NOT NULL AS doc_found,"
+    "  d.stored_uri AS doc_stored_uri,"
+    "  d.original_filename AS doc_original_filename";
+
 static int
 pg_claim_run(struct store *st, const char *token, double lease,
     json_t **row)
 {
-	static const char sql[] =
-	    "WITH c AS MATERIALIZED (SELECT q.id, e.id AS env_id,"
-	    "  e.python_interpreter AS env_python,"
-	    "  q.input_document_id AS doc_id FROM runs q"
-	    "  JOIN environments e ON " ENV_KEY("e", "q")
-	    "  WHERE q.status = 'queued' AND q.available_at <= now()"
-	    "  AND q.attempt_count < q.max_attempts AND e.status = 'ready'"
-	    "  ORDER BY q.available_at, q.created_at LIMIT 1"
-	    "  FOR UPDATE OF q SKIP LOCKED),"
-	    " m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM c)),"
-	    " f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM c)),"
-	    " t AS (DELETE FROM run_table_columns"
-	    "  WHERE run_id IN (SELECT id FROM c))"
-	    " UPDATE runs r SET status = 'running', claimed_by = $1,"
-	    "  claim_expires_at = now() + make_interval(secs => $2),"
-	    "  started_at = COALESCE(r.started_at, now()),"
-	    "  attempt_count = r.attempt_count + 1, error_message = NULL,"
-	    "  exit_code = NULL, completed_at = NULL"
-	    " FROM c LEFT JOIN documents d ON d.id = c.doc_id"
-	    " WHERE r.id = c.id"
-	    " RETURNING r.id, r.workspace_id, r.configuration_id,"
-	    "  r.input_document_id, r.engine_spec, r.deps_digest, "
-	    UTC_TEXT("r.started_at") " AS started_at, r.attempt_count,"
-	    "  r.max_attempts, r.run_options::text AS run_options,"
-	    "  r.input_sheet_names::text AS input_sheet_names, c.env_id,"
-	    "  c.env_python,"
-	    "  extract(epoch FROM now() - r.available_at) * 1000 AS waited_ms,"
-	    "  d.id IS NOT NULL AS doc_found,"
-	    "  d.stored_uri AS doc_stored_uri,"
-	    "  d.original_filename AS doc_original_filename";
-
-	return first_row(pg_query_hot((struct pg *)st, sql, "sd", token,
-	    lease), row);
+	return first_row(pg_query_hot((struct pg *)st, claim_run_sql, "sd",
+	    token, lease), row);
 }
 
 /*
@@ -1087,51 +1087,247 @@ foldable(const struct store_stmt *t, size_t n)
  * a part of the guard's WITH, its parameters numbered on from those
  * before it.  The server parses, plans and runs one statement instead of
  * one per table, and the guard's division by zero undoes the INSERTs
- * with it.  nv is the number of parameters in all.
+ * with it.  nv is the number of parameters in all; vals (nv of them)
+ * point into the statements' values or into nums.  A lone statement is
+ * taken as it is.
  */
+static void
+fold(const struct store_stmt *t, size_t n, struct buf *sql,
+    const char **vals, char (*nums)[40])
+{
+	size_t i, k, at = 0;
+
+	if (n == 1)
+		buf_addstr(sql, t[0].sql);
+	else
+		buf_add(sql, t[0].sql, strlen(t[0].sql) - strlen(GUARD_END));
+	for (i = 0; i < n; i++) {
+		if (i > 0) {
+			buf_printf(sql, ", i%lu AS (", (unsigned long)i);
+			store_renumber(sql, t[i].sql, "$", at + 1);
+			buf_addstr(sql, ")");
+		}
+		for (k = 0; k < json_array_size(t[i].values); k++, at++)
+			vals[at] = param_text(json_array_get(t[i].values, k),
+			    nums[at], sizeof(nums[at]));
+	}
+	if (n > 1)
+		buf_addstr(sql, GUARD_END);
+}
+
+/*
+ * A failure in a pipeline: one of a prepared statement the server forgot
+ * (pg_send) has texts sent from then on.
+ */
+static int
+pipe_fail(struct pg *p, const char *what, PGresult *r)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	if (state != NULL && (strcmp(state, "26000") == 0 ||
+	    strcmp(state, "0A000") == 0) && !p->no_prepare) {
+		log_notice("pgsql: a prepared statement is unusable (%s); "
+		    "sending statements as text from now on", state);
+		p->no_prepare = 1;
+	}
+	return pg_fail(p, what, r);
+}
+
+/* The guard's answer: 1, 0 when it changed no row, or the failure. */
+static int
+guard_result(struct pg *p, const char *what, PGresult *r)
+{
+	const char *state;
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK ||
+	    PQresultStatus(r) == PGRES_COMMAND_OK)
+		return 1;
+	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	if (state != NULL && strcmp(state, "22012") == 0)
+		return 0;
+	return pipe_fail(p, what, r);
+}
+
 static int
 guarded_one(struct pg *p, const char *what, const struct store_stmt *t,
     size_t n, size_t nv)
 {
 	const char **vals;
 	char (*nums)[40];
-	const char *state;
 	struct buf sql;
-	size_t i, k, at = 0;
 	PGresult *r;
-	int rc = 1;
+	int rc;
 
 	vals = xcalloc(nv + 1, sizeof(*vals));
 	nums = xcalloc(nv + 1, sizeof(*nums));
 	buf_init(&sql);
-	buf_add(&sql, t[0].sql, strlen(t[0].sql) - strlen(GUARD_END));
-	for (i = 0; i < n; i++) {
-		if (i > 0) {
-			buf_printf(&sql, ", i%lu AS (", (unsigned long)i);
-			store_renumber(&sql, t[i].sql, "$", at + 1);
-			buf_addstr(&sql, ")");
-		}
-		for (k = 0; k < json_array_size(t[i].values); k++, at++)
-			vals[at] = param_text(json_array_get(t[i].values, k),
-			    nums[at], sizeof(nums[at]));
-	}
-	buf_addstr(&sql, GUARD_END);
+	fold(t, n, &sql, vals, nums);
 	if (p->echo)
 		log_debug("sql: %s", buf_str(&sql));
 	/* Its text changes only with the result tables' columns. */
 	r = pg_send(p, 1, buf_str(&sql), (int)nv, vals);
 	if (r == NULL)
 		rc = p->base.dead ? STORE_DEAD : -1;
-	else if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		/* The guard changed no row. */
-		rc = state != NULL && strcmp(state, "22012") == 0 ? 0 :
-		    pg_fail(p, what, r);
-	}
+	else
+		rc = guard_result(p, what, r);
 	PQclear(r);
 	buf_free(&sql);
 	free(vals);
 	free(nums);
+	return rc;
+}
+
+/*
+ * Queues one statement of a pipeline: by the name it was prepared
+ * under, or as text.
+ */
+static int
+pipe_send(struct pg *p, int hot, const char *name, const char *sql, int n,
+    const char *const *vals)
+{
+	if (hot)
+		return PQsendQueryPrepared(p->conn, name, n, vals, NULL, NULL,
+		    0);
+	return PQsendQueryParams(p->conn, sql, n, NULL, vals, NULL, NULL, 0);
+}
+
+/*
+ * The next answer of a pipeline: that of one statement (the NULL that
+ * ends it consumed), or NULL when the connection failed.
+ */
+static PGresult *
+pipe_result(struct pg *p)
+{
+	PGresult *r, *more;
+
+	if ((r = PQgetResult(p->conn)) == NULL)
+		return NULL;
+	if (PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		while ((more = PQgetResult(p->conn)) != NULL)
+			PQclear(more);
+	return r;
+}
+
+/*
+ * A success and the claim of the next run as one transaction in one
+ * round trip (store_impl.h, guarded_claim): the guard, folded into one
+ * statement, then the claim, then the sync that commits both.  When the
+ * guard fails, the server skips the claim (the pipeline is aborted);
+ * when the claim fails, the success is undone with it.
+ */
+static int	pg_guarded(struct store *, const char *,
+		    const struct store_stmt *, size_t, long *);
+
+static int
+guarded_claim_once(struct store *st, const char *what,
+    const struct store_stmt *t, size_t n, const char *token, double lease,
+    json_t **row, int *looked)
+{
+	struct pg *p = (struct pg *)st;
+	const char *cvals[2], **vals;
+	char (*nums)[40], lease_s[40], name[2][24];
+	struct buf sql;
+	int hot[2], rc;
+	size_t nv;
+	PGresult *r;
+
+	*row = NULL;
+	*looked = 0;
+	if ((rc = pg_ready(p)) != 0)
+		return rc;
+	nv = n == 1 ? json_array_size(t[0].values) : foldable(t, n);
+	if (n == 0 || (n > 1 && nv == 0))
+		return pg_guarded(st, what, t, n, NULL);
+	vals = xcalloc(nv + 1, sizeof(*vals));
+	nums = xcalloc(nv + 1, sizeof(*nums));
+	buf_init(&sql);
+	fold(t, n, &sql, vals, nums);
+	snprintf(lease_s, sizeof(lease_s), "%.17g", lease);
+	cvals[0] = token;
+	cvals[1] = lease_s;
+	/* Both are prepared, when they are not yet, before the pipeline. */
+	if ((hot[0] = pg_hot(p, buf_str(&sql), (int)nv, name[0])) == -1 ||
+	    (hot[1] = pg_hot(p, claim_run_sql, 2, name[1])) == -1) {
+		rc = p->base.dead ? STORE_DEAD : -1;
+		goto out;
+	}
+	if (p->echo) {
+		log_debug("sql: %s", buf_str(&sql));
+		log_debug("sql+: %s", claim_run_sql);
+	}
+	if (PQenterPipelineMode(p->conn) != 1) {
+		rc = pg_fail(p, "pipeline", NULL);
+		goto out;
+	}
+	if (pipe_send(p, hot[0], name[0], buf_str(&sql), (int)nv, vals) != 1 ||
+	    pipe_send(p, hot[1], name[1], claim_run_sql, 2, cvals) != 1 ||
+	    PQpipelineSync(p->conn) != 1) {
+		/* Without the sync nothing commits; the session is reset. */
+		rc = pg_fail(p, "pipeline", NULL);
+		PQreset(p->conn);
+		p->needs_setup = 1;
+		goto out;
+	}
+	/* The success's answer, the claim's, then the sync's. */
+	if ((r = pipe_result(p)) == NULL)
+		rc = pg_fail(p, what, NULL);
+	else
+		rc = guard_result(p, what, r);
+	PQclear(r);
+	if (PQstatus(p->conn) == CONNECTION_OK &&
+	    (r = pipe_result(p)) != NULL) {
+		if (rc == 1 && PQresultStatus(r) == PGRES_TUPLES_OK) {
+			*looked = 1;
+			if (PQntuples(r) > 0 && first_row(r, row) == -1)
+				rc = -1;
+			else if (PQntuples(r) == 0)
+				PQclear(r);
+			r = NULL;
+		} else if (rc == 1)
+			rc = pipe_fail(p, "claim run", r);
+		PQclear(r);
+	}
+	if (PQstatus(p->conn) == CONNECTION_OK) {
+		r = PQgetResult(p->conn);
+		if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && rc >= 0)
+			rc = pg_fail(p, "pipeline sync", r);
+		PQclear(r);
+	}
+	note_notifies(p);
+	if (PQexitPipelineMode(p->conn) != 1 && rc >= 0)
+		rc = pg_fail(p, "pipeline end", NULL);
+	if (PQstatus(p->conn) != CONNECTION_OK)
+		rc = pg_fail(p, what, NULL);
+	if (rc != 1) {
+		/* Nothing of it was written. */
+		json_decref(*row);
+		*row = NULL;
+		*looked = 0;
+	}
+out:
+	buf_free(&sql);
+	free(vals);
+	free(nums);
+	return rc;
+}
+
+/*
+ * A prepared statement the server forgot fails the pipeline, and undoes
+ * the success with it: the whole goes again at once, as text.
+ */
+static int
+pg_guarded_claim(struct store *st, const char *what,
+    const struct store_stmt *t, size_t n, const char *token, double lease,
+    json_t **row, int *looked)
+{
+	struct pg *p = (struct pg *)st;
+	int prepared = !p->no_prepare, rc;
+
+	rc = guarded_claim_once(st, what, t, n, token, lease, row, looked);
+	if (rc == -1 && prepared && p->no_prepare &&
+	    PQstatus(p->conn) == CONNECTION_OK)
+		rc = guarded_claim_once(st, what, t, n, token, lease, row,
+		    looked);
 	return rc;
 }
 
@@ -1596,6 +1792,7 @@ static const struct store_ops pgsql_ops = {
 	.rows = pg_rows,
 	.count = pg_count,
 	.guarded = pg_guarded,
+	.guarded_claim = pg_guarded_claim,
 	.param = "$",
 	.run_id_param = "$1",
 	.insert_json_sql = pg_insert_json_sql,

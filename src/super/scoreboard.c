@@ -77,6 +77,19 @@ sb_set_claiming(enum sb_claim kind, const char *token)
 	sb_set_claim(kind, "", token);
 }
 
+/* The token of a run claimed ahead (scoreboard.h); NULL clears it. */
+void
+sb_set_claim_next(const char *token)
+{
+	if (sb_self == NULL)
+		return;
+	if (token == NULL)
+		sb_self->claim_next[0] = '\0';
+	else
+		snprintf(sb_self->claim_next, sizeof(sb_self->claim_next),
+		    "%s", token);
+}
+
 /*
  * The step of the job in hand, for status: a scope such as
  * "environment.venv" is shown as "venv"; NULL clears it.
@@ -106,31 +119,46 @@ sb_set_error(const char *msg)
 		    "%s", msg);
 }
 
-/*
- * Records the claim a dead worker held, for the maintenance process to
- * release.  Written by the supervisor only.
- */
-int
-sb_orphan_add(const struct sb_slot *s, const char *why)
+static int
+orphan_add(int kind, const char *id, const char *token, const char *why)
 {
 	struct sb_orphan *o;
 	size_t i;
 
-	if (s->claim_kind == SB_CLAIM_NONE)
-		return 0;
 	for (i = 0; i < SB_MAX_ORPHANS; i++) {
 		o = &scoreboard->orphans[i];
 		if (o->pending)
 			continue;
-		o->kind = s->claim_kind;
-		snprintf(o->id, sizeof(o->id), "%s", s->claim_id);
-		snprintf(o->token, sizeof(o->token), "%s", s->claim_token);
+		o->kind = kind;
+		snprintf(o->id, sizeof(o->id), "%s", id);
+		snprintf(o->token, sizeof(o->token), "%s", token);
 		snprintf(o->why, sizeof(o->why), "%s", why);
 		__sync_synchronize();
 		o->pending = 1;
 		return 1;
 	}
 	return -1;	/* full: the lease sweep will recover it */
+}
+
+/*
+ * Records the claims a dead worker held, that of its job and that of a
+ * run claimed ahead, for the maintenance process to release.  Written by
+ * the supervisor only.  1 when there was one, 0 when there was none, -1
+ * when the list is full.
+ */
+int
+sb_orphan_add(const struct sb_slot *s, const char *why)
+{
+	int rc = 0;
+
+	if (s->claim_kind != SB_CLAIM_NONE)
+		rc = orphan_add(s->claim_kind, s->claim_id, s->claim_token,
+		    why);
+	/* A run claimed ahead has no id here: its token finds it. */
+	if (rc >= 0 && s->claim_next[0] != '\0' && (s->claim_kind ==
+	    SB_CLAIM_NONE || strcmp(s->claim_next, s->claim_token) != 0))
+		rc = orphan_add(SB_CLAIM_RUN, "", s->claim_next, why);
+	return rc;
 }
 
 int

@@ -42,6 +42,11 @@ struct sb_slot {
 	volatile int		claim_kind;
 	char			claim_id[64];
 	char			claim_token[192];
+	/*
+	 * The token of a run claimed ahead, with the success of the job in
+	 * hand (store_claim_ahead), until that run is the claim above.
+	 */
+	char			claim_next[192];
 	volatile time_t		since;
 	volatile time_t		started;
 	volatile long		jobs_done;
@@ -159,6 +164,7 @@ int		 sb_idle_sleep(int stop_fd, double timeout);
 void		 sb_set_state(enum sb_state);
 void		 sb_set_claim(enum sb_claim, const char *id, const char *token);
 void		 sb_set_claiming(enum sb_claim, const char *token);
+void		 sb_set_claim_next(const char *token);
 void		 sb_set_error(const char *);
 void		 sb_set_step(const char *);
 const char	*sb_state_name(int);

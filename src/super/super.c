@@ -379,7 +379,7 @@ reap_worker(int i, int status)
 		    i, (long)sb->engine_pgid);
 	kill_strays();
 	describe(status, how, sizeof(how));
-	if (sb->claim_kind != SB_CLAIM_NONE) {
+	if (sb->claim_kind != SB_CLAIM_NONE || sb->claim_next[0] != '\0') {
 		snprintf(why, sizeof(why), "worker died (%s)", how);
 		if (sb_orphan_add(sb, why) == 1)
 			maint_spawn();
@@ -388,6 +388,7 @@ reap_worker(int i, int status)
 	sb->engine_pgid = 0;
 	sb->asleep = 0;
 	sb->claim_kind = SB_CLAIM_NONE;
+	sb->claim_next[0] = '\0';
 	sb->last_status = status;
 	s->pid = 0;
 	sb_poller_gone(i);

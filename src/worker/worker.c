@@ -292,14 +292,18 @@ worker_recycle(const struct worker *w, long limit)
  * For the tests only: ADE_TEST_DIE_AFTER_CLAIM names a file, and the
  * first worker that finds it there right after a claim committed
  * removes it and dies by SIGKILL before it records the claim, the way a
- * crash at that moment would leave things.
+ * crash at that moment would leave things.  When the file says "ahead",
+ * only a run claimed ahead (with the success of the one before) counts,
+ * and the worker dies once that success has committed.
  */
 static const char *die_after_claim;
+static int die_ahead;
 
 static void
-worker_claimed(int r)
+worker_claimed(int r, int ahead)
 {
-	if (r == 1 && die_after_claim != NULL && unlink(die_after_claim) == 0)
+	if (r == 1 && die_after_claim != NULL && ahead == die_ahead &&
+	    unlink(die_after_claim) == 0)
 		raise(SIGKILL);
 }
 
@@ -328,7 +332,7 @@ worker_build_one(struct worker *w)
 	sb_set_claiming(SB_CLAIM_ENV, token);
 	r = store_claim_environment(w->store, token, w->conf->lease_seconds,
 	    &ec);
-	worker_claimed(r);
+	worker_claimed(r, 0);
 	if (r == 1) {
 		sb_pass_on();
 		if (scoreboard != NULL)
@@ -345,6 +349,26 @@ worker_build_one(struct worker *w)
 	return r;
 }
 
+/*
+ * Asks the success of the run about to start to claim the next one in
+ * its round trip (store_claim_ahead): not when this worker is to stop,
+ * nor when it is time to look for environments to build, which the
+ * claimed run would wait for.
+ */
+static void
+worker_ask_ahead(struct worker *w)
+{
+	char token[256];
+
+	if (worker_stop || w->env_hint || now_mono() >= w->next_env_look)
+		return;
+	worker_token(w, token, sizeof(token));
+	/* The scoreboard learns the token before the claim can commit. */
+	sb_set_claim_next(token);
+	if (!store_claim_ahead(w->store, token, w->conf->lease_seconds))
+		sb_set_claim_next(NULL);
+}
+
 /* Claims a run and executes it: 1, 0 (none) or -1. */
 static int
 worker_run_one(struct worker *w)
@@ -352,14 +376,19 @@ worker_run_one(struct worker *w)
 	struct run_claim rc;
 	char token[256];
 	double t;
-	int r;
+	int r, ahead, found;
 
-	worker_token(w, token, sizeof(token));
+	/* A run claimed with the last success is taken by its token. */
+	if (!(ahead = store_claimed_ahead(w->store, token, sizeof(token),
+	    NULL)))
+		worker_token(w, token, sizeof(token));
 	sb_set_claiming(SB_CLAIM_RUN, token);
 	t = now_mono();
 	r = store_claim_run(w->store, token, w->conf->lease_seconds, &rc);
 	rc.claim_took = now_mono() - t;
-	worker_claimed(r);
+	sb_set_claim_next(NULL);
+	if (!ahead)
+		worker_claimed(r, 0);
 	if (r == 1) {
 		sb_pass_on();
 		if (scoreboard != NULL) {
@@ -369,7 +398,13 @@ worker_run_one(struct worker *w)
 		}
 		sb_set_claim(SB_CLAIM_RUN, rc.id, token);
 		worker_state(SB_RUNNING, rc.id);
+		worker_ask_ahead(w);
 		job_execute_run(w, &rc, token);
+		/* A request the run did not use (it did not succeed). */
+		store_claim_ahead(w->store, NULL, 0);
+		if (store_claimed_ahead(w->store, token, sizeof(token),
+		    &found) && found)
+			worker_claimed(1, 1);
 		store_run_claim_free(&rc);
 		worker_job_done(w);
 		return 1;
@@ -393,8 +428,20 @@ static int
 worker_round(struct worker *w)
 {
 	double now = now_mono();
+	char token[256];
 	int r, looked = 0;
 
+	/*
+	 * A run claimed ahead goes first; a claim ahead that found none is
+	 * a look for runs that found none.
+	 */
+	if (store_claimed_ahead(w->store, token, sizeof(token), NULL)) {
+		if ((r = worker_run_one(w)) != 0)
+			return r;
+		w->woken = 0;
+		w->next_env_look = now + ENV_LOOK;
+		return worker_build_one(w);
+	}
 	if (w->woken) {
 		w->woken = 0;
 		if ((r = worker_run_one(w)) != 0)
@@ -469,7 +516,14 @@ worker_setup(struct worker *w, const struct conf *c)
 		snprintf(host, sizeof(host), "worker");
 	host[sizeof(host) - 1] = '\0';
 	snprintf(w->id, sizeof(w->id), "%s:%ld", host, (long)getpid());
-	die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM");
+	if ((die_after_claim = getenv("ADE_TEST_DIE_AFTER_CLAIM")) != NULL) {
+		struct buf what;
+
+		buf_init(&what);
+		die_ahead = read_file(die_after_claim, &what, 64) == 0 &&
+		    strncmp(buf_str(&what), "ahead", 5) == 0;
+		buf_free(&what);
+	}
 	store_event_hook = worker_store_event;
 	store_set_interrupts(&worker_stop, &worker_quit);
 	worker_state(SB_STARTING, NULL);
@@ -613,7 +667,7 @@ int
 worker_main(const struct conf *c, int exit_when_idle)
 {
 	struct worker w;
-	int rc;
+	int rc, r;
 
 	memset(&w, 0, sizeof(w));
 	w.conf = c;
@@ -623,6 +677,15 @@ worker_main(const struct conf *c, int exit_when_idle)
 		return rc;
 	worker_state(SB_IDLE, NULL);
 	rc = worker_loop(&w);
+	/*
+	 * A run claimed ahead that it will not run goes back at once; if
+	 * the database cannot take it now, the supervisor has it released
+	 * by its token, which stays on the scoreboard.
+	 */
+	if ((r = store_release_ahead(w.store, NULL)) > 0)
+		log_info("gave back the run claimed ahead");
+	if (r >= 0)
+		sb_set_claim_next(NULL);
 	sb_pass_on();
 	worker_state(SB_STOPPING, NULL);
 	log_info("worker %s stopping after %ld job%s", w.id, w.jobs_done,
