@@ -13,10 +13,12 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uuid/uuid.h>
 
@@ -158,6 +160,33 @@ path_deps_segment(char *out, size_t len, const char *digest)
 }
 
 /*
+ * The place of an existing path with every symbolic link resolved, as
+ * realpath(3) gives it, but read from a descriptor of the path: one open
+ * and one readlink, where realpath reads every component as a link.
+ * realpath stays the way when /proc cannot tell.  0, or -1 with errno.
+ */
+int
+path_real(const char *path, char real[PATH_MAX])
+{
+	char proc[40];
+	ssize_t n;
+	int fd, saved;
+
+	if ((fd = open(path, O_PATH | O_CLOEXEC)) == -1)
+		return -1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, real, PATH_MAX - 1);
+	saved = errno;
+	close(fd);
+	if (n > 0 && n < PATH_MAX - 1 && real[0] == '/') {
+		real[n] = '\0';
+		return 0;
+	}
+	errno = saved;
+	return realpath(path, real) != NULL ? 0 : -1;
+}
+
+/*
  * Whether an existing path, once every symbolic link is resolved, still
  * lies inside base.
  */
@@ -167,7 +196,7 @@ path_within(const char *base, const char *path)
 	char rb[PATH_MAX], rp[PATH_MAX];
 	size_t n;
 
-	if (realpath(base, rb) == NULL || realpath(path, rp) == NULL)
+	if (path_real(base, rb) == -1 || path_real(path, rp) == -1)
 		return 0;
 	n = strlen(rb);
 	if (n == 1)

@@ -6,12 +6,14 @@
 #ifndef ADE_PATHS_H
 #define ADE_PATHS_H
 
+#include <limits.h>
 #include <stddef.h>
 
 int	path_join(char *, size_t, const char *, const char *);
 int	path_segment(char *, size_t, const char *);
 int	path_filename_ok(const char *);
 void	path_deps_segment(char *, size_t, const char *);
+int	path_real(const char *, char [PATH_MAX]);
 int	path_within(const char *, const char *);
 
 int	path_config_dir(char *, size_t, const char *, const char *,

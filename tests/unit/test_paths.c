@@ -376,6 +376,36 @@ test_within(void **state)
 	assert_int_equal(path_within(base, q), 0);
 }
 
+/* path_real gives what realpath gives, links and ".." resolved. */
+static void
+test_real(void **state)
+{
+	struct tree *t = *state;
+	char dir[PATH_MAX], q[PATH_MAX], want[PATH_MAX], got[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s/a/b", t->dir);
+	assert_int_equal(mkdir_p(dir, 0700), 0);
+	snprintf(q, sizeof(q), "%s/a/b/f", t->dir);
+	unit_write(q, "x", 1, 0600);
+	snprintf(q, sizeof(q), "%s/link", t->dir);
+	assert_int_equal(symlink("a/b", q), 0);
+	snprintf(q, sizeof(q), "%s/link/../b/./f", t->dir);
+	assert_non_null(realpath(q, want));
+	assert_int_equal(path_real(q, got), 0);
+	assert_string_equal(got, want);
+	snprintf(q, sizeof(q), "%s/link", t->dir);
+	assert_non_null(realpath(q, want));
+	assert_int_equal(path_real(q, got), 0);
+	assert_string_equal(got, want);
+	/* A dangling link, a missing file. */
+	snprintf(q, sizeof(q), "%s/dangling", t->dir);
+	assert_int_equal(symlink("nowhere", q), 0);
+	assert_int_equal(path_real(q, got), -1);
+	assert_int_equal(errno, ENOENT);
+	snprintf(q, sizeof(q), "%s/missing", t->dir);
+	assert_int_equal(path_real(q, got), -1);
+}
+
 /* Generations: made, recognised, and read back from a recorded path. */
 static void
 test_generations(void **state)
@@ -454,6 +484,8 @@ main(void)
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_layout_rejects_bad_ids),
 		cmocka_unit_test(test_generations),
+		cmocka_unit_test_setup_teardown(test_real, tree_setup,
+		    tree_teardown),
 		cmocka_unit_test_setup_teardown(test_within, tree_setup,
 		    tree_teardown),
 	};
