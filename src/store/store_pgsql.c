@@ -1278,9 +1278,9 @@ guarded_claim_once(struct store *st, const char *what,
 	    (r = pipe_result(p)) != NULL) {
 		if (rc == 1 && PQresultStatus(r) == PGRES_TUPLES_OK) {
 			*looked = 1;
-			if (PQntuples(r) > 0 && first_row(r, row) == -1)
-				rc = -1;
-			else if (PQntuples(r) == 0)
+			if (PQntuples(r) > 0)
+				first_row(r, row);	/* it clears r */
+			else
 				PQclear(r);
 			r = NULL;
 		} else if (rc == 1)
@@ -1299,7 +1299,10 @@ guarded_claim_once(struct store *st, const char *what,
 	if (PQstatus(p->conn) != CONNECTION_OK)
 		rc = pg_fail(p, what, NULL);
 	if (rc != 1) {
-		/* Nothing of it was written. */
+		/*
+		 * Nothing of it was written, or, when the connection went,
+		 * nothing is known of it (store.c).
+		 */
 		json_decref(*row);
 		*row = NULL;
 		*looked = 0;
