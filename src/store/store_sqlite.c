@@ -822,13 +822,14 @@ claim_environment(struct store *st, const char *token, double lease,
 }
 
 /*
- * Claims the oldest due run whose environment is ready.  The outer WHERE
- * repeats the state check, so the statement is safe on its own; the
- * transaction adds the lookup of the environment id.
+ * Claims the oldest due run whose environment is ready, in the
+ * transaction the caller began.  The outer WHERE repeats the state
+ * check, so the statement is safe on its own; the transaction adds the
+ * lookup of the environment id.  1 with the row, 0, or -1 (the caller
+ * rolls back).
  */
 static int
-claim_run(struct store *st, const char *token, double lease,
-    json_t **row)
+claim_run_in(struct sq *s, const char *token, double lease, json_t **row)
 {
 	static const char sql[] =
 	    "UPDATE runs SET status = 'running', claimed_by = ?1,"
@@ -851,17 +852,14 @@ claim_run(struct store *st, const char *token, double lease,
 	    "SELECT e.id AS env_id, e.python_interpreter AS env_python"
 	    " FROM runs r JOIN environments e ON " ENV_KEY("e", "r")
 	    " WHERE r.id = ?1";
-	struct sq *s = (struct sq *)st;
 	json_t *e = NULL;
 	char mod[64];
 	int got;
 
 	seconds_mod(mod, sizeof(mod), lease);
-	if (sq_begin(s) == -1)
-		return -1;
 	if ((got = first_row(s, sq_query(s, sql, "ss", token, mod), row)) ==
 	    -1)
-		return sq_rollback(s, -1);
+		return -1;
 	if (got && first_row(s, sq_query(s, env, "v",
 	    json_object_get(*row, "id")), &e) != 1) {
 		if (e == NULL)
@@ -869,11 +867,25 @@ claim_run(struct store *st, const char *token, double lease,
 		json_decref(e);
 		json_decref(*row);
 		*row = NULL;
-		return sq_rollback(s, -1);
+		return -1;
 	}
 	if (got)
 		json_object_update(*row, e);
 	json_decref(e);
+	return got;
+}
+
+static int
+claim_run(struct store *st, const char *token, double lease,
+    json_t **row)
+{
+	struct sq *s = (struct sq *)st;
+	int got;
+
+	if (sq_begin(s) == -1)
+		return -1;
+	if ((got = claim_run_in(s, token, lease, row)) == -1)
+		return sq_rollback(s, -1);
 	if (sq_commit(s) == -1) {
 		json_decref(*row);
 		*row = NULL;
@@ -934,6 +946,40 @@ sq_guarded(struct store *st, const char *what, const struct store_stmt *t,
 			*last = rc;
 	}
 	return sq_commit(s) == -1 ? -1 : 1;
+}
+
+/*
+ * A success and the claim of the next run as one transaction
+ * (store_impl.h, guarded_claim): one commit where there were two.
+ */
+static int
+sq_guarded_claim(struct store *st, const char *what,
+    const struct store_stmt *t, size_t n, const char *token, double lease,
+    json_t **row, int *looked)
+{
+	struct sq *s = (struct sq *)st;
+	size_t i;
+	int rc;
+
+	(void)what;
+	*row = NULL;
+	*looked = 0;
+	if (sq_begin(s) == -1)
+		return -1;
+	for (i = 0; i < n; i++)
+		if ((rc = sq_stmt(s, &t[i])) == -1 || (i == 0 && rc == 0))
+			return sq_rollback(s, rc);
+	/* Unlike a claim alone, it holds a success: no stop cuts it. */
+	rc = claim_run_in(s, token, lease, row);
+	if (rc == -1 || sq_commit(s) == -1) {
+		if (rc == -1)
+			sq_rollback(s, -1);
+		json_decref(*row);
+		*row = NULL;
+		return -1;
+	}
+	*looked = 1;
+	return 1;
 }
 
 #define GC_ENV_COND							\
@@ -1279,6 +1325,7 @@ static const struct store_ops sqlite_ops = {
 	.rows = sq_rows,
 	.count = sq_count,
 	.guarded = sq_guarded,
+	.guarded_claim = sq_guarded_claim,
 	.param = "?",
 	.run_id_param = "?1",
 	.sql = &sqlite_sql,

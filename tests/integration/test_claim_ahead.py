@@ -1,6 +1,6 @@
-"""PostgreSQL: a run's success claims the next run in the same transaction
-and round trip, and a run so claimed is never lost or charged an attempt
-when its worker dies or stops before running it."""
+"""A run's success claims the next run in the same transaction (and, on
+PostgreSQL, round trip), and a run so claimed is never lost or charged an
+attempt when its worker dies or stops before running it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from adetest import FAKE_ENGINE_COMMAND, write_input
 
 import pytest
 
-pytestmark = pytest.mark.backends("pgsql")
+pytestmark = pytest.mark.backends("pgsql", "sqlite")
 
 
 def attempts_and_starts(dep, run_id: str) -> tuple[int, list[int]]:
@@ -26,6 +26,7 @@ def chained(dep, runs: list[str]) -> int:
                     f" WHERE a.id IN ({ids}) AND b.id IN ({ids})")[0]["n"]
 
 
+@pytest.mark.backends("pgsql")
 def test_a_success_claims_the_next_run_in_its_own_transaction(deploy, tmp_path):
     """now() is the time a transaction began: a run claimed in the
     transaction that wrote the success before it started at the very
@@ -75,6 +76,7 @@ def test_a_worker_that_recycles_gives_back_the_run_it_claimed_ahead(deploy, tmp_
         assert attempts_and_starts(dep, run) == (1, [1]), dep.worker_logs()
 
 
+@pytest.mark.backends("pgsql")
 def test_a_run_without_results_still_claims_the_next(deploy, tmp_path):
     """A success without result rows is one statement, not a folded one:
     it claims the next run too."""
