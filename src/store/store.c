@@ -659,6 +659,9 @@ ahead_release(struct store *st, const char *error)
 int
 store_release_ahead(struct store *st, const char *error)
 {
+	/* A worker stopped before it was connected has none. */
+	if (st == NULL)
+		return 0;
 	return ahead_release(st, error);
 }
 
