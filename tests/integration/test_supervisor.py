@@ -457,14 +457,19 @@ def test_scaling_down_retires_a_claiming_worker_before_a_busy_one(deploy):
     slots = idle_slots(dep, 2)
     # The run goes to the last slot: a tie between a claiming worker and a
     # busy one would retire the busy one, as the later slot.
+    # The claims are held before it goes on: its first step is then a
+    # claim, which waits.  Held after, the lock could come between a look
+    # that found nothing and the environment pass after it, which waits
+    # for the lock too, with the worker idle, not claiming.
     os.kill(slots[0]["pid"], signal.SIGSTOP)
+    lock = None
     try:
         run = dep.enqueue(slow_input(dep, "busy", 60)[0])["run_id"]
         busy = slot_holding(dep, run)
         assert busy["slot"] == slots[1]["slot"]
+        lock = hold_claims(dep)
     finally:
         os.kill(slots[0]["pid"], signal.SIGCONT)
-    lock = hold_claims(dep)
     try:
         wait_until(lambda: any(s["slot"] == slots[0]["slot"] and s["state"] == "claiming"
                                for s in status(dep)["slots"]), 30,
