@@ -261,11 +261,42 @@ is_dir(const char *p)
 	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/*
+ * Makes p, which mkdir found without a parent, after its missing parents
+ * (p is a copy it may cut): it climbs only as far as a directory is
+ * missing, where a walk down from the root would ask for each one that
+ * is there.
+ */
+static int
+mkdir_parents(char *p, mode_t mode)
+{
+	char *s;
+	int rc;
+
+	s = p + strlen(p);
+	while (s > p && s[-1] == '/')
+		s--;
+	while (s > p && s[-1] != '/')
+		s--;
+	/* No parent left to make: the root or the working directory. */
+	if (s <= p + 1) {
+		errno = ENOENT;
+		return -1;
+	}
+	s[-1] = '\0';
+	rc = mkdir(p, mode) == 0 || errno == EEXIST ? 0 :
+	    errno == ENOENT ? mkdir_parents(p, mode) : -1;
+	s[-1] = '/';
+	if (rc == -1)
+		return -1;
+	return mkdir(p, mode) == 0 || errno == EEXIST ? 0 : -1;
+}
+
 int
 mkdir_p(const char *path, mode_t mode)
 {
-	char *p, *s;
-	int rc = 0;
+	char *p;
+	int rc, saved;
 
 	/* Mostly only the last is missing: one call, not one a component. */
 	if (mkdir(path, mode) == 0 || errno == EEXIST)
@@ -273,20 +304,10 @@ mkdir_p(const char *path, mode_t mode)
 	if (errno != ENOENT)
 		return -1;
 	p = xstrdup(path);
-	for (s = p + 1; ; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char c = *s;
-		*s = '\0';
-		if (mkdir(p, mode) == -1 && errno != EEXIST) {
-			rc = -1;
-			break;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
-	}
+	rc = mkdir_parents(p, mode);
+	saved = errno;
 	free(p);
+	errno = saved;
 	return rc;
 }
 

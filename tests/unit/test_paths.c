@@ -457,6 +457,24 @@ test_mkdir_p(void **state)
 	snprintf(dir, sizeof(dir), "%s/a/b/d", base);
 	assert_int_equal(mkdir_p(dir, 0750), 0);
 	assert_int_equal(stat(dir, &st), 0);
+	/* Doubled and trailing slashes; a missing parent two levels up. */
+	snprintf(dir, sizeof(dir), "%s/a//e/f/", base);
+	assert_int_equal(mkdir_p(dir, 0750), 0);
+	snprintf(dir, sizeof(dir), "%s/a/e/f", base);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	/* Relative to the working directory. */
+	{
+		int cwd = open(".", O_RDONLY | O_DIRECTORY);
+
+		assert_true(cwd != -1);
+		assert_int_equal(chdir(base), 0);
+		assert_int_equal(mkdir_p("r/s/t", 0750), 0);
+		assert_int_equal(fchdir(cwd), 0);
+		close(cwd);
+	}
+	snprintf(dir, sizeof(dir), "%s/r/s/t", base);
+	assert_int_equal(stat(dir, &st), 0);
 	/* A file where a parent should be. */
 	unit_write_in(base, "f", "x", 0644);
 	snprintf(file, sizeof(file), "%s/f/g/h", base);
