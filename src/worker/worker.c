@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +35,10 @@
 #define ENV_LOOK		2.0	/* seconds between looks for builds */
 #define CONNECT_BACKOFF_MAX	30.0
 #define CONNECT_TRIES		3
+/* A busy worker's heap: blocks from the heap up to this size ... */
+#define WORKER_MMAP		(1024 * 1024)
+/* ... and this much free memory kept at its top between runs. */
+#define WORKER_TRIM		(4 * 1024 * 1024)
 
 volatile sig_atomic_t worker_stop;
 volatile sig_atomic_t worker_quit;
@@ -536,6 +541,17 @@ worker_setup(struct worker *w, const struct conf *c)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warn("prctl PR_SET_DUMPABLE");
 	sandbox_setup(c);
+	/*
+	 * A busy worker's heap grows and shrinks by the same few hundred
+	 * KiB every run (SQLite drops its page cache whenever another
+	 * process wrote): each shrink is a brk call and a flush of every
+	 * CPU's TLB, each regrowth page faults.  The heap keeps up to
+	 * WORKER_TRIM of free memory while the worker is busy, and gives
+	 * all of it back when the worker goes idle (worker_loop).
+	 */
+	if (mallopt(M_MMAP_THRESHOLD, WORKER_MMAP) != 1 ||
+	    mallopt(M_TRIM_THRESHOLD, WORKER_TRIM) != 1)
+		log_warnx("mallopt failed; the heap is trimmed as glibc likes");
 	/* What an engine or a build step detaches must stay within reach. */
 	if (proc_adopt_orphans() == -1)
 		log_warn("prctl(PR_SET_CHILD_SUBREAPER)");
@@ -628,6 +644,11 @@ worker_loop(struct worker *w)
 			poll_s = backoff_idle_next(poll_s, c->poll_interval_max,
 			    jitter(0.05));
 			continue;
+		}
+		/* Idle after work: what the heap kept goes back. */
+		if (w->trimmed_at != w->jobs_done) {
+			malloc_trim(0);
+			w->trimmed_at = w->jobs_done;
 		}
 		/* Another idle worker looks for work: sleep until told. */
 		if (!sb_poller_take()) {

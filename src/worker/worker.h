@@ -25,6 +25,7 @@ struct worker {
 	char			 id[160];
 	int			 exit_when_idle;
 	long			 jobs_done;
+	long			 trimmed_at;	/* jobs_done at the last trim */
 	int			 env_hint;	/* an environment was queued */
 	int			 woken;		/* told of new work: runs first */
 	double			 next_env_look;
