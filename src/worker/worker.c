@@ -551,7 +551,8 @@ worker_setup(struct worker *w, const struct conf *c)
 	 */
 	if (mallopt(M_MMAP_THRESHOLD, WORKER_MMAP) != 1 ||
 	    mallopt(M_TRIM_THRESHOLD, WORKER_TRIM) != 1)
-		log_warnx("mallopt failed; the heap is trimmed as glibc likes");
+		/* Another allocator (a sanitizer's) has its own ways. */
+		log_debug("mallopt refused; the heap is trimmed as usual");
 	/* What an engine or a build step detaches must stay within reach. */
 	if (proc_adopt_orphans() == -1)
 		log_warn("prctl(PR_SET_CHILD_SUBREAPER)");
