@@ -5,7 +5,7 @@ Figures are printed next to what they compare with, from the same run;
 nothing here asserts a timing.  The engine is build/noop-engine, which
 prints a valid engine.run.completed and exits, so the figures measure the
 worker and not Python's start-up.  PostgreSQL runs on a private server
-started for the benchmark.  SQL Server (backend mssql) is measured too
+started for the benchmark, with fsync and synchronous commits on.  SQL Server (backend mssql) is measured too
 when ADE_TEST_MSSQL_* name one (see tests/lib/mssqlserver.py); its idle
 load only when it is the suite's own Babelfish (ADE_TEST_MSSQL_SERVER_DIR,
 tests/lib/tdsserver.py), whose PostgreSQL side counts the transactions.
@@ -932,7 +932,11 @@ def main():
         print()
     pg = None
     if "pgsql" in args.backends:
+        # Durable as a production server is (the suite's server is not):
+        # each commit waits for its WAL to reach the disk.
         pg = pgserver.PgServer(settings={
+            "fsync": "on", "synchronous_commit": "on",
+            "full_page_writes": "on",
             "shared_preload_libraries": "pg_stat_statements",
             "pg_stat_statements.track": "top"}).start()
         servers["pgsql"] = pg
