@@ -47,7 +47,7 @@ LIB_SRCS = common/arch.c common/backoff.c common/conf.c common/digest.c \
 	store/store.c store/store_mssql.c store/store_pgsql.c \
 	store/store_sqlite.c store/tds.c \
 	worker/evlog.c worker/job_env.c worker/job_run.c worker/proc.c \
-	worker/results.c worker/sandbox.c worker/worker.c \
+	worker/results.c worker/rundir.c worker/sandbox.c worker/worker.c \
 	super/control.c super/gc.c super/http.c super/http_ui.c \
 	super/maint.c super/scoreboard.c super/super.c
 LIB_OBJS = $(LIB_SRCS:%.c=$(B)/%.o)

@@ -105,6 +105,8 @@ visit_workspace(void *arg, const char *path, const char *name,
 {
 	char runs[PATH_MAX];
 
+	if (name[0] == '.')
+		return;		/* .spare: run directories made ahead */
 	snprintf(runs, sizeof(runs), "%s/runs", path);
 	each_dir(runs, visit_run, arg);
 }

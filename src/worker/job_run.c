@@ -33,6 +33,7 @@
 #include "results.h"
 #include "priv.h"
 #include "proctitle.h"
+#include "rundir.h"
 #include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
@@ -59,6 +60,8 @@ struct job {
 	/* Why the engine could not be started, and whether that will last. */
 	char			 not_started[PATH_MAX + 128];
 	int			 not_started_lasts;
+	int			 fresh;		/* its directory was made ahead */
+	int			 used;		/* RUNDIR_* parts it prepared */
 };
 
 static int
@@ -427,14 +430,21 @@ map_results(struct job *j)
 }
 
 
+/* One part of the run's directory, empty, in out. */
 static int
-prepare_dir(const char *run_dir, const char *sub, char *out, size_t len)
+prepare_dir(struct job *j, int part, char *out, size_t len)
 {
-	snprintf(out, len, "%s/%s", run_dir, sub);
+	const char *sub = part == RUNDIR_INPUT ? "input" :
+	    part == RUNDIR_OUTPUT ? "output" : "tmp";
+
+	snprintf(out, len, "%s/%s", j->run_dir, sub);
+	j->used |= part;
+	/* A directory made ahead has it, empty. */
+	if (j->fresh)
+		return 0;
 	/* Nothing from an earlier attempt may be taken for this one's. */
 	if (rm_rf(out) == -1 || mkdir_p(out, 0750) == -1 ||
-	    priv_engine_share(out, strcmp(sub, "input") == 0 ? 02750 : 02770) ==
-	    -1)
+	    priv_engine_share(out, part == RUNDIR_INPUT ? 02750 : 02770) == -1)
 		return -1;
 	return 0;
 }
@@ -531,7 +541,7 @@ run_child(struct job *j, const char *scope, char **argv,
 	int r;
 
 	/* Its own temporary directory, which is also its home. */
-	if (prepare_dir(j->run_dir, "tmp", tmp, sizeof(tmp)) == -1) {
+	if (prepare_dir(j, RUNDIR_TMP, tmp, sizeof(tmp)) == -1) {
 		memset(res, 0, sizeof(*res));
 		res->spawn_failed = 1;
 		res->exit_code = 127;
@@ -733,8 +743,8 @@ copy_document(struct job *j, const struct document *doc, char *in,
 		job_fail(j, EXIT_DETERMINISTIC, msg, 1);
 		return -1;
 	}
-	if (prepare_dir(j->run_dir, "input", in, inlen) == -1 ||
-	    prepare_dir(j->run_dir, "output", out, outlen) == -1) {
+	if (prepare_dir(j, RUNDIR_INPUT, in, inlen) == -1 ||
+	    prepare_dir(j, RUNDIR_OUTPUT, out, outlen) == -1) {
 		snprintf(msg, sizeof(msg), "cannot prepare %s: %s", j->run_dir,
 		    strerror(errno));
 		job_fail(j, 1, msg, 0);
@@ -1110,7 +1120,9 @@ job_open_log(struct job *j)
 		return -1;
 	}
 	snprintf(logdir, sizeof(logdir), "%s/logs", j->run_dir);
-	if (mkdir_p(logdir, 0750) == -1)
+	/* One made ahead comes with its log there, empty. */
+	j->fresh = rundir_take(j->w, j->run_dir);
+	if (!j->fresh && mkdir_p(logdir, 0750) == -1)
 		log_warn("mkdir %s", logdir);
 	/*
 	 * An engine user passes through to its run's directory, which is
@@ -1254,6 +1266,8 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 out:
 	if (held != -1)
 		close(held);
+	if (j.fresh)
+		rundir_trim(j.run_dir, j.used);
 	if (priv_engine_unshare(j.run_dir) == -1)
 		log_warn("chgrp %s", j.run_dir);
 	evlog_close(&j.log);

@@ -401,20 +401,16 @@ sys_make(void)
 	return 0;
 }
 
-/*
- * Starts the ruleset of one child with the system's read-only part.
- * Unconfined (sb->fd is -1) when the sandbox is off or the kernel has
- * none.  Returns -1 when a ruleset cannot be made.
- */
-int
-sandbox_begin(struct sandbox *sb)
+/* The next child's ruleset, made ahead by sandbox_prepare, or -1. */
+static int next_fd = -1;
+
+/* A new ruleset with the system's read-only part, in *fd. */
+static int
+ruleset_new(int *fd)
 {
 	struct ll_ruleset_attr attr;
 	size_t size, i;
 
-	sb->fd = -1;
-	if (!confine)
-		return 0;
 	memset(&attr, 0, sizeof(attr));
 	attr.fs = handled_fs();
 	size = sizeof(attr.fs);
@@ -424,17 +420,54 @@ sandbox_begin(struct sandbox *sb)
 	}
 	if (!sys_fresh() && sys_make() == -1)
 		return -1;
-	sb->fd = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
-	if (sb->fd == -1)
+	*fd = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+	if (*fd == -1)
 		return -1;
 	for (i = 0; i < nsys_rules; i++)
-		if (put_rule(sb->fd, &sys_rules[i]) == -1) {
+		if (put_rule(*fd, &sys_rules[i]) == -1) {
 			/* A kept descriptor went bad: start afresh. */
 			sys_forget();
-			sandbox_end(sb);
+			close(*fd);
+			*fd = -1;
 			return -1;
 		}
 	return 0;
+}
+
+/*
+ * Makes the next child's ruleset ahead, while the worker has nothing
+ * else to do: the dozen or so calls that put the system's part in are
+ * then not on the way from a claim to its engine's start.
+ */
+void
+sandbox_prepare(void)
+{
+	if (confine && next_fd == -1 && ruleset_new(&next_fd) == -1)
+		next_fd = -1;
+}
+
+/*
+ * Starts the ruleset of one child with the system's read-only part.
+ * Unconfined (sb->fd is -1) when the sandbox is off or the kernel has
+ * none.  Returns -1 when a ruleset cannot be made.
+ */
+int
+sandbox_begin(struct sandbox *sb)
+{
+	sb->fd = -1;
+	if (!confine)
+		return 0;
+	if (next_fd != -1) {
+		/* Made ahead: still good if the system's part is. */
+		if (sys_fresh()) {
+			sb->fd = next_fd;
+			next_fd = -1;
+			return 0;
+		}
+		close(next_fd);
+		next_fd = -1;
+	}
+	return ruleset_new(&sb->fd);
 }
 
 /*

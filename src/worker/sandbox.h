@@ -21,6 +21,7 @@ int		 sandbox_abi(void);
 int		 sandbox_check(const struct conf *, char *, size_t);
 int		 sandbox_setup(const struct conf *);
 const char	*sandbox_describe(void);
+void		 sandbox_prepare(void);
 int		 sandbox_begin(struct sandbox *);
 int		 sandbox_allow(struct sandbox *, const char *, int);
 void		 sandbox_end(struct sandbox *);

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proctitle.h"
+#include "rundir.h"
 #include "sandbox.h"
 #include "scoreboard.h"
 #include "store.h"
@@ -651,6 +652,9 @@ worker_loop(struct worker *w)
 			malloc_trim(0);
 			w->trimmed_at = w->jobs_done;
 		}
+		/* What the next run needs before its engine, made now. */
+		rundir_make(w);
+		sandbox_prepare();
 		/* Another idle worker looks for work: sleep until told. */
 		if (!sb_poller_take()) {
 			if (sb_idle_sleep(stop_pipe[0], idle_sleep_max(c)))
@@ -697,8 +701,10 @@ worker_main(const struct conf *c, int exit_when_idle)
 	worker_setup(&w, c);
 	if ((rc = worker_open(&w, c)) != 0)
 		return rc;
+	rundir_sweep(&w);
 	worker_state(SB_IDLE, NULL);
 	rc = worker_loop(&w);
+	rundir_drop(&w);
 	/*
 	 * A run claimed ahead that it will not run goes back at once; if
 	 * the database cannot take it now, the supervisor has it released

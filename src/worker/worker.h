@@ -28,6 +28,7 @@ struct worker {
 	long			 trimmed_at;	/* jobs_done at the last trim */
 	int			 env_hint;	/* an environment was queued */
 	int			 woken;		/* told of new work: runs first */
+	int			 spare;		/* a run directory made ahead */
 	double			 next_env_look;
 };
 
