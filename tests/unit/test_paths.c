@@ -483,6 +483,7 @@ test_mkdir_p(void **state)
 	snprintf(file, sizeof(file), "%s/f/g", base);
 	assert_int_equal(mkdir_p(file, 0750), -1);
 	assert_int_equal(errno, ENOTDIR);
+	assert_int_equal(rm_rf(base), 0);
 }
 
 int
