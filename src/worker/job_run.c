@@ -500,11 +500,11 @@ run_sandbox(struct job *j, struct sandbox *sb, char *msg, size_t len)
 	argv_free(words);
 	/* A validation has neither input nor output. */
 	snprintf(path, sizeof(path), "%s/input", j->run_dir);
-	if (fail == NULL && is_dir(path) &&
+	if (fail == NULL && (j->used & RUNDIR_INPUT) &&
 	    sandbox_allow(sb, path, SANDBOX_READ) == -1)
 		fail = "the input directory";
 	snprintf(path, sizeof(path), "%s/output", j->run_dir);
-	if (fail == NULL && is_dir(path) &&
+	if (fail == NULL && (j->used & RUNDIR_OUTPUT) &&
 	    sandbox_allow(sb, path, SANDBOX_WRITE) == -1)
 		fail = "the output directory";
 	snprintf(path, sizeof(path), "%s/tmp", j->run_dir);
@@ -1240,6 +1240,16 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	    c->max_attempts);
 	if (job_open_log(&j) == -1)
 		return;
+	run_options_parse(&opts, c->run_options, c->input_sheet_names,
+	    cf->log_level);
+	/*
+	 * A directory made ahead keeps what this kind of run uses, taken
+	 * out now, while the claim is surely this worker's: once the run is
+	 * given back, another attempt may be using the directory.
+	 */
+	if (j.fresh)
+		rundir_trim(j.run_dir, opts.dry_run ? 0 : opts.validate_only ?
+		    RUNDIR_TMP : RUNDIR_INPUT | RUNDIR_OUTPUT | RUNDIR_TMP);
 	if (job_environment(&j, envdir, sizeof(envdir), &held) == -1 ||
 	    job_config_dir(&j, envdir, cfgdir, sizeof(cfgdir)) == -1)
 		goto out;
@@ -1247,8 +1257,6 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 	j.envroot = envdir;
 	j.cfgdir = cfgdir;
 	touch_environment(w, c);
-	run_options_parse(&opts, c->run_options, c->input_sheet_names,
-	    cf->log_level);
 	if (opts.dry_run) {
 		rc = STORE_RETRY(&j, store_run_succeeded(w->store, c->id,
 		    token, NULL, NULL));
@@ -1262,12 +1270,10 @@ job_execute_run(struct worker *w, struct run_claim *c, const char *token)
 		run_validate(&j, python, cfgdir, &opts);
 	else
 		run_process(&j, python, cfgdir, &opts);
-	run_options_free(&opts);
 out:
+	run_options_free(&opts);
 	if (held != -1)
 		close(held);
-	if (j.fresh)
-		rundir_trim(j.run_dir, j.used);
 	if (priv_engine_unshare(j.run_dir) == -1)
 		log_warn("chgrp %s", j.run_dir);
 	evlog_close(&j.log);

@@ -11,19 +11,24 @@
  * their run directories on the way, as before: the cost is the same
  * either way, and there only the wait for the next run would hide it.
  *
- * The parts a run did not use are removed when it is over
- * (rundir_trim), so that a run directory looks the same however it was
- * made.  A run that finds its directory already there (another attempt)
- * makes what it needs on the way and leaves the tree for the next run.
- * A tree whose worker died is removed by the next worker of its host to
- * start (rundir_sweep).
+ * The parts a kind of run does not use (a dry run none, a validation
+ * only tmp/) are removed as soon as the claim is read (rundir_trim), so
+ * that a finished run's directory looks the same however it was made;
+ * one that failed before its engine may keep empty parts.  A run that
+ * finds its directory already there (another attempt) makes what it
+ * needs on the way and leaves the tree for the next run.  A tree whose
+ * worker died is removed by the next worker of its host to start
+ * (rundir_sweep); it first renames the tree out of the way, so that a
+ * worker it took for dead can only find its tree gone, and then makes
+ * its directories on the way.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <fcntl.h>
+
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -83,17 +88,27 @@ spare_path(const struct worker *w, char *out, size_t len)
 	snprintf(out, len, "%s/%s", root, name);
 }
 
+/* Whether pid is a process of this host that is gone. */
+static int
+gone(long pid)
+{
+	return pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == -1 &&
+	    errno == ESRCH;
+}
+
 /*
- * Removes the trees of this host's workers that are gone.  Those of other
- * hosts (a shared data directory) are theirs to remove.
+ * Removes the trees of this host's workers that are gone: host:pid, or
+ * host:pid.gone.sweeper when a sweep that renamed it did not finish.
+ * Those of other hosts (a shared data directory) are theirs to remove.
  */
 void
 rundir_sweep(struct worker *w)
 {
-	char root[PATH_MAX], path[PATH_MAX], host[sizeof(w->id)], *end;
+	char root[PATH_MAX], path[PATH_MAX], away[PATH_MAX];
+	char host[sizeof(w->id)], *end;
 	struct dirent *de;
 	size_t hlen;
-	long pid;
+	long pid, sweeper;
 	DIR *d;
 
 	spare_root(w, root, sizeof(root));
@@ -110,13 +125,23 @@ rundir_sweep(struct worker *w)
 			continue;
 		errno = 0;
 		pid = strtol(de->d_name + hlen, &end, 10);
-		if (errno != 0 || *end != '\0' || pid <= 0 ||
-		    pid == (long)getpid() ||
-		    kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		if (errno != 0 || end == de->d_name + hlen)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", root, de->d_name);
-		if (rm_rf(path) == -1)
-			log_warn("remove %s", path);
+		if (strncmp(end, ".gone.", 6) == 0) {
+			/* Out of every worker's way already. */
+			sweeper = strtol(end + 6, &end, 10);
+			if (*end == '\0' && gone(sweeper) && rm_rf(path) == -1)
+				log_warn("remove %s", path);
+			continue;
+		}
+		if (*end != '\0' || !gone(pid))
+			continue;
+		/* Its own once renamed: a live owner's take then fails. */
+		snprintf(away, sizeof(away), "%s.gone.%ld", path,
+		    (long)getpid());
+		if (rename(path, away) == 0 && rm_rf(away) == -1)
+			log_warn("remove %s", away);
 	}
 	closedir(d);
 }
@@ -185,25 +210,27 @@ rundir_take(struct worker *w, const char *run_dir)
 	if (!w->spare)
 		return 0;
 	spare_path(w, path, sizeof(path));
-	if (rename(path, run_dir) == 0) {
-		w->spare = 0;
-		return 1;
-	}
-	/* The workspace's first run: its runs/ is not there yet. */
-	snprintf(parent, sizeof(parent), "%s", run_dir);
-	if (errno == ENOENT && strrchr(parent, '/') != NULL) {
+	if (rename(path, run_dir) == -1) {
+		/* The workspace's first run: its runs/ is not there yet. */
+		snprintf(parent, sizeof(parent), "%s", run_dir);
+		if (errno != ENOENT || strrchr(parent, '/') == NULL)
+			goto kept;
 		*strrchr(parent, '/') = '\0';
-		if (mkdir_p(parent, 0750) == 0 && rename(path, run_dir) == 0) {
-			w->spare = 0;
-			return 1;
-		}
+		if (mkdir_p(parent, 0750) == -1 || rename(path, run_dir) == -1)
+			goto kept;
 	}
+	w->spare = 0;
+	/* Its time is the run's, for GC, not the idle worker's. */
+	if (utimensat(AT_FDCWD, run_dir, NULL, AT_SYMLINK_NOFOLLOW) == -1)
+		log_warn("utimensat %s", run_dir);
+	return 1;
+kept:
 	/* Kept for the next run, if it is still there. */
 	w->spare = is_dir(path);
 	return 0;
 }
 
-/* Removes the parts of a tree made ahead that its run did not use. */
+/* Removes the parts of a tree made ahead that its run will not use. */
 void
 rundir_trim(const char *run_dir, int used)
 {

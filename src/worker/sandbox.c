@@ -442,8 +442,14 @@ ruleset_new(int *fd)
 void
 sandbox_prepare(void)
 {
-	if (confine && next_fd == -1 && ruleset_new(&next_fd) == -1)
+	static int failed;
+
+	/* One that failed is left to sandbox_begin, which reports it. */
+	if (confine && next_fd == -1 && !failed &&
+	    ruleset_new(&next_fd) == -1) {
 		next_fd = -1;
+		failed = 1;
+	}
 }
 
 /*

@@ -58,7 +58,7 @@ Other keys:
 
 Standard library only.  Also answers ``config validate``: exit 0, or what
 ``--validate=MODE`` before the command asks for (written into the
-deployment's engine_command): exit1, exit127, signal9.
+deployment's engine_command): exit1, exit127, signal9, look.
 """
 
 from __future__ import annotations
@@ -104,7 +104,12 @@ def emit(event: str, message: str, data=None, level: str = "info", **extra) -> N
 
 
 def validate(mode: str) -> None:
-    """config validate: ok, exit1 (invalid package), exit127, or signal9."""
+    """config validate: ok, exit1 (invalid package), exit127, signal9, or
+    look (ok, after writing what its run directory holds to
+    $TMPDIR/seen.json)."""
+    if mode == "look":
+        seen = sorted(os.listdir("."))
+        Path(os.environ["TMPDIR"], "seen.json").write_text(json.dumps(seen))
     if mode == "exit1":
         print("Config package INVALID")
         sys.exit(1)

@@ -4,8 +4,8 @@ look the same as one made on the way, for every kind of run and for an
 engine user; trees of dead workers go, a lost one is made again, and a
 worker takes its own along when it stops."""
 
+import json
 import os
-import socket
 import stat
 import subprocess
 
@@ -57,7 +57,8 @@ def test_a_run_directory_made_ahead_looks_like_one_made_on_the_way(
     if user == "engine" and os.geteuid() != 0:
         pytest.skip("engine_user needs ade-superd started as root")
     settings = {"engine_user": ENGINE_USER} if user == "engine" else {}
-    dep = deploy(engine_command=FAKE_ENGINE_COMMAND, **settings)
+    # A validator writes down what its run directory holds while it runs.
+    dep = deploy(engine_command=FAKE_ENGINE_COMMAND + " --validate=look", **settings)
     doc = write_input(tmp_path / "in.csv")
     # A worker that finds the run waiting makes its directory on the way.
     first = dep.enqueue(doc, options=KINDS[kind])["run_id"]
@@ -80,6 +81,11 @@ def test_a_run_directory_made_ahead_looks_like_one_made_on_the_way(
     proc.terminate()
     assert dep.wait_worker(proc) == 0
     assert layout(made_ahead) == layout(dep.run_dir(first))
+    if kind == "validate":
+        # Neither input nor output while it ran, to read or to write.
+        for run in (first, second):
+            seen = json.loads((dep.run_dir(run) / "tmp" / "seen.json").read_text())
+            assert seen == ["logs", "tmp"], (run, seen)
     events = dep.event_names(second)
     assert events[0] == "run.start" and events[-1] == "run.complete", events
 
@@ -95,13 +101,16 @@ def test_trees_of_dead_workers_go_and_a_lost_one_is_made_again(deploy, tmp_path)
     dead = root / f"{host}:{gone.pid}"
     (dead / "logs").mkdir(parents=True)
     (dead / "logs" / "events.ndjson").write_text("")
+    # One that a sweep renamed out of the way and did not finish removing.
+    half = root / f"{host}:{gone.pid}.gone.{gone.pid}"
+    (half / "input").mkdir(parents=True)
     other = root / f"another-host:{gone.pid}"
     other.mkdir()
     share(root)
 
     proc = dep.start_worker()
-    wait_until(lambda: not dead.exists() and spares(dep, host), 60,
-               "the dead worker's tree removed and a tree made")
+    wait_until(lambda: not dead.exists() and not half.exists() and spares(dep, host), 60,
+               "the dead worker's trees removed and a tree made")
     assert other.is_dir(), "another host's tree is that host's to remove"
 
     # A tree lost from under the worker: the run makes its directory itself,
