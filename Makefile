@@ -120,7 +120,8 @@ integration-check: all
 
 # A second build with AddressSanitizer and UndefinedBehaviorSanitizer in
 # $(SAN_B), and the unit tests and the integration tests of the supervisor,
-# its failure handling and the results run against it.  Any report stops
+# its failure handling, the results and the run directories made ahead
+# run against it.  Any report stops
 # the process that made it, and the integration harness fails a test whose
 # processes printed one.  The SQL Server cases are left out: the run must
 # stay short enough for CI.
@@ -133,6 +134,7 @@ SAN_TESTS = tests/integration/test_supervisor.py \
 	tests/integration/test_superd_robustness.py \
 	tests/integration/test_superd_failures.py \
 	tests/integration/test_results_fit.py \
+	tests/integration/test_run_dirs.py \
 	tests/integration/test_http.py tests/integration/test_dashboard.py
 NO_MSSQL = unset ADE_TEST_MSSQL_HOST ADE_TEST_MSSQL_PORT ADE_TEST_MSSQL_USER \
 	ADE_TEST_MSSQL_PASSWORD ADE_TEST_MSSQL_DATABASE
